@@ -1,0 +1,104 @@
+"""Content-defined (FastCDC) and fixed-size chunking (the only fastcdc importer).
+
+Pure: cut points depend only on the bytes and the :class:`ChunkerParams`. A moved cut point
+silently ruins dedup against existing repositories, so tests pin golden cut points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fastcdc
+
+from snapstore.errors import UsageError
+from snapstore.model import ChunkerParams
+from snapstore.units import parse_size
+
+MAX_CHUNK_SIZE = 64 * 1024 * 1024
+ALGORITHMS = ("fastcdc", "fixed")
+
+
+def validate(params: ChunkerParams) -> ChunkerParams:
+    """Raise UsageError unless the parameters can be used; return them."""
+    if params.algorithm not in ALGORITHMS:
+        raise UsageError(f"unknown chunker {params.algorithm!r}", hint="use fastcdc or fixed:SIZE")
+    if params.algorithm == "fixed":
+        if not 4096 <= params.avg_size <= MAX_CHUNK_SIZE:
+            raise UsageError(f"fixed chunk size must be 4 KiB..64 MiB, not {params.avg_size}")
+        return params
+    if not (64 <= params.min_size <= params.avg_size <= params.max_size <= MAX_CHUNK_SIZE):
+        raise UsageError("fastcdc needs 64 <= min <= avg <= max <= 64 MiB")
+    if params.avg_size < 256 or params.max_size < 1024:
+        raise UsageError("fastcdc needs avg >= 256 and max >= 1024")
+    return params
+
+
+def parse_spec(spec: str) -> ChunkerParams:
+    """``fastcdc``, ``fastcdc:MIN:AVG:MAX`` or ``fixed:SIZE`` (sizes in bytes or with K/M)."""
+    name, _, rest = spec.partition(":")
+    if name == "fastcdc":
+        if not rest:
+            return validate(ChunkerParams())
+        parts = rest.split(":")
+        if len(parts) != 3:
+            raise UsageError(f"{spec!r}: write fastcdc:MIN:AVG:MAX")
+        lo, avg, hi = (parse_size(p) for p in parts)
+        return validate(ChunkerParams("fastcdc", lo, avg, hi))
+    if name == "fixed" and rest:
+        size = parse_size(rest)
+        return validate(ChunkerParams("fixed", size, size, size))
+    raise UsageError(f"unknown chunker {spec!r}", hint="use fastcdc, fastcdc:MIN:AVG:MAX or fixed:SIZE")
+
+
+def cut(params: ChunkerParams, buf: bytes | memoryview, final: bool) -> list[int]:
+    """Lengths of the chunks at the start of ``buf`` whose cut points are certain.
+
+    Without ``final`` a cut is certain only when the whole window it searched (``max_size``
+    bytes from the chunk's start) lies inside ``buf``; the rest waits for more data. With
+    ``final`` the lengths cover all of ``buf``.
+    """
+    size = len(buf)
+    if params.algorithm == "fixed":
+        step = params.avg_size
+        n = size // step
+        lengths = [step] * n
+        if final and size % step:
+            lengths.append(size % step)
+        return lengths
+    lengths = []
+    for c in fastcdc.fastcdc(buf, params.min_size, params.avg_size, params.max_size, fat=False):
+        if not final and c.offset + params.max_size > size:
+            break
+        lengths.append(c.length)
+    return lengths
+
+
+class Splitter:
+    """Streams blocks of one byte sequence into chunks, holding at most one chunk back."""
+
+    def __init__(self, params: ChunkerParams) -> None:
+        self.params = params
+        self._carry = b""
+
+    def feed(self, block: bytes) -> Iterator[memoryview]:
+        buf = self._carry + block if self._carry else block
+        yield from self._emit(buf, final=False)
+
+    def finish(self) -> Iterator[memoryview]:
+        buf, self._carry = self._carry, b""
+        if buf:
+            yield from self._emit(buf, final=True)
+
+    def _emit(self, buf: bytes, final: bool) -> Iterator[memoryview]:
+        view = memoryview(buf)
+        pos = 0
+        for length in cut(self.params, view, final):
+            yield view[pos : pos + length]
+            pos += length
+        self._carry = bytes(view[pos:]) if not final else b""
+
+
+def split(params: ChunkerParams, data: bytes) -> list[bytes]:
+    """Split a whole buffer at once (for tests and small inputs)."""
+    s = Splitter(params)
+    return [bytes(c) for c in (*s.feed(data), *s.finish())]

@@ -1,0 +1,59 @@
+"""The ``snap`` command: registers the commands and maps errors to exit codes (docs/CLI.md)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from snapstore.cli.checkout_cmd import checkout
+from snapstore.cli.commit_cmd import commit
+from snapstore.cli.init_cmd import init
+from snapstore.cli.snapshots_cmd import log, rm, show
+from snapstore.cli.stats_cmd import stats
+from snapstore.errors import SnapstoreError, UsageError
+
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="snap",
+    help="Keep the history of large binary files (VM disk images) in a deduplicating store.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+for command in (init, commit, checkout, log, show, rm, stats):
+    app.command()(command)
+
+
+def error_line(exc: SnapstoreError) -> str:
+    return f"snap: error: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the command; errors become one line on stderr and an exit code."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="snap")
+        return result if isinstance(result, int) else 0
+    except SnapstoreError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        print(exc.format_message(), file=sys.stderr)
+        return UsageError.exit_code
+    except click.ClickException as exc:
+        print(f"snap: error: {exc.format_message()}", file=sys.stderr)
+        return UsageError.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("snap: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+def run() -> None:
+    sys.exit(main())

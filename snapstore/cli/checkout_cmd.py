@@ -1,0 +1,41 @@
+"""snap checkout"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from snapstore.cli.commit_cmd import ThreadsOption
+from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, progress_for
+from snapstore.ops.checkout import checkout as do_checkout
+from snapstore.units import format_size
+
+
+def checkout(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id, unique prefix, or 'latest'.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file; '-' for stdout.")],
+    name: Annotated[str | None, typer.Option(help="With 'latest': newest of this name.")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUTPUT if it exists.")] = False,
+    sparse: Annotated[bool, typer.Option(help="Leave holes for zero runs.")] = True,
+    threads: ThreadsOption = None,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Rebuild a snapshot's file, verifying every byte."""
+    with open_repo(repo) as r:
+        snap = r.resolve(snapshot, name=name)
+        with progress_for(json_output or output == "-") as progress:
+            res = do_checkout(r, snap, output, force=force, sparse=sparse, threads=threads, progress=progress)
+    if json_output and output != "-":
+        emit_json(
+            {
+                "id": snap.hex,
+                "name": snap.name,
+                "path": res.path,
+                "size": res.size,
+                "zero_bytes": res.zero_bytes,
+            }
+        )
+    elif output != "-":
+        info(f"checked out {snap.hex[:12]} ({snap.name}, {format_size(res.size)}) to {res.path}")

@@ -1,0 +1,60 @@
+"""snap commit"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, locate, progress_for
+from snapstore.ops.commit import commit_file
+from snapstore.repo import REPO_DIR_NAME, Mode, Repository
+from snapstore.units import format_size
+
+ThreadsOption = Annotated[
+    int | None, typer.Option("--threads", "-j", min=1, help="Worker threads (default: all cores).")
+]
+
+
+def commit(
+    file: Annotated[Path, typer.Argument(help="The file to snapshot.")],
+    message: Annotated[str, typer.Option("--message", "-m", help="A note kept with the snapshot.")] = "",
+    name: Annotated[str | None, typer.Option(help="Snapshot name (default: the file's name).")] = None,
+    threads: ThreadsOption = None,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Store FILE as a new snapshot; print its id."""
+    root = locate(repo)
+    if root is None:
+        root = Path(REPO_DIR_NAME)
+        Repository.init(root).close()
+        info(f"created snapstore repository at {root.absolute()}")
+    with Repository.open(root, Mode.WRITE) as r, progress_for(json_output) as progress:
+        res = commit_file(r, file, name=name, message=message, threads=threads, progress=progress)
+    s = res.snapshot
+    if json_output:
+        emit_json(
+            {
+                "id": s.hex,
+                "short_id": s.hex[:12],
+                "name": s.name,
+                "size": s.size,
+                "created": s.created.isoformat(),
+                "chunks": res.chunks,
+                "new_chunks": res.new_chunks,
+                "new_raw_bytes": res.new_raw_bytes,
+                "new_stored_bytes": res.new_stored_bytes,
+                "zero_bytes": res.zero_bytes,
+                "seconds": round(res.seconds, 3),
+            }
+        )
+        return
+    rate = s.size / res.seconds / 1e6 if res.seconds > 0 else 0.0
+    info(
+        f"snapshot {s.hex[:12]} of {s.name}: {format_size(s.size)}, {res.new_chunks} new of "
+        f"{res.chunks} chunks, {format_size(res.new_stored_bytes)} stored, "
+        f"{res.seconds:.1f} s ({rate:.0f} MB/s)"
+    )
+    typer.echo(s.hex)

@@ -1,0 +1,48 @@
+"""snap init"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from snapstore.chunker import parse_spec
+from snapstore.cli.common import JsonOption, RepoOption, emit_json, out
+from snapstore.repo import REPO_DIR_NAME, Repository
+
+
+def init(
+    path: Annotated[Path | None, typer.Argument(help="Where to create it (default: ./.snapstore).")] = None,
+    repo: RepoOption = None,
+    chunker: Annotated[
+        str,
+        typer.Option(help="fastcdc (default), fastcdc:MIN:AVG:MAX, or fixed:SIZE (e.g. fixed:1M)."),
+    ] = "fastcdc",
+    level: Annotated[int, typer.Option(help="zstd compression level (1-22).")] = 3,
+    shared: Annotated[
+        bool, typer.Option(help="Make repository files readable by others (default: owner only).")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Create an empty repository."""
+    root = path or repo or Path(REPO_DIR_NAME)
+    with Repository.init(root, chunker=parse_spec(chunker), codec_level=level, shared=shared) as r:
+        c = r.config
+    if json_output:
+        emit_json(
+            {
+                "path": str(root),
+                "repository_id": c.repository_id,
+                "format_version": c.format_version,
+                "chunker": {
+                    "algorithm": c.chunker.algorithm,
+                    "min_size": c.chunker.min_size,
+                    "avg_size": c.chunker.avg_size,
+                    "max_size": c.chunker.max_size,
+                },
+                "codec": {"name": c.codec.name, "level": c.codec.level},
+            }
+        )
+    else:
+        out(f"created snapstore repository at {root}")

@@ -1,0 +1,129 @@
+"""snap log, snap show, snap rm"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.ids import resolve
+from snapstore.model import ChunkRef, SnapshotInfo, ZeroRun
+from snapstore.ops.stats import exclusive_bytes
+from snapstore.repo import Mode, Repository
+from snapstore.units import format_size
+
+IdArgument = Annotated[str, typer.Argument(help="Snapshot id, unique prefix, or 'latest'.")]
+NameOption = Annotated[str | None, typer.Option(help="With 'latest': newest of this name.")]
+
+
+def snapshot_doc(s: SnapshotInfo, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": s.hex,
+        "short_id": s.hex[:12],
+        "name": s.name,
+        "size": s.size,
+        "created": s.created.isoformat(),
+        "message": s.message,
+        "hostname": s.hostname,
+        "source": s.source,
+        **extra,
+    }
+
+
+def log(
+    name: Annotated[str | None, typer.Argument(help="Only snapshots of this name.")] = None,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List snapshots, oldest first, with the space each alone holds."""
+    with open_repo(repo) as r:
+        snaps = [s for s in r.list_snapshots() if name is None or s.name == name]
+        rows = [(s, exclusive_bytes(r, s.id)) for s in snaps]
+    if json_output:
+        emit_json([snapshot_doc(s, exclusive_bytes=x) for s, x in rows])
+        return
+    if not rows:
+        info("no snapshots")
+        return
+    out(f"{'ID':<12}  {'CREATED (UTC)':<19}  {'NAME':<20}  {'SIZE':>10}  {'EXCLUSIVE':>10}  MESSAGE")
+    for s, x in rows:
+        out(
+            f"{s.hex[:12]}  {s.created:%Y-%m-%d %H:%M:%S}  {s.name[:20]:<20}  "
+            f"{format_size(s.size):>10}  {format_size(x):>10}  {s.message}"
+        )
+
+
+def show(
+    snapshot: IdArgument,
+    name: NameOption = None,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show one snapshot in detail."""
+    with open_repo(repo) as r:
+        s = r.resolve(snapshot, name=name)
+        chunks = zero = 0
+        distinct: set[bytes] = set()
+        for record in r.iter_records(s.id):
+            if isinstance(record, ChunkRef):
+                chunks += 1
+                distinct.add(record.chunk_id)
+            elif isinstance(record, ZeroRun):
+                zero += record.length
+        excl = exclusive_bytes(r, s.id)
+    extra = {
+        "chunks": chunks,
+        "distinct_chunks": len(distinct),
+        "zero_bytes": zero,
+        "exclusive_bytes": excl,
+    }
+    if json_output:
+        emit_json(snapshot_doc(s, **extra))
+        return
+    for key, value in (
+        ("id", s.hex),
+        ("name", s.name),
+        ("created", s.created.isoformat()),
+        ("size", f"{format_size(s.size)} ({s.size} bytes)"),
+        ("message", s.message),
+        ("host", s.hostname),
+        ("source", s.source),
+        ("chunks", f"{chunks} ({len(distinct)} distinct)"),
+        ("zero bytes", format_size(zero)),
+        ("exclusive", format_size(excl)),
+    ):
+        out(f"{key + ':':<11} {value}")
+
+
+def rm(
+    snapshots: Annotated[list[str], typer.Argument(help="Snapshot ids, prefixes, or 'latest'.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Say what would go; change nothing.")
+    ] = False,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Remove snapshots (their space is freed by 'snap gc')."""
+    with open_repo(repo, Mode.READ if dry_run else Mode.WRITE) as r:
+        targets = _resolve_all(r, snapshots)
+        if not dry_run:
+            for s in targets:
+                r.remove_snapshot(s.id)
+    if json_output:
+        emit_json({"dry_run": dry_run, "removed": [snapshot_doc(s) for s in targets]})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for s in targets:
+        out(f"{verb} {s.hex[:12]} {s.name} {s.created:%Y-%m-%d %H:%M:%S}")
+    if not dry_run:
+        info("run 'snap gc' to free the space they held")
+
+
+def _resolve_all(r: Repository, refs: list[str]) -> list[SnapshotInfo]:
+    found: dict[bytes, SnapshotInfo] = {}
+    all_snaps = r.list_snapshots()
+    for ref in refs:
+        s = resolve(ref, all_snaps)
+        found[s.id] = s
+    return list(found.values())

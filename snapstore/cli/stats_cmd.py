@@ -1,0 +1,48 @@
+"""snap stats"""
+
+from __future__ import annotations
+
+from snapstore.cli.common import JsonOption, RepoOption, emit_json, open_repo, out
+from snapstore.cli.snapshots_cmd import snapshot_doc
+from snapstore.ops.stats import exclusive_bytes, repo_stats
+from snapstore.units import format_size
+
+
+def stats(repo: RepoOption = None, json_output: JsonOption = False) -> None:
+    """Repository totals and what each snapshot alone holds."""
+    with open_repo(repo) as r:
+        snaps = r.list_snapshots()
+        st = repo_stats(r, snaps)
+        exclusive = {s.id: exclusive_bytes(r, s.id) for s in snaps}
+        quota = r.config.quota_bytes
+    if json_output:
+        emit_json(
+            {
+                "snapshots": [snapshot_doc(s, exclusive_bytes=exclusive[s.id]) for s in snaps],
+                "snapshot_count": st.snapshots,
+                "logical_bytes": st.logical_bytes,
+                "chunks": st.chunks,
+                "live_chunks": st.live_chunks,
+                "raw_bytes": st.raw_bytes,
+                "stored_bytes": st.stored_bytes,
+                "garbage_bytes": st.garbage_bytes,
+                "disk_bytes": st.disk_bytes,
+                "dedup_ratio": round(st.dedup_ratio, 3),
+                "compression_ratio": round(st.compression_ratio, 3),
+                "quota_bytes": quota,
+            }
+        )
+        return
+    out(f"snapshots:          {st.snapshots}")
+    out(f"logical size:       {format_size(st.logical_bytes)}")
+    out(f"unique data:        {format_size(st.raw_bytes)} in {st.live_chunks} chunks")
+    out(f"stored size:        {format_size(st.stored_bytes)}")
+    out(f"unreferenced:       {format_size(st.garbage_bytes)} (freed by 'snap gc')")
+    out(
+        f"disk usage:         {format_size(st.disk_bytes)}"
+        + (f" of quota {format_size(quota)}" if quota else "")
+    )
+    out(f"dedup ratio:        {st.dedup_ratio:.2f}x")
+    out(f"compression ratio:  {st.compression_ratio:.2f}x")
+    for s in snaps:
+        out(f"  {s.hex[:12]}  {s.name:<20}  exclusive {format_size(exclusive[s.id])}")

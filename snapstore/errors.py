@@ -1,0 +1,198 @@
+"""The one exception tree of snapstore.
+
+Every error a user can cause or meet derives from :class:`SnapstoreError` and carries a
+stable ``exit_code`` (documented in docs/CLI.md). Library and OS errors are translated into
+these where the library is used, chained with ``raise ... from``. Only the CLI turns them
+into messages and exit codes; anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+
+class SnapstoreError(Exception):
+    """Root of every snapstore error."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(SnapstoreError):
+    """The command was asked something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class AmbiguousIdError(UsageError):
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        shown = ", ".join(c[:12] for c in candidates[:5])
+        super().__init__(
+            f"snapshot id {prefix!r} is ambiguous: it matches {len(candidates)} snapshots ({shown})",
+            hint="give more characters of the id",
+        )
+        self.prefix = prefix
+        self.candidates = candidates
+
+
+class OutputExistsError(UsageError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} already exists", hint="pass --force to replace it")
+        self.path = path
+
+
+class NotFoundError(SnapstoreError):
+    """Something named by the user does not exist."""
+
+    exit_code = 3
+
+
+class InputNotFoundError(NotFoundError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: no such file")
+        self.path = path
+
+
+class UnknownSnapshotError(NotFoundError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no snapshot matches {ref!r}", hint="list snapshots with 'snap log'")
+        self.ref = ref
+
+
+class RepositoryNotFoundError(NotFoundError):
+    def __init__(self, path: Path | None) -> None:
+        where = f"at {path}" if path is not None else "here or in any parent directory"
+        super().__init__(
+            f"no snapstore repository {where}",
+            hint="create one with 'snap init', or point at one with --repo or SNAP_REPO",
+        )
+        self.path = path
+
+
+class RepositoryError(SnapstoreError):
+    """The repository cannot be used as it is (format, structure)."""
+
+    exit_code = 4
+
+
+class UnsupportedFormatError(RepositoryError):
+    def __init__(self, path: Path, found: object, supported: int) -> None:
+        super().__init__(
+            f"{path}: repository format version {found!r} is not supported "
+            f"(this snap reads version {supported})",
+            hint="upgrade snapstore",
+        )
+        self.found = found
+        self.supported = supported
+
+
+class CorruptError(RepositoryError):
+    """Repository metadata that cannot be parsed (config, manifest, index, pack header)."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what} is corrupt: {detail}", hint="run 'snap verify'")
+        self.what = what
+        self.detail = detail
+
+
+class IntegrityError(SnapstoreError):
+    """Data read back does not match its hash."""
+
+    exit_code = 5
+
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"{what}: hash mismatch (expected {expected[:16]}, got {actual[:16]})",
+            hint="the repository is damaged; run 'snap verify --read-data'",
+        )
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+
+class LockedError(SnapstoreError):
+    exit_code = 6
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"repository {path} is locked by {holder}", hint="wait and retry")
+        self.path = path
+        self.holder = holder
+
+
+class QuotaError(SnapstoreError):
+    exit_code = 7
+
+    def __init__(self, message: str, *, short_bytes: int) -> None:
+        super().__init__(message)
+        self.short_bytes = short_bytes
+
+
+class NoSpaceError(SnapstoreError):
+    exit_code = 8
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"no space left on device while writing {where}",
+            hint="free space with 'snap rm' + 'snap gc' or 'snap prune'",
+        )
+        self.where = where
+
+
+class InputChangedError(SnapstoreError):
+    exit_code = 9
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} changed while it was being read; no snapshot was made",
+            hint="stop the writer (e.g. pause the VM) or commit from a filesystem snapshot; "
+            "data already read is kept and makes the retry fast",
+        )
+        self.path = path
+
+
+class InputError(SnapstoreError):
+    """The input could not be read (permissions, I/O error, not a regular file)."""
+
+    exit_code = 10
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class StorageIOError(SnapstoreError):
+    """The repository's own files could not be written or read (not a full disk)."""
+
+    exit_code = 11
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"I/O error on {where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+def translate_os_error(exc: OSError, where: str) -> SnapstoreError:
+    """Map an OSError met on the repository's own files to a snapstore error."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpaceError(where)
+    return StorageIOError(where, exc.strerror or str(exc))
+
+
+EXIT_CODES: dict[str, int] = {
+    "usage": UsageError.exit_code,
+    "not found": NotFoundError.exit_code,
+    "repository": RepositoryError.exit_code,
+    "integrity": IntegrityError.exit_code,
+    "locked": LockedError.exit_code,
+    "quota": QuotaError.exit_code,
+    "no space": NoSpaceError.exit_code,
+    "input changed": InputChangedError.exit_code,
+    "input": InputError.exit_code,
+    "storage i/o": StorageIOError.exit_code,
+}

@@ -1,0 +1,84 @@
+"""The repository ``config`` file: canonical JSON (see docs/FORMAT.md, "config")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from snapstore.errors import CorruptError
+from snapstore.format import FORMAT_VERSION
+from snapstore.model import ChunkerParams, CodecParams, Config
+
+MAX_CONFIG_SIZE = 64 * 1024
+
+
+def encode(config: Config) -> bytes:
+    doc: dict[str, Any] = {
+        "format_version": config.format_version,
+        "repository_id": config.repository_id,
+        "created": config.created,
+        "chunker": {
+            "algorithm": config.chunker.algorithm,
+            "min_size": config.chunker.min_size,
+            "avg_size": config.chunker.avg_size,
+            "max_size": config.chunker.max_size,
+        },
+        "hash": config.hash_name,
+        "codec": {"name": config.codec.name, "level": config.codec.level},
+        "pack_target_size": config.pack_target_size,
+        "quota_bytes": config.quota_bytes,
+        "shared": config.shared,
+    }
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def peek_version(data: bytes) -> object:
+    """The ``format_version`` field, read before anything else is trusted."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptError("config", f"not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise CorruptError("config", "not a JSON object")
+    return doc.get("format_version")
+
+
+def decode(data: bytes) -> Config:
+    """Parse a config whose version is FORMAT_VERSION (check :func:`peek_version` first)."""
+    if len(data) > MAX_CONFIG_SIZE:
+        raise CorruptError("config", f"{len(data)} bytes is too large")
+    doc = json.loads(data)
+    try:
+        chunker = doc["chunker"]
+        codec = doc["codec"]
+        config = Config(
+            format_version=_int(doc["format_version"]),
+            repository_id=str(doc["repository_id"]),
+            created=str(doc["created"]),
+            chunker=ChunkerParams(
+                algorithm=str(chunker["algorithm"]),
+                min_size=_int(chunker["min_size"]),
+                avg_size=_int(chunker["avg_size"]),
+                max_size=_int(chunker["max_size"]),
+            ),
+            hash_name=str(doc["hash"]),
+            codec=CodecParams(name=str(codec["name"]), level=_int(codec["level"])),
+            pack_target_size=_int(doc["pack_target_size"]),
+            quota_bytes=None if doc.get("quota_bytes") is None else _int(doc["quota_bytes"]),
+            shared=bool(doc.get("shared", False)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptError("config", f"missing or bad field {exc}") from exc
+    if config.format_version != FORMAT_VERSION:
+        raise CorruptError("config", f"format_version {config.format_version}")
+    if config.hash_name != "blake3-256" or config.codec.name != "zstd":
+        raise CorruptError("config", f"unknown hash {config.hash_name!r} or codec {config.codec.name!r}")
+    if not 1 << 20 <= config.pack_target_size <= 1 << 32:
+        raise CorruptError("config", f"pack_target_size {config.pack_target_size} out of range")
+    return config
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not an integer")
+    return value

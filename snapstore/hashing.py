@@ -1,0 +1,32 @@
+"""BLAKE3-256: the one hash of snapstore (the only blake3 importer)."""
+
+from __future__ import annotations
+
+import blake3
+
+DIGEST_SIZE = 32
+_ZERO_BLOCK = bytes(1 << 20)
+
+
+def chunk_id(data: bytes | memoryview) -> bytes:
+    """The id of a chunk: BLAKE3-256 of its plaintext."""
+    return blake3.blake3(data).digest()
+
+
+class StreamHasher:
+    """Incremental BLAKE3-256 of a byte stream, with cheap runs of zeros."""
+
+    def __init__(self) -> None:
+        self._h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._h.update(data)
+
+    def update_zeros(self, length: int) -> None:
+        while length > 0:
+            n = min(length, len(_ZERO_BLOCK))
+            self._h.update(memoryview(_ZERO_BLOCK)[:n])
+            length -= n
+
+    def digest(self) -> bytes:
+        return bytes(self._h.digest())

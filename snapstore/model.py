@@ -1,0 +1,107 @@
+"""Frozen value types shared by every layer. Names follow the glossary in docs/FORMAT.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ChunkId = bytes  # 32 bytes: BLAKE3-256 of the chunk's plaintext
+SnapshotId = bytes  # 32 bytes: BLAKE3-256 of the manifest bytes
+PackId = bytes  # 16 random bytes
+
+
+@dataclass(frozen=True)
+class ChunkerParams:
+    """How a file is split into chunks: ``fastcdc`` (content-defined) or ``fixed``."""
+
+    algorithm: str = "fastcdc"
+    min_size: int = 256 * 1024
+    avg_size: int = 1024 * 1024
+    max_size: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CodecParams:
+    name: str = "zstd"
+    level: int = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    """The repository's config file: fixed at init except for ``quota_bytes``."""
+
+    format_version: int
+    repository_id: str
+    created: str
+    chunker: ChunkerParams = field(default_factory=ChunkerParams)
+    hash_name: str = "blake3-256"
+    codec: CodecParams = field(default_factory=CodecParams)
+    pack_target_size: int = 64 * 1024 * 1024
+    quota_bytes: int | None = None
+    shared: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkLocation:
+    """Index record: where a chunk's stored bytes live, and how many snapshots need it."""
+
+    pack_id: PackId
+    offset: int  # of the chunk record's header within the pack
+    stored_size: int  # payload bytes in the pack (after compression)
+    raw_size: int  # plaintext bytes
+    codec: int  # CODEC_NONE or CODEC_ZSTD
+    refcount: int = 0  # number of snapshots whose manifest names this chunk
+
+
+# Manifest records -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryStart:
+    """Begins one entry (today: a regular file) of a snapshot."""
+
+    path: str
+    kind: str = "file"
+    mode: int = 0o644
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    chunk_id: ChunkId
+    raw_size: int
+
+
+@dataclass(frozen=True)
+class ZeroRun:
+    """``length`` zero bytes, stored as nothing (a hole on checkout)."""
+
+    length: int
+
+
+@dataclass(frozen=True)
+class EntryEnd:
+    size: int
+    digest: bytes  # BLAKE3-256 of the entry's whole content
+
+
+ManifestRecord = EntryStart | ChunkRef | ZeroRun | EntryEnd
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a manifest's trailer says about its snapshot."""
+
+    id: SnapshotId
+    name: str
+    created: datetime
+    message: str
+    size: int
+    entries: int
+    chunk_refs: int
+    hostname: str = ""
+    source: str = ""
+
+    @property
+    def hex(self) -> str:
+        return self.id.hex()

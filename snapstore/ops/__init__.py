@@ -1,0 +1,2 @@
+"""Operations: commit, checkout, remove, stats (and later gc, prune, verify), written against
+:class:`snapstore.repo.Repository`."""

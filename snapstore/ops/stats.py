@@ -1,0 +1,67 @@
+"""Repository totals and per-snapshot exclusive size (what deleting it alone would free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from snapstore.format.pack import RECORD_HEADER_SIZE
+from snapstore.model import ChunkRef, SnapshotId, SnapshotInfo
+from snapstore.repo import Repository
+
+
+@dataclass(frozen=True)
+class RepoStats:
+    snapshots: int
+    logical_bytes: int  # sum of snapshot sizes
+    chunks: int  # chunks in the index
+    live_chunks: int  # chunks some snapshot references
+    raw_bytes: int  # plaintext of live chunks
+    stored_bytes: int  # pack bytes of live chunks (headers included)
+    garbage_bytes: int  # pack bytes of unreferenced chunks (gc frees them)
+    disk_bytes: int  # allocated blocks of the whole repository (du)
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.logical_bytes / self.raw_bytes if self.raw_bytes else 0.0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else 0.0
+
+
+def repo_stats(repo: Repository, snapshots: list[SnapshotInfo]) -> RepoStats:
+    chunks = live = raw = stored = garbage = 0
+    with repo.index.read() as r:
+        for _, loc in r.iter_locations():
+            chunks += 1
+            size = RECORD_HEADER_SIZE + loc.stored_size
+            if loc.refcount:
+                live += 1
+                raw += loc.raw_size
+                stored += size
+            else:
+                garbage += size
+    return RepoStats(
+        snapshots=len(snapshots),
+        logical_bytes=sum(s.size for s in snapshots),
+        chunks=chunks,
+        live_chunks=live,
+        raw_bytes=raw,
+        stored_bytes=stored,
+        garbage_bytes=garbage,
+        disk_bytes=repo.disk_usage(),
+    )
+
+
+def exclusive_bytes(repo: Repository, snapshot_id: SnapshotId) -> int:
+    """Pack bytes that only this snapshot references: one pass over its own manifest."""
+    seen: set[bytes] = set()
+    total = 0
+    with repo.index.read() as r:
+        for record in repo.iter_records(snapshot_id):
+            if isinstance(record, ChunkRef) and record.chunk_id not in seen:
+                seen.add(record.chunk_id)
+                loc = r.get(record.chunk_id)
+                if loc is not None and loc.refcount == 1:
+                    total += RECORD_HEADER_SIZE + loc.stored_size
+    return total

@@ -1,0 +1,118 @@
+"""Durable file operations: the one place that fsyncs, renames, punches holes and counts blocks.
+
+Stored files are never modified in place: they are added (temp file, fsync, rename, fsync
+the directory), hole-punched, or removed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+from snapstore.errors import translate_os_error
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(target: Path) -> Path:
+    """A unique temp path next to ``target`` (same filesystem, so rename is atomic)."""
+    return target.with_name(f".{target.name}.tmp-{secrets.token_hex(6)}")
+
+
+def write_durable(path: Path, data: bytes, mode: int) -> None:
+    """Atomically replace ``path`` with ``data``: temp file, fsync, rename, fsync directory."""
+    tmp = temp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        raise translate_os_error(exc, str(path)) from exc
+
+
+def rename_durable(src: Path, dst: Path) -> None:
+    try:
+        os.rename(src, dst)
+        fsync_dir(dst.parent)
+        if src.parent != dst.parent:
+            fsync_dir(src.parent)
+    except OSError as exc:
+        raise translate_os_error(exc, str(dst)) from exc
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free the blocks of ``[offset, offset+length)``; the bytes read back as zeros."""
+    if length <= 0:
+        return
+    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def allocated_bytes(path: Path) -> int:
+    """Disk usage of a file or tree as ``du`` counts it: allocated blocks, not apparent size."""
+    total = 0
+    for st in _walk_stats(path):
+        total += st.st_blocks * 512
+    return total
+
+
+def _walk_stats(path: Path) -> Iterator[os.stat_result]:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    yield st
+    if os.path.isdir(path) and not os.path.islink(path):
+        with os.scandir(path) as it:
+            for entry in it:
+                yield from _walk_stats(Path(entry.path))
+
+
+def reserve_space(path: Path, size: int, mode: int) -> bool:
+    """Create ``path`` with ``size`` really allocated bytes; False when the disk is too full."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, mode)
+    except OSError:
+        return False
+    try:
+        os.posix_fallocate(fd, 0, size)
+        os.fsync(fd)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EOPNOTSUPP, errno.EINVAL):
+            raise translate_os_error(exc, str(path)) from exc
+        os.close(fd)
+        fd = -1
+        with suppress(OSError):
+            path.unlink()
+        return False
+    finally:
+        if fd >= 0:
+            os.close(fd)

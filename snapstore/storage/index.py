@@ -1,0 +1,153 @@
+"""The LMDB index (the only lmdb importer): chunk id -> location and reference count, the
+set of snapshots whose references are counted, and gc's garbage list.
+
+The index is derived data: it can be rebuilt from packs and manifests (see repair). Each
+write transaction is atomic and durable when it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from snapstore.errors import CorruptError, NoSpaceError, StorageIOError
+from snapstore.format import index as fmt
+from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
+
+MAP_SIZE = 1 << 40  # address space only; the file grows as used
+_DBS = (b"chunks", b"counted", b"garbage", b"meta")
+
+
+def _translate(exc: lmdb.Error, where: str) -> Exception:
+    text = str(exc)
+    if "No space" in text or "MDB_MAP_FULL" in text:
+        return NoSpaceError(where)
+    if isinstance(exc, lmdb.CorruptedError | lmdb.InvalidError | lmdb.VersionMismatchError):
+        return CorruptError(where, text)
+    return StorageIOError(where, text)
+
+
+class Index:
+    def __init__(self, path: Path, *, mode: int, create: bool) -> None:
+        self.path = path
+        try:
+            self._env = lmdb.open(
+                str(path),
+                map_size=MAP_SIZE,
+                subdir=True,
+                max_dbs=len(_DBS),
+                create=create,
+                mode=mode,
+                readahead=False,
+                max_readers=256,
+            )
+            self._db = {name: self._env.open_db(name) for name in _DBS}
+        except lmdb.Error as exc:
+            raise _translate(exc, "index") from exc
+        if create:
+            with self.write() as w:
+                if w.get_meta(b"version") is None:
+                    w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))
+        with self.read() as r:
+            version = r.get_meta(b"version")
+        if version is None or fmt.decode_u64(version) != fmt.INDEX_VERSION:
+            raise CorruptError("index", "missing or unknown index version")
+
+    def close(self) -> None:
+        self._env.close()
+
+    @contextmanager
+    def read(self) -> Iterator[IndexTxn]:
+        try:
+            with self._env.begin(buffers=False) as txn:
+                yield IndexTxn(txn, self._db)
+        except lmdb.Error as exc:
+            raise _translate(exc, "index") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[IndexWriteTxn]:
+        """A write transaction, committed (durably) when the block ends without error."""
+        try:
+            with self._env.begin(write=True) as txn:
+                yield IndexWriteTxn(txn, self._db)
+        except lmdb.Error as exc:
+            raise _translate(exc, "index") from exc
+
+
+class IndexTxn:
+    def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
+        self._txn = txn
+        self._chunks = dbs[b"chunks"]
+        self._counted = dbs[b"counted"]
+        self._garbage = dbs[b"garbage"]
+        self._meta = dbs[b"meta"]
+
+    def get(self, chunk_id: ChunkId) -> ChunkLocation | None:
+        data = self._txn.get(chunk_id, db=self._chunks)
+        return None if data is None else fmt.decode_location(data)
+
+    def iter_locations(self) -> Iterator[tuple[ChunkId, ChunkLocation]]:
+        with self._txn.cursor(db=self._chunks) as cur:
+            for key, value in cur:
+                yield key, fmt.decode_location(value)
+
+    def chunk_count(self) -> int:
+        return int(self._txn.stat(self._chunks)["entries"])
+
+    def is_counted(self, snapshot_id: SnapshotId) -> bool:
+        return self._txn.get(snapshot_id, db=self._counted) is not None
+
+    def iter_counted(self) -> Iterator[SnapshotId]:
+        with self._txn.cursor(db=self._counted) as cur:
+            yield from cur.iternext(keys=True, values=False)
+
+    def iter_garbage(self) -> Iterator[tuple[PackId, int, int]]:
+        with self._txn.cursor(db=self._garbage) as cur:
+            for key, value in cur:
+                pack_id, offset = fmt.decode_garbage_key(key)
+                yield pack_id, offset, fmt.decode_u64(value)
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        value = self._txn.get(key, db=self._meta)
+        return None if value is None else bytes(value)
+
+
+class IndexWriteTxn(IndexTxn):
+    def put(self, chunk_id: ChunkId, loc: ChunkLocation) -> None:
+        self._txn.put(chunk_id, fmt.encode_location(loc), db=self._chunks)
+
+    def delete(self, chunk_id: ChunkId) -> None:
+        self._txn.delete(chunk_id, db=self._chunks)
+
+    def add_refs(self, chunk_ids: Iterable[ChunkId], delta: int) -> None:
+        """Add ``delta`` to the reference count of each (distinct) chunk id."""
+        for chunk_id in chunk_ids:
+            loc = self.get(chunk_id)
+            if loc is None:
+                raise CorruptError("index", f"no entry for referenced chunk {chunk_id.hex()[:16]}")
+            self.put(chunk_id, replace(loc, refcount=max(0, loc.refcount + delta)))
+
+    def set_counted(self, snapshot_id: SnapshotId, counted: bool) -> None:
+        if counted:
+            self._txn.put(snapshot_id, b"", db=self._counted)
+        else:
+            self._txn.delete(snapshot_id, db=self._counted)
+
+    def put_garbage(self, pack_id: PackId, offset: int, length: int) -> None:
+        self._txn.put(fmt.encode_garbage_key(pack_id, offset), fmt.encode_u64(length), db=self._garbage)
+
+    def delete_garbage(self, pack_id: PackId, offset: int) -> None:
+        self._txn.delete(fmt.encode_garbage_key(pack_id, offset), db=self._garbage)
+
+    def put_meta(self, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._meta)
+
+    def clear(self) -> None:
+        """Empty every table but meta (before a rebuild)."""
+        for name in (self._chunks, self._counted, self._garbage):
+            self._txn.drop(name, delete=False)

@@ -1,0 +1,215 @@
+"""Pack files under ``packs/``: append-only while written, then sealed; later only
+hole-punched (dead chunk records) or removed whole (docs/FORMAT.md, "packs" and "gc")."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+from snapstore.errors import CorruptError, translate_os_error
+from snapstore.format import pack as fmt
+from snapstore.model import ChunkLocation, PackId
+from snapstore.storage import fsio
+
+_OPEN_FILES = 64
+_SCAN_BLOCK = 8 << 20
+
+
+class PackWriter:
+    """One pack being written by the current process."""
+
+    def __init__(self, path: Path, pack_id: PackId, mode: int) -> None:
+        self.path = path
+        self.pack_id = pack_id
+        try:
+            path.parent.mkdir(mode=0o700 | (mode & 0o055), exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except OSError as exc:
+            raise translate_os_error(exc, str(path)) from exc
+        self.size = 0
+        self._write(fmt.encode_pack_header())
+
+    def _write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+        self.size += len(data)
+
+    def append(self, chunk_id: bytes, codec: int, raw_size: int, payload: bytes) -> ChunkLocation:
+        offset = self.size
+        header = fmt.encode_record_header(chunk_id, codec, raw_size, len(payload))
+        self._write(header + payload if len(payload) < 65536 else header)
+        if len(payload) >= 65536:
+            self._write(payload)
+        return ChunkLocation(self.pack_id, offset, len(payload), raw_size, codec, 0)
+
+    def seal(self) -> None:
+        """Make every appended record durable (fsync file and directory) and close."""
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            fsio.fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+
+    def abort(self) -> None:
+        """Drop a pack that no index entry points at yet (a failed commit)."""
+        if self._fd >= 0:
+            with suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        with suppress(OSError):
+            self.path.unlink()
+
+
+class PackStore:
+    def __init__(self, root: Path, file_mode: int) -> None:
+        self.root = root
+        self.file_mode = file_mode
+        self._local = threading.local()  # each thread its own LRU of open packs
+        self._all_fds: set[int] = set()
+        self._fds_lock = threading.Lock()
+
+    def path(self, pack_id: PackId) -> Path:
+        h = pack_id.hex()
+        return self.root / h[:2] / f"{h}.pack"
+
+    def create(self) -> PackWriter:
+        pack_id = secrets.token_bytes(16)
+        return PackWriter(self.path(pack_id), pack_id, self.file_mode)
+
+    def iter_pack_ids(self) -> Iterator[PackId]:
+        for sub in sorted(self.root.iterdir()) if self.root.exists() else []:
+            if not sub.is_dir():
+                continue
+            for f in sorted(sub.iterdir()):
+                if f.suffix == ".pack" and len(f.stem) == 32:
+                    with suppress(ValueError):
+                        yield bytes.fromhex(f.stem)
+
+    def _fd(self, pack_id: PackId) -> int:
+        files: OrderedDict[PackId, int] | None = getattr(self._local, "files", None)
+        if files is None:
+            files = self._local.files = OrderedDict()
+        fd = files.get(pack_id)
+        if fd is not None:
+            files.move_to_end(pack_id)
+            return fd
+        try:
+            fd = os.open(self.path(pack_id), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise CorruptError(f"pack {pack_id.hex()}", "missing") from exc
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
+        with self._fds_lock:
+            self._all_fds.add(fd)
+        files[pack_id] = fd
+        if len(files) > _OPEN_FILES:
+            self._close_fd(files.popitem(last=False)[1])
+        return fd
+
+    def _close_fd(self, fd: int) -> None:
+        with self._fds_lock:
+            self._all_fds.discard(fd)
+        with suppress(OSError):
+            os.close(fd)
+
+    def read_record(self, loc: ChunkLocation, chunk_id: bytes) -> bytes:
+        """The stored payload of the record at ``loc``, after checking its header."""
+        what = f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]}"
+        size = fmt.RECORD_HEADER_SIZE + loc.stored_size
+        try:
+            data = os.pread(self._fd(loc.pack_id), size, loc.offset)
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        header = fmt.decode_record_header(data, what)
+        if header.chunk_id != chunk_id or header.stored_size != loc.stored_size or len(data) != size:
+            raise CorruptError(what, "record does not match the index")
+        return data[fmt.RECORD_HEADER_SIZE :]
+
+    def scan(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
+        """Every valid record of a pack with its offset, skipping zeroed or damaged bytes.
+
+        A torn tail (a crash mid-append) ends the scan: its record is not whole.
+        """
+        path = self.path(pack_id)
+        what = f"pack {pack_id.hex()}"
+        try:
+            with open(path, "rb") as f:
+                fd = f.fileno()
+                fmt.check_pack_header(f.read(fmt.PACK_HEADER_SIZE), what)
+                file_size = os.fstat(fd).st_size
+                pos = fmt.PACK_HEADER_SIZE
+                while pos + fmt.RECORD_HEADER_SIZE <= file_size:
+                    pos = _next_data(fd, pos, file_size)
+                    if pos < 0:
+                        return
+                    try:
+                        header = fmt.decode_record_header(os.pread(fd, fmt.RECORD_HEADER_SIZE, pos), what)
+                    except CorruptError:
+                        window = os.pread(fd, _SCAN_BLOCK, pos)
+                        found = fmt.find_record(window, 1)
+                        pos += found if found > 0 else max(1, len(window) - fmt.RECORD_HEADER_SIZE)
+                        continue
+                    if pos + header.record_size > file_size:
+                        return
+                    yield pos, header
+                    pos += header.record_size
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+
+    def punch(self, pack_id: PackId, offset: int, length: int) -> None:
+        try:
+            fd = os.open(self.path(pack_id), os.O_WRONLY)
+            try:
+                fsio.punch_hole(fd, offset, length)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
+
+    def delete(self, pack_id: PackId) -> None:
+        self.forget(pack_id)
+        path = self.path(pack_id)
+        try:
+            path.unlink()
+            fsio.fsync_dir(path.parent)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
+
+    def forget(self, pack_id: PackId) -> None:
+        """Close this thread's cached descriptor of a pack (before it is deleted)."""
+        files: OrderedDict[PackId, int] | None = getattr(self._local, "files", None)
+        fd = files.pop(pack_id, None) if files else None
+        if fd is not None:
+            self._close_fd(fd)
+
+    def close(self) -> None:
+        with self._fds_lock:
+            fds, self._all_fds = self._all_fds, set()
+        for fd in fds:
+            with suppress(OSError):
+                os.close(fd)
+        self._local = threading.local()
+
+
+def _next_data(fd: int, pos: int, size: int) -> int:
+    """The next offset at or after ``pos`` that is not in a hole, or -1."""
+    try:
+        return os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        return pos if pos < size else -1

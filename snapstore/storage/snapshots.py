@@ -1,0 +1,166 @@
+"""Manifest files: ``snapshots/<id>`` once published, ``tmp/pending-<id>`` while a commit
+registers it, ``tmp/trash-<id>`` while a removal unregisters it (docs/FORMAT.md, "write order")."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import BinaryIO
+
+from snapstore.errors import CorruptError, IntegrityError, translate_os_error
+from snapstore.format import manifest as fmt
+from snapstore.hashing import StreamHasher
+from snapstore.model import ManifestRecord, SnapshotId, SnapshotInfo
+from snapstore.storage import fsio
+
+PENDING = "pending-"
+TRASH = "trash-"
+_READ_BUFFER = 1 << 20
+
+
+class ManifestWriter:
+    """Writes one manifest to a temp file, hashing it as it goes."""
+
+    def __init__(self, tmp_dir: Path, mode: int) -> None:
+        self._tmp_dir = tmp_dir
+        self._path = tmp_dir / f"part-{secrets.token_hex(8)}"
+        try:
+            self._file = open(self._path, "xb", buffering=_READ_BUFFER)  # noqa: SIM115
+            os.chmod(self._path, mode)
+        except OSError as exc:
+            raise translate_os_error(exc, "manifest") from exc
+        self._hasher = StreamHasher()
+        self.write(fmt.encode_header())
+
+    def write(self, data: bytes) -> None:
+        self._hasher.update(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise translate_os_error(exc, "manifest") from exc
+
+    def add(self, record: ManifestRecord) -> None:
+        self.write(fmt.encode_record(record))
+
+    def finish(self, trailer: bytes) -> SnapshotId:
+        """Write the trailer, make the file durable as ``tmp/pending-<id>``; return the id."""
+        self.write(trailer)
+        snapshot_id = self._hasher.digest()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.rename(self._path, self._tmp_dir / f"{PENDING}{snapshot_id.hex()}")
+            fsio.fsync_dir(self._tmp_dir)
+        except OSError as exc:
+            raise translate_os_error(exc, "manifest") from exc
+        return snapshot_id
+
+    def abort(self) -> None:
+        with suppress(OSError):
+            self._file.close()
+        with suppress(OSError):
+            self._path.unlink()
+
+
+class SnapshotStore:
+    def __init__(self, root: Path, tmp_dir: Path, file_mode: int) -> None:
+        self.root = root
+        self.tmp_dir = tmp_dir
+        self.file_mode = file_mode
+
+    def path(self, snapshot_id: SnapshotId) -> Path:
+        return self.root / snapshot_id.hex()
+
+    def writer(self) -> ManifestWriter:
+        return ManifestWriter(self.tmp_dir, self.file_mode)
+
+    def list_ids(self) -> list[SnapshotId]:
+        return _hex_names(self.root, "")
+
+    def list_pending(self) -> list[SnapshotId]:
+        return _hex_names(self.tmp_dir, PENDING)
+
+    def list_trash(self) -> list[SnapshotId]:
+        return _hex_names(self.tmp_dir, TRASH)
+
+    def publish(self, snapshot_id: SnapshotId) -> None:
+        """The atomic step that makes a snapshot exist."""
+        fsio.rename_durable(self.tmp_dir / f"{PENDING}{snapshot_id.hex()}", self.path(snapshot_id))
+
+    def discard_pending(self, snapshot_id: SnapshotId) -> None:
+        with suppress(FileNotFoundError):
+            (self.tmp_dir / f"{PENDING}{snapshot_id.hex()}").unlink()
+
+    def trash(self, snapshot_id: SnapshotId) -> None:
+        """The atomic step that makes a snapshot not exist (its manifest stays in tmp/)."""
+        fsio.rename_durable(self.path(snapshot_id), self.tmp_dir / f"{TRASH}{snapshot_id.hex()}")
+
+    def purge_trash(self, snapshot_id: SnapshotId) -> None:
+        with suppress(FileNotFoundError):
+            (self.tmp_dir / f"{TRASH}{snapshot_id.hex()}").unlink()
+
+    def load_info(self, snapshot_id: SnapshotId, *, where: str = "") -> SnapshotInfo:
+        """The trailer of a manifest, read from its end (the chunk list is not read)."""
+        path = Path(where) if where else self.path(snapshot_id)
+        what = f"manifest {snapshot_id.hex()[:12]}"
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                fmt.check_header(f.read(fmt.HEADER_SIZE), what)
+                f.seek(max(0, size - fmt.FOOTER_SIZE))
+                length = fmt.trailer_length(f.read(fmt.FOOTER_SIZE), size, what)
+                f.seek(size - fmt.FOOTER_SIZE - length)
+                return fmt.decode_trailer(snapshot_id, f.read(length), what)
+        except FileNotFoundError as exc:
+            raise CorruptError(what, "missing") from exc
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+
+    def iter_records(self, snapshot_id: SnapshotId, *, where: str = "") -> Iterator[ManifestRecord]:
+        """Every record of a manifest in order. The whole file is hashed while it is read and
+        IntegrityError is raised at the end if it does not match the snapshot id."""
+        path = Path(where) if where else self.path(snapshot_id)
+        what = f"manifest {snapshot_id.hex()[:12]}"
+        hasher = StreamHasher()
+        try:
+            f = open(path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115
+        except FileNotFoundError as exc:
+            raise CorruptError(what, "missing") from exc
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        with f:
+            reader = _HashingReader(f, hasher)
+            fmt.check_header(reader.read(fmt.HEADER_SIZE), what)
+            yield from fmt.iter_records(reader.read, what)
+            hasher.update(f.read())
+        actual = hasher.digest()
+        if actual != snapshot_id:
+            raise IntegrityError(what, snapshot_id.hex(), actual.hex())
+
+
+class _HashingReader:
+    def __init__(self, f: BinaryIO, hasher: StreamHasher) -> None:
+        self._f = f
+        self._hasher = hasher
+
+    def read(self, n: int) -> bytes:
+        data = self._f.read(n)
+        self._hasher.update(data)
+        return data
+
+
+def _hex_names(directory: Path, prefix: str) -> list[SnapshotId]:
+    ids = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if name.startswith(prefix) and len(name) == len(prefix) + 64:
+            with suppress(ValueError):
+                ids.append(bytes.fromhex(name[len(prefix) :]))
+    return sorted(ids)
