@@ -1,0 +1,52 @@
+"""Shared fixtures. Hypothesis runs derandomized in CI (CI=true)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from snapstore.model import ChunkerParams
+from snapstore.repo import Mode, Repository
+
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# Small chunks so that tests exercise many chunks and packs on little data.
+SMALL_CHUNKER = ChunkerParams("fastcdc", 4096, 16384, 65536)
+SNAP = [sys.executable, "-m", "snapstore"]
+
+
+@pytest.fixture
+def repo_path(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+    return path
+
+
+@pytest.fixture
+def repo(repo_path: Path) -> Iterator[Repository]:
+    with Repository.open(repo_path, Mode.WRITE) as r:
+        yield r
+
+
+def run_snap(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+             input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run the real ``snap`` command in a subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
+    full_env.update(env or {})
+    return subprocess.run([*SNAP, *args], cwd=cwd, env=full_env, input=input,
+                          capture_output=True, timeout=600, check=False)
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
