@@ -7,7 +7,8 @@ from snapstore.errors import SnapstoreError
 from snapstore.model import ChunkerParams, SnapshotInfo
 from snapstore.ops.checkout import CheckoutResult, checkout
 from snapstore.ops.commit import CommitResult, commit_file
-from snapstore.ops.stats import RepoStats, exclusive_bytes, repo_stats
+from snapstore.ops.space import exclusive_bytes
+from snapstore.ops.stats import RepoStats, repo_stats
 from snapstore.repo import Mode, Repository
 
 __version__ = "0.1.0"

@@ -42,11 +42,12 @@ from snapstore.storage import fsio
 from snapstore.storage.index import Index
 from snapstore.storage.lock import DATA, WRITE, Lock
 from snapstore.storage.packstore import PackStore, PackWriter
+from snapstore.storage.pins import PinStore
 from snapstore.storage.snapshots import ManifestWriter, SnapshotStore
 
 REPO_DIR_NAME = ".snapstore"
 RESERVE_SIZE = 16 * 1024 * 1024
-_LAYOUT = ("packs", "snapshots", "tmp", "locks")
+_LAYOUT = ("packs", "snapshots", "tmp", "locks", "pins")
 
 
 class Mode(enum.Enum):
@@ -73,6 +74,7 @@ class Repository:
         self.file_mode = 0o644 if config.shared else 0o600
         self.packs = PackStore(root / "packs", self.file_mode)
         self.snapshots = SnapshotStore(root / "snapshots", root / "tmp", self.file_mode)
+        self.pins = PinStore(root / "pins", self.file_mode)
         self.index = self._open_index()
         self._pack: PackWriter | None = None
         self._pending: dict[ChunkId, ChunkLocation] = {}
@@ -143,6 +145,13 @@ class Repository:
             for lock in reversed(locks):
                 lock.release()
             raise
+
+    def upgrade(self) -> None:
+        """WRITE -> EXCLUSIVE: wait for no reader (fails with LockedError if one is running)."""
+        self._require(Mode.WRITE)
+        if self.mode is not Mode.EXCLUSIVE:
+            self._locks[-1].upgrade(repo=self.root, what="a running checkout or verify")
+            self.mode = Mode.EXCLUSIVE
 
     def close(self) -> None:
         if self._pack is not None:
@@ -272,13 +281,14 @@ class Repository:
         return snapshot_id
 
     def remove_snapshot(self, snapshot_id: SnapshotId) -> None:
-        """Unpublish (atomic rename to tmp/), uncount, then delete the manifest."""
+        """Unpublish (atomic rename to tmp/), uncount, unpin, then delete the manifest."""
         self._require(Mode.WRITE)
         refs = recovery.chunk_set(self.snapshots, snapshot_id)
         self.snapshots.trash(snapshot_id)
         with self.index.write() as w:
             w.add_refs(refs, -1)
             w.set_counted(snapshot_id, False)
+        self.pins.unpin(snapshot_id)
         self.snapshots.purge_trash(snapshot_id)
 
     def list_snapshots(self) -> list[SnapshotInfo]:

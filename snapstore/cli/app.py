@@ -9,8 +9,11 @@ import typer
 
 from snapstore.cli.checkout_cmd import checkout
 from snapstore.cli.commit_cmd import commit
+from snapstore.cli.config_cmd import config_app
 from snapstore.cli.init_cmd import init
+from snapstore.cli.pin_cmd import pin, unpin
 from snapstore.cli.snapshots_cmd import log, rm, show
+from snapstore.cli.space_cmd import gc, prune
 from snapstore.cli.stats_cmd import stats
 from snapstore.errors import SnapstoreError, UsageError
 
@@ -24,8 +27,9 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (init, commit, checkout, log, show, rm, stats):
+for command in (init, commit, checkout, log, show, rm, gc, prune, pin, unpin, stats):
     app.command()(command)
+app.add_typer(config_app, name="config")
 
 
 def error_line(exc: SnapstoreError) -> str:

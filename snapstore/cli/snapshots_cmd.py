@@ -9,7 +9,7 @@ import typer
 from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out
 from snapstore.ids import resolve
 from snapstore.model import ChunkRef, SnapshotInfo, ZeroRun
-from snapstore.ops.stats import exclusive_bytes
+from snapstore.ops.space import exclusive_bytes
 from snapstore.repo import Mode, Repository
 from snapstore.units import format_size
 

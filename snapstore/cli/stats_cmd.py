@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from snapstore.cli.common import JsonOption, RepoOption, emit_json, open_repo, out
 from snapstore.cli.snapshots_cmd import snapshot_doc
-from snapstore.ops.stats import exclusive_bytes, repo_stats
+from snapstore.ops.space import exclusive_bytes
+from snapstore.ops.stats import repo_stats
 from snapstore.units import format_size
 
 

@@ -1,11 +1,11 @@
-"""Repository totals and per-snapshot exclusive size (what deleting it alone would free)."""
+"""Repository totals: logical, unique, stored and on-disk sizes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from snapstore.format.pack import RECORD_HEADER_SIZE
-from snapstore.model import ChunkRef, SnapshotId, SnapshotInfo
+from snapstore.model import SnapshotInfo
 from snapstore.repo import Repository
 
 
@@ -51,17 +51,3 @@ def repo_stats(repo: Repository, snapshots: list[SnapshotInfo]) -> RepoStats:
         garbage_bytes=garbage,
         disk_bytes=repo.disk_usage(),
     )
-
-
-def exclusive_bytes(repo: Repository, snapshot_id: SnapshotId) -> int:
-    """Pack bytes that only this snapshot references: one pass over its own manifest."""
-    seen: set[bytes] = set()
-    total = 0
-    with repo.index.read() as r:
-        for record in repo.iter_records(snapshot_id):
-            if isinstance(record, ChunkRef) and record.chunk_id not in seen:
-                seen.add(record.chunk_id)
-                loc = r.get(record.chunk_id)
-                if loc is not None and loc.refcount == 1:
-                    total += RECORD_HEADER_SIZE + loc.stored_size
-    return total

@@ -49,6 +49,16 @@ class Lock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
 
+    def upgrade(self, *, repo: Path, what: str) -> None:
+        """Shared -> exclusive. On failure the shared lock is taken again and LockedError raised
+        (flock conversion is not atomic: the shared lock is briefly dropped)."""
+        assert self._fd is not None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            raise LockedError(repo, what) from None
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

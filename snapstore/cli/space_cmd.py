@@ -1,0 +1,110 @@
+"""snap gc, snap prune"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.cli.snapshots_cmd import snapshot_doc
+from snapstore.ops import gc as gc_ops
+from snapstore.ops import prune as prune_ops
+from snapstore.repo import Mode
+from snapstore.retention import KeepPolicy
+from snapstore.units import format_size, parse_duration, parse_size
+
+DryRunOption = Annotated[bool, typer.Option("--dry-run", "-n", help="Print the plan; change nothing.")]
+
+
+def _gc_plan_doc(p: gc_ops.GcPlan) -> dict[str, Any]:
+    return {
+        "dead_chunks": len(p.dead_chunks),
+        "punch_ranges": len(p.punch),
+        "delete_packs": len(p.delete_packs),
+        "planned_free_bytes": p.freed_bytes,
+    }
+
+
+def gc(dry_run: DryRunOption = False, repo: RepoOption = None, json_output: JsonOption = False) -> None:
+    """Free the space of chunks no snapshot references (no scratch space needed)."""
+    with open_repo(repo, Mode.READ if dry_run else Mode.EXCLUSIVE) as r:
+        if dry_run:
+            plan = gc_ops.plan_for(r)
+            freed = None
+        else:
+            result = gc_ops.collect(r)
+            plan, freed = result.plan, result.freed_bytes
+    if json_output:
+        emit_json({"dry_run": dry_run, **_gc_plan_doc(plan), "freed_bytes": freed})
+        return
+    head = "would free" if dry_run else "freed"
+    amount = plan.freed_bytes if freed is None else freed
+    out(
+        f"{head} {format_size(amount)}: {len(plan.dead_chunks)} unreferenced chunks, "
+        f"{len(plan.punch)} ranges punched, {len(plan.delete_packs)} packs removed"
+    )
+
+
+def prune(
+    keep_last: Annotated[int, typer.Option(min=0, help="Keep the newest N of each name.")] = 0,
+    keep_hourly: Annotated[int, typer.Option(min=0, help="Keep the last of each of N hours.")] = 0,
+    keep_daily: Annotated[int, typer.Option(min=0, help="Keep the last of each of N days.")] = 0,
+    keep_weekly: Annotated[int, typer.Option(min=0, help="Keep the last of each of N weeks.")] = 0,
+    keep_monthly: Annotated[int, typer.Option(min=0, help="Keep the last of each of N months.")] = 0,
+    keep_yearly: Annotated[int, typer.Option(min=0, help="Keep the last of each of N years.")] = 0,
+    keep_within: Annotated[str | None, typer.Option(help="Keep all newer than this (e.g. 7d, 12h).")] = None,
+    quota: Annotated[
+        str | None, typer.Option(help="Drop oldest unprotected snapshots until disk usage fits (e.g. 200G).")
+    ] = None,
+    dry_run: DryRunOption = False,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Drop snapshots by keep rules and/or to fit a quota, and free their space."""
+    policy = KeepPolicy(
+        keep_last,
+        keep_hourly,
+        keep_daily,
+        keep_weekly,
+        keep_monthly,
+        keep_yearly,
+        parse_duration(keep_within) if keep_within else None,
+    )
+    quota_bytes = parse_size(quota) if quota else None
+    now = datetime.now(UTC)
+    with open_repo(repo, Mode.READ if dry_run else Mode.EXCLUSIVE) as r:
+        if quota_bytes is None:
+            quota_bytes = r.config.quota_bytes
+        plan = prune_ops.plan(r, policy, now, quota_bytes=quota_bytes)
+        freed = None if dry_run else prune_ops.apply(r, plan).gc.freed_bytes
+        disk_after = plan.expected_disk_bytes if freed is None else r.disk_usage()
+    if json_output:
+        emit_json(
+            {
+                "dry_run": dry_run,
+                "drop": [
+                    snapshot_doc(s, reason="quota" if s.id in plan.by_quota else "rules") for s in plan.drop
+                ],
+                "keep": [{"id": sid.hex(), "reasons": list(why)} for sid, why in plan.keep.items()],
+                "quota_bytes": quota_bytes,
+                "disk_bytes_before": plan.disk_bytes,
+                "planned_free_bytes": plan.freed_bytes,
+                "freed_bytes": freed,
+                "disk_bytes_after": disk_after,
+            }
+        )
+        return
+    verb = "would drop" if dry_run else "dropped"
+    for s in plan.drop:
+        why = "quota" if s.id in plan.by_quota else "keep rules"
+        out(f"{verb} {s.hex[:12]}  {s.created:%Y-%m-%d %H:%M:%S}  {s.name}  ({why})")
+    if not plan.drop:
+        info("nothing to drop")
+    amount = plan.freed_bytes if freed is None else freed
+    out(
+        f"{'would free' if dry_run else 'freed'} {format_size(amount)}; disk usage "
+        f"{format_size(plan.disk_bytes)} -> {format_size(disk_after)}"
+        + (f" (quota {format_size(quota_bytes)})" if quota_bytes else "")
+    )

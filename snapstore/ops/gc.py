@@ -1,0 +1,145 @@
+"""gc: free the space of chunks no snapshot references, with no scratch space.
+
+Plan (pure, from the index and the pack list) then apply, in the order docs/FORMAT.md gives:
+1. one index transaction per batch deletes dead chunk entries and records their byte ranges
+   on the garbage list (so nothing can dedup against them any more, and a rerun knows what
+   to punch);
+2. packs with no live chunk left are removed whole;
+3. dead ranges in the other packs are hole-punched (fallocate), then struck off the list.
+Killed at any point, a rerun finishes the job; a kept snapshot never loses a chunk.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from snapstore.format.pack import RECORD_HEADER_SIZE
+from snapstore.model import ChunkId, ChunkLocation, PackId
+from snapstore.repo import Mode, Repository
+from snapstore.storage import fsio
+
+_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class PackRange:
+    pack_id: PackId
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    dead_chunks: tuple[ChunkId, ...]  # index entries with no reference
+    punch: tuple[PackRange, ...]  # dead byte ranges in packs that keep live chunks
+    delete_packs: tuple[PackId, ...]  # packs with no live chunk (including orphans)
+    freed_bytes: int  # estimate: punched bytes + allocated size of removed packs
+
+    @property
+    def empty(self) -> bool:
+        return not (self.dead_chunks or self.punch or self.delete_packs)
+
+
+@dataclass(frozen=True)
+class GcResult:
+    plan: GcPlan
+    disk_before: int
+    disk_after: int
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.disk_before - self.disk_after
+
+
+def plan(
+    locations: Iterable[tuple[ChunkId, ChunkLocation]],
+    garbage: Iterable[tuple[PackId, int, int]],
+    pack_sizes: dict[PackId, int],
+) -> GcPlan:
+    """Pure planning: index entries, the garbage list and the packs on disk (id -> allocated
+    bytes) in; what to delete, punch and remove out."""
+    live_packs: set[PackId] = set()
+    dead: list[ChunkId] = []
+    ranges: dict[PackId, list[tuple[int, int]]] = defaultdict(list)
+    for chunk_id, loc in locations:
+        if loc.refcount > 0:
+            live_packs.add(loc.pack_id)
+        else:
+            dead.append(chunk_id)
+            ranges[loc.pack_id].append((loc.offset, RECORD_HEADER_SIZE + loc.stored_size))
+    for pack_id, offset, length in garbage:
+        ranges[pack_id].append((offset, length))
+    delete = tuple(sorted(p for p in pack_sizes if p not in live_packs))
+    punch = tuple(
+        PackRange(pack_id, off, length)
+        for pack_id in sorted(ranges)
+        if pack_id in live_packs
+        for off, length in _merge(ranges[pack_id])
+    )
+    freed = sum(r.length for r in punch) + sum(pack_sizes[p] for p in delete)
+    return GcPlan(tuple(dead), punch, delete, freed)
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for off, length in sorted(set(ranges)):
+        if merged and merged[-1][0] + merged[-1][1] >= off:
+            start, prev = merged[-1]
+            merged[-1] = (start, max(prev, off + length - start))
+        else:
+            merged.append((off, length))
+    return merged
+
+
+def plan_for(repo: Repository) -> GcPlan:
+    pack_sizes = {p: fsio.allocated_bytes(repo.packs.path(p)) for p in repo.packs.iter_pack_ids()}
+    with repo.index.read() as r:
+        return plan(r.iter_locations(), list(r.iter_garbage()), pack_sizes)
+
+
+def apply(repo: Repository, gc_plan: GcPlan) -> None:
+    """Carry out a plan (the repository must be opened EXCLUSIVE)."""
+    if repo.mode is not Mode.EXCLUSIVE:
+        raise AssertionError("gc needs the repository opened EXCLUSIVE")
+    punch_by_pack: dict[PackId, list[PackRange]] = defaultdict(list)
+    for rng in gc_plan.punch:
+        punch_by_pack[rng.pack_id].append(rng)
+    # 1. Unindex dead chunks; remember their ranges. Batched so each transaction stays small.
+    pending = list(gc_plan.punch)
+    dead = list(gc_plan.dead_chunks)
+    while dead or pending:
+        with repo.index.write() as w:
+            for chunk_id in dead[:_BATCH]:
+                loc = w.get(chunk_id)
+                if loc is not None and loc.refcount == 0:
+                    w.delete(chunk_id)
+            for rng in pending[:_BATCH]:
+                w.put_garbage(rng.pack_id, rng.offset, rng.length)
+        dead, pending = dead[_BATCH:], pending[_BATCH:]
+    # 2. Remove packs no live chunk needs.
+    for pack_id in gc_plan.delete_packs:
+        repo.packs.delete(pack_id)
+    # 3. Punch dead ranges, then strike them (and ranges of removed packs) off the list.
+    for ranges in punch_by_pack.values():
+        for rng in ranges:
+            repo.packs.punch(rng.pack_id, rng.offset, rng.length)
+    with repo.index.read() as r:
+        done = list(r.iter_garbage())
+    for start in range(0, len(done), _BATCH):
+        with repo.index.write() as w:
+            for pack_id, offset, _ in done[start : start + _BATCH]:
+                w.delete_garbage(pack_id, offset)
+
+
+def collect(repo: Repository) -> GcResult:
+    """Plan and apply gc; the reserve file gives the index room on a full disk."""
+    before = repo.disk_usage()
+    repo.release_reserve()
+    try:
+        gc_plan = plan_for(repo)
+        apply(repo, gc_plan)
+    finally:
+        repo.restore_reserve()
+    return GcResult(gc_plan, before, repo.disk_usage())

@@ -1,0 +1,140 @@
+"""prune: drop snapshots by keep rules and/or to fit a storage quota, then free their space.
+
+Planning reads only: retention rules (pure) pick what they drop, then, while the predicted
+disk usage is over the quota, the oldest snapshot that nothing protects is added. If even
+that cannot reach the quota, nothing is dropped and QuotaError says how much is missing.
+Applying removes the snapshots (each atomically, see Repository.remove_snapshot) and runs
+gc, so a rerun after kill -9 finishes the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from snapstore import retention
+from snapstore.errors import LockedError, QuotaError
+from snapstore.model import SnapshotId, SnapshotInfo
+from snapstore.ops import gc
+from snapstore.ops.space import freed_by_removing
+from snapstore.repo import Repository
+from snapstore.retention import KeepPolicy
+from snapstore.units import format_size
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    drop: tuple[SnapshotInfo, ...]
+    keep: dict[SnapshotId, tuple[str, ...]]
+    quota_bytes: int | None
+    disk_bytes: int  # now
+    freed_bytes: int  # predicted: garbage already there + what dropping frees
+    by_quota: tuple[SnapshotId, ...] = ()  # the dropped snapshots chosen for the quota
+
+    @property
+    def expected_disk_bytes(self) -> int:
+        return max(0, self.disk_bytes - self.freed_bytes)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    plan: PrunePlan
+    gc: gc.GcResult
+
+
+def plan(
+    repo: Repository,
+    policy: KeepPolicy,
+    now: datetime,
+    *,
+    quota_bytes: int | None = None,
+    protect: frozenset[SnapshotId] = frozenset(),
+) -> PrunePlan:
+    snapshots = repo.list_snapshots()
+    pinned = repo.pins.list() | protect
+    rp = retention.plan(snapshots, policy, now, pinned)
+    drop = list(rp.drop)
+    keep = dict(rp.keep)
+    garbage = gc.plan_for(repo).freed_bytes
+    disk = repo.disk_usage()
+    hard = retention.protected(snapshots, pinned)
+    candidates = [s for s in snapshots if keep.get(s.id) == ("no keep rule",) and not hard.get(s.id)]
+    freeing = freed_by_removing(repo, [s.id for s in (*drop, *candidates)])  # lazy, cumulative
+    freed_by_drop = 0
+    for _ in drop:
+        freed_by_drop = next(freeing)
+    by_quota: list[SnapshotId] = []
+    if quota_bytes is not None:
+        for s in candidates:
+            if disk - garbage - freed_by_drop <= quota_bytes:
+                break
+            freed_by_drop = next(freeing)
+            drop.append(s)
+            by_quota.append(s.id)
+            del keep[s.id]
+        short = disk - garbage - freed_by_drop - quota_bytes
+        if short > 0:
+            raise QuotaError(
+                f"cannot fit the repository in {format_size(quota_bytes)}: even after dropping every "
+                f"unprotected snapshot it would use {format_size(disk - garbage - freed_by_drop)} "
+                f"({format_size(short)} short); nothing was deleted",
+                short_bytes=short,
+            )
+    freed = garbage + freed_by_drop
+    return PrunePlan(tuple(drop), keep, quota_bytes, disk, freed, tuple(by_quota))
+
+
+def apply(repo: Repository, prune_plan: PrunePlan) -> PruneResult:
+    """Remove the planned snapshots, then gc (the repository must be opened EXCLUSIVE)."""
+    repo.release_reserve()
+    for s in prune_plan.drop:
+        repo.remove_snapshot(s.id)
+    return PruneResult(prune_plan, gc.collect(repo))
+
+
+def enforce_quota(
+    repo: Repository, now: datetime, *, protect: frozenset[SnapshotId] = frozenset()
+) -> PruneResult | None:
+    """Prune oldest unprotected snapshots until the repository quota holds (None: it held).
+    The repository must be opened EXCLUSIVE."""
+    quota = repo.config.quota_bytes
+    if quota is None or repo.disk_usage() <= quota:
+        return None
+    return apply(repo, plan(repo, KeepPolicy(), now, quota_bytes=quota, protect=protect))
+
+
+@dataclass(frozen=True)
+class QuotaOutcome:
+    pruned: PruneResult | None = None
+    deferred: bool = False  # a reader held the data lock: the repository stays over quota for now
+
+
+def keep_within_quota(
+    repo: Repository, now: datetime, new_snapshot: SnapshotId | None = None
+) -> QuotaOutcome:
+    """Enforce the repository quota around a commit (repository opened WRITE).
+
+    Before a commit (``new_snapshot`` None) this makes room where it can. After it, the oldest
+    unprotected snapshots go; if the new snapshot cannot fit even then, it is removed again,
+    its chunks freed, and QuotaError raised: the repository is as it was before the commit.
+    """
+    quota = repo.config.quota_bytes
+    if quota is None or repo.disk_usage() <= quota:
+        return QuotaOutcome()
+    try:
+        repo.upgrade()
+    except LockedError:
+        return QuotaOutcome(deferred=True)
+    protect = frozenset() if new_snapshot is None else frozenset({new_snapshot})
+    try:
+        return QuotaOutcome(enforce_quota(repo, now, protect=protect))
+    except QuotaError as exc:
+        if new_snapshot is None:
+            return QuotaOutcome()
+        repo.remove_snapshot(new_snapshot)
+        gc.collect(repo)
+        raise QuotaError(
+            f"the new snapshot does not fit in the repository quota of {format_size(quota)} "
+            f"({format_size(exc.short_bytes)} short even after pruning); it was not kept",
+            short_bytes=exc.short_bytes,
+        ) from exc
