@@ -115,6 +115,20 @@ class IntegrityError(SnapstoreError):
         self.actual = actual
 
 
+class DamagedError(SnapstoreError):
+    """verify or repair found problems (listed before this error is raised)."""
+
+    exit_code = 5
+
+    def __init__(self, problems: int, snapshots: int) -> None:
+        super().__init__(
+            f"{problems} problem(s) found, affecting {snapshots} snapshot(s)",
+            hint="'snap repair' rebuilds the index; damaged snapshots cannot be fully restored",
+        )
+        self.problems = problems
+        self.snapshots = snapshots
+
+
 class LockedError(SnapstoreError):
     exit_code = 6
 

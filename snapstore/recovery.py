@@ -36,7 +36,7 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
             if counted:
                 refs = chunk_set(snapshots, sid, where=str(tmp / f"{prefix}{sid.hex()}"))
                 with index.write() as w:
-                    w.add_refs(refs, -1)
+                    w.add_refs(refs, -1, strict=False)
                     w.set_counted(sid, False)
             if prefix == PENDING:
                 snapshots.discard_pending(sid)
@@ -54,7 +54,7 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
     for sid in sorted(published - counted_ids):
         refs = chunk_set(snapshots, sid)
         with index.write() as w:
-            w.add_refs(refs, +1)
+            w.add_refs(refs, +1, strict=False)
             w.set_counted(sid, True)
 
 
@@ -69,7 +69,7 @@ def recount(index: Index, snapshots: SnapshotStore) -> None:
     for sid in snapshots.list_ids():
         refs = chunk_set(snapshots, sid)
         with index.write() as w:
-            w.add_refs(refs, +1)
+            w.add_refs(refs, +1, strict=False)
             w.set_counted(sid, True)
 
 

@@ -286,7 +286,7 @@ class Repository:
         refs = recovery.chunk_set(self.snapshots, snapshot_id)
         self.snapshots.trash(snapshot_id)
         with self.index.write() as w:
-            w.add_refs(refs, -1)
+            w.add_refs(refs, -1, strict=False)
             w.set_counted(snapshot_id, False)
         self.pins.unpin(snapshot_id)
         self.snapshots.purge_trash(snapshot_id)

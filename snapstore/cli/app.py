@@ -7,6 +7,7 @@ import sys
 import click
 import typer
 
+from snapstore.cli.check_cmd import repair, verify
 from snapstore.cli.checkout_cmd import checkout
 from snapstore.cli.commit_cmd import commit
 from snapstore.cli.config_cmd import config_app
@@ -27,7 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (init, commit, checkout, log, show, rm, gc, prune, pin, unpin, stats):
+for command in (init, commit, checkout, log, show, rm, gc, prune, pin, unpin, stats, verify, repair):
     app.command()(command)
 app.add_typer(config_app, name="config")
 

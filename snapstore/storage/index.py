@@ -124,11 +124,15 @@ class IndexWriteTxn(IndexTxn):
     def delete(self, chunk_id: ChunkId) -> None:
         self._txn.delete(chunk_id, db=self._chunks)
 
-    def add_refs(self, chunk_ids: Iterable[ChunkId], delta: int) -> None:
-        """Add ``delta`` to the reference count of each (distinct) chunk id."""
+    def add_refs(self, chunk_ids: Iterable[ChunkId], delta: int, *, strict: bool = True) -> None:
+        """Add ``delta`` to the reference count of each (distinct) chunk id. A chunk missing
+        from the index is an error when ``strict``, else skipped (recounting a damaged
+        repository: verify reports it)."""
         for chunk_id in chunk_ids:
             loc = self.get(chunk_id)
             if loc is None:
+                if not strict:
+                    continue
                 raise CorruptError("index", f"no entry for referenced chunk {chunk_id.hex()[:16]}")
             self.put(chunk_id, replace(loc, refcount=max(0, loc.refcount + delta)))
 

@@ -1,0 +1,85 @@
+"""snap verify, snap repair"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out, progress_for
+from snapstore.errors import DamagedError
+from snapstore.ops.repair import repair as do_repair
+from snapstore.ops.verify import affected
+from snapstore.ops.verify import verify as do_verify
+from snapstore.repo import Mode
+
+
+def verify(
+    read_data: Annotated[bool, typer.Option("--read-data", help="Read and hash every chunk.")] = False,
+    sample: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=100.0, help="Read and hash this percentage of chunks, chosen at random."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for --sample (repeatable choice).")] = None,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Check the repository; exit 5 if anything is wrong."""
+    with open_repo(repo) as r, progress_for(json_output) as progress:
+        report = do_verify(r, read_data=read_data, sample=sample, seed=seed, progress=progress)
+    hit = affected(report.problems)
+    if json_output:
+        emit_json(
+            {
+                "ok": report.ok,
+                "snapshots": report.snapshots,
+                "chunks": report.chunks,
+                "chunks_read": report.chunks_read,
+                "problems": [
+                    {"kind": p.kind, "detail": p.detail, "snapshots": [s.hex() for s in p.snapshots]}
+                    for p in report.problems
+                ],
+                "affected_snapshots": sorted(s.hex() for s in hit),
+            }
+        )
+    else:
+        for p in report.problems:
+            names = ", ".join(s.hex()[:12] for s in p.snapshots) or "no snapshot"
+            out(f"{p.kind}: {p.detail} (affects {names})")
+        info(
+            f"checked {report.snapshots} snapshots, {report.chunks} chunks, "
+            f"{report.chunks_read} read and hashed: "
+            + ("no problems" if report.ok else f"{len(report.problems)} problems")
+        )
+    if not report.ok:
+        raise DamagedError(len(report.problems), len(hit))
+
+
+def repair(
+    read_data: Annotated[
+        bool, typer.Option("--read-data", help="Also drop index entries whose data does not match its id.")
+    ] = False,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Rebuild the index from the packs; name snapshots that lost data."""
+    with open_repo(repo, Mode.EXCLUSIVE) as r:
+        report = do_repair(r, read_data=read_data)
+    if json_output:
+        emit_json(
+            {
+                "chunks_indexed": report.chunks_indexed,
+                "duplicate_records": report.duplicate_records,
+                "dropped_corrupt": report.dropped_corrupt,
+                "damaged_snapshots": [s.hex() for s in report.damaged_snapshots],
+            }
+        )
+    else:
+        out(
+            f"index rebuilt: {report.chunks_indexed} chunks, {report.duplicate_records} duplicate "
+            f"records (freed by gc), {report.dropped_corrupt} corrupt chunks dropped"
+        )
+        for sid in report.damaged_snapshots:
+            out(f"damaged: {sid.hex()[:12]} lost data")
+    if report.damaged_snapshots:
+        raise DamagedError(len(report.damaged_snapshots), len(report.damaged_snapshots))
