@@ -57,20 +57,22 @@ def cut(params: ChunkerParams, buf: bytes | memoryview, final: bool) -> list[int
     bytes from the chunk's start) lies inside ``buf``; the rest waits for more data. With
     ``final`` the lengths cover all of ``buf``.
     """
+    return list(iter_cuts(params, buf, final))
+
+
+def iter_cuts(params: ChunkerParams, buf: bytes | memoryview, final: bool) -> Iterator[int]:
+    """:func:`cut`, lazily: a caller may stop early and pay only for the chunks it took."""
     size = len(buf)
     if params.algorithm == "fixed":
         step = params.avg_size
-        n = size // step
-        lengths = [step] * n
+        yield from [step] * (size // step)
         if final and size % step:
-            lengths.append(size % step)
-        return lengths
-    lengths = []
+            yield size % step
+        return
     for c in fastcdc.fastcdc(buf, params.min_size, params.avg_size, params.max_size, fat=False):
         if not final and c.offset + params.max_size > size:
-            break
-        lengths.append(c.length)
-    return lengths
+            return
+        yield c.length
 
 
 class Splitter:

@@ -1,8 +1,11 @@
 """commit: one file -> one snapshot, streaming, in a pipeline that keeps every core busy.
 
-The main thread reads (holes are skipped), cuts chunks and writes in order; a thread pool
-hashes and compresses (blake3 and zstd release the GIL). Memory is bounded by the window
-of chunks in flight, whatever the file size.
+A reader thread reads ahead (holes are never read), a digest thread hashes the whole file,
+a thread pool hashes and compresses chunks (blake3 and zstd release the GIL), and the main
+thread cuts chunks and writes manifest and packs in order. When the file has a previous
+snapshot, unchanged chunks are confirmed in place by hashing their old byte range instead
+of running the chunker (see ops/hints.py). Memory is bounded by the queues and windows of
+chunks in flight, whatever the file size.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import socket
 import stat
 import time
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,17 +22,18 @@ from functools import lru_cache
 from pathlib import Path
 
 from snapstore import codec
-from snapstore.chunker import Splitter
+from snapstore.chunker import iter_cuts
 from snapstore.errors import InputChangedError, InputError, InputNotFoundError, SnapstoreError
-from snapstore.extents import data_extents
 from snapstore.format.manifest import encode_trailer
-from snapstore.hashing import StreamHasher, chunk_id
+from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, EntryEnd, EntryStart, SnapshotInfo, ZeroRun
+from snapstore.ops.hints import HintCursor, confirmable_chunks
+from snapstore.ops.streams import BlockReader, DigestWorker, Hole
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
 from snapstore.storage.snapshots import ManifestWriter
 
-READ_BLOCK = 8 * 1024 * 1024
+_CONFIRM_WINDOW = 32 * 1024 * 1024  # bytes of unchanged chunks hashed in one parallel batch
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class CommitResult:
     new_stored_bytes: int  # bytes they take in packs (after compression)
     zero_bytes: int  # bytes recorded as zero runs (holes and zero chunks)
     seconds: float
+    confirmed_chunks: int = 0  # chunks confirmed in place against the previous snapshot
 
 
 def default_threads() -> int:
@@ -57,7 +61,10 @@ def commit_file(
     threads: int | None = None,
     progress: Progress = NULL_PROGRESS,
     now: datetime | None = None,
+    use_hints: bool = True,
 ) -> CommitResult:
+    """Commit one file. With ``use_hints`` the newest snapshot of the same name is used to
+    confirm unchanged chunks in place (same chunk list as a full chunking, less work)."""
     fd = _open_input(path)
     try:
         before = os.fstat(fd)
@@ -67,7 +74,8 @@ def commit_file(
         with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="commit") as pool:
             writer = repo.manifest_writer()
             try:
-                job = _CommitJob(repo, pool, writer, threads or default_threads(), progress)
+                hints = _hints(repo, name or path.name) if use_hints else None
+                job = _CommitJob(repo, pool, writer, threads or default_threads(), progress, hints)
                 writer.add(
                     EntryStart(
                         path=_entry_name(name or path.name),
@@ -107,9 +115,17 @@ def commit_file(
             new_stored_bytes=job.new_stored,
             zero_bytes=job.zero_bytes,
             seconds=time.perf_counter() - job.started,
+            confirmed_chunks=job.confirmed,
         )
     finally:
         os.close(fd)
+
+
+def _hints(repo: Repository, name: str) -> HintCursor | None:
+    same = [s for s in repo.list_snapshots() if s.name == name and s.entries == 1]
+    if not same or repo.config.chunker.algorithm != "fastcdc":
+        return None
+    return HintCursor(confirmable_chunks(repo.iter_records(same[-1].id)))
 
 
 def _keep_what_is_stored(repo: Repository) -> None:
@@ -162,7 +178,17 @@ def _encode(chunk: memoryview, level: int) -> tuple[int, bytes]:
     return codec.encode(bytes(chunk), level)
 
 
+def _resolved(value: ChunkId | None) -> Future[ChunkId | None]:
+    future: Future[ChunkId | None] = Future()
+    future.set_result(value)
+    return future
+
+
 class _CommitJob:
+    """One file through the pipeline. The main thread owns the order: it consumes blocks
+    from the reader, confirms unchanged chunks against ``hints`` or cuts new ones, and
+    drains two windows of futures (hash, then compress) into the manifest and the packs."""
+
     def __init__(
         self,
         repo: Repository,
@@ -170,11 +196,14 @@ class _CommitJob:
         writer: ManifestWriter,
         threads: int,
         progress: Progress,
+        hints: HintCursor | None,
     ) -> None:
         self.repo = repo
         self.pool = pool
         self.writer = writer
         self.progress = progress
+        self.hints = hints
+        self.params = repo.config.chunker
         self.window = 4 * threads
         self.level = repo.config.codec.level
         # (length, None) is a hole; (length, (chunk, future id)) a chunk being hashed
@@ -184,34 +213,69 @@ class _CommitJob:
         self.chunk_ids: set[ChunkId] = set()
         self.zero_pending = 0
         self.refs = self.new_chunks = self.new_raw = self.new_stored = self.zero_bytes = 0
+        self.confirmed = 0
         self.started = time.perf_counter()
 
     def run(self, fd: int, size: int, path: Path) -> bytes:
-        hasher = StreamHasher()
-        splitter = Splitter(self.repo.config.chunker)
-        pos = 0
-        for offset, length in (*data_extents(fd, size), (size, 0)):
-            if offset > pos:  # a hole: queued in order, never read
-                self.hashed.append((offset - pos, None))
-                hasher.update_zeros(offset - pos)
-                self.progress.advance(offset - pos)
-            for block in _read(fd, offset, length, path):
-                hasher.update(block)
-                for chunk in splitter.feed(block):
-                    self._submit(chunk)
-                self.progress.advance(len(block))
-            for chunk in splitter.finish():
-                self._submit(chunk)
-            pos = offset + length
-        while self.hashed:
-            self._drain_hashed()
-        self._flush_zeros()
-        while self.encoded:
-            self._drain_encoded()
-        return hasher.digest()
+        reader = BlockReader(fd, size, path)
+        digest = DigestWorker()
+        try:
+            buf, buf_off = b"", 0
+            for item in reader:
+                if isinstance(item, Hole):
+                    self.hashed.append((item.length, None))
+                    digest.update_zeros(item.length)
+                    self.progress.advance(item.length)
+                    continue
+                digest.update(item.data)
+                if buf and buf_off + len(buf) == item.offset:
+                    buf += item.data
+                else:
+                    buf, buf_off = item.data, item.offset
+                final = item.offset + len(item.data) == item.extent_end
+                done = self._consume(memoryview(buf), buf_off, final)
+                buf, buf_off = buf[done - buf_off :], done
+                self.progress.advance(len(item.data))
+            while self.hashed:
+                self._drain_hashed()
+            self._flush_zeros()
+            while self.encoded:
+                self._drain_encoded()
+            return digest.digest()
+        finally:
+            reader.stop()
 
-    def _submit(self, chunk: memoryview) -> None:
-        self.hashed.append((len(chunk), (chunk, self.pool.submit(_analyse, chunk))))
+    def _consume(self, view: memoryview, base: int, final: bool) -> int:
+        """Turn ``view`` (the bytes from ``base``) into chunks; return where it stopped (the
+        start of the bytes that must wait for more data)."""
+        pos, end = base, base + len(view)
+        while pos < end:
+            if self.hints is not None:
+                run = self.hints.run(pos, end, _CONFIRM_WINDOW)
+                if run:
+                    views = [view[c.offset - base : c.offset - base + c.length] for c in run]
+                    for c, v, cid in zip(run, views, self.pool.map(chunk_id, views), strict=True):
+                        if cid != c.chunk_id:
+                            break
+                        self._queue_chunk(v, _resolved(cid))
+                        self.confirmed += 1
+                        pos += c.length
+                    else:
+                        continue
+            took = False
+            for length in iter_cuts(self.params, view[pos - base :], final):
+                chunk = view[pos - base : pos - base + length]
+                self._queue_chunk(chunk, self.pool.submit(_analyse, chunk))
+                pos += length
+                took = True
+                if self.hints is not None and self.hints.at(pos) is not None:
+                    break  # back in step with the previous snapshot
+            if not took:
+                break
+        return pos
+
+    def _queue_chunk(self, chunk: memoryview, future: Future[ChunkId | None]) -> None:
+        self.hashed.append((len(chunk), (chunk, future)))
         while len(self.hashed) > self.window:
             self._drain_hashed()
 
@@ -251,16 +315,3 @@ class _CommitJob:
         if self.zero_pending:
             self.writer.add(ZeroRun(self.zero_pending))
             self.zero_pending = 0
-
-
-def _read(fd: int, offset: int, length: int, path: Path) -> Iterator[bytes]:
-    end = offset + length
-    while offset < end:
-        try:
-            block = os.pread(fd, min(READ_BLOCK, end - offset), offset)
-        except OSError as exc:
-            raise InputError(path, exc.strerror or str(exc)) from exc
-        if not block:
-            raise InputChangedError(path)
-        yield block
-        offset += len(block)

@@ -1,0 +1,119 @@
+"""In-place confirmation against the previous snapshot must give exactly the chunk list a
+full chunking gives (ops/hints.py explains why it can)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snapstore import Mode, Repository, checkout, commit_file
+from snapstore.model import ChunkRef, EntryEnd, EntryStart, ZeroRun
+from snapstore.ops.hints import HintCursor, PrevChunk, confirmable_chunks
+from tests.conftest import SMALL_CHUNKER
+
+
+def _chunk_list(repo: Repository, snapshot_id: bytes) -> list[tuple[str, object, int]]:
+    out: list[tuple[str, object, int]] = []
+    for r in repo.iter_records(snapshot_id):
+        if isinstance(r, ChunkRef):
+            out.append(("C", r.chunk_id, r.raw_size))
+        elif isinstance(r, ZeroRun):
+            out.append(("Z", None, r.length))
+    return out
+
+
+def _write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, data in pieces:
+            f.seek(offset)
+            f.write(data)
+
+
+def test_confirmable_chunks_drop_chunks_before_zero_runs_and_at_the_end() -> None:
+    a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
+    records = [
+        EntryStart("f"),
+        ChunkRef(a, 10),
+        ChunkRef(b, 20),
+        ZeroRun(5),
+        ChunkRef(c, 7),
+        ChunkRef(a, 10),
+        EntryEnd(52, b"\0" * 32),
+    ]
+    assert list(confirmable_chunks(records)) == [PrevChunk(0, 10, a), PrevChunk(35, 7, c)]
+
+
+def test_hint_cursor_runs_and_resyncs() -> None:
+    chunks = [PrevChunk(0, 10, b"1"), PrevChunk(10, 10, b"2"), PrevChunk(30, 5, b"3")]
+    cursor = HintCursor(iter(chunks))
+    assert [c.offset for c in cursor.run(0, 100, 1000)] == [0, 10]
+    assert cursor.at(10) == chunks[1]  # a run does not consume
+    assert cursor.at(15) is None
+    assert cursor.at(30) == chunks[2]
+    assert cursor.run(0, 100, 1000) == []  # never goes backwards
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), edits=st.integers(0, 12))
+def test_hinted_commit_equals_full_chunking(tmp_path_factory: object, seed: int, edits: int) -> None:
+    tmp = tmp_path_factory.mktemp("hints")  # type: ignore[attr-defined]
+    rng = random.Random(seed)
+    size = rng.randrange(200_000, 1_500_000)
+    base = bytearray(rng.randbytes(size))
+    path = tmp / "disk.img"
+    _write_sparse(path, size, [(0, bytes(base))])
+    hinted, plain = tmp / "hinted", tmp / "plain"
+    for p in (hinted, plain):
+        Repository.init(p, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+    with Repository.open(hinted, Mode.WRITE) as r:
+        commit_file(r, path, threads=2)
+    for _ in range(edits):
+        at = rng.randrange(0, size)
+        data = rng.randbytes(rng.randrange(1, 20_000))[: size - at]
+        base[at : at + len(data)] = data
+    _write_sparse(path, size, [(0, bytes(base))])
+    with Repository.open(hinted, Mode.WRITE) as r:
+        h = commit_file(r, path, threads=2)
+        hinted_list = _chunk_list(r, h.snapshot.id)
+        checkout(r, h.snapshot, str(tmp / "out.img"))
+    with Repository.open(plain, Mode.WRITE) as r:
+        p = commit_file(r, path, threads=2, use_hints=False)
+        plain_list = _chunk_list(r, p.snapshot.id)
+    assert hinted_list == plain_list
+    assert (tmp / "out.img").read_bytes() == bytes(base)
+    if edits == 0:
+        assert h.confirmed_chunks > 0 and h.new_chunks == 0
+
+
+def test_hints_with_holes_and_growth(tmp_path: Path) -> None:
+    """Holes, data after holes, and a file that grew: still the full-chunking result."""
+    rng = random.Random(7)
+    path = tmp_path / "disk.img"
+    size = 24 << 20
+    pieces = [
+        (0, rng.randbytes(3 << 20)),
+        (8 << 20, rng.randbytes(2 << 20) + bytes(300_000)),
+        (20 << 20, rng.randbytes(1 << 20)),
+    ]
+    _write_sparse(path, size, pieces)
+    hinted, plain = tmp_path / "hinted", tmp_path / "plain"
+    for p in (hinted, plain):
+        Repository.init(p, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+    with Repository.open(hinted, Mode.WRITE) as r:
+        commit_file(r, path)
+    pieces[1] = (8 << 20, pieces[1][1][:500_000] + os.urandom(4096) + pieces[1][1][504_096:])
+    pieces.append((23 << 20, rng.randbytes(200_000)))
+    _write_sparse(path, size + (1 << 20), pieces)
+    with Repository.open(hinted, Mode.WRITE) as r:
+        h = commit_file(r, path)
+        hinted_list = _chunk_list(r, h.snapshot.id)
+    with Repository.open(plain, Mode.WRITE) as r:
+        p = commit_file(r, path, use_hints=False)
+        plain_list = _chunk_list(r, p.snapshot.id)
+    assert hinted_list == plain_list
+    assert h.confirmed_chunks > 10
