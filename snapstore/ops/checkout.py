@@ -25,9 +25,9 @@ from snapstore.errors import (
     UsageError,
     translate_os_error,
 )
-from snapstore.hashing import StreamHasher
 from snapstore.model import ChunkId, ChunkRef, EntryEnd, EntryStart, SnapshotInfo, ZeroRun
 from snapstore.ops.commit import default_threads
+from snapstore.ops.streams import DigestWorker
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
 
@@ -118,7 +118,7 @@ def _run(
     """Write every entry's bytes to ``out``; returns the zero bytes not written (holes)."""
     n = threads or default_threads()
     window = 4 * n
-    hasher = StreamHasher()
+    hasher = DigestWorker()
     pending: deque[tuple[int, Future[bytes] | None]] = deque()
     zero_bytes = 0
     written = 0
@@ -168,6 +168,7 @@ def _run(
             for _, future in pending:
                 if future is not None:
                     future.cancel()
+            hasher.close()
             raise
         finally:
             progress.finish()

@@ -243,6 +243,7 @@ class _CommitJob:
                 self._drain_encoded()
             return digest.digest()
         finally:
+            digest.close()
             reader.stop()
 
     def _consume(self, view: memoryview, base: int, final: bool) -> int:

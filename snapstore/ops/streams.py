@@ -155,8 +155,13 @@ class DigestWorker(_Worker):
         self._put(length)
 
     def digest(self) -> bytes:
-        self._put(_DONE)
-        self._thread.join()
+        self.close()
         if self._error is not None:
             raise self._error
         return self._hasher.digest()
+
+    def close(self) -> None:
+        """End the thread (idempotent); after an error, what was hashed is discarded."""
+        if self._thread.is_alive():
+            self._put(_DONE)
+            self._thread.join()
