@@ -7,11 +7,12 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snapstore import Mode, Repository, checkout, commit_file
-from snapstore.model import ChunkRef, EntryEnd, EntryStart, ZeroRun
+from snapstore.model import ChunkerParams, ChunkRef, EntryEnd, EntryStart, ZeroRun
 from snapstore.ops.hints import HintCursor, PrevChunk, confirmable_chunks
 from tests.conftest import SMALL_CHUNKER
 
@@ -90,7 +91,8 @@ def test_hinted_commit_equals_full_chunking(tmp_path_factory: object, seed: int,
         assert h.confirmed_chunks > 0 and h.new_chunks == 0
 
 
-def test_hints_with_holes_and_growth(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunker", [SMALL_CHUNKER, ChunkerParams("fixed", 8192, 8192, 8192)])
+def test_hints_with_holes_and_growth(tmp_path: Path, chunker: ChunkerParams) -> None:
     """Holes, data after holes, and a file that grew: still the full-chunking result."""
     rng = random.Random(7)
     path = tmp_path / "disk.img"
@@ -103,7 +105,7 @@ def test_hints_with_holes_and_growth(tmp_path: Path) -> None:
     _write_sparse(path, size, pieces)
     hinted, plain = tmp_path / "hinted", tmp_path / "plain"
     for p in (hinted, plain):
-        Repository.init(p, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+        Repository.init(p, chunker=chunker, pack_target_size=1 << 20).close()
     with Repository.open(hinted, Mode.WRITE) as r:
         commit_file(r, path)
     pieces[1] = (8 << 20, pieces[1][1][:500_000] + os.urandom(4096) + pieces[1][1][504_096:])
