@@ -1,0 +1,234 @@
+"""snapstore benchmark: snap side by side with restic, borg and rdiff-backup on VM-image history.
+
+Run from the repository root::
+
+    python bench/bench.py                       # 1 GiB image, every installed tool, cold cache
+    python bench/bench.py --size 64M --warm     # a quick look
+    python bench/bench.py --tools snap,borg --threads 4 --json results.json
+    python bench/bench.py --rss-check 8G        # snap's peak memory on a sparse 8 GiB image
+
+It builds a seeded, sparse, ext4-looking raw image (half holes; random, log-text, inode-table
+and explicit-zero data) in --work, then versions v2 and v3 (2.5% rewritten in place by
+scattered 4 KiB..1 MiB writes) and "shifted" (v3 with 5000 bytes inserted near the start).
+Each tool gets its own fresh repository and runs: commit v1, v2, v3, shifted, then checkout
+v1 and v3, each checkout verified byte for byte. For every phase it reports MB/s (logical size /
+wall time), the peak RSS of the tool's process (wait4) and the repository's allocated size.
+As root the page cache is dropped before every phase (--warm keeps it). Progress goes to
+stderr, the report to stdout. Exit status: 0 when everything verified (and, with --rss-check,
+the peak RSS is under target), 1 otherwise, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from report import (
+    machine_info,
+    print_failures,
+    print_header,
+    print_results,
+    print_workload,
+    source_state,
+)
+from runner import CHECKOUT, COMMIT, PHASES, Measurement, Phase, Settings, ToolRun, drop_caches
+from tools import Tool, make_tools
+from workload import VERSIONS, Workload, build_workload
+
+from snapstore.errors import UsageError
+from snapstore.units import format_size, parse_size
+
+GiB = 1024**3
+RSS_TARGET_MIB = 200
+RSS_DATA_BYTES = 1 * GiB  # the --rss-check image holds about this much data, the rest holes
+
+
+def size_arg(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
+    if size < 16 * 1024 * 1024:
+        raise argparse.ArgumentTypeError("use at least 16M")
+    return size
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--work", type=Path, default=Path("bench-work"), help="work directory (./bench-work)")
+    p.add_argument("--size", type=size_arg, default=GiB, help="image size, e.g. 64M or 1G (default 1G)")
+    p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    p.add_argument(
+        "--tools",
+        default="snap,restic,borg,rdiff-backup",
+        help="comma-separated tools to run (default: snap,restic,borg,rdiff-backup)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="passed to snap commit/checkout")
+    p.add_argument("--warm", action="store_true", help="do not drop the page cache before each phase")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write all figures here")
+    p.add_argument(
+        "--rss-check",
+        type=size_arg,
+        default=None,
+        metavar="SIZE",
+        help=f"instead: snap's peak RSS on a sparse SIZE image with ~1 GiB of data (target < "
+        f"{RSS_TARGET_MIB} MiB)",
+    )
+    return p.parse_args(argv)
+
+
+def choose_tools(spec: str, threads: int | None) -> tuple[list[Tool], list[str]]:
+    """The requested tools that are installed, and notes about the others."""
+    known = {t.name: t for t in make_tools(threads)}
+    wanted = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        print(
+            f"bench.py: unknown tool(s) {', '.join(unknown)}; choose from {', '.join(known)}", file=sys.stderr
+        )
+        raise SystemExit(2)
+    chosen = [known[name] for name in wanted if known[name].available()]
+    notes = [f"{name}: not installed, skipped" for name in wanted if not known[name].available()]
+    return chosen, notes
+
+
+def cache_mode(warm: bool) -> tuple[bool, str]:
+    if warm:
+        return False, "warm page cache (--warm)"
+    if os.geteuid() != 0:
+        return False, "warm page cache (not root: cannot drop it)"
+    problem = drop_caches()
+    if problem:
+        return False, f"warm page cache (dropping it failed: {problem})"
+    return True, "cold: page cache dropped before every phase"
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_all(
+    tools: list[Tool], work: Workload, settings: Settings, phases: tuple[Phase, ...]
+) -> list[Measurement]:
+    results = []
+    for tool in tools:
+        progress(f"running {tool.name} ...")
+        measured = ToolRun(tool, work, settings).run(phases)
+        for m in measured:
+            took = f"{m.seconds:.1f} s" if m.seconds is not None else "-"
+            progress(f"  {tool.name} {m.phase}: {m.status}, {took}" + (f": {m.detail}" if m.detail else ""))
+        results += measured
+    return results
+
+
+def rss_verdict(results: list[Measurement], threads: int | None) -> tuple[bool, list[str]]:
+    workers = (
+        f"--threads {threads}" if threads else f"default threads (all {len(os.sched_getaffinity(0))} cores)"
+    )
+    lines = [f"== rss-check (target: peak RSS < {RSS_TARGET_MIB} MiB; snap with {workers})"]
+    ok = True
+    for m in results:
+        mib = (m.max_rss_kib or 0) / 1024
+        good = m.status == "ok" and mib < RSS_TARGET_MIB
+        ok = ok and good
+        lines.append(
+            f"snap {m.phase}: peak RSS {mib:.1f} MiB -> {'ok' if good else 'ABOVE TARGET or failed'}"
+        )
+    return ok, lines
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to build and run: the full comparison, or snap alone for --rss-check."""
+
+    tools: str
+    size: int
+    data_fraction: float
+    versions: tuple[str, ...]
+    phases: tuple[Phase, ...]
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    if args.rss_check is None:
+        return Plan(args.tools, args.size, 0.5, VERSIONS, PHASES)
+    size = args.rss_check
+    rss_phases = (Phase(COMMIT, "v1"), Phase(CHECKOUT, "v1"))
+    return Plan("snap", size, min(0.5, RSS_DATA_BYTES / size), ("v1",), rss_phases)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # interleave with progress
+    work_dir = args.work.resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    plan = make_plan(args)
+    tools, tool_notes = choose_tools(plan.tools, args.threads)
+    cold, cache_note = cache_mode(args.warm)
+
+    started = datetime.now(UTC)
+    command = shlex.join(["python", "bench/bench.py", *(sys.argv[1:] if argv is None else argv)])
+    print(f"snapstore benchmark, {started:%Y-%m-%d %H:%M} UTC: {command}")
+    machine = machine_info(work_dir)
+    settings_lines = [
+        f"cache:      {cache_note}",
+        f"image:      {format_size(plan.size)}, seed {args.seed}, {plan.data_fraction:.0%} data, "
+        f"work dir {work_dir}",
+        *tool_notes,
+    ]
+    print_header(
+        machine, {t.name: t.version() for t in tools}, {t.name: t.note for t in tools}, settings_lines
+    )
+    progress("generating the workload ...")
+    work = build_workload(work_dir / "images", plan.size, args.seed, plan.data_fraction, plan.versions)
+    print_workload(work)
+
+    results = run_all(tools, work, Settings(work_dir, cold), plan.phases)
+    rows = print_results(results, [t.name for t in tools])
+    rss_ok, rss_lines = rss_verdict(results, args.threads) if args.rss_check else (True, [])
+    for line in rss_lines:
+        print(line)
+    print_failures(results)
+    source_after = source_state()
+    if source_after != machine["snapstore"]:
+        print(f"WARNING: snapstore changed during the run: now {source_after}; the figures may mix versions")
+    if args.json:
+        doc = {
+            "date": started.isoformat(),
+            "command": command,
+            "machine": machine | {"snapstore_after": source_after},
+            "settings": {"cold_cache": cold, "size": plan.size, "seed": args.seed, "threads": args.threads},
+            "tools": {t.name: {"version": t.version(), "note": t.note} for t in tools},
+            "skipped_tools": tool_notes,
+            "workload": workload_doc(work),
+            "results": [m.as_dict() for m in results],
+            "ratios": rows,
+            "rss_check": {"target_mib": RSS_TARGET_MIB, "ok": rss_ok} if args.rss_check else None,
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    failed = any(m.status == "FAIL" for m in results)
+    return 1 if failed or not rss_ok else 0
+
+
+def workload_doc(work: Workload) -> dict[str, Any]:
+    return {
+        "images": {
+            i.name: {"size": i.size, "allocated": i.allocated, "blake3": i.digest}
+            for i in work.images.values()
+        },
+        "composition": work.composition,
+        "writes_per_version": work.writes_per_version,
+        "seconds": work.seconds,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""What the benchmark prints: the machine, the workload, the results table and snap's ratios."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runner import Measurement
+from tools import SOURCE_ROOT
+from workload import CHANGE_FRACTION, INSERT_AT, INSERT_LEN, Workload
+
+MiB = 1024 * 1024
+SNAP = "snap"
+CELL = 9  # a right-aligned value and a space
+PHASE_WIDTH = 16
+
+
+# The machine ----------------------------------------------------------------------------
+
+
+def machine_info(work: Path) -> dict[str, Any]:
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": _cpuinfo_field("model name") or platform.processor() or "unknown",
+        "memory_bytes": _meminfo_kib("MemTotal") * 1024,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "work_filesystem": _filesystem_of(work),
+        "snapstore": source_state(),
+    }
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def _meminfo_kib(name: str) -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _filesystem_of(path: Path) -> str:
+    """The type and device of the mount holding ``path`` (longest matching mount point)."""
+    best, found = "", "unknown"
+    target = str(path.resolve())
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return found
+    for line in mounts:
+        device, mount_point, fstype, *_ = line.split()
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, found = mount_point, f"{fstype} on {device} ({mount_point})"
+    return found
+
+
+def source_state() -> str:
+    """The commit of the snapstore being measured, and whether its code has local changes."""
+    head = _git("log", "-1", "--format=%h %s")
+    dirty = _git("status", "--porcelain", "--", "snapstore")
+    return (head or "unknown") + (" + uncommitted changes in snapstore/" if dirty else "")
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(SOURCE_ROOT), *args], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return ""
+    return done.stdout.strip()
+
+
+def print_header(
+    machine: dict[str, Any], versions: dict[str, str], notes: dict[str, str], settings: list[str]
+) -> None:
+    print("== machine")
+    print(f"cpu:        {machine['nproc']} x {machine['cpu']}")
+    print(f"memory:     {machine['memory_bytes'] / 2**30:.1f} GiB")
+    print(f"python:     {machine['python']}, kernel {machine['kernel']}")
+    print(f"work dir:   {machine['work_filesystem']}")
+    print(f"snapstore:  {machine['snapstore']} ({SOURCE_ROOT})")
+    print("== tools")
+    for name, version in versions.items():
+        print(f"{name + ':':<13} {version}  [{notes[name]}]")
+    print("== settings")
+    for line in settings:
+        print(line)
+
+
+def print_workload(work: Workload) -> None:
+    print("== workload")
+    for image in work.images.values():
+        print(
+            f"{image.name:<8} {_mib(image.size):>9} MiB, {_mib(image.allocated):>8} MiB allocated, "
+            f"blake3 {image.digest[:16]}  {image.path}"
+        )
+    mix = ", ".join(f"{kind} {_mib(n)} MiB" for kind, n in work.composition.items())
+    print(f"v1 regions: {mix}")
+    if work.writes_per_version:
+        print(
+            f"v2, v3: each {work.writes_per_version} scattered in-place writes of 4 KiB..1 MiB "
+            f"({CHANGE_FRACTION:.1%} of the size)"
+        )
+    if "shifted" in work.images:
+        print(
+            f"shifted: v3 with {INSERT_LEN} bytes inserted at {INSERT_AT // 1024} KiB (all later bytes move)"
+        )
+    print(f"generated in {work.seconds:.1f} s")
+
+
+# The results ----------------------------------------------------------------------------
+
+
+def _mib(n: float) -> str:
+    return f"{n / MiB:.1f}"
+
+
+def _cells(m: Measurement | None, *values: Callable[[Measurement], str]) -> list[str]:
+    """One group of cells; a failed or skipped phase shows its status instead of figures."""
+    if m is None:
+        return ["-"] * len(values)
+    if m.status != "ok":
+        return [m.status] + [""] * (len(values) - 1)
+    return [value(m) for value in values]
+
+
+def _index(results: list[Measurement]) -> dict[tuple[str, str], Measurement]:
+    return {(m.tool, m.phase): m for m in results}
+
+
+def _phases(results: list[Measurement]) -> list[str]:
+    return list(dict.fromkeys(m.phase for m in results))
+
+
+def _row(label: str, groups: list[list[str]]) -> str:
+    cells = "|".join("".join(f"{c:>{CELL - 1}} " for c in group) for group in groups)
+    return f"{label:<{PHASE_WIDTH}}|{cells}"
+
+
+def _title(label: str, names: list[str], columns: int) -> str:
+    return f"{label:<{PHASE_WIDTH}}|" + "|".join(f"{n:^{CELL * columns}}" for n in names)
+
+
+def results_table(results: list[Measurement], tools: list[str]) -> list[str]:
+    by = _index(results)
+    lines = [
+        _title("", tools, 3),
+        _row("phase", [["MB/s", "RSS MiB", "repo MiB"] for _ in tools]),
+    ]
+    for phase in _phases(results):
+        groups = [
+            _cells(
+                by.get((tool, phase)),
+                lambda m: f"{m.mb_per_s:.1f}",
+                lambda m: _mib((m.max_rss_kib or 0) * 1024),
+                lambda m: "" if m.repo_bytes is None else _mib(m.repo_bytes),
+            )
+            for tool in tools
+        ]
+        lines.append(_row(phase, groups))
+    return lines
+
+
+def ratios(results: list[Measurement], peers: list[str]) -> list[dict[str, Any]]:
+    """snap MB/s / peer MB/s (above 1: snap is faster) and snap repo / peer repo (below 1:
+    snap's is smaller), per phase and peer."""
+    by = _index(results)
+    rows = []
+    for phase in _phases(results):
+        snap = by.get((SNAP, phase))
+        for peer in peers:
+            other = by.get((peer, phase))
+            if snap is None or other is None:
+                continue
+            rows.append(
+                {
+                    "phase": phase,
+                    "peer": peer,
+                    "speed_ratio": _ratio(snap.mb_per_s, other.mb_per_s),
+                    "size_ratio": _ratio(snap.repo_bytes, other.repo_bytes),
+                }
+            )
+    return rows
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def ratio_table(rows: list[dict[str, Any]], peers: list[str]) -> list[str]:
+    by = {(r["phase"], r["peer"]): r for r in rows}
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    lines = [
+        _title("snap / peer", peers, 2),
+        _row("phase", [["speed", "size"] for _ in peers]),
+    ]
+    for phase in dict.fromkeys(r["phase"] for r in rows):
+        groups = []
+        for peer in peers:
+            r = by.get((phase, peer), {})
+            size = fmt(r.get("size_ratio")) if "commit" in phase else ""
+            groups.append([fmt(r.get("speed_ratio")), size])
+        lines.append(_row(phase, groups))
+    return lines
+
+
+def print_results(results: list[Measurement], tools: list[str]) -> list[dict[str, Any]]:
+    """Print both tables; return the ratio rows."""
+    print("== results (MB/s = logical size / wall time; RSS = peak of the tool's process;")
+    print("   repo = allocated bytes of the repository after the phase, like du)")
+    for line in results_table(results, tools):
+        print(line.rstrip())
+    peers = [t for t in tools if t != SNAP]
+    rows = ratios(results, peers) if SNAP in tools and peers else []
+    if rows:
+        print("== snap relative to each peer (speed = snap MB/s / peer MB/s, above 1 is faster;")
+        print("   size = snap repo / peer repo, below 1 is smaller)")
+        for line in ratio_table(rows, peers):
+            print(line.rstrip())
+    return rows
+
+
+def print_failures(results: list[Measurement]) -> None:
+    bad = [m for m in results if m.status != "ok"]
+    if not bad:
+        print("== all checkouts verified byte-identical to their source")
+        return
+    print("== PROBLEMS")
+    for m in bad:
+        loud = "*** FAIL" if m.status == "FAIL" else m.status
+        print(f"{loud}: {m.tool} {m.phase}: {m.detail}")

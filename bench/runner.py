@@ -1,0 +1,208 @@
+"""Runs one tool through the phases, measuring each: wall time, peak RSS, repository size."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tools import IMAGE_NAME, Argv, Context, Tool
+from workload import VERSIONS, Image, Workload, file_digest
+
+COMMIT, CHECKOUT = "commit", "checkout"
+BASE_TIME = 1_700_000_000  # rdiff-backup keys versions by time: v1 at this second, v2 a minute later...
+
+
+@dataclass(frozen=True)
+class Phase:
+    action: str  # COMMIT or CHECKOUT
+    version: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.action} {self.version}"
+
+
+PHASES = (
+    *(Phase(COMMIT, v) for v in VERSIONS),
+    Phase(CHECKOUT, "v1"),  # the oldest: the most history to undo for reverse-delta tools
+    Phase(CHECKOUT, "v3"),
+)
+
+
+@dataclass
+class Measurement:
+    tool: str
+    phase: str
+    bytes: int  # logical size of the version
+    status: str = "ok"  # ok, FAIL or skipped
+    seconds: float | None = None
+    max_rss_kib: int | None = None
+    repo_bytes: int | None = None  # allocated bytes of the repository, after commits
+    restored_allocated: int | None = None  # allocated bytes of the checked-out file
+    detail: str = ""
+
+    @property
+    def mb_per_s(self) -> float | None:
+        if self.status != "ok" or not self.seconds:
+            return None
+        return self.bytes / self.seconds / 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"mb_per_s": self.mb_per_s}
+
+
+@dataclass(frozen=True)
+class Settings:
+    work: Path
+    cold: bool  # drop the page cache before each phase
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    seconds: float
+    max_rss_kib: int
+    stdout: str
+    stderr_tail: str
+
+
+def run_measured(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> Run:
+    """Run a command to completion; its peak RSS comes from wait4 on its own pid."""
+    out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        err.write(f"$ {' '.join(argv)}\n".encode())
+        err.flush()
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = err_path.read_text(errors="replace").strip().splitlines()
+    return Run(proc.returncode, seconds, usage.ru_maxrss, out_path.read_text(errors="replace"), stderr[-1])
+
+
+def drop_caches() -> str | None:
+    """Write back and drop the page cache (needs root); returns why it failed, if it did."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def allocated_bytes(path: Path) -> int:
+    """What ``du -s`` counts: allocated blocks of every file below ``path``, hard links once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            st = os.lstat(os.path.join(root, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total + os.lstat(path).st_blocks * 512
+
+
+def fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+class ToolRun:
+    """One tool, its own fresh repository, the phases in order."""
+
+    def __init__(self, tool: Tool, workload: Workload, settings: Settings) -> None:
+        self.tool = tool
+        self.workload = workload
+        self.settings = settings
+        base = settings.work / "tools" / tool.name
+        shutil.rmtree(base, ignore_errors=True)
+        self.logs = fresh_dir(base / "logs")
+        self.ctx = Context(repo=base / "repo", cache=base / "cache", stage=base / "stage", out=base / "out")
+        self.refs: dict[str, str] = {}
+
+    def run(self, phases: tuple[Phase, ...]) -> list[Measurement]:
+        problem = self.init()
+        results = []
+        for phase in phases:
+            m = Measurement(self.tool.name, phase.name, self.workload.images[phase.version].size)
+            if problem:
+                self.fail(m, problem)
+            else:
+                self.measure(phase, m)
+            results.append(m)
+        return results
+
+    def init(self) -> str | None:
+        self.ctx.cache.mkdir(parents=True)
+        if self.tool.init is None:
+            return None
+        run = self.execute(self.tool.init, self.ctx, self.ctx.cache, "init")
+        return None if run.returncode == 0 else f"init failed (exit {run.returncode}): {run.stderr_tail}"
+
+    def measure(self, phase: Phase, m: Measurement) -> None:
+        image = self.workload.images[phase.version]
+        if phase.action == CHECKOUT and phase.version not in self.refs:
+            self.fail(m, f"no {phase.version} to check out (its commit failed)", status="skipped")
+            return
+        ctx = replace(
+            self.ctx,
+            label=phase.version,
+            when=BASE_TIME + 60 * VERSIONS.index(phase.version),
+            ref=self.refs.get(phase.version, ""),
+        )
+        cwd = self.stage(image) if phase.action == COMMIT else fresh_dir(ctx.out)
+        if self.settings.cold:
+            drop_caches()
+        make = self.tool.commit if phase.action == COMMIT else self.tool.checkout
+        run = self.execute(make, ctx, cwd, phase.name)
+        m.seconds, m.max_rss_kib = run.seconds, run.max_rss_kib
+        if run.returncode != 0:
+            self.fail(m, f"exit {run.returncode}: {run.stderr_tail}")
+        elif phase.action == COMMIT:
+            self.after_commit(m, ctx, run.stdout)
+        else:
+            self.after_checkout(m, ctx.out, image)
+
+    def execute(self, make: Argv, ctx: Context, cwd: Path, label: str) -> Run:
+        log = self.logs / label.replace(" ", "-")
+        return run_measured(self.tool.argv(make, ctx), cwd, self.tool.environment(ctx), log)
+
+    def stage(self, image: Image) -> Path:
+        """The stage directory with ``image`` as IMAGE_NAME (a hard link: same path every time)."""
+        stage = fresh_dir(self.ctx.stage)
+        os.link(image.path, stage / IMAGE_NAME)
+        return stage
+
+    def after_commit(self, m: Measurement, ctx: Context, stdout: str) -> None:
+        try:
+            self.refs[ctx.label] = self.tool.ref(stdout, ctx)
+        except (ValueError, KeyError) as exc:
+            self.fail(m, f"cannot read the new version's id from the output: {exc}")
+            return
+        m.repo_bytes = allocated_bytes(ctx.repo)
+
+    def after_checkout(self, m: Measurement, out: Path, image: Image) -> None:
+        found = sorted(out.rglob(IMAGE_NAME))
+        if len(found) != 1:
+            self.fail(m, f"expected one {IMAGE_NAME} under {out}, found {len(found)}")
+            return
+        restored = found[0]
+        st = restored.stat()
+        m.restored_allocated = st.st_blocks * 512
+        if st.st_size != image.size:
+            self.fail(m, f"restored {st.st_size} bytes, {image.name} has {image.size}")
+        elif (digest := file_digest(restored)) != image.digest:
+            self.fail(m, f"content differs from {image.name}: blake3 {digest[:16]} != {image.digest[:16]}")
+        shutil.rmtree(out, ignore_errors=True)
+
+    @staticmethod
+    def fail(m: Measurement, why: str, status: str = "FAIL") -> None:
+        m.status, m.detail = status, why

@@ -1,0 +1,36 @@
+"""Smoke test of the benchmark (bench/bench.py): a tiny image, every installed tool, warm cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ("restic", "borg", "rdiff-backup")
+
+
+@pytest.mark.slow
+def test_benchmark_runs_and_verifies_every_checkout(tmp_path: Path) -> None:
+    tools = ["snap", *(peer for peer in PEERS if shutil.which(peer))]
+    report = tmp_path / "results.json"
+    args = ["--size", "48M", "--warm", "--tools", ",".join(tools), "--work", str(tmp_path / "work")]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), *args, "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "== results" in done.stdout
+    assert "checkout v1" in done.stdout
+    assert "FAIL" not in output
+    results = json.loads(report.read_text())["results"]
+    assert len(results) == 6 * len(tools)
+    assert all(r["status"] == "ok" and r["mb_per_s"] > 0 for r in results)
