@@ -75,6 +75,14 @@ def iter_cuts(params: ChunkerParams, buf: bytes | memoryview, final: bool) -> It
         yield c.length
 
 
+def zero_period(params: ChunkerParams) -> int:
+    """The length of every chunk cut from a run of zeros at least ``max_size`` long.
+
+    Each cut depends only on the bytes from its chunk's start, so inside a long run of zeros
+    the cuts repeat with this period: a chunker can step over a hole without reading it."""
+    return next(iter_cuts(params, bytes(params.max_size), True))
+
+
 class Splitter:
     """Streams blocks of one byte sequence into chunks, holding at most one chunk back."""
 

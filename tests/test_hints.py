@@ -35,7 +35,7 @@ def _write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> Non
             f.write(data)
 
 
-def test_confirmable_chunks_drop_chunks_before_zero_runs_and_at_the_end() -> None:
+def test_confirmable_chunks_drop_only_the_last_chunk() -> None:
     a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
     records = [
         EntryStart("f"),
@@ -46,7 +46,13 @@ def test_confirmable_chunks_drop_chunks_before_zero_runs_and_at_the_end() -> Non
         ChunkRef(a, 10),
         EntryEnd(52, b"\0" * 32),
     ]
-    assert list(confirmable_chunks(records)) == [PrevChunk(0, 10, a), PrevChunk(35, 7, c)]
+    assert list(confirmable_chunks(records)) == [
+        PrevChunk(0, 10, a),
+        PrevChunk(10, 20, b),
+        PrevChunk(35, 7, c),
+    ]
+    trailing_zeros = [EntryStart("f"), ChunkRef(a, 10), ZeroRun(5), EntryEnd(15, b"\0" * 32)]
+    assert list(confirmable_chunks(trailing_zeros)) == []
 
 
 def test_hint_cursor_runs_and_resyncs() -> None:
@@ -119,3 +125,57 @@ def test_hints_with_holes_and_growth(tmp_path: Path, chunker: ChunkerParams) -> 
         plain_list = _chunk_list(r, p.snapshot.id)
     assert hinted_list == plain_list
     assert h.confirmed_chunks > 10
+
+
+def _holey(path: Path, data_regions: list[tuple[int, bytes]], size: int, sparse: bool) -> None:
+    """Write ``data_regions`` into a file of ``size``; holes stay holes only if ``sparse``."""
+    with open(path, "wb") as f:
+        if not sparse:
+            f.write(bytes(size))
+        f.truncate(size)
+        for offset, data in data_regions:
+            f.seek(offset)
+            f.write(data)
+
+
+def _commit_list(repo_path: Path, path: Path) -> tuple[list[tuple[str, object, int]], int]:
+    with Repository.open(repo_path, Mode.WRITE) as r:
+        res = commit_file(r, path, use_hints=False)
+        return _chunk_list(r, res.snapshot.id), res.new_stored_bytes
+
+
+def test_chunk_list_does_not_depend_on_the_hole_layout(tmp_path: Path) -> None:
+    """The same bytes give the same chunks whether their zeros are holes or written zeros."""
+    rng = random.Random(3)
+    size = 40 << 20
+    regions = [
+        (0, rng.randbytes(3 << 20)),
+        (9 << 20, rng.randbytes(5 << 20)),
+        (30 << 20, rng.randbytes(1 << 20) + bytes(2 << 20) + rng.randbytes(100_000)),
+    ]
+    lists = []
+    for sparse in (True, False):
+        path, repo_path = tmp_path / f"f{sparse}", tmp_path / f"r{sparse}"
+        _holey(path, regions, size, sparse)
+        Repository.init(repo_path).close()
+        lists.append(_commit_list(repo_path, path)[0])
+    assert lists[0] == lists[1]
+
+
+def test_shifted_sparse_image_dedups(tmp_path: Path) -> None:
+    """Inserting a few KiB near the start moves every byte and every hole edge; only the
+    chunks around the insertion may be new (default 1 MiB chunks)."""
+    rng = random.Random(4)
+    size = 64 << 20
+    regions = [(i << 20, rng.randbytes(rng.choice([1, 2, 3]) << 20)) for i in range(0, 60, 5)]
+    shift = 5000
+    shifted = [(0, regions[0][1][:65536] + rng.randbytes(shift) + regions[0][1][65536:])]
+    shifted += [(off + shift, data) for off, data in regions[1:]]
+    repo_path = tmp_path / "repo"
+    Repository.init(repo_path).close()
+    _holey(tmp_path / "a", regions, size, True)
+    _holey(tmp_path / "b", shifted, size + shift, True)
+    _, first = _commit_list(repo_path, tmp_path / "a")
+    _, second = _commit_list(repo_path, tmp_path / "b")
+    assert first > 15 << 20
+    assert second < 6 << 20, f"{second} bytes stored again for a {shift}-byte insertion"

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from snapstore import codec
-from snapstore.chunker import iter_cuts
+from snapstore.chunker import iter_cuts, zero_period
 from snapstore.errors import InputChangedError, InputError, InputNotFoundError, SnapstoreError
 from snapstore.format.manifest import encode_trailer
 from snapstore.hashing import chunk_id
@@ -34,6 +34,7 @@ from snapstore.repo import Repository
 from snapstore.storage.snapshots import ManifestWriter
 
 _CONFIRM_WINDOW = 32 * 1024 * 1024  # bytes of unchanged chunks hashed in one parallel batch
+_WINDOW_BYTES = 24 * 1024 * 1024  # chunk bytes in flight per stage (hashing, compressing)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def commit_file(
             writer = repo.manifest_writer()
             try:
                 hints = _hints(repo, name or path.name) if use_hints else None
-                job = _CommitJob(repo, pool, writer, threads or default_threads(), progress, hints)
+                job = _CommitJob(repo, pool, writer, progress, hints)
                 writer.add(
                     EntryStart(
                         path=_entry_name(name or path.name),
@@ -194,7 +195,6 @@ class _CommitJob:
         repo: Repository,
         pool: ThreadPoolExecutor,
         writer: ManifestWriter,
-        threads: int,
         progress: Progress,
         hints: HintCursor | None,
     ) -> None:
@@ -204,7 +204,11 @@ class _CommitJob:
         self.progress = progress
         self.hints = hints
         self.params = repo.config.chunker
-        self.window = 4 * threads
+        self.period = zero_period(self.params)
+        self.buf, self.buf_off = b"", 0  # stream bytes not yet cut, from offset buf_off
+        # Windows of chunks in flight are bounded in bytes, whatever the thread count.
+        self.window_bytes = max(_WINDOW_BYTES, 2 * self.params.max_size)
+        self.hashed_bytes = self.encoded_bytes = 0
         self.level = repo.config.codec.level
         # (length, None) is a hole; (length, (chunk, future id)) a chunk being hashed
         self.hashed: deque[tuple[int, tuple[memoryview, Future[ChunkId | None]] | None]] = deque()
@@ -217,25 +221,23 @@ class _CommitJob:
         self.started = time.perf_counter()
 
     def run(self, fd: int, size: int, path: Path) -> bytes:
+        """Chunk the file as one byte stream in which holes are zeros, without reading
+        them: a hole's first and last stretch are materialised as zeros (so the chunks that
+        straddle its edges are cut exactly as on the full stream) and its middle is stepped
+        over in zero-run chunks of the chunker's zero period."""
         reader = BlockReader(fd, size, path)
         digest = DigestWorker()
         try:
-            buf, buf_off = b"", 0
             for item in reader:
                 if isinstance(item, Hole):
-                    self.hashed.append((item.length, None))
                     digest.update_zeros(item.length)
+                    self._hole(item.offset, item.length)
                     self.progress.advance(item.length)
                     continue
                 digest.update(item.data)
-                if buf and buf_off + len(buf) == item.offset:
-                    buf += item.data
-                else:
-                    buf, buf_off = item.data, item.offset
-                final = item.offset + len(item.data) == item.extent_end
-                done = self._consume(memoryview(buf), buf_off, final)
-                buf, buf_off = buf[done - buf_off :], done
+                self._feed(item.data, item.offset)
                 self.progress.advance(len(item.data))
+            self._feed(b"", self.buf_off + len(self.buf), final=True)
             while self.hashed:
                 self._drain_hashed()
             self._flush_zeros()
@@ -245,6 +247,32 @@ class _CommitJob:
         finally:
             digest.close()
             reader.stop()
+
+    def _feed(self, data: bytes, offset: int, *, final: bool = False) -> None:
+        """Append stream bytes at ``offset`` (just after the buffer) and cut what is certain."""
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf, self.buf_off = data, offset
+        done = self._consume(memoryview(self.buf), self.buf_off, final)
+        self.buf, self.buf_off = self.buf[done - self.buf_off :], done
+
+    def _hole(self, offset: int, length: int) -> None:
+        fed = offset
+        end = offset + length
+        max_size = self.params.max_size
+        while fed < end:
+            n = min(end - fed, max_size)
+            self._feed(bytes(n), fed)
+            fed += n
+            pos = self.buf_off  # where the chunker stands; all zeros from here to ``end``
+            if pos >= offset and pos + max_size <= end:
+                while pos + max_size <= end:
+                    self._queue_zeros(self.period)
+                    pos += self.period
+                self.buf, self.buf_off = b"", pos
+                self._feed(bytes(end - pos), pos)
+                return
 
     def _consume(self, view: memoryview, base: int, final: bool) -> int:
         """Turn ``view`` (the bytes from ``base``) into chunks; return where it stopped (the
@@ -277,11 +305,17 @@ class _CommitJob:
 
     def _queue_chunk(self, chunk: memoryview, future: Future[ChunkId | None]) -> None:
         self.hashed.append((len(chunk), (chunk, future)))
-        while len(self.hashed) > self.window:
+        self.hashed_bytes += len(chunk)
+        while self.hashed_bytes > self.window_bytes:
             self._drain_hashed()
+
+    def _queue_zeros(self, length: int) -> None:
+        self.hashed.append((length, None))
 
     def _drain_hashed(self) -> None:
         length, job = self.hashed.popleft()
+        if job is not None:
+            self.hashed_bytes -= length
         cid = None if job is None else job[1].result()
         if job is None or cid is None:
             self._zeros(length)
@@ -295,11 +329,13 @@ class _CommitJob:
             return
         self.queued.add(cid)
         self.encoded.append((cid, length, self.pool.submit(_encode, chunk, self.level)))
-        while len(self.encoded) > self.window:
+        self.encoded_bytes += length
+        while self.encoded_bytes > self.window_bytes:
             self._drain_encoded()
 
     def _drain_encoded(self) -> None:
         cid, raw_size, future = self.encoded.popleft()
+        self.encoded_bytes -= raw_size
         codec_id, payload = future.result()
         stored = self.repo.put_encoded(cid, codec_id, raw_size, payload)
         self.queued.discard(cid)

@@ -1,11 +1,10 @@
 """Where the previous snapshot of a file had its chunks (pure).
 
-With content-defined chunking, a chunk that starts at a chunk boundary and whose bytes are
-unchanged ends where it ended before: its cut point depends only on its own bytes. Such a
-chunk can be confirmed by hashing the same byte range, without running the chunker. That
-holds unless the old chunk was cut short by the end of its data extent (then more data
-after it could move the cut), so chunks followed by a zero run or by the end of the file
-are never offered for confirmation.
+A file is chunked as one byte stream (holes are zeros), and each cut depends only on the
+bytes from its chunk's start. So a chunk that starts at a chunk boundary and whose bytes
+are unchanged ends where it ended before, and can be confirmed by hashing the same byte
+range instead of running the chunker. The one exception is the file's last chunk, which
+the end of the file may have cut short: it is never offered for confirmation.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ def confirmable_chunks(records: Iterable[ManifestRecord]) -> Iterator[PrevChunk]
             held = PrevChunk(offset, record.raw_size, record.chunk_id)
             offset += record.raw_size
         elif isinstance(record, ZeroRun):
-            held = None  # may have been cut by an extent's end
             offset += record.length
         elif offset or held is not None:
             return  # EntryEnd: the last chunk may have been cut by the end of the file
