@@ -32,6 +32,8 @@ from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
 
 TEMP_MARK = ".snap-tmp-"
+WINDOW_BYTES = 32 * 1024 * 1024  # chunk bytes in flight, whatever the thread count
+_MAX_PENDING = 4096  # records queued (zero runs cost no memory but are bounded too)
 _ZEROS = bytes(1 << 20)
 
 
@@ -117,7 +119,7 @@ def _run(
 ) -> int:
     """Write every entry's bytes to ``out``; returns the zero bytes not written (holes)."""
     n = threads or default_threads()
-    window = 4 * n
+    inflight = 0  # chunk bytes fetched or being fetched, bounded by WINDOW_BYTES
     hasher = DigestWorker()
     pending: deque[tuple[int, Future[bytes] | None]] = deque()
     zero_bytes = 0
@@ -125,7 +127,7 @@ def _run(
     entries = 0
 
     def emit(length: int, future: Future[bytes] | None) -> None:
-        nonlocal zero_bytes, written
+        nonlocal zero_bytes, written, inflight
         if future is None:
             hasher.update_zeros(length)
             if sparse_fd is not None:
@@ -134,6 +136,7 @@ def _run(
             else:
                 _write_zeros(out.write, length)
         else:
+            inflight -= length
             data = future.result()
             hasher.update(data)
             _write_all(out.write, data)
@@ -146,6 +149,7 @@ def _run(
             for record in repo.iter_records(snapshot.id):
                 if isinstance(record, ChunkRef):
                     pending.append((record.raw_size, pool.submit(_fetch, repo, record.chunk_id)))
+                    inflight += record.raw_size
                 elif isinstance(record, ZeroRun):
                     pending.append((record.length, None))
                 elif isinstance(record, EntryStart):
@@ -162,7 +166,7 @@ def _run(
                             record.digest.hex(),
                             actual.hex(),
                         )
-                while len(pending) > window:
+                while inflight > WINDOW_BYTES or len(pending) > _MAX_PENDING:
                     emit(*pending.popleft())
         except BaseException:
             for _, future in pending:
