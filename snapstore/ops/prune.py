@@ -9,7 +9,7 @@ gc, so a rerun after kill -9 finishes the job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from snapstore import retention
@@ -85,11 +85,19 @@ def plan(
 
 
 def apply(repo: Repository, prune_plan: PrunePlan) -> PruneResult:
-    """Remove the planned snapshots, then gc (the repository must be opened EXCLUSIVE)."""
+    """Remove the planned snapshots, then gc (the repository must be opened EXCLUSIVE).
+
+    The reserve file is released first so that the removals have room on a full disk; the
+    disk usage before is measured before that, so the freed size does not count it."""
+    before = repo.disk_usage()
     repo.release_reserve()
-    for s in prune_plan.drop:
-        repo.remove_snapshot(s.id)
-    return PruneResult(prune_plan, gc.collect(repo))
+    try:
+        for s in prune_plan.drop:
+            repo.remove_snapshot(s.id)
+        collected = gc.collect(repo)
+    finally:
+        repo.restore_reserve()
+    return PruneResult(prune_plan, replace(collected, disk_before=before))
 
 
 def enforce_quota(
