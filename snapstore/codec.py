@@ -13,7 +13,7 @@ import threading
 
 import zstandard
 
-from snapstore.errors import CorruptError
+from snapstore.errors import DamagedChunkError
 
 CODEC_NONE = 0
 CODEC_ZSTD = 1
@@ -60,17 +60,23 @@ def incompressible(data: bytes) -> bool:
 
 
 def decode(codec: int, payload: bytes, raw_size: int) -> bytes:
-    """Return the plaintext; raises CorruptError when the payload cannot be decoded."""
+    """Return the plaintext; raises DamagedChunkError (a CorruptError and an IntegrityError)
+    when the payload cannot be decoded to ``raw_size`` bytes."""
     if codec == CODEC_NONE:
         if len(payload) != raw_size:
-            raise CorruptError("stored chunk", f"raw payload of {len(payload)} bytes, expected {raw_size}")
+            detail = f"raw payload of {len(payload)} bytes, expected {raw_size}"
+            raise DamagedChunkError("stored chunk", detail)
         return payload
     if codec == CODEC_ZSTD:
         try:
+            # Checked first: decompress() allocates what the frame header claims.
+            declared = zstandard.frame_content_size(payload)
+            if declared not in (-1, raw_size):
+                raise DamagedChunkError("stored chunk", f"frame of {declared} bytes, expected {raw_size}")
             data = _decompressor().decompress(payload, max_output_size=raw_size)
         except zstandard.ZstdError as exc:
-            raise CorruptError("stored chunk", f"zstd: {exc}") from exc
+            raise DamagedChunkError("stored chunk", f"zstd: {exc}") from exc
         if len(data) != raw_size:
-            raise CorruptError("stored chunk", f"decoded {len(data)} bytes, expected {raw_size}")
+            raise DamagedChunkError("stored chunk", f"decoded {len(data)} bytes, expected {raw_size}")
         return bytes(data)
-    raise CorruptError("stored chunk", f"unknown codec {codec}")
+    raise DamagedChunkError("stored chunk", f"unknown codec {codec}")

@@ -115,6 +115,25 @@ class IntegrityError(SnapstoreError):
         self.actual = actual
 
 
+class DamagedChunkError(IntegrityError, CorruptError):
+    """A stored chunk's payload cannot be decoded: its bytes were damaged. Like a hash
+    mismatch it is an integrity error (exit 5), whether or not the damage also stops the
+    decompressor; it stays a CorruptError for callers that catch those."""
+
+    exit_code = IntegrityError.exit_code
+
+    def __init__(self, what: str, detail: str) -> None:
+        SnapstoreError.__init__(
+            self,
+            f"{what} is damaged: {detail}",
+            hint="the repository is damaged; run 'snap verify --read-data'",
+        )
+        self.what = what
+        self.detail = detail
+        self.expected = ""
+        self.actual = ""
+
+
 class DamagedError(SnapstoreError):
     """verify or repair found problems (listed before this error is raised)."""
 
