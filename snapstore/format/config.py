@@ -36,7 +36,7 @@ def peek_version(data: bytes) -> object:
     """The ``format_version`` field, read before anything else is trusted."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise CorruptError("config", f"not JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise CorruptError("config", "not a JSON object")

@@ -39,6 +39,8 @@ _CHUNK = struct.Struct("<32sI")
 _U64 = struct.Struct("<Q")
 _END = struct.Struct("<Q32s")
 MAX_JSON = 1 << 20
+# What decoding damaged JSON can raise: bad syntax or fields, Infinity as an int, deep nesting.
+_BAD_JSON = (ValueError, KeyError, TypeError, OverflowError, RecursionError)
 MAX_SIZE = 1 << 62
 
 
@@ -144,7 +146,7 @@ def decode_trailer(snapshot_id: bytes, body: bytes, what: str) -> SnapshotInfo:
             hostname=str(doc.get("hostname", "")),
             source=str(doc.get("source", "")),
         )
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except _BAD_JSON as exc:
         raise CorruptError(what, f"bad trailer ({exc})") from exc
     if not 0 <= info.size <= MAX_SIZE:
         raise CorruptError(what, f"implausible size {info.size}")
@@ -210,7 +212,7 @@ def _decode_entry(body: bytes, what: str) -> EntryStart:
             mode=int(doc["mode"]),
             mtime_ns=int(doc["mtime_ns"]),
         )
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except _BAD_JSON as exc:
         raise CorruptError(what, f"bad entry ({exc})") from exc
     check_path(entry.path)
     if entry.kind != "file":
