@@ -1,0 +1,93 @@
+"""Helpers shared by the commit/checkout tests (files, digests, repositories)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+
+import blake3
+
+from snapstore import Repository, checkout
+from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
+
+BLOCK = 8 << 20
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+def file_digest(path: Path | str) -> str:
+    """BLAKE3 of a file's bytes, read in blocks. Blocks that are wholly a hole are hashed as
+    the zeros they read as without reading them (POSIX: a hole reads as zeros), so a sparse
+    4 GiB file costs what its data costs."""
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        pos = 0
+        while pos < size:
+            n = min(BLOCK, size - pos)
+            if _all_hole(fd, pos, n):
+                h.update(memoryview(_ZERO_BLOCK)[:n])
+            else:
+                got = os.preadv(fd, [view[:n]], pos)
+                assert got == n, f"short read at {pos}"
+                h.update(view[:n])
+            pos += n
+    finally:
+        os.close(fd)
+    return str(h.hexdigest())
+
+
+def _all_hole(fd: int, pos: int, n: int) -> bool:
+    try:
+        return os.lseek(fd, pos, os.SEEK_DATA) >= pos + n
+    except OSError as exc:
+        return exc.errno == errno.ENXIO  # only a hole remains up to EOF
+
+
+def write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> None:
+    """A file of ``size`` bytes: holes except for ``pieces`` (offset, data)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, data in pieces:
+            f.seek(offset)
+            f.write(data)
+
+
+def text_bytes(n: int, seed: int = 0) -> bytes:
+    """Compressible, text-like bytes."""
+    rng = random.Random(seed)
+    words = [
+        bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz ") for _ in range(rng.randrange(2, 12)))
+        for _ in range(400)
+    ]
+    out = bytearray()
+    while len(out) < n:
+        out += rng.choice(words) + b"\n"
+    return bytes(out[:n])
+
+
+def checkout_digest(repo: Repository, ref: str, out: Path, *, name: str | None = None) -> str:
+    checkout(repo, repo.resolve(ref, name=name), str(out), force=True)
+    return file_digest(out)
+
+
+def chunk_sizes(repo: Repository, snapshot_id: bytes) -> list[int]:
+    return [r.raw_size for r in repo.iter_records(snapshot_id) if isinstance(r, ChunkRef)]
+
+
+def zero_run_bytes(repo: Repository, snapshot_id: bytes) -> int:
+    return sum(r.length for r in repo.iter_records(snapshot_id) if isinstance(r, ZeroRun))
+
+
+def init_repo(path: Path, chunker: ChunkerParams | None = None, pack_target_size: int = 1 << 20) -> Path:
+    Repository.init(path, chunker=chunker, pack_target_size=pack_target_size).close()
+    return path
+
+
+def temp_leftovers(directory: Path) -> list[str]:
+    """Files a checkout or commit may have left behind in ``directory``."""
+    return sorted(p.name for p in directory.iterdir() if ".snap-tmp-" in p.name or ".tmp-" in p.name)
