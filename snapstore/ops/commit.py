@@ -23,7 +23,13 @@ from pathlib import Path
 
 from snapstore import codec
 from snapstore.chunker import iter_cuts, zero_period
-from snapstore.errors import InputChangedError, InputError, InputNotFoundError, SnapstoreError
+from snapstore.errors import (
+    InputChangedError,
+    InputError,
+    InputNotFoundError,
+    NoSpaceError,
+    SnapstoreError,
+)
 from snapstore.format.manifest import encode_trailer
 from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, EntryEnd, EntryStart, SnapshotInfo, ZeroRun
@@ -71,6 +77,10 @@ def commit_file(
         before = os.fstat(fd)
         if stat.S_ISDIR(before.st_mode):
             raise InputError(path, "is a directory (only single files can be committed yet)")
+        if not (stat.S_ISREG(before.st_mode) or stat.S_ISBLK(before.st_mode)):
+            # A pipe or a character device has no size to read up to and cannot be read twice.
+            raise InputError(path, "not a regular file or block device")
+        os.set_blocking(fd, True)
         size = before.st_size if stat.S_ISREG(before.st_mode) else os.lseek(fd, 0, os.SEEK_END)
         with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="commit") as pool:
             writer = repo.manifest_writer()
@@ -102,9 +112,9 @@ def commit_file(
                     source=str(path.absolute()),
                 )
                 snapshot_id = repo.register_snapshot(writer, trailer, job.chunk_ids)
-            except BaseException:
+            except BaseException as exc:
                 writer.abort()
-                _keep_what_is_stored(repo)
+                _keep_what_is_stored(repo, exc)
                 raise
             finally:
                 progress.finish()
@@ -129,9 +139,13 @@ def _hints(repo: Repository, name: str) -> HintCursor | None:
     return HintCursor(confirmable_chunks(repo.iter_records(same[-1].id)))
 
 
-def _keep_what_is_stored(repo: Repository) -> None:
+def _keep_what_is_stored(repo: Repository, exc: BaseException) -> None:
     """After a failed commit, index what was stored so a retry reuses it; drop it if even
-    that fails (a full disk)."""
+    that fails. On a full disk the pack being written is dropped at once: sealing it would
+    keep the disk full, and nothing could then be removed to make room."""
+    if isinstance(exc, NoSpaceError):
+        repo.abort_writes()
+        return
     try:
         repo.flush()
     except SnapstoreError:
@@ -144,7 +158,8 @@ def _entry_name(name: str) -> str:
 
 def _open_input(path: Path) -> int:
     try:
-        return os.open(path, os.O_RDONLY)
+        # Non-blocking: opening a FIFO must not wait for a writer (it is refused next).
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError as exc:
         raise InputNotFoundError(path) from exc
     except IsADirectoryError as exc:
