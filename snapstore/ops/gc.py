@@ -1,9 +1,10 @@
 """gc: free the space of chunks no snapshot references, with no scratch space.
 
 Plan (pure, from the index and the pack list) then apply, in the order docs/FORMAT.md gives:
-1. one index transaction per batch deletes dead chunk entries and records their byte ranges
-   on the garbage list (so nothing can dedup against them any more, and a rerun knows what
-   to punch);
+1. one index transaction per batch deletes dead chunk entries and records the byte ranges of
+   exactly those entries on the garbage list (so nothing can dedup against them any more, and
+   a rerun knows what to punch; a range is never listed while its chunk is still indexed,
+   where a commit could bring it back to life);
 2. packs with no live chunk left are removed whole;
 3. dead ranges in the other packs are hole-punched (fallocate), then struck off the list.
 Killed at any point, a rerun finishes the job; a kept snapshot never loses a chunk.
@@ -106,18 +107,22 @@ def apply(repo: Repository, gc_plan: GcPlan) -> None:
     punch_by_pack: dict[PackId, list[PackRange]] = defaultdict(list)
     for rng in gc_plan.punch:
         punch_by_pack[rng.pack_id].append(rng)
-    # 1. Unindex dead chunks; remember their ranges. Batched so each transaction stays small.
-    pending = list(gc_plan.punch)
-    dead = list(gc_plan.dead_chunks)
-    while dead or pending:
+    # 1. Unindex dead chunks and list their ranges, in the same transaction, batch by batch
+    #    (ranges already on the list stay there). Ranges in packs about to be removed are
+    #    listed too: if gc dies before removing such a pack, a commit may revive another of
+    #    its chunks, and the pack then stays and has these ranges punched.
+    dead = gc_plan.dead_chunks
+    for start in range(0, len(dead), _BATCH):
         with repo.index.write() as w:
-            for chunk_id in dead[:_BATCH]:
+            listed: dict[PackId, list[tuple[int, int]]] = defaultdict(list)
+            for chunk_id in dead[start : start + _BATCH]:
                 loc = w.get(chunk_id)
                 if loc is not None and loc.refcount == 0:
                     w.delete(chunk_id)
-            for rng in pending[:_BATCH]:
-                w.put_garbage(rng.pack_id, rng.offset, rng.length)
-        dead, pending = dead[_BATCH:], pending[_BATCH:]
+                    listed[loc.pack_id].append((loc.offset, RECORD_HEADER_SIZE + loc.stored_size))
+            for pack_id, pack_ranges in listed.items():
+                for offset, length in _merge(pack_ranges):
+                    w.put_garbage(pack_id, offset, length)
     # 2. Remove packs no live chunk needs.
     for pack_id in gc_plan.delete_packs:
         repo.packs.delete(pack_id)
