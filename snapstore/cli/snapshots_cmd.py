@@ -108,8 +108,13 @@ def rm(
     with open_repo(repo, Mode.READ if dry_run else Mode.WRITE) as r:
         targets = _resolve_all(r, snapshots)
         if not dry_run:
-            for s in targets:
-                r.remove_snapshot(s.id)
+            # On a full disk the index needs the reserve's room to drop the counts.
+            r.release_reserve()
+            try:
+                for s in targets:
+                    r.remove_snapshot(s.id)
+            finally:
+                r.restore_reserve()
     if json_output:
         emit_json({"dry_run": dry_run, "removed": [snapshot_doc(s) for s in targets]})
         return
