@@ -1,0 +1,52 @@
+"""Every examples/*.sh runs to the end (exit 0) with bash, as a user would run it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.sh"))
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SNAP_REPO", "SNAP")}
+    # The interpreter running the tests (and its 'snap' entry point) comes first.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["TMPDIR"] = str(tmp_path)
+    return env
+
+
+def test_there_are_examples() -> None:
+    assert any(p.name == "daily-snapshot.sh" for p in EXAMPLES)
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(script: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["bash", str(script)], env=_env(tmp_path), capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == [], "the example left files behind"
+
+
+def test_daily_snapshot_with_a_given_image(tmp_path: Path) -> None:
+    image = tmp_path / "mine.img"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+        f.write(os.urandom(1 << 20))
+    before = hashlib.sha256(image.read_bytes()).hexdigest()
+    script = next(p for p in EXAMPLES if p.name == "daily-snapshot.sh")
+    env = _env(tmp_path)
+    env["SNAP"] = f"{sys.executable} -m snapstore"
+    done = subprocess.run(
+        ["bash", str(script), str(image)], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "day 1 restored byte for byte" in done.stdout
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == before, "the given image was modified"
