@@ -47,6 +47,7 @@ from snapstore.storage.snapshots import ManifestWriter, SnapshotStore
 
 REPO_DIR_NAME = ".snapstore"
 RESERVE_SIZE = 16 * 1024 * 1024
+CHECKPOINT_BYTES = 16 * 1024 * 1024  # index the open pack this often (resumable commits)
 _LAYOUT = ("packs", "snapshots", "tmp", "locks", "pins")
 
 
@@ -234,7 +235,21 @@ class Repository:
         self._pending[chunk_id] = loc
         if self._pack.size >= self.config.pack_target_size:
             self.flush()
+        elif self._pack.size - self._pack.durable_size >= CHECKPOINT_BYTES:
+            self._checkpoint()
         return loc.stored_size
+
+    def _checkpoint(self) -> None:
+        """Index what the open pack holds so far, so a killed commit's rerun reuses it."""
+        assert self._pack is not None
+        self._pack.sync()
+        self._index_pending()
+
+    def _index_pending(self) -> None:
+        with self.index.write() as w:
+            for chunk_id, loc in self._pending.items():
+                w.put(chunk_id, loc)
+        self._pending.clear()
 
     def put_chunk(self, data: bytes) -> tuple[ChunkId, int]:
         chunk_id = hash_chunk(data)
@@ -249,10 +264,7 @@ class Repository:
             return
         self._pack.seal()
         self._pack = None
-        with self.index.write() as w:
-            for chunk_id, loc in self._pending.items():
-                w.put(chunk_id, loc)
-        self._pending.clear()
+        self._index_pending()
 
     def abort_writes(self) -> None:
         """Drop the pack being written (nothing points at it yet)."""
@@ -321,7 +333,7 @@ def load_config(root: Path) -> Config:
         data = path.read_bytes()
     except FileNotFoundError as exc:
         raise RepositoryNotFoundError(root) from exc
-    except IsADirectoryError as exc:
+    except (IsADirectoryError, NotADirectoryError) as exc:
         raise RepositoryNotFoundError(root) from exc
     except OSError as exc:
         raise translate_os_error(exc, str(path)) from exc

@@ -158,12 +158,6 @@ def test_character_device_input_is_refused(capsys: pytest.CaptureFixture[str], b
         assert len(repo.list_snapshots()) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/commit_cmd.py: the FILE argument is a click.Path with readable=True (the "
-    "default), so an unreadable input fails in click with exit 2 'Invalid value for FILE' "
-    "instead of reaching commit_file and exiting 10 (docs/CLI.md: permission denied = 10)",
-)
 def test_unreadable_input(base: Base) -> None:
     src = base.tmp / "secret.img"
     src.write_bytes(b"secret")
@@ -275,12 +269,6 @@ def test_not_a_repository(capsys: pytest.CaptureFixture[str], base: Base) -> Non
     base.intact()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repo.py load_config: --repo naming a regular file makes reading FILE/config fail "
-    "with NotADirectoryError, which translate_os_error turns into StorageIOError (exit 11, "
-    "'I/O error') instead of RepositoryNotFoundError (exit 3)",
-)
 def test_repo_option_naming_a_file(capsys: pytest.CaptureFixture[str], base: Base) -> None:
     f = base.tmp / "plain-file"
     f.write_bytes(b"x")
@@ -329,13 +317,6 @@ def test_locked_repository(capsys: pytest.CaptureFixture[str], base: Base) -> No
     assert snap(capsys, "commit", src, "--repo", base.root).code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage/index.py: a second Repository.open of the same repository in one process "
-    "fails with StorageIOError (exit 11) 'The environment ... is already open in this process' "
-    "(py-lmdb refuses a second Environment on one path), although another process may read "
-    "while a writer runs",
-)
 def test_reader_beside_a_writer_in_the_same_process(capsys: pytest.CaptureFixture[str], base: Base) -> None:
     with Repository.open(base.root, Mode.WRITE):
         res = snap(capsys, "checkout", "latest", "-o", base.tmp / "o.img", "--repo", base.root)

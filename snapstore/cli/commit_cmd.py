@@ -20,7 +20,7 @@ ThreadsOption = Annotated[
 
 
 def commit(
-    file: Annotated[Path, typer.Argument(help="The file to snapshot.")],
+    file: Annotated[Path, typer.Argument(help="The file to snapshot.", readable=False)],
     message: Annotated[str, typer.Option("--message", "-m", help="A note kept with the snapshot.")] = "",
     name: Annotated[str | None, typer.Option(help="Snapshot name (default: the file's name).")] = None,
     threads: ThreadsOption = None,

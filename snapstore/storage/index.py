@@ -7,6 +7,8 @@ write transaction is atomic and durable when it commits.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -32,12 +34,21 @@ def _translate(exc: lmdb.Error, where: str) -> Exception:
     return StorageIOError(where, text)
 
 
-class Index:
-    def __init__(self, path: Path, *, mode: int, create: bool) -> None:
-        self.path = path
+# py-lmdb allows one Environment per path per process: opens of the same index share it.
+_OPEN: dict[str, tuple[Any, dict[bytes, Any], int]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _acquire_env(path: Path, mode: int, create: bool) -> tuple[Any, dict[bytes, Any]]:
+    key = os.path.realpath(path)
+    with _OPEN_LOCK:
+        if key in _OPEN:
+            env, dbs, users = _OPEN[key]
+            _OPEN[key] = (env, dbs, users + 1)
+            return env, dbs
         try:
-            self._env = lmdb.open(
-                str(path),
+            env = lmdb.open(
+                key,
                 map_size=MAP_SIZE,
                 subdir=True,
                 max_dbs=len(_DBS),
@@ -46,9 +57,29 @@ class Index:
                 readahead=False,
                 max_readers=256,
             )
-            self._db = {name: self._env.open_db(name) for name in _DBS}
+            dbs = {name: env.open_db(name) for name in _DBS}
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
+        _OPEN[key] = (env, dbs, 1)
+        return env, dbs
+
+
+def _release_env(path: Path) -> None:
+    key = os.path.realpath(path)
+    with _OPEN_LOCK:
+        env, dbs, users = _OPEN[key]
+        if users > 1:
+            _OPEN[key] = (env, dbs, users - 1)
+        else:
+            del _OPEN[key]
+            env.close()
+
+
+class Index:
+    def __init__(self, path: Path, *, mode: int, create: bool) -> None:
+        self.path = path
+        self._env, self._db = _acquire_env(path, mode, create)
+        self._closed = False
         if create:
             with self.write() as w:
                 if w.get_meta(b"version") is None:
@@ -59,7 +90,9 @@ class Index:
             raise CorruptError("index", "missing or unknown index version")
 
     def close(self) -> None:
-        self._env.close()
+        if not self._closed:
+            self._closed = True
+            _release_env(self.path)
 
     @contextmanager
     def read(self) -> Iterator[IndexTxn]:

@@ -32,6 +32,7 @@ class PackWriter:
         except OSError as exc:
             raise translate_os_error(exc, str(path)) from exc
         self.size = 0
+        self.durable_size = 0  # bytes made durable by sync(); index entries may point below it
         self._write(fmt.encode_pack_header())
 
     def _write(self, data: bytes | memoryview) -> None:
@@ -51,6 +52,16 @@ class PackWriter:
             self._write(payload)
         return ChunkLocation(self.pack_id, offset, len(payload), raw_size, codec, 0)
 
+    def sync(self) -> None:
+        """Make every record appended so far durable, keeping the pack open (a checkpoint)."""
+        try:
+            os.fsync(self._fd)
+            if not self.durable_size:
+                fsio.fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+        self.durable_size = self.size
+
     def seal(self) -> None:
         """Make every appended record durable (fsync file and directory) and close."""
         try:
@@ -62,13 +73,19 @@ class PackWriter:
             raise translate_os_error(exc, f"pack {self.path.name}") from exc
 
     def abort(self) -> None:
-        """Drop a pack that no index entry points at yet (a failed commit)."""
+        """Drop what no index entry points at yet (a failed commit): the whole pack, or after
+        a checkpoint only the records appended since (the tail is truncated away)."""
         if self._fd >= 0:
+            with suppress(OSError):
+                if self.durable_size:
+                    os.ftruncate(self._fd, self.durable_size)
+                    os.fsync(self._fd)
             with suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
-        with suppress(OSError):
-            self.path.unlink()
+        if not self.durable_size:
+            with suppress(OSError):
+                self.path.unlink()
 
 
 class PackStore:
