@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from snapstore import Mode, Repository, checkout, commit_file
 from snapstore.errors import OutputExistsError, UsageError
-from snapstore.model import ChunkerParams
+from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
 from tests.conftest import SMALL_CHUNKER, run_snap
 from tests.helpers import (
     checkout_digest,
@@ -272,6 +272,57 @@ def test_commit_checkout_identity_property(tmp_path: Path) -> None:
             assert res.snapshot.size == len(expected)
             checkout(repo, res.snapshot, str(out), force=True)
         assert out.read_bytes() == bytes(expected)
+
+    check()
+
+
+def _chunk_list(repo: Repository, snapshot_id: bytes) -> list[tuple[str, bytes, int]]:
+    """Chunk references and zero runs, adjacent zero runs merged."""
+    out: list[tuple[str, bytes, int]] = []
+    for r in repo.iter_records(snapshot_id):
+        if isinstance(r, ChunkRef):
+            out.append(("C", r.chunk_id, r.raw_size))
+        elif isinstance(r, ZeroRun):
+            if out and out[-1][0] == "Z":
+                out[-1] = ("Z", b"", out[-1][2] + r.length)
+            else:
+                out.append(("Z", b"", r.length))
+    return out
+
+
+def test_holes_and_written_zeros_chunk_alike(tmp_path: Path) -> None:
+    """The chunk list depends on the bytes only, not on which zeros are holes: the same
+    content, once sparse and once fully written, is the same chunk list (so both dedupe)."""
+    repos = {p: init_repo(tmp_path / p.algorithm / str(p.avg_size), p) for p in (SMALL_CHUNKER, DEFAULT)}
+
+    @settings(max_examples=15, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        segs=st.lists(
+            st.tuples(st.sampled_from(["data", "hole", "zero"]), st.integers(0, 20), st.integers(1, 70_000)),
+            min_size=1,
+            max_size=5,
+        ),
+        seed=st.integers(0, 2**32 - 1),
+        params=st.sampled_from([SMALL_CHUNKER, DEFAULT]),
+    )
+    def check(segs: list[tuple[str, int, int]], seed: int, params: ChunkerParams) -> None:
+        rng = random.Random(seed)
+        pieces, content, pos = [], bytearray(), 0
+        for kind, quarters, extra in segs:
+            n = quarters * MiB // 4 + extra  # up to ~5 MiB: holes of 1 MiB+ are not read
+            data = rng.randbytes(n) if kind == "data" else bytes(n)
+            if kind != "hole":
+                pieces.append((pos, data))
+            content += data
+            pos += n
+        sparse, dense = tmp_path / "sparse.img", tmp_path / "dense.img"
+        write_sparse(sparse, pos, pieces)
+        dense.write_bytes(content)
+        with Repository.open(repos[params], Mode.WRITE) as repo:
+            a = commit_file(repo, sparse, name="a", use_hints=False)
+            b = commit_file(repo, dense, name="b", use_hints=False)
+            assert _chunk_list(repo, a.snapshot.id) == _chunk_list(repo, b.snapshot.id)
+            assert b.new_stored_bytes == 0
 
     check()
 
