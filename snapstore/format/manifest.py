@@ -45,7 +45,11 @@ MAX_SIZE = 1 << 62
 
 
 def _json(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # Lone surrogates (a file name that is not UTF-8, decoded by Python's surrogateescape)
+    # cannot be UTF-8 encoded: they are written as JSON escapes (\udcff), which decode back
+    # to the same string. Every other character is written as itself.
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def encode_header() -> bytes:
