@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import struct
 import zlib
 from dataclasses import replace
@@ -120,8 +121,14 @@ def test_find_record_resynchronises_after_damage() -> None:
 
 # manifests --------------------------------------------------------------------------------
 
+# Surrogates included: file names that are not UTF-8 reach Python as lone surrogates.
 path_parts = st.text(
-    alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1, max_size=12
+    alphabet=st.one_of(
+        st.characters(blacklist_characters="/\0"),
+        st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF),
+    ),
+    min_size=1,
+    max_size=12,
 ).filter(lambda p: p not in (".", ".."))
 paths = st.lists(path_parts, min_size=1, max_size=3).map("/".join)
 pieces = st.lists(
@@ -198,6 +205,34 @@ def test_trailer_round_trip(name: str, message: str, size: int, created: datetim
     assert info.created == created  # type: ignore[attr-defined]
     assert info.chunk_refs == refs  # type: ignore[attr-defined]
     assert info.hostname == "host" and info.source == "/images/vm.img"  # type: ignore[attr-defined]
+
+
+# Any text, plus the lone surrogates os.fsdecode makes of bytes that are not UTF-8.
+ANY_TEXT = st.text(
+    alphabet=st.one_of(st.characters(), st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF)),
+    max_size=30,
+)
+
+
+@settings(max_examples=50)
+@given(name=ANY_TEXT, message=ANY_TEXT, source=ANY_TEXT)
+def test_trailer_round_trips_any_python_string(name: str, message: str, source: str) -> None:
+    data = build_manifest([], name=name, message=message, source=source)
+    length = mf.trailer_length(data[-mf.FOOTER_SIZE :], len(data), "m")
+    data[-mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE].decode("utf-8")  # the JSON stays valid UTF-8
+    _, info = parse_manifest(data)
+    assert (info.name, info.message, info.source) == (name, message, source)  # type: ignore[attr-defined]
+
+
+def test_names_that_are_not_utf8() -> None:
+    """A file called b"\xff.img" is "\udcff.img" in Python: it must be storable."""
+    name = os.fsdecode(b"disk-\xff\xfe.img")
+    records: list[ManifestRecord] = [EntryStart(name), EntryEnd(0, bytes(32))]
+    data = build_manifest(records, name=name, source="/vms/" + name)
+    got, info = parse_manifest(data)
+    assert got == records
+    assert info.name == name and info.source == "/vms/" + name  # type: ignore[attr-defined]
+    assert b"\\udcff" in data
 
 
 def test_trailer_keeps_the_instant_of_non_utc_times() -> None:

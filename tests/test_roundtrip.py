@@ -413,3 +413,22 @@ def test_latest_with_name(tmp_path: Path, repo_path: Path) -> None:
     )
     assert done.returncode == 3
     assert not (tmp_path / "c").exists()
+
+
+def test_file_and_directory_names_that_are_not_utf8(tmp_path: Path, repo_path: Path) -> None:
+    """Linux names are bytes: an image in a Latin-1 named directory must be committable."""
+    directory = Path(os.fsdecode(bytes(tmp_path) + b"/Sch\xf6ne VMs"))
+    directory.mkdir()
+    src = directory / os.fsdecode(b"d\xefsk.img")
+    src.write_bytes(b"bytes of a disk")
+    with Repository.open(repo_path, Mode.WRITE) as repo:
+        res = commit_file(repo, src)
+        assert res.snapshot.name == src.name
+        assert res.snapshot.source == str(src)
+        out = tmp_path / "out.img"
+        checkout(repo, repo.resolve("latest", name=src.name), str(out))
+        assert out.read_bytes() == b"bytes of a disk"
+    done = run_snap("commit", str(src), "--repo", str(repo_path))
+    assert done.returncode == 0, done.stderr
+    done = run_snap("log", "--json", "--repo", str(repo_path))
+    assert done.returncode == 0, done.stderr
