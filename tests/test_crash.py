@@ -134,3 +134,41 @@ def test_commit_killed_at_many_points(tmp_path: Path) -> None:
         checkout(repo, repo.resolve("latest", name="disk.img"), str(out))
     assert file_digest(out) == expected[f"v{len(KILL_DELAYS)}"]
     assert time.monotonic() - started < 150
+
+
+def test_checkout_killed_leaves_no_output_and_is_cleaned_up(tmp_path: Path) -> None:
+    """A killed checkout leaves only its temp file (never a partial OUT); the next checkout
+    to the same OUT removes it. Temp files of live checkouts are left alone."""
+    root = tmp_path / "repo"
+    Repository.init(root, pack_target_size=8 << 20).close()
+    image = tmp_path / "disk.img"
+    image.write_bytes(random.Random(7).randbytes(150 * MiB))
+    done = run_snap("commit", str(image), "--repo", str(root))
+    assert done.returncode == 0, done.stderr
+    target = tmp_path / "restore" / "out.img"
+    target.parent.mkdir()
+    live = target.parent / f".out.img.snap-tmp-{os.getpid()}-abcd"  # this process is alive
+    live.write_bytes(b"a checkout in progress")
+    proc = subprocess.Popen(
+        [*SNAP, "checkout", "latest", "-o", str(target), "--repo", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    temp: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        temp = [p for p in target.parent.glob(f".out.img.snap-tmp-{proc.pid}-*")]
+        if temp and temp[0].stat().st_size > 16 * MiB:
+            break
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.skip("the checkout finished before it could be killed")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not target.exists(), "a killed checkout left a partial output"
+    assert temp and temp[0].exists()
+    done = run_snap("checkout", "latest", "-o", str(target), "--repo", str(root))
+    assert done.returncode == 0, done.stderr
+    assert file_digest(target) == file_digest(image)
+    assert not temp[0].exists(), "the dead checkout's temp file was not removed"
+    assert live.exists(), "a live checkout's temp file was removed"
