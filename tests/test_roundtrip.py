@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -432,3 +434,27 @@ def test_file_and_directory_names_that_are_not_utf8(tmp_path: Path, repo_path: P
     assert done.returncode == 0, done.stderr
     done = run_snap("log", "--json", "--repo", str(repo_path))
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.root
+def test_commit_a_block_device(tmp_path: Path, repo_path: Path) -> None:
+    """A VM disk on a block device (LVM, loop) commits like a file of the device's size."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        pytest.skip("needs root and losetup")
+    backing = tmp_path / "backing.img"
+    write_sparse(backing, 64 * MiB, [(10 * MiB, random.Random(8).randbytes(3 * MiB))])
+    done = subprocess.run(
+        ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(f"losetup: {done.stderr.strip()}")
+    device = Path(done.stdout.strip())
+    try:
+        with Repository.open(repo_path, Mode.WRITE) as repo:
+            res = commit_file(repo, device, name="vm-disk")
+            assert res.snapshot.size == 64 * MiB
+            out = tmp_path / "out.img"
+            checkout(repo, res.snapshot, str(out))
+    finally:
+        subprocess.run(["losetup", "-d", str(device)], check=False)
+    assert file_digest(out) == file_digest(backing)
