@@ -15,9 +15,7 @@ from hypothesis import HealthCheck, settings
 from snapstore.model import ChunkerParams
 from snapstore.repo import Mode, Repository
 
-settings.register_profile(
-    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
@@ -39,13 +37,15 @@ def repo(repo_path: Path) -> Iterator[Repository]:
         yield r
 
 
-def run_snap(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-             input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_snap(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run the real ``snap`` command in a subprocess."""
     full_env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
     full_env.update(env or {})
-    return subprocess.run([*SNAP, *args], cwd=cwd, env=full_env, input=input,
-                          capture_output=True, timeout=600, check=False)
+    return subprocess.run(
+        [*SNAP, *args], cwd=cwd, env=full_env, input=input, capture_output=True, timeout=600, check=False
+    )
 
 
 def have(tool: str) -> bool:

@@ -1,0 +1,507 @@
+"""Crash safety of gc, prune and rm: killed at any point, no kept snapshot loses a byte, and
+a rerun finishes the job (garbage list empty, every dead record freed, counts right).
+
+Two ways of killing:
+- real ``snap`` subprocesses get SIGKILL at many moments spread over their working time
+  (measured from when they take the repository lock to when an unkilled run exits);
+- in process, a simulated death (an exception nothing catches) is raised before each durable
+  step in turn: every index transaction, hole punch, pack removal, manifest rename/deletion.
+  After such a death the removed versions are committed again before the rerun, so chunks
+  that gc had half dealt with are brought back to life: they must survive the rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapstore import Mode, Repository, checkout, commit_file
+from snapstore.model import ChunkRef, ZeroRun
+from snapstore.ops import gc, prune
+from snapstore.recovery import chunk_set
+from snapstore.retention import KeepPolicy
+from tests.conftest import SMALL_CHUNKER, SNAP
+from tests.test_gc import du, make_base, rewrite
+
+pytestmark = pytest.mark.slow
+MiB = 1 << 20
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- what a healthy, finished repository looks like -------------------------------------------------
+
+
+def read_sha(r: Repository, snapshot_id: bytes) -> str:
+    """The content's sha256, read chunk by chunk (each checked against its id, the manifest
+    against the snapshot id): what checkout reads, without writing a file."""
+    h = hashlib.sha256()
+    for record in r.iter_records(snapshot_id):
+        if isinstance(record, ChunkRef):
+            h.update(r.get_chunk(record.chunk_id))
+        elif isinstance(record, ZeroRun):
+            h.update(bytes(record.length))
+    return h.hexdigest()
+
+
+def assert_intact(
+    repo: Path, expected: dict[str, str], scratch: Path, when: str, *, full: bool = True
+) -> None:
+    """Every snapshot in ``expected`` (id -> sha256 of its content) is listed and checks out
+    (``full``: with a real checkout to a file; else read back and hashed)."""
+    out = scratch / "checkout.out"
+    with Repository.open(repo, Mode.READ) as r:
+        listed = {s.hex: s for s in r.list_snapshots()}
+        for sid, digest in expected.items():
+            assert sid in listed, f"{when}: kept snapshot {sid[:12]} is gone"
+            try:
+                if full:
+                    checkout(r, listed[sid], str(out), force=True)
+                    actual = file_sha(out)
+                else:
+                    actual = read_sha(r, listed[sid].id)
+            except Exception as exc:
+                raise AssertionError(f"{when}: kept snapshot {sid[:12]} does not check out: {exc}") from exc
+            assert actual == digest, f"{when}: kept snapshot {sid[:12]} checks out different bytes"
+    out.unlink(missing_ok=True)
+
+
+def assert_finished(repo: Path, when: str) -> None:
+    """No gc work left: empty garbage list and tmp/, counts equal to what the manifests say,
+    no dead chunk indexed, and no allocated record in any pack that the index does not own."""
+    with Repository.open(repo, Mode.READ) as r:
+        published = r.snapshots.list_ids()
+        expected: Counter[bytes] = Counter()
+        for sid in published:
+            expected.update(chunk_set(r.snapshots, sid))
+        with r.index.read() as t:
+            garbage = list(t.iter_garbage())
+            counted = set(t.iter_counted())
+            locations = dict(t.iter_locations())
+        assert not garbage, f"{when}: {len(garbage)} ranges left on the garbage list"
+        assert counted == set(published), f"{when}: counted snapshots differ from the manifests"
+        wrong = {
+            cid: (loc.refcount, expected[cid])
+            for cid, loc in locations.items()
+            if loc.refcount != expected[cid]
+        }
+        assert not wrong, f"{when}: {len(wrong)} wrong reference counts, e.g. {next(iter(wrong.values()))}"
+        assert set(expected) <= set(locations), f"{when}: a referenced chunk is not indexed"
+        leaked = 0
+        for pack_id in r.packs.iter_pack_ids():
+            for offset, header in r.packs.scan(pack_id):
+                loc = locations.get(header.chunk_id)
+                if loc is None or (loc.pack_id, loc.offset) != (pack_id, offset):
+                    leaked += header.record_size
+        assert leaked == 0, f"{when}: {leaked} bytes of dead records are still allocated in packs"
+    leftovers = os.listdir(repo / "tmp")
+    assert not leftovers, f"{when}: tmp/ still holds {leftovers}"
+
+
+# -- the history every crash test starts from --------------------------------------------------------
+
+
+@dataclass
+class Base:
+    path: Path  # pristine repository: 8 versions of 'disk' and 2 of 'scratch'
+    disk: list[str]  # ids, oldest first
+    scratch: list[str]
+    digests: dict[str, str]  # id -> sha256 of the content
+    sources: dict[str, bytes] = field(default_factory=dict)  # id -> content (for recommits)
+
+
+def build_base(root: Path) -> Base:
+    """Small chunks and 1 MiB packs: many chunks, packs and fsyncs. Each 'disk' version
+    rewrites 100 scattered 2 KiB pieces, so dead chunks sit between live ones and gc punches
+    hundreds of ranges; the old 'scratch' version fills packs of its own that die whole."""
+    path = root / "base"
+    Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+    data = make_base(3, 16 * MiB)
+    rng = random.Random(4)
+    src = root / "src"
+    base = Base(path, [], [], {})
+    with Repository.open(path, Mode.WRITE) as r:
+        for i in range(8):
+            if i:
+                rewrite(data, 50 + i, 100, 2048)
+            if i in (0, 4):
+                content = rng.randbytes(3 * MiB // 2)
+                src.write_bytes(content)
+                s = commit_file(r, src, name="scratch").snapshot
+                base.scratch.append(s.hex)
+                base.digests[s.hex] = sha(content)
+                base.sources[s.hex] = content
+            src.write_bytes(data)
+            s = commit_file(r, src, name="disk").snapshot
+            base.disk.append(s.hex)
+            base.digests[s.hex] = sha(bytes(data))
+            base.sources[s.hex] = bytes(data)
+    src.unlink()
+    return base
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
+    return build_base(tmp_path_factory.mktemp("crash-base"))
+
+
+def fresh_copy(src: Path, dst: Path) -> Path:
+    """A copy of a repository. The 16 MiB ``reserve`` file is hard-linked, not copied: it is
+    only ever unlinked and recreated, never written in place."""
+
+    def copy(a: str, b: str) -> object:
+        if Path(a).name == "reserve":
+            return os.link(a, b)
+        return shutil.copy2(a, b)
+
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst, copy_function=copy)
+    return dst
+
+
+def snap(*args: str) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
+    return subprocess.run([*SNAP, *args], env=env, capture_output=True, timeout=300, check=False)
+
+
+def snap_ok(*args: str) -> None:
+    res = snap(*args)
+    assert res.returncode == 0, f"snap {args[0]} failed ({res.returncode}): {res.stderr.decode()}"
+
+
+# -- SIGKILL of real subprocesses ----------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    prepare: Callable[[Path], None]  # run on the fresh copy before the command
+    command: list[str]  # snap arguments (without -r)
+    keep: list[str]  # ids that must survive
+    gone: list[str]  # ids the command removes
+    rerun: Callable[[Path], None]  # finish the job after a kill
+
+
+def state(repo: Path) -> tuple[Any, ...]:
+    """A coarse fingerprint: which snapshots, tmp files, garbage, chunks and pack blocks."""
+    with Repository.open(repo, Mode.READ) as r:
+        with r.index.read() as t:
+            garbage = len(list(t.iter_garbage()))
+            chunks = t.chunk_count()
+            counted = len(list(t.iter_counted()))
+        packs = tuple(sorted((p.hex(), r.packs.path(p).stat().st_blocks) for p in r.packs.iter_pack_ids()))
+        snaps = tuple(sorted(s.hex for s in r.list_snapshots()))
+    return snaps, tuple(sorted(os.listdir(repo / "tmp"))), garbage, chunks, counted, packs
+
+
+def start(args: list[str], repo: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``snap ARGS -r REPO``; return it once it holds the write lock (and when)."""
+    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
+    proc = subprocess.Popen(
+        [*SNAP, *args, "-r", str(repo)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    needle = f'"pid": {proc.pid},'.encode()
+    lock = repo / "locks" / "write"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if needle in lock.read_bytes():
+                return proc, time.monotonic()
+        except FileNotFoundError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"snap {args[0]} exited before taking the lock: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        time.sleep(0.0003)
+    proc.kill()
+    raise AssertionError("snap never took the lock")
+
+
+def run_kill_points(base: Base, sc: Scenario, points: int, scratch: Path) -> dict[str, int]:
+    expected = {sid: base.digests[sid] for sid in sc.keep}
+    # Calibrate on an unkilled run: how long the work takes once the lock is held, and the end state.
+    ref = fresh_copy(base.path, scratch / "ref")
+    sc.prepare(ref)
+    du_start = du(ref)
+    before_state = state(ref)
+    proc, locked = start(sc.command, ref)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    work = time.monotonic() - locked
+    sc.rerun(ref)
+    assert_intact(ref, expected, scratch, f"{sc.name} unkilled")
+    assert_finished(ref, f"{sc.name} unkilled")
+    du_end = du(ref)
+    final_state = state(ref)
+    assert du_end < du_start - MiB, f"{sc.name}: the unkilled run freed almost nothing"
+
+    tally = Counter({"killed": 0, "mid-run": 0, "unchanged": 0, "finished before the kill": 0})
+    for i in range(points):
+        fraction = (i + 0.5) / points
+        for _attempt in range(4):
+            repo = fresh_copy(base.path, scratch / "work")
+            sc.prepare(repo)
+            proc, locked = start(sc.command, repo)
+            time.sleep(max(0.0, locked + fraction * work - time.monotonic()))
+            proc.send_signal(signal.SIGKILL)
+            code = proc.wait(timeout=60)
+            if code == -signal.SIGKILL:
+                break
+            assert code == 0, proc.stderr.read()  # type: ignore[union-attr]
+            tally["finished before the kill"] += 1
+            fraction /= 2
+        else:
+            raise AssertionError(f"{sc.name}: could not kill the command while it ran")
+        when = f"{sc.name} killed at {fraction:.2f} of {work * 1000:.0f} ms"
+        tally["killed"] += 1
+        now = state(repo)
+        tally["unchanged" if now == before_state else "mid-run" if now != final_state else "done"] += 1
+        assert_intact(repo, expected, scratch, when)
+        sc.rerun(repo)
+        assert_intact(repo, expected, scratch, f"{when}, after the rerun", full=False)
+        assert_finished(repo, f"{when}, after the rerun")
+        with Repository.open(repo, Mode.READ) as r:
+            listed = {s.hex for s in r.list_snapshots()}
+        assert listed.isdisjoint(sc.gone), f"{when}: the rerun left a snapshot it should remove"
+        assert listed >= set(sc.keep)
+        usage = du(repo)
+        assert usage <= du_end + 512 * 1024, f"{when}: {usage} B after the rerun, {du_end} B unkilled"
+        assert usage < du_start - MiB
+    print(f"\n{sc.name}: work {work * 1000:.0f} ms, kill points: {dict(tally)}")
+    # Most kills must land while the command is changing things, or this test proves little.
+    assert tally["mid-run"] >= points // 3, (
+        f"{sc.name}: only {tally['mid-run']} of {points} kills landed mid-run"
+    )
+    return dict(tally)
+
+
+def rm_in_process(repo: Path, ids: list[str]) -> None:
+    with Repository.open(repo, Mode.WRITE) as r:
+        for sid in ids:
+            r.remove_snapshot(bytes.fromhex(sid))
+
+
+def test_sigkill_gc(base: Base, tmp_path: Path) -> None:
+    removed = [*base.disk[:4], base.scratch[0]]
+    keep = [*base.disk[4:], base.scratch[1]]
+    sc = Scenario(
+        "gc",
+        prepare=lambda repo: rm_in_process(repo, removed),
+        command=["gc"],
+        keep=keep,
+        gone=removed,
+        rerun=lambda repo: snap_ok("gc", "-r", str(repo)),
+    )
+    run_kill_points(base, sc, 12, tmp_path)
+
+
+def test_sigkill_prune(base: Base, tmp_path: Path) -> None:
+    pinned = base.disk[2]
+    keep = [pinned, base.disk[-1], base.scratch[1]]
+    sc = Scenario(
+        "prune --keep-last 1",
+        prepare=lambda repo: snap_ok("pin", pinned, "-r", str(repo)),
+        command=["prune", "--keep-last", "1"],
+        keep=keep,
+        gone=[s for s in [*base.disk, *base.scratch] if s not in keep],
+        rerun=lambda repo: snap_ok("prune", "--keep-last", "1", "-r", str(repo)),
+    )
+    run_kill_points(base, sc, 12, tmp_path)
+
+
+def test_sigkill_rm(base: Base, tmp_path: Path) -> None:
+    targets = [*base.disk[:6], base.scratch[0]]
+
+    def rerun(repo: Path) -> None:
+        with Repository.open(repo, Mode.READ) as r:
+            listed = {s.hex for s in r.list_snapshots()}
+        left = [t for t in targets if t in listed]
+        if left:  # the kill came before some removals: rm them again
+            snap_ok("rm", *left, "-r", str(repo))
+        snap_ok("gc", "-r", str(repo))
+
+    sc = Scenario(
+        "rm",
+        prepare=lambda repo: None,
+        command=["rm", *targets],
+        keep=[*base.disk[6:], base.scratch[1]],
+        gone=targets,
+        rerun=rerun,
+    )
+    run_kill_points(base, sc, 8, tmp_path)
+
+
+# -- simulated death before each durable step, in process ------------------------------------------
+
+
+class Killed(BaseException):
+    """Not an Exception: no handler in snapstore catches it, like a SIGKILL."""
+
+
+@contextmanager
+def die_at(repo: Repository, step: int | None) -> Iterator[Counter[str]]:
+    """Count the durable steps ``repo`` takes; raise Killed just before step number ``step``."""
+    seen: Counter[str] = Counter()
+    targets: list[tuple[Any, str]] = [
+        (repo.index, "write"),
+        (repo.packs, "punch"),
+        (repo.packs, "delete"),
+        (repo.snapshots, "trash"),
+        (repo.snapshots, "purge_trash"),
+        (repo.pins, "unpin"),
+    ]
+    for obj, name in targets:
+        real = getattr(obj, name)
+
+        def wrapper(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            seen["total"] += 1
+            seen[_name] += 1
+            if step is not None and seen["total"] == step:
+                raise Killed(f"before {_name} (step {step})")
+            return _real(*args, **kwargs)
+
+        setattr(obj, name, wrapper)
+    yield seen
+
+
+def small_base(root: Path) -> Base:
+    """A smaller history for in-process crashes: 4 versions of 3 MiB, 2 of 'scratch'."""
+    path = root / "small"
+    Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+    data = make_base(8, 3 * MiB)
+    rng = random.Random(9)
+    src = root / "src"
+    base = Base(path, [], [], {})
+    with Repository.open(path, Mode.WRITE) as r:
+        for i in range(4):
+            if i:
+                rewrite(data, 90 + i, 40, 2048)
+            if i in (0, 2):
+                content = rng.randbytes(MiB)
+                src.write_bytes(content)
+                s = commit_file(r, src, name="scratch").snapshot
+                base.scratch.append(s.hex)
+                base.digests[s.hex] = sha(content)
+                base.sources[s.hex] = content
+            src.write_bytes(data)
+            s = commit_file(r, src, name="disk").snapshot
+            base.disk.append(s.hex)
+            base.digests[s.hex] = sha(bytes(data))
+            base.sources[s.hex] = bytes(data)
+    return base
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Base:
+    return small_base(tmp_path_factory.mktemp("crash-small"))
+
+
+Operation = Callable[[Repository], object]
+
+
+def in_process_crashes(
+    small: Base,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    prepare: Callable[[Path], None],
+    operation: Operation,
+    keep: list[str],
+    removed: list[str],
+    max_points: int = 25,
+) -> int:
+    """Kill ``operation`` before each of its durable steps (up to ``max_points`` of them,
+    evenly spread), recommit the removed versions, rerun gc, and check everything."""
+    monkeypatch.setattr(gc, "_BATCH", 16)  # many small transactions: kills between batches
+    expected = {sid: small.digests[sid] for sid in keep}
+    ref = fresh_copy(small.path, tmp_path / "ref")
+    prepare(ref)
+    with Repository.open(ref, Mode.EXCLUSIVE) as r, die_at(r, None) as seen:
+        operation(r)
+    steps = seen["total"]
+    assert seen["punch"] > 20, f"too few punches to test: {dict(seen)}"
+    points = sorted({1 + (i * (steps - 1)) // max(1, max_points - 1) for i in range(max_points)})
+    for step in points:
+        when = f"killed before durable step {step} of {steps}"
+        repo = fresh_copy(small.path, tmp_path / "work")
+        prepare(repo)
+        with pytest.raises(Killed), Repository.open(repo, Mode.EXCLUSIVE) as r, die_at(r, step):
+            operation(r)
+        assert_intact(repo, expected, tmp_path, when, full=False)
+        # Bring the removed versions back (their dead chunks may be half collected: a commit
+        # reuses every chunk still indexed), pinned and under their own name so that the
+        # rerun keeps them; then rerun and finish.
+        src = tmp_path / "src"
+        revived: dict[str, str] = {}
+        with Repository.open(repo, Mode.WRITE) as r:
+            for sid in removed:
+                src.write_bytes(small.sources[sid])
+                new = commit_file(r, src, name="revived").snapshot
+                r.pins.pin(new.id)
+                revived[new.hex] = small.digests[sid]
+        assert_intact(repo, revived, tmp_path, f"{when}, recommitted", full=False)
+        with Repository.open(repo, Mode.EXCLUSIVE) as r:
+            operation(r)
+            gc.collect(r)
+        assert_intact(repo, {**expected, **revived}, tmp_path, f"{when}, after the rerun", full=False)
+        assert_finished(repo, f"{when}, after the rerun")
+    return len(points)
+
+
+def test_gc_dies_before_each_durable_step(
+    small: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    removed = [*small.disk[:2], small.scratch[0]]
+    n = in_process_crashes(
+        small,
+        tmp_path,
+        monkeypatch,
+        prepare=lambda repo: rm_in_process(repo, removed),
+        operation=gc.collect,
+        keep=[*small.disk[2:], small.scratch[1]],
+        removed=removed,
+    )
+    assert n >= 20
+
+
+def test_prune_dies_before_each_durable_step(
+    small: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    def operation(r: Repository) -> object:
+        p = prune.plan(r, KeepPolicy(last=1), datetime.now(UTC))
+        return prune.apply(r, p)
+
+    keep = [small.disk[-1], small.scratch[-1]]
+    n = in_process_crashes(
+        small,
+        tmp_path,
+        monkeypatch,
+        prepare=lambda repo: None,
+        operation=operation,
+        keep=keep,
+        removed=[s for s in [*small.disk, *small.scratch] if s not in keep],
+    )
+    assert n >= 20
