@@ -40,8 +40,12 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def encode(data: bytes, level: int) -> tuple[int, bytes]:
-    """Return ``(codec, payload)`` for a chunk's plaintext."""
+Buffer = bytes | bytearray | memoryview
+
+
+def encode(data: Buffer, level: int) -> tuple[int, Buffer]:
+    """Return ``(codec, payload)`` for a chunk's plaintext. A chunk stored raw is returned as
+    given (no copy): the caller keeps ``data`` alive until the payload is written."""
     if not data:
         return CODEC_NONE, data
     if len(data) >= PROBE_FROM and incompressible(data):
@@ -52,10 +56,11 @@ def encode(data: bytes, level: int) -> tuple[int, bytes]:
     return CODEC_ZSTD, compressed
 
 
-def incompressible(data: bytes) -> bool:
+def incompressible(data: Buffer) -> bool:
     """Whether evenly spread samples of ``data`` fail to compress (level 1, ~4% of the cost)."""
     step = (len(data) - PROBE_SLICE) // (PROBE_SLICES - 1)
-    sample = b"".join(data[i * step : i * step + PROBE_SLICE] for i in range(PROBE_SLICES))
+    view = memoryview(data)
+    sample = b"".join(view[i * step : i * step + PROBE_SLICE] for i in range(PROBE_SLICES))
     return len(_compressor(1).compress(sample)) > len(sample) * (1 - PROBE_SAVING)
 
 

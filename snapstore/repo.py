@@ -39,15 +39,15 @@ from snapstore.model import (
     SnapshotInfo,
 )
 from snapstore.storage import fsio
+from snapstore.storage.appender import PackAppender
 from snapstore.storage.index import Index
 from snapstore.storage.lock import DATA, WRITE, Lock
-from snapstore.storage.packstore import PackStore, PackWriter
+from snapstore.storage.packstore import PackStore
 from snapstore.storage.pins import PinStore
 from snapstore.storage.snapshots import ManifestWriter, SnapshotStore
 
 REPO_DIR_NAME = ".snapstore"
 RESERVE_SIZE = 16 * 1024 * 1024
-CHECKPOINT_BYTES = 16 * 1024 * 1024  # index the open pack this often (resumable commits)
 _LAYOUT = ("packs", "snapshots", "tmp", "locks", "pins")
 
 
@@ -77,8 +77,7 @@ class Repository:
         self.snapshots = SnapshotStore(root / "snapshots", root / "tmp", self.file_mode)
         self.pins = PinStore(root / "pins", self.file_mode)
         self.index = self._open_index()
-        self._pack: PackWriter | None = None
-        self._pending: dict[ChunkId, ChunkLocation] = {}
+        self._appender = PackAppender(self.packs, self.index, config.pack_target_size)
         if mode is not Mode.READ:
             recovery.recover(self.index, self.snapshots)
 
@@ -155,10 +154,7 @@ class Repository:
             self.mode = Mode.EXCLUSIVE
 
     def close(self) -> None:
-        if self._pack is not None:
-            self._pack.abort()
-            self._pack = None
-        self._pending.clear()
+        self._appender.close()
         self.packs.close()
         self.index.close()
         for lock in reversed(self._locks):
@@ -200,7 +196,8 @@ class Repository:
     # -- chunks --------------------------------------------------------------------------------
 
     def get_location(self, chunk_id: ChunkId) -> ChunkLocation | None:
-        loc = self._pending.get(chunk_id)
+        """Where a chunk is stored (safe to call from several threads)."""
+        loc = self._appender.get(chunk_id)
         if loc is not None:
             return loc
         with self.index.read() as r:
@@ -224,32 +221,15 @@ class Repository:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]}", chunk_id.hex(), actual.hex())
         return data
 
-    def put_encoded(self, chunk_id: ChunkId, codec_id: int, raw_size: int, payload: bytes) -> int:
-        """Store an encoded chunk unless present; return the bytes newly stored (0 if not)."""
+    def put_encoded(
+        self, chunk_id: ChunkId, codec_id: int, raw_size: int, payload: bytes | bytearray | memoryview
+    ) -> int:
+        """Store an encoded chunk unless present; return the bytes newly stored (0 if not).
+        Safe to call from several threads; the chunk is indexed once its pack is durable."""
         self._require(Mode.WRITE)
         if self.has_chunk(chunk_id):
             return 0
-        if self._pack is None:
-            self._pack = self.packs.create()
-        loc = self._pack.append(chunk_id, codec_id, raw_size, payload)
-        self._pending[chunk_id] = loc
-        if self._pack.size >= self.config.pack_target_size:
-            self.flush()
-        elif self._pack.size - self._pack.durable_size >= CHECKPOINT_BYTES:
-            self._checkpoint()
-        return loc.stored_size
-
-    def _checkpoint(self) -> None:
-        """Index what the open pack holds so far, so a killed commit's rerun reuses it."""
-        assert self._pack is not None
-        self._pack.sync()
-        self._index_pending()
-
-    def _index_pending(self) -> None:
-        with self.index.write() as w:
-            for chunk_id, loc in self._pending.items():
-                w.put(chunk_id, loc)
-        self._pending.clear()
+        return self._appender.append(chunk_id, codec_id, raw_size, payload)
 
     def put_chunk(self, data: bytes) -> tuple[ChunkId, int]:
         chunk_id = hash_chunk(data)
@@ -260,18 +240,11 @@ class Repository:
 
     def flush(self) -> None:
         """Pack data durable first, then the index entries that point at it."""
-        if self._pack is None:
-            return
-        self._pack.seal()
-        self._pack = None
-        self._index_pending()
+        self._appender.flush()
 
     def abort_writes(self) -> None:
-        """Drop the pack being written (nothing points at it yet)."""
-        if self._pack is not None:
-            self._pack.abort()
-            self._pack = None
-        self._pending.clear()
+        """Drop what is not durable and indexed yet (nothing points at it)."""
+        self._appender.abort()
 
     # -- snapshots -----------------------------------------------------------------------------
 

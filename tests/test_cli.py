@@ -403,10 +403,10 @@ def test_input_changed_while_read(
     # writes fall in one tick of the (coarse) filesystem clock.
     os.utime(src, ns=(10**18, 10**18))
     inode = src.stat().st_ino
-    real_pread = os.pread
+    real_preadv = os.preadv
     fired: list[bool] = []
 
-    def pread(fd: int, n: int, offset: int) -> bytes:
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
         if not fired and os.fstat(fd).st_ino == inode:
             fired.append(True)
             with open(src, "r+b") as f:
@@ -415,9 +415,9 @@ def test_input_changed_while_read(
                 else:
                     f.seek(5 * MiB)
                 f.write(b"written by the guest")
-        return real_pread(fd, n, offset)
+        return real_preadv(fd, buffers, offset)
 
-    monkeypatch.setattr(os, "pread", pread)
+    monkeypatch.setattr(os, "preadv", preadv)
     line = assert_error(snap(capsys, "commit", src, "--repo", base.root), 9)
     assert "changed while it was being read" in line
     assert fired

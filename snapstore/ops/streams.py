@@ -1,138 +1,76 @@
-"""Background threads at the edge of commit and checkout: one reads the input ahead, one
-keeps the whole-file digest. Both hand results over bounded queues, so memory stays bounded
-and errors reach the caller."""
+"""The edges of commit and checkout: where an input file's data and holes are, reading it
+into blocks, and the thread that keeps the whole-file digest."""
 
 from __future__ import annotations
 
 import os
 import queue
 import threading
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from snapstore.errors import InputChangedError, InputError
 from snapstore.extents import data_extents
 from snapstore.hashing import StreamHasher
 
-READ_BLOCK = 8 * 1024 * 1024
 _DONE = object()
 
 
-@dataclass(frozen=True)
-class Block:
-    """``data`` read at ``offset``; ``extent_end`` is where its data extent ends."""
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """``[start, end)`` of the input: data to read, or a hole that reads as zeros."""
 
-    offset: int
-    data: bytes
-    extent_end: int
-
-
-@dataclass(frozen=True)
-class Hole:
-    offset: int
-    length: int
+    start: int
+    end: int
+    hole: bool
 
 
-class _Worker:
-    """A thread fed or drained through one bounded queue; its exception is re-raised."""
-
-    def __init__(self, name: str, depth: int) -> None:
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-
-    def _main(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+def segments(fd: int, size: int) -> Iterator[Segment]:
+    """The input from 0 to ``size`` as data and holes, in order (holes are never read)."""
+    pos = 0
+    for offset, length in data_extents(fd, size):
+        if offset > pos:
+            yield Segment(pos, offset, True)
+        yield Segment(offset, offset + length, False)
+        pos = offset + length
+    if pos < size:
+        yield Segment(pos, size, True)
 
 
-class BlockReader(_Worker):
-    """Reads a file's data extents ahead of the consumer, several reads in flight (a disk
-    serves parallel reads faster); holes are reported, never read."""
-
-    def __init__(self, fd: int, size: int, path: Path, depth: int = 4, readers: int = 3) -> None:
-        super().__init__("snap-reader", depth)
-        self._fd, self._size, self._path = fd, size, path
-        self._readers = readers
-        self._thread.start()
-
-    def _main(self) -> None:
+def read_into(fd: int, view: memoryview, offset: int, path: Path) -> None:
+    """Fill ``view`` with the input's bytes at ``offset``; the file must still have them."""
+    done = 0
+    while done < len(view):
         try:
-            with ThreadPoolExecutor(self._readers, thread_name_prefix="snap-read") as pool:
-                inflight: deque[tuple[int, int, Future[bytes]]] = deque()
-                for item in self._plan():
-                    if isinstance(item, Hole):
-                        if not self._flush(inflight, 0) or not self._put(item):
-                            return
-                        continue
-                    offset, length, end = item
-                    inflight.append((offset, end, pool.submit(os.pread, self._fd, length, offset)))
-                    if not self._flush(inflight, self._readers):
-                        return
-                self._flush(inflight, 0)
+            n = os.preadv(fd, [view[done:]], offset + done)
         except OSError as exc:
-            self._error = InputError(self._path, exc.strerror or str(exc))
-        except BaseException as exc:
-            self._error = exc
-        self._put(_DONE)
-
-    def _plan(self) -> Iterator[Hole | tuple[int, int, int]]:
-        """Holes, and the (offset, length, extent end) of every block to read, in order."""
-        pos = 0
-        for offset, length in (*data_extents(self._fd, self._size), (self._size, 0)):
-            if offset > pos:
-                yield Hole(pos, offset - pos)
-            end = offset + length
-            while offset < end:
-                n = min(READ_BLOCK, end - offset)
-                yield offset, n, end
-                offset += n
-            pos = end
-
-    def _flush(self, inflight: deque[tuple[int, int, Future[bytes]]], keep: int) -> bool:
-        """Hand over finished reads in order until at most ``keep`` are in flight."""
-        while len(inflight) > keep:
-            offset, end, future = inflight.popleft()
-            data = future.result()
-            if not data:
-                raise InputChangedError(self._path)
-            if not self._put(Block(offset, data, end)):
-                return False
-        return True
-
-    def __iter__(self) -> Iterator[Block | Hole]:
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                if self._error is not None:
-                    raise self._error
-                return
-            assert isinstance(item, Block | Hole)
-            yield item
+            raise InputError(path, exc.strerror or str(exc)) from exc
+        if n == 0:  # the file shrank under us
+            raise InputChangedError(path)
+        done += n
 
 
-class DigestWorker(_Worker):
-    """BLAKE3 of a whole stream, fed in order (blake3 releases the GIL while hashing)."""
+def read_ahead(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start reading ``[offset, offset+length)`` (overlaps I/O with work)."""
+    if length > 0:
+        with suppress(OSError):  # a hint only (e.g. not supported on this file)
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
 
-    def __init__(self, depth: int = 8) -> None:
-        super().__init__("snap-digest", depth)
+
+class DigestWorker:
+    """BLAKE3 of a whole stream, fed in order on its own thread (blake3 releases the GIL).
+
+    ``update`` takes a buffer and, optionally, a callback run once the buffer has been
+    hashed (so the caller can reuse its memory); the queue is bounded."""
+
+    def __init__(self, depth: int = 16) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._hasher = StreamHasher()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="snap-digest", daemon=True)
         self._thread.start()
 
     def _main(self) -> None:
@@ -140,19 +78,24 @@ class DigestWorker(_Worker):
             item = self._queue.get()
             if item is _DONE:
                 return
+            if isinstance(item, int):
+                self._hasher.update_zeros(item)
+                continue
+            data, release = cast(tuple[bytes | memoryview, Callable[[], None] | None], item)
             try:
-                if isinstance(item, int):
-                    self._hasher.update_zeros(item)
-                else:
-                    self._hasher.update(item)  # type: ignore[arg-type]
+                if self._error is None:
+                    self._hasher.update(data)
             except BaseException as exc:  # pragma: no cover - blake3 does not fail
                 self._error = exc
+            finally:
+                if release is not None:
+                    release()
 
-    def update(self, data: bytes | memoryview) -> None:
-        self._put(data)
+    def update(self, data: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
+        self._queue.put((data, release))
 
     def update_zeros(self, length: int) -> None:
-        self._put(length)
+        self._queue.put(length)
 
     def digest(self) -> bytes:
         self.close()
@@ -161,7 +104,8 @@ class DigestWorker(_Worker):
         return self._hasher.digest()
 
     def close(self) -> None:
-        """End the thread (idempotent); after an error, what was hashed is discarded."""
+        """End the thread (idempotent). Every release callback queued so far has run when
+        this returns."""
         if self._thread.is_alive():
-            self._put(_DONE)
+            self._queue.put(_DONE)
             self._thread.join()

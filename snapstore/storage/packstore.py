@@ -35,32 +35,40 @@ class PackWriter:
         self.durable_size = 0  # bytes made durable by sync(); index entries may point below it
         self._write(fmt.encode_pack_header())
 
-    def _write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
+    def _write(self, *parts: bytes | bytearray | memoryview) -> None:
+        """Append ``parts`` with as few system calls as the kernel allows (writev)."""
+        views = [memoryview(p).cast("B") for p in parts]
+        total = sum(len(v) for v in views)
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            while views:
+                done = os.writev(self._fd, views)
+                while views and done >= len(views[0]):
+                    done -= len(views[0])
+                    views.pop(0)
+                if views:
+                    views[0] = views[0][done:]
         except OSError as exc:
             raise translate_os_error(exc, f"pack {self.path.name}") from exc
-        self.size += len(data)
+        self.size += total
 
-    def append(self, chunk_id: bytes, codec: int, raw_size: int, payload: bytes) -> ChunkLocation:
+    def append(
+        self, chunk_id: bytes, codec: int, raw_size: int, payload: bytes | bytearray | memoryview
+    ) -> ChunkLocation:
         offset = self.size
-        header = fmt.encode_record_header(chunk_id, codec, raw_size, len(payload))
-        self._write(header + payload if len(payload) < 65536 else header)
-        if len(payload) >= 65536:
-            self._write(payload)
-        return ChunkLocation(self.pack_id, offset, len(payload), raw_size, codec, 0)
+        stored_size = len(payload)
+        self._write(fmt.encode_record_header(chunk_id, codec, raw_size, stored_size), payload)
+        return ChunkLocation(self.pack_id, offset, stored_size, raw_size, codec, 0)
 
-    def sync(self) -> None:
-        """Make every record appended so far durable, keeping the pack open (a checkpoint)."""
+    def sync(self, upto: int) -> None:
+        """Make the first ``upto`` bytes durable, keeping the pack open (a checkpoint; other
+        threads may go on appending meanwhile)."""
         try:
             os.fsync(self._fd)
             if not self.durable_size:
                 fsio.fsync_dir(self.path.parent)
         except OSError as exc:
             raise translate_os_error(exc, f"pack {self.path.name}") from exc
-        self.durable_size = self.size
+        self.durable_size = max(self.durable_size, upto)
 
     def seal(self) -> None:
         """Make every appended record durable (fsync file and directory) and close."""

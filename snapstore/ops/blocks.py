@@ -1,0 +1,62 @@
+"""Recycled read buffers: a fixed number of blocks is allocated once per commit, so memory
+stays bounded and the kernel is not asked for fresh pages for every read.
+
+A block holds a contiguous stretch of the input stream. Whoever still needs its bytes (the
+chunker, a worker hashing or compressing a chunk, the digest thread, a raw payload not yet
+written) holds a pin; the block goes back to the pool when the last pin is released.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+
+class Block:
+    __slots__ = ("_pool", "buf", "end", "pins", "start", "view")
+
+    def __init__(self, pool: BlockPool, size: int) -> None:
+        self._pool = pool
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.start = 0  # stream offset of view[0]
+        self.end = 0  # stream offset just after the last byte held
+        self.pins = 0
+
+    def pin(self) -> None:
+        with self._pool.lock:
+            self.pins += 1
+
+    def unpin(self) -> None:
+        pool = self._pool
+        with pool.lock:
+            self.pins -= 1
+            if self.pins == 0:
+                pool.free.append(self)
+                pool.lock.notify()
+
+    def slice(self, start: int, end: int) -> memoryview:
+        """The held stream bytes ``[start, end)``."""
+        return self.view[start - self.start : end - self.start]
+
+
+class BlockPool:
+    def __init__(self, count: int, size: int) -> None:
+        self.size = size
+        self.lock = threading.Condition()
+        self.free: deque[Block] = deque(Block(self, size) for _ in range(count))
+
+    def try_take(self) -> Block | None:
+        """A free block pinned once for the caller, or None."""
+        with self.lock:
+            if not self.free:
+                return None
+            block = self.free.popleft()
+            block.pins = 1
+            return block
+
+    def wait(self, timeout: float = 0.05) -> None:
+        """Wait for a block to come back (released by another thread)."""
+        with self.lock:
+            if not self.free:
+                self.lock.wait(timeout)

@@ -1,0 +1,371 @@
+"""The commit pipeline: one input file cut into chunks as a single byte stream.
+
+The main thread reads the file's data into recycled blocks (holes are never read: they are
+zeros), cuts chunks, and submits each to a worker thread, which hashes it, recognises zero
+chunks and chunks already stored, and compresses new ones (blake3 and zstd release the GIL,
+so the workers run in parallel with the chunker). Outcomes are taken back in stream order,
+so the manifest and the packs are written by the main thread alone.
+
+Two shortcuts keep the work proportional to what changed:
+
+- Unchanged chunks: where the previous snapshot of the file had a chunk starting at the
+  current position, its byte range is hashed and compared instead of running the chunker
+  (ops/hints.py explains why that gives the same chunk list). On the first mismatch the
+  chunker takes over until a cut lands on a previous chunk boundary again.
+- Holes: each cut depends only on the ``max_size`` bytes after its chunk's start, so inside
+  a hole the cuts repeat with a fixed period (chunker.zero_period). Only a hole's first and
+  last ``max_size`` bytes are materialised; its middle is stepped over.
+
+Memory is bounded by the block pool (whatever the file size and the thread count): every
+chunk in flight lives in a pinned block.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from snapstore import codec
+from snapstore.chunker import iter_cuts, zero_period
+from snapstore.hashing import chunk_id
+from snapstore.model import ChunkId, ChunkRef, ZeroRun
+from snapstore.ops.blocks import Block, BlockPool
+from snapstore.ops.hints import HintCursor
+from snapstore.ops.streams import DigestWorker, Segment, read_ahead, read_into, segments
+from snapstore.progress import Progress
+from snapstore.repo import Repository
+from snapstore.storage.snapshots import ManifestWriter
+
+READ_SIZE = 8 * 1024 * 1024  # bytes read into a block at a time
+BLOCKS = 4  # blocks in the pool: bounds the memory of a commit
+_ZEROS = bytes(1 << 20)
+
+
+class Kind(enum.Enum):
+    MISMATCH = 0  # not the expected chunk (a confirmation failed)
+    ZERO = 1  # all zero bytes: recorded as a zero run
+    KNOWN = 2  # already stored (or being stored by another worker)
+    NEW = 3  # stored by this commit: ``stored`` bytes in a pack
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: Kind
+    chunk_id: ChunkId = b""
+    stored: int = 0
+
+
+@dataclass(slots=True)
+class _Job:
+    length: int
+    block: Block | None  # None: a zero run (no bytes, no worker)
+    future: Future[Outcome] | None
+
+
+@lru_cache(maxsize=64)
+def _zero_id(length: int) -> ChunkId:
+    return chunk_id(bytes(length))
+
+
+class _Claims:
+    """Chunk ids a worker is compressing, so that a chunk met twice is compressed once."""
+
+    def __init__(self) -> None:
+        self._ids: set[ChunkId] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, cid: ChunkId) -> bool:
+        with self._lock:
+            if cid in self._ids:
+                return False
+            self._ids.add(cid)
+            return True
+
+    def release(self, cid: ChunkId) -> None:
+        with self._lock:
+            self._ids.discard(cid)
+
+
+class CommitPipeline:
+    """Cuts one file and writes its chunk records (manifest) and new chunks (packs)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        pool: ThreadPoolExecutor,
+        writer: ManifestWriter,
+        progress: Progress,
+        hints: HintCursor | None,
+    ) -> None:
+        self.repo = repo
+        self.pool = pool
+        self.writer = writer
+        self.progress = progress
+        self.hints = hints
+        self.params = repo.config.chunker
+        self.max_size = self.params.max_size
+        self.period = zero_period(self.params)
+        self.level = repo.config.codec.level
+        self.blocks = BlockPool(BLOCKS, READ_SIZE + self.max_size)
+        self.claims = _Claims()
+        self.inflight: deque[_Job] = deque()
+        self.holes: deque[Segment] = deque()  # holes at or after the current position
+        self.hint_failed_at = -1
+        self.zero_pending = 0
+        # What the commit reports.
+        self.chunk_ids: set[ChunkId] = set()
+        self.refs = self.new_chunks = self.new_raw = self.new_stored = 0
+        self.zero_bytes = self.confirmed = 0
+
+    # -- the main loop --------------------------------------------------------------------------
+
+    def run(self, fd: int, size: int, path: Path) -> bytes:
+        """Cut the whole file; returns its BLAKE3 digest."""
+        self.fd, self.size, self.path = fd, size, path
+        self.segments: Iterator[Segment] = segments(fd, size)
+        self.segment: Segment | None = next(self.segments, None)
+        self.digest = DigestWorker()
+        self.pos = 0  # where the next chunk starts; every byte before is accounted for
+        first = self.blocks.try_take()
+        assert first is not None
+        self.cur = first
+        try:
+            while True:
+                self._consume(final=False)
+                self._step_over_hole()
+                if not self._refill():
+                    break
+            self._consume(final=True)
+            while self.inflight:
+                self._drain_one()
+            self._flush_zeros()
+            return self.digest.digest()
+        finally:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Cancel what is still in flight (after an error) and stop the digest thread."""
+        for job in self.inflight:
+            if job.future is not None:
+                job.future.cancel()
+        self.inflight.clear()
+        self.digest.close()
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def _refill(self) -> bool:
+        """Move the bytes not yet cut to a fresh block and append more of the stream after
+        them; False when the whole stream has been appended."""
+        old = self.cur
+        if old.end >= self.size:
+            return False
+        new = self._take_block()
+        carry = old.end - self.pos
+        if carry:
+            new.view[:carry] = old.slice(self.pos, old.end)
+        new.start, new.end = self.pos, old.end
+        self.cur = new
+        old.unpin()
+        self._append(new)
+        return True
+
+    def _append(self, block: Block) -> None:
+        """Append stream bytes to ``block`` until it is full, or up to max_size zeros of a
+        hole (so that the hole's start is cut and its middle can be stepped over)."""
+        room = self.blocks.size - (block.end - block.start)
+        while room > 0 and block.end < self.size:
+            seg = self._segment_at(block.end)
+            at = block.end - block.start
+            if seg.hole:
+                if block.end == seg.start:  # first touch: the digest takes the whole hole
+                    self.digest.update_zeros(seg.end - seg.start)
+                    self.holes.append(seg)
+                    self.progress.advance(seg.end - seg.start)
+                n = min(seg.end - block.end, room, self.max_size)
+                _fill_zeros(block.view[at : at + n])
+                block.end += n
+                return
+            n = min(seg.end - block.end, room)
+            view = block.view[at : at + n]
+            read_into(self.fd, view, block.end, self.path)
+            read_ahead(self.fd, block.end + n, READ_SIZE)
+            block.pin()
+            self.digest.update(view, block.unpin)
+            self.progress.advance(n)
+            block.end += n
+            room -= n
+
+    def _segment_at(self, offset: int) -> Segment:
+        seg = self.segment
+        while seg is not None and seg.end <= offset:
+            seg = self.segment = next(self.segments, None)
+        assert seg is not None and seg.start <= offset, "segments cover the input without gaps"
+        return seg
+
+    def _take_block(self) -> Block:
+        while True:
+            block = self.blocks.try_take()
+            if block is not None:
+                return block
+            if self.inflight:
+                self._drain_one()
+            else:
+                self.blocks.wait()
+
+    def _hole_at(self, start: int) -> Segment | None:
+        """The hole holding ``start`` (holes behind the current position are dropped)."""
+        while self.holes and self.holes[0].end <= start:
+            self.holes.popleft()
+        if self.holes and self.holes[0].start <= start:
+            return self.holes[0]
+        return None
+
+    def _step_over_hole(self) -> None:
+        """Inside a hole with at least max_size zeros ahead, every chunk is ``period``
+        zeros long: step over them without materialising them."""
+        hole = self._hole_at(self.pos)
+        if hole is None or self.pos + self.max_size > hole.end:
+            return
+        steps = (hole.end - self.max_size - self.pos) // self.period + 1
+        self._queue_zeros(steps * self.period)
+        self.pos += steps * self.period
+        if self.pos >= self.cur.end:  # nothing held is needed any more
+            self.cur.start = self.cur.end = self.pos
+
+    # -- cutting --------------------------------------------------------------------------------
+
+    def _consume(self, final: bool) -> None:
+        """Cut chunks from the current position while their cut is certain (or ``final``)."""
+        while self.pos < self.cur.end:
+            if self.hints is not None and self.pos != self.hint_failed_at and self._confirm():
+                continue
+            if not self._cut(final):
+                return
+
+    def _cut(self, final: bool) -> bool:
+        block = self.cur
+        took = False
+        for length in iter_cuts(self.params, block.slice(self.pos, block.end), final):
+            self._queue_chunk(length)
+            took = True
+            if self.hints is not None and self.hints.at(self.pos) is not None:
+                break  # back in step with the previous snapshot
+        return took
+
+    def _confirm(self) -> bool:
+        """Confirm the previous snapshot's chunks from the current position by hashing their
+        byte ranges; returns whether any was confirmed."""
+        assert self.hints is not None
+        start = self.pos
+        run = self.hints.run(start, self.cur.end, self.blocks.size)
+        jobs = []
+        for prev in run:
+            hole = self._hole_at(prev.offset)
+            if hole is not None and prev.offset + prev.length <= hole.end:
+                break  # zeros never match a stored chunk
+            jobs.append(self._queue_chunk(prev.length, expected=prev.chunk_id, drain=False))
+        for i, job in enumerate(jobs):
+            assert job.future is not None
+            if job.future.result().kind is Kind.MISMATCH:
+                self._retract(len(jobs) - i)
+                self.pos = run[i].offset
+                if i == 0:  # changed here: the chunker takes over
+                    self.hint_failed_at = start
+                break
+            self.confirmed += 1
+        return self.pos != start
+
+    def _retract(self, count: int) -> None:
+        """Take back the last ``count`` jobs queued: they were not chunks after all (a new
+        chunk one of them stored stays stored: gc frees it if nothing needs it)."""
+        for _ in range(count):
+            job = self.inflight.pop()
+            assert job.future is not None and job.block is not None
+            self._count_new(job.future.result(), job.length)
+            job.block.unpin()
+
+    # -- in flight ------------------------------------------------------------------------------
+
+    def _queue_chunk(self, length: int, expected: ChunkId | None = None, drain: bool = True) -> _Job:
+        start = self.pos
+        self.pos += length
+        hole = self._hole_at(start)
+        if hole is not None and start + length <= hole.end:
+            return self._queue_zeros(length)
+        block = self.cur
+        block.pin()
+        view = block.slice(start, start + length)
+        job = _Job(length, block, self.pool.submit(self._process, view, expected))
+        self.inflight.append(job)
+        if drain:
+            while len(self.inflight) > 64:
+                self._drain_one()
+        return job
+
+    def _queue_zeros(self, length: int) -> _Job:
+        job = _Job(length, None, None)
+        self.inflight.append(job)
+        return job
+
+    def _process(self, view: memoryview, expected: ChunkId | None) -> Outcome:
+        """On a worker: hash and classify one chunk; encode and store it if it is new."""
+        cid = chunk_id(view)
+        if expected is not None and cid != expected:
+            return Outcome(Kind.MISMATCH)
+        if expected is None and view[0] == 0 and view[-1] == 0 and cid == _zero_id(len(view)):
+            return Outcome(Kind.ZERO)
+        if self.repo.has_chunk(cid) or not self.claims.claim(cid):
+            return Outcome(Kind.KNOWN, cid)
+        try:
+            codec_id, payload = codec.encode(view, self.level)
+            stored = self.repo.put_encoded(cid, codec_id, len(view), payload)
+        finally:
+            self.claims.release(cid)
+        return Outcome(Kind.NEW, cid, stored)
+
+    def _drain_one(self) -> None:
+        """Take the oldest job's outcome into the manifest (and its new chunk into a pack)."""
+        job = self.inflight.popleft()
+        if job.future is None:
+            self._zeros(job.length)
+            return
+        assert job.block is not None
+        try:
+            outcome = job.future.result()
+            if outcome.kind is Kind.ZERO:
+                self._zeros(job.length)
+                return
+            self._flush_zeros()
+            self.writer.add(ChunkRef(outcome.chunk_id, job.length))
+            self.refs += 1
+            self.chunk_ids.add(outcome.chunk_id)
+            self._count_new(outcome, job.length)
+        finally:
+            job.block.unpin()
+
+    def _count_new(self, outcome: Outcome, raw_size: int) -> None:
+        if outcome.kind is Kind.NEW and outcome.stored:
+            self.new_chunks += 1
+            self.new_raw += raw_size
+            self.new_stored += outcome.stored
+
+    def _zeros(self, length: int) -> None:
+        self.zero_pending += length
+        self.zero_bytes += length
+
+    def _flush_zeros(self) -> None:
+        if self.zero_pending:
+            self.writer.add(ZeroRun(self.zero_pending))
+            self.zero_pending = 0
+
+
+def _fill_zeros(view: memoryview) -> None:
+    for at in range(0, len(view), len(_ZEROS)):
+        n = min(len(_ZEROS), len(view) - at)
+        view[at : at + n] = _ZEROS[:n]
