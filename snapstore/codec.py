@@ -14,6 +14,7 @@ import threading
 import zstandard
 
 from snapstore.errors import DamagedChunkError
+from snapstore.model import Buffer
 
 CODEC_NONE = 0
 CODEC_ZSTD = 1
@@ -40,9 +41,6 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-Buffer = bytes | bytearray | memoryview
-
-
 def encode(data: Buffer, level: int) -> tuple[int, Buffer]:
     """Return ``(codec, payload)`` for a chunk's plaintext. A chunk stored raw is returned as
     given (no copy): the caller keeps ``data`` alive until the payload is written."""
@@ -64,7 +62,7 @@ def incompressible(data: Buffer) -> bool:
     return len(_compressor(1).compress(sample)) > len(sample) * (1 - PROBE_SAVING)
 
 
-def decode(codec: int, payload: bytes, raw_size: int) -> bytes:
+def decode(codec: int, payload: Buffer, raw_size: int) -> Buffer:
     """Return the plaintext; raises DamagedChunkError (a CorruptError and an IntegrityError)
     when the payload cannot be decoded to ``raw_size`` bytes."""
     if codec == CODEC_NONE:
@@ -83,5 +81,5 @@ def decode(codec: int, payload: bytes, raw_size: int) -> bytes:
             raise DamagedChunkError("stored chunk", f"zstd: {exc}") from exc
         if len(data) != raw_size:
             raise DamagedChunkError("stored chunk", f"decoded {len(data)} bytes, expected {raw_size}")
-        return bytes(data)
+        return data
     raise DamagedChunkError("stored chunk", f"unknown codec {codec}")

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import blake3
 
+from snapstore.model import Buffer
+
 DIGEST_SIZE = 32
 _ZERO_BLOCK = bytes(1 << 20)
 
 
-def chunk_id(data: bytes | memoryview) -> bytes:
+def chunk_id(data: Buffer) -> bytes:
     """The id of a chunk: BLAKE3-256 of its plaintext."""
     return blake3.blake3(data).digest()
 
 
 class StreamHasher:
-    """Incremental BLAKE3-256 of a byte stream, with cheap runs of zeros."""
+    """Incremental BLAKE3-256 of a byte stream, with cheap runs of zeros. Single-threaded:
+    its callers keep every core busy already (an idle multi-threaded hasher spins)."""
 
     def __init__(self) -> None:
-        self._h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._h = blake3.blake3()
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: Buffer) -> None:
         self._h.update(data)
 
     def update_zeros(self, length: int) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 ChunkId = bytes  # 32 bytes: BLAKE3-256 of the chunk's plaintext
 SnapshotId = bytes  # 32 bytes: BLAKE3-256 of the manifest bytes
 PackId = bytes  # 16 random bytes
+Buffer = bytes | bytearray | memoryview  # bytes in memory, copied as little as possible
 
 
 @dataclass(frozen=True)

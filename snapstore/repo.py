@@ -29,6 +29,7 @@ from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import (
+    Buffer,
     ChunkerParams,
     ChunkId,
     ChunkLocation,
@@ -206,7 +207,7 @@ class Repository:
     def has_chunk(self, chunk_id: ChunkId) -> bool:
         return self.get_location(chunk_id) is not None
 
-    def get_chunk(self, chunk_id: ChunkId) -> bytes:
+    def get_chunk(self, chunk_id: ChunkId) -> Buffer:
         """A chunk's plaintext, checked against its id."""
         loc = self.get_location(chunk_id)
         if loc is None:
@@ -214,16 +215,14 @@ class Repository:
         return self.decode_chunk(chunk_id, loc, self.packs.read_record(loc, chunk_id))
 
     @staticmethod
-    def decode_chunk(chunk_id: ChunkId, loc: ChunkLocation, payload: bytes) -> bytes:
+    def decode_chunk(chunk_id: ChunkId, loc: ChunkLocation, payload: Buffer) -> Buffer:
         data = codec.decode(loc.codec, payload, loc.raw_size)
         actual = hash_chunk(data)
         if actual != chunk_id:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]}", chunk_id.hex(), actual.hex())
         return data
 
-    def put_encoded(
-        self, chunk_id: ChunkId, codec_id: int, raw_size: int, payload: bytes | bytearray | memoryview
-    ) -> int:
+    def put_encoded(self, chunk_id: ChunkId, codec_id: int, raw_size: int, payload: Buffer) -> int:
         """Store an encoded chunk unless present; return the bytes newly stored (0 if not).
         Safe to call from several threads; the chunk is indexed once its pack is durable."""
         self._require(Mode.WRITE)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from snapstore import Mode, Repository, checkout, commit_file
 from snapstore.model import ChunkerParams, ChunkRef, EntryEnd, EntryStart, ZeroRun
 from snapstore.ops.hints import HintCursor, PrevChunk, confirmable_chunks
+from snapstore.storage import fsio
 from tests.conftest import SMALL_CHUNKER
 
 
@@ -35,7 +36,7 @@ def _write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> Non
             f.write(data)
 
 
-def test_confirmable_chunks_drop_only_the_last_chunk() -> None:
+def test_confirmable_chunks_offer_all_but_the_last_piece() -> None:
     a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
     records = [
         EntryStart("f"),
@@ -49,20 +50,26 @@ def test_confirmable_chunks_drop_only_the_last_chunk() -> None:
     assert list(confirmable_chunks(records)) == [
         PrevChunk(0, 10, a),
         PrevChunk(10, 20, b),
+        PrevChunk(30, 5, None),
         PrevChunk(35, 7, c),
     ]
     trailing_zeros = [EntryStart("f"), ChunkRef(a, 10), ZeroRun(5), EntryEnd(15, b"\0" * 32)]
-    assert list(confirmable_chunks(trailing_zeros)) == []
+    assert list(confirmable_chunks(trailing_zeros)) == [PrevChunk(0, 10, a)]
+    only_zeros = [EntryStart("f"), ZeroRun(5), EntryEnd(5, b"\0" * 32)]
+    assert list(confirmable_chunks(only_zeros)) == []
 
 
 def test_hint_cursor_runs_and_resyncs() -> None:
     chunks = [PrevChunk(0, 10, b"1"), PrevChunk(10, 10, b"2"), PrevChunk(30, 5, b"3")]
     cursor = HintCursor(iter(chunks))
-    assert [c.offset for c in cursor.run(0, 100, 1000)] == [0, 10]
+    everything = lambda c: True  # noqa: E731
+    assert [c.offset for c in cursor.run(0, everything, 1000)] == [0, 10]
+    assert [c.offset for c in cursor.run(0, lambda c: c.end <= 15, 1000)] == [0]
+    assert [c.offset for c in cursor.run(0, everything, 5)] == [0]  # stops once it holds 5 bytes
     assert cursor.at(10) == chunks[1]  # a run does not consume
     assert cursor.at(15) is None
     assert cursor.at(30) == chunks[2]
-    assert cursor.run(0, 100, 1000) == []  # never goes backwards
+    assert cursor.run(0, everything, 1000) == []  # never goes backwards
 
 
 @settings(max_examples=25)
@@ -179,3 +186,49 @@ def test_shifted_sparse_image_dedups(tmp_path: Path) -> None:
     _, second = _commit_list(repo_path, tmp_path / "b")
     assert first > 15 << 20
     assert second < 6 << 20, f"{second} bytes stored again for a {shift}-byte insertion"
+
+
+@settings(max_examples=20)
+@given(seed=st.integers(0, 2**32 - 1), edits=st.integers(0, 6), hole_edits=st.integers(0, 3))
+def test_hinted_commit_with_holes_equals_full_chunking(
+    tmp_path_factory: object, seed: int, edits: int, hole_edits: int
+) -> None:
+    """Holes (some longer than max_size, some shorter), written zeros and data; then data
+    edited, holes filled and data punched out: hinted and full chunking agree."""
+    tmp = tmp_path_factory.mktemp("holes")  # type: ignore[attr-defined]
+    rng = random.Random(seed)
+    size = rng.randrange(1 << 20, 6 << 20)
+    regions: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < size:
+        gap = rng.choice([0, 1 << 20, 100_000, 300_000])  # a hole (>= 1 MiB) or a short gap
+        length = rng.randrange(1, 400_000)
+        kind = rng.random()
+        data = bytes(length) if kind < 0.2 else rng.randbytes(length)
+        if pos + gap < size:
+            regions.append((pos + gap, data[: size - pos - gap]))
+        pos += gap + length
+    path = tmp / "disk.img"
+    hinted, plain = tmp / "hinted", tmp / "plain"
+    for p in (hinted, plain):
+        Repository.init(p, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+    _holey(path, regions, size, True)
+    with Repository.open(hinted, Mode.WRITE) as r:
+        commit_file(r, path)
+    for _ in range(edits):
+        at = rng.randrange(0, size)
+        regions.append((at, rng.randbytes(rng.randrange(1, 50_000))[: size - at]))
+    _holey(path, regions, size, True)
+    with open(path, "r+b") as f:  # punch some data out again: new holes where data was
+        for _ in range(hole_edits):
+            at = rng.randrange(0, size) & ~4095
+            fsio.punch_hole(f.fileno(), at, rng.randrange(4096, 2 << 20))
+    with Repository.open(hinted, Mode.WRITE) as r:
+        h = commit_file(r, path)
+        hinted_list = _chunk_list(r, h.snapshot.id)
+        checkout(r, h.snapshot, str(tmp / "out.img"))
+    with Repository.open(plain, Mode.WRITE) as r:
+        p = commit_file(r, path, use_hints=False)
+        plain_list = _chunk_list(r, p.snapshot.id)
+    assert hinted_list == plain_list
+    assert (tmp / "out.img").read_bytes() == path.read_bytes()

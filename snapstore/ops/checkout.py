@@ -11,7 +11,6 @@ import os
 import secrets
 import sys
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
@@ -25,15 +24,19 @@ from snapstore.errors import (
     UsageError,
     translate_os_error,
 )
-from snapstore.model import ChunkId, ChunkRef, EntryEnd, EntryStart, SnapshotInfo, ZeroRun
+from snapstore.model import Buffer, ChunkRef, EntryEnd, EntryStart, SnapshotInfo, ZeroRun
 from snapstore.ops.commit import default_threads
 from snapstore.ops.streams import DigestWorker
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
+from snapstore.storage import fsio
 
 TEMP_MARK = ".snap-tmp-"
 WINDOW_BYTES = 32 * 1024 * 1024  # chunk bytes in flight, whatever the thread count
+BATCH_BYTES = 8 * 1024 * 1024  # verified bytes gathered into one write
+WRITEBACK_BYTES = 32 * 1024 * 1024  # start writing back to disk this often
 _MAX_PENDING = 4096  # records queued (zero runs cost no memory but are bounded too)
+_MAX_IOV = 512  # buffers in one pwritev (the kernel takes up to 1024)
 _ZEROS = bytes(1 << 20)
 
 
@@ -57,7 +60,7 @@ def checkout(
 ) -> CheckoutResult:
     if out == "-":
         stream = sys.stdout.buffer
-        zeros = _run(repo, snapshot, stream, None, threads, progress)
+        zeros = _run(repo, snapshot, _StreamOutput(stream), threads, progress)
         stream.flush()
         return CheckoutResult(snapshot, "-", snapshot.size, zeros)
     target = Path(out)
@@ -68,16 +71,18 @@ def checkout(
     clean_stale_temps(target)
     tmp = target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        f = open(tmp, "xb", buffering=0)  # noqa: SIM115
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileNotFoundError as exc:
         raise UsageError(f"{target.parent} does not exist") from exc
     except OSError as exc:
         raise translate_os_error(exc, str(tmp)) from exc
     try:
-        with f:
-            zeros = _run(repo, snapshot, f, f.fileno() if sparse else None, threads, progress)
-            f.truncate(snapshot.size)
-            os.fsync(f.fileno())
+        try:
+            output = _FileOutput(fd, sparse)
+            zeros = _run(repo, snapshot, output, threads, progress)
+            output.finish(snapshot.size)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -109,37 +114,102 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _FileOutput:
+    """A regular file written at increasing offsets; zero runs become holes when sparse.
+    Writeback is started as the data goes, so the final fsync has little left to wait for."""
+
+    def __init__(self, fd: int, sparse: bool) -> None:
+        self.fd = fd
+        self.sparse = sparse
+        self.pos = 0
+        self.written_back = 0  # writeback started up to here
+
+    def write(self, parts: list[Buffer]) -> None:
+        views = [memoryview(p).cast("B") for p in parts]
+        while views:
+            done = os.pwritev(self.fd, views, self.pos)
+            self.pos += done
+            while views and done >= len(views[0]):
+                done -= len(views[0])
+                views.pop(0)
+            if views:
+                views[0] = views[0][done:]
+        if self.pos - self.written_back >= WRITEBACK_BYTES:
+            fsio.start_writeback(self.fd, self.written_back, self.pos - self.written_back)
+            self.written_back = self.pos
+
+    def zeros(self, length: int) -> None:
+        if self.sparse:
+            self.pos += length  # a hole: the file is extended to its size at the end
+            return
+        while length > 0:
+            n = min(length, len(_ZEROS))
+            self.write([memoryview(_ZEROS)[:n]])
+            length -= n
+
+    def finish(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        os.fsync(self.fd)
+
+
+class _StreamOutput:
+    """A pipe or terminal (stdout): every byte is written, zeros too."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.sparse = False
+
+    def write(self, parts: list[Buffer]) -> None:
+        for part in parts:
+            self.stream.write(part)
+
+    def zeros(self, length: int) -> None:
+        while length > 0:
+            n = min(length, len(_ZEROS))
+            self.stream.write(memoryview(_ZEROS)[:n])
+            length -= n
+
+
 def _run(
     repo: Repository,
     snapshot: SnapshotInfo,
-    out: BinaryIO,
-    sparse_fd: int | None,
+    output: _FileOutput | _StreamOutput,
     threads: int | None,
     progress: Progress,
 ) -> int:
-    """Write every entry's bytes to ``out``; returns the zero bytes not written (holes)."""
+    """Write every entry's bytes to ``output``; returns the zero bytes left as holes."""
     n = threads or default_threads()
     inflight = 0  # chunk bytes fetched or being fetched, bounded by WINDOW_BYTES
     hasher = DigestWorker()
-    pending: deque[tuple[int, Future[bytes] | None]] = deque()
+    pending: deque[tuple[int, Future[Buffer] | None]] = deque()
+    batch: list[Buffer] = []  # verified chunks not yet written, in order
+    batch_bytes = 0
     zero_bytes = 0
     written = 0
     entries = 0
 
-    def emit(length: int, future: Future[bytes] | None) -> None:
-        nonlocal zero_bytes, written, inflight
+    def write_batch() -> None:
+        nonlocal batch, batch_bytes
+        if batch:
+            output.write(batch)
+            batch, batch_bytes = [], 0
+
+    def emit(length: int, future: Future[Buffer] | None) -> None:
+        nonlocal zero_bytes, written, inflight, batch_bytes
         if future is None:
             hasher.update_zeros(length)
-            if sparse_fd is not None:
-                os.lseek(sparse_fd, length, os.SEEK_CUR)
+            write_batch()
+            output.zeros(length)
+            if output.sparse:
                 zero_bytes += length
-            else:
-                _write_zeros(out.write, length)
         else:
             inflight -= length
             data = future.result()
             hasher.update(data)
-            _write_all(out.write, data)
+            batch.append(data)
+            batch_bytes += length
+            if batch_bytes >= BATCH_BYTES or len(batch) >= _MAX_IOV:
+                write_batch()
         written += length
         progress.advance(length)
 
@@ -148,7 +218,7 @@ def _run(
         try:
             for record in repo.iter_records(snapshot.id):
                 if isinstance(record, ChunkRef):
-                    pending.append((record.raw_size, pool.submit(_fetch, repo, record.chunk_id)))
+                    pending.append((record.raw_size, pool.submit(repo.get_chunk, record.chunk_id)))
                     inflight += record.raw_size
                 elif isinstance(record, ZeroRun):
                     pending.append((record.length, None))
@@ -159,6 +229,7 @@ def _run(
                 elif isinstance(record, EntryEnd):
                     while pending:
                         emit(*pending.popleft())
+                    write_batch()
                     actual = hasher.digest()
                     if actual != record.digest:
                         raise IntegrityError(
@@ -179,23 +250,3 @@ def _run(
     if written != snapshot.size:
         raise CorruptError(f"snapshot {snapshot.hex[:12]}", f"{written} bytes, expected {snapshot.size}")
     return zero_bytes
-
-
-def _fetch(repo: Repository, chunk_id: ChunkId) -> bytes:
-    return repo.get_chunk(chunk_id)
-
-
-def _write_all(write: Callable[[bytes], int | None], data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = write(view)  # type: ignore[arg-type]
-        if n is None:  # a buffered stream wrote everything
-            return
-        view = view[n:]
-
-
-def _write_zeros(write: Callable[[bytes], int | None], length: int) -> None:
-    while length > 0:
-        n = min(length, len(_ZEROS))
-        _write_all(write, _ZEROS[:n])
-        length -= n

@@ -1,42 +1,50 @@
-"""Where the previous snapshot of a file had its chunks (pure).
+"""Where the previous snapshot of a file had its chunks and zero runs (pure).
 
 A file is chunked as one byte stream (holes are zeros), and each cut depends only on the
-bytes from its chunk's start. So a chunk that starts at a chunk boundary and whose bytes
-are unchanged ends where it ended before, and can be confirmed by hashing the same byte
-range instead of running the chunker. The one exception is the file's last chunk, which
-the end of the file may have cut short: it is never offered for confirmation.
+bytes from its chunk's start to the cut. So a chunk that starts at a chunk boundary and
+whose bytes are unchanged ends where it ended before, and can be confirmed by hashing the
+same byte range instead of running the chunker. A zero run is a sequence of whole zero
+chunks: where the same range is all zeros again (a hole, known without reading it), it
+ends at a chunk boundary again and is confirmed without even hashing. The one exception is
+the file's last piece, which the end of the file may have cut short: it is never offered.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from snapstore.model import ChunkId, ChunkRef, ManifestRecord, ZeroRun
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrevChunk:
     offset: int
     length: int
-    chunk_id: ChunkId
+    chunk_id: ChunkId | None  # None: a zero run
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
 
 
 def confirmable_chunks(records: Iterable[ManifestRecord]) -> Iterator[PrevChunk]:
-    """Chunks of the (first) entry in ``records`` that may be confirmed in place, in order."""
+    """Chunks and zero runs of the (first) entry in ``records`` that may be confirmed in
+    place, in order: all but the entry's last piece."""
     offset = 0
     held: PrevChunk | None = None
     for record in records:
-        if isinstance(record, ChunkRef):
+        if isinstance(record, ChunkRef | ZeroRun):
             if held is not None:
                 yield held
-            held = PrevChunk(offset, record.raw_size, record.chunk_id)
-            offset += record.raw_size
-        elif isinstance(record, ZeroRun):
-            offset += record.length
+            if isinstance(record, ChunkRef):
+                held = PrevChunk(offset, record.raw_size, record.chunk_id)
+            else:
+                held = PrevChunk(offset, record.length, None)
+            offset += held.length
         elif offset or held is not None:
-            return  # EntryEnd: the last chunk may have been cut by the end of the file
+            return  # EntryEnd: the last piece may have been cut by the end of the file
 
 
 class HintCursor:
@@ -63,16 +71,16 @@ class HintCursor:
             return self._ahead[0]
         return None
 
-    def run(self, offset: int, end: int, limit: int) -> list[PrevChunk]:
-        """Back-to-back previous chunks from ``offset`` that end by ``end`` (at most
-        ``limit`` bytes), without dropping them."""
+    def run(self, offset: int, accept: Callable[[PrevChunk], bool], limit: int) -> list[PrevChunk]:
+        """Back-to-back previous pieces from ``offset`` that ``accept`` takes (the run stops
+        at the first it refuses, or once it holds ``limit`` bytes), without dropping them."""
         if self.at(offset) is None:
             return []
         out: list[PrevChunk] = []
         pos, i = offset, 0
         while self._fill(i + 1):
             c = self._ahead[i]
-            if c.offset != pos or c.offset + c.length > end or pos - offset >= limit:
+            if c.offset != pos or pos - offset >= limit or not accept(c):
                 break
             out.append(c)
             pos += c.length

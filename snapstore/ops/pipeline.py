@@ -25,7 +25,6 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,8 +35,8 @@ from snapstore.chunker import iter_cuts, zero_period
 from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, ZeroRun
 from snapstore.ops.blocks import Block, BlockPool
-from snapstore.ops.hints import HintCursor
-from snapstore.ops.streams import DigestWorker, Segment, read_ahead, read_into, segments
+from snapstore.ops.hints import HintCursor, PrevChunk
+from snapstore.ops.streams import DigestWorker, Layout, Segment, read_ahead, read_into
 from snapstore.progress import Progress
 from snapstore.repo import Repository
 from snapstore.storage.snapshots import ManifestWriter
@@ -115,7 +114,6 @@ class CommitPipeline:
         self.blocks = BlockPool(BLOCKS, READ_SIZE + self.max_size)
         self.claims = _Claims()
         self.inflight: deque[_Job] = deque()
-        self.holes: deque[Segment] = deque()  # holes at or after the current position
         self.hint_failed_at = -1
         self.zero_pending = 0
         # What the commit reports.
@@ -128,9 +126,9 @@ class CommitPipeline:
     def run(self, fd: int, size: int, path: Path) -> bytes:
         """Cut the whole file; returns its BLAKE3 digest."""
         self.fd, self.size, self.path = fd, size, path
-        self.segments: Iterator[Segment] = segments(fd, size)
-        self.segment: Segment | None = next(self.segments, None)
+        self.layout = Layout(fd, size)
         self.digest = DigestWorker()
+        self.digested = 0  # the digest has been fed the stream up to here
         self.pos = 0  # where the next chunk starts; every byte before is accounted for
         first = self.blocks.try_take()
         assert first is not None
@@ -172,6 +170,7 @@ class CommitPipeline:
         new.start, new.end = self.pos, old.end
         self.cur = new
         old.unpin()
+        self.layout.forget(self.pos)
         self._append(new)
         return True
 
@@ -180,13 +179,10 @@ class CommitPipeline:
         hole (so that the hole's start is cut and its middle can be stepped over)."""
         room = self.blocks.size - (block.end - block.start)
         while room > 0 and block.end < self.size:
-            seg = self._segment_at(block.end)
+            seg = self.layout.at(block.end)
             at = block.end - block.start
             if seg.hole:
-                if block.end == seg.start:  # first touch: the digest takes the whole hole
-                    self.digest.update_zeros(seg.end - seg.start)
-                    self.holes.append(seg)
-                    self.progress.advance(seg.end - seg.start)
+                self._digest_hole(seg)
                 n = min(seg.end - block.end, room, self.max_size)
                 _fill_zeros(block.view[at : at + n])
                 block.end += n
@@ -199,14 +195,16 @@ class CommitPipeline:
             self.digest.update(view, block.unpin)
             self.progress.advance(n)
             block.end += n
+            self.digested = block.end
             room -= n
 
-    def _segment_at(self, offset: int) -> Segment:
-        seg = self.segment
-        while seg is not None and seg.end <= offset:
-            seg = self.segment = next(self.segments, None)
-        assert seg is not None and seg.start <= offset, "segments cover the input without gaps"
-        return seg
+    def _digest_hole(self, hole: Segment) -> None:
+        """Feed the digest the zeros of ``hole`` (at once, the first time it is reached)."""
+        if self.digested < hole.end:
+            assert self.digested >= hole.start, "the digest is fed in stream order"
+            self.digest.update_zeros(hole.end - self.digested)
+            self.progress.advance(hole.end - self.digested)
+            self.digested = hole.end
 
     def _take_block(self) -> Block:
         while True:
@@ -219,12 +217,15 @@ class CommitPipeline:
                 self.blocks.wait()
 
     def _hole_at(self, start: int) -> Segment | None:
-        """The hole holding ``start`` (holes behind the current position are dropped)."""
-        while self.holes and self.holes[0].end <= start:
-            self.holes.popleft()
-        if self.holes and self.holes[0].start <= start:
-            return self.holes[0]
-        return None
+        """The hole holding ``start``, if it is in one."""
+        if start >= self.size:
+            return None
+        seg = self.layout.at(start)
+        return seg if seg.hole else None
+
+    def _in_hole(self, start: int, end: int) -> bool:
+        hole = self._hole_at(start)
+        return hole is not None and end <= hole.end
 
     def _step_over_hole(self) -> None:
         """Inside a hole with at least max_size zeros ahead, every chunk is ``period``
@@ -233,9 +234,14 @@ class CommitPipeline:
         if hole is None or self.pos + self.max_size > hole.end:
             return
         steps = (hole.end - self.max_size - self.pos) // self.period + 1
-        self._queue_zeros(steps * self.period)
-        self.pos += steps * self.period
-        if self.pos >= self.cur.end:  # nothing held is needed any more
+        self._skip_zeros(steps * self.period, hole)
+
+    def _skip_zeros(self, length: int, hole: Segment) -> None:
+        """Record ``length`` zeros of ``hole`` from the current position, unread."""
+        self._queue_zeros(length)
+        self.pos += length
+        if self.pos > self.cur.end:  # past what is held: continue from the new position
+            self._digest_hole(hole)
             self.cur.start = self.cur.end = self.pos
 
     # -- cutting --------------------------------------------------------------------------------
@@ -258,27 +264,41 @@ class CommitPipeline:
                 break  # back in step with the previous snapshot
         return took
 
+    def _confirmable(self, prev: PrevChunk) -> bool:
+        """A previous chunk can be checked once its bytes are held, unless they are a hole
+        (zeros never match a stored chunk); a previous zero run only where it is a hole."""
+        if prev.chunk_id is None:
+            return self._in_hole(prev.offset, prev.end)
+        return prev.end <= self.cur.end and not self._in_hole(prev.offset, prev.end)
+
     def _confirm(self) -> bool:
-        """Confirm the previous snapshot's chunks from the current position by hashing their
-        byte ranges; returns whether any was confirmed."""
+        """Confirm the previous snapshot's pieces from the current position: chunks by hashing
+        their byte ranges, zero runs by their being holes. Returns whether any was."""
         assert self.hints is not None
         start = self.pos
-        run = self.hints.run(start, self.cur.end, self.blocks.size)
-        jobs = []
+        run = self.hints.run(start, self._confirmable, self.blocks.size)
+        jobs: list[_Job] = []
         for prev in run:
-            hole = self._hole_at(prev.offset)
-            if hole is not None and prev.offset + prev.length <= hole.end:
-                break  # zeros never match a stored chunk
-            jobs.append(self._queue_chunk(prev.length, expected=prev.chunk_id, drain=False))
+            if prev.chunk_id is None:
+                hole = self._hole_at(prev.offset)
+                assert hole is not None
+                jobs.append(self._queue_zeros(prev.length))
+                self.pos += prev.length
+            else:
+                jobs.append(self._queue_chunk(prev.length, expected=prev.chunk_id, drain=False))
         for i, job in enumerate(jobs):
-            assert job.future is not None
-            if job.future.result().kind is Kind.MISMATCH:
+            if job.future is not None and job.future.result().kind is Kind.MISMATCH:
                 self._retract(len(jobs) - i)
                 self.pos = run[i].offset
                 if i == 0:  # changed here: the chunker takes over
                     self.hint_failed_at = start
                 break
             self.confirmed += 1
+        if self.pos > self.cur.end:  # a zero run took us past what is held
+            hole = self._hole_at(self.pos - 1)
+            assert hole is not None
+            self._digest_hole(hole)
+            self.cur.start = self.cur.end = self.pos
         return self.pos != start
 
     def _retract(self, count: int) -> None:
@@ -286,17 +306,16 @@ class CommitPipeline:
         chunk one of them stored stays stored: gc frees it if nothing needs it)."""
         for _ in range(count):
             job = self.inflight.pop()
-            assert job.future is not None and job.block is not None
-            self._count_new(job.future.result(), job.length)
-            job.block.unpin()
+            if job.future is not None and job.block is not None:
+                self._count_new(job.future.result(), job.length)
+                job.block.unpin()
 
     # -- in flight ------------------------------------------------------------------------------
 
     def _queue_chunk(self, length: int, expected: ChunkId | None = None, drain: bool = True) -> _Job:
         start = self.pos
         self.pos += length
-        hole = self._hole_at(start)
-        if hole is not None and start + length <= hole.end:
+        if self._in_hole(start, start + length):
             return self._queue_zeros(length)
         block = self.cur
         block.pin()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import cast
 from snapstore.errors import InputChangedError, InputError
 from snapstore.extents import data_extents
 from snapstore.hashing import StreamHasher
+from snapstore.model import Buffer
 
 _DONE = object()
 
@@ -38,6 +40,32 @@ def segments(fd: int, size: int) -> Iterator[Segment]:
         pos = offset + length
     if pos < size:
         yield Segment(pos, size, True)
+
+
+class Layout:
+    """The input's segments, looked up by offset. Offsets asked for never go backwards by
+    more than what :meth:`forget` has not dropped; segments are read from SEEK_DATA/SEEK_HOLE
+    lazily, as far ahead as asked."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._source = segments(fd, size)
+        self._known: deque[Segment] = deque()
+
+    def at(self, offset: int) -> Segment:
+        """The segment holding ``offset`` (which must be below the input's size)."""
+        for seg in self._known:
+            if seg.end > offset:
+                return seg
+        for seg in self._source:
+            self._known.append(seg)
+            if seg.end > offset:
+                return seg
+        raise AssertionError(f"offset {offset} is past the end of the input")
+
+    def forget(self, offset: int) -> None:
+        """Drop the segments that end at or before ``offset``."""
+        while self._known and self._known[0].end <= offset:
+            self._known.popleft()
 
 
 def read_into(fd: int, view: memoryview, offset: int, path: Path) -> None:
@@ -81,7 +109,7 @@ class DigestWorker:
             if isinstance(item, int):
                 self._hasher.update_zeros(item)
                 continue
-            data, release = cast(tuple[bytes | memoryview, Callable[[], None] | None], item)
+            data, release = cast(tuple[Buffer, Callable[[], None] | None], item)
             try:
                 if self._error is None:
                     self._hasher.update(data)
@@ -91,7 +119,7 @@ class DigestWorker:
                 if release is not None:
                     release()
 
-    def update(self, data: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
+    def update(self, data: Buffer, release: Callable[[], None] | None = None) -> None:
         self._queue.put((data, release))
 
     def update_zeros(self, length: int) -> None:

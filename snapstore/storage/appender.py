@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 
-from snapstore.model import ChunkId, ChunkLocation
+from snapstore.model import Buffer, ChunkId, ChunkLocation
 from snapstore.storage.index import Index
 from snapstore.storage.packstore import PackStore, PackWriter
 
@@ -40,9 +40,7 @@ class PackAppender:
     def get(self, chunk_id: ChunkId) -> ChunkLocation | None:
         return self.pending.get(chunk_id)
 
-    def append(
-        self, chunk_id: ChunkId, codec: int, raw_size: int, payload: bytes | bytearray | memoryview
-    ) -> int:
+    def append(self, chunk_id: ChunkId, codec: int, raw_size: int, payload: Buffer) -> int:
         """Append one encoded chunk unless it is pending already; returns the bytes stored."""
         with self._lock:
             self._check_steps(wait=len(self._steps) >= _MAX_QUEUED)

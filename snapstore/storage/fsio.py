@@ -19,8 +19,10 @@ from snapstore.errors import translate_os_error
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
+SYNC_FILE_RANGE_WRITE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 
 
 def fsync_dir(path: Path) -> None:
@@ -73,6 +75,12 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
     if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing ``[offset, offset+length)`` back to disk without waiting for it (a later
+    fsync then has less to wait for). A hint: failures are ignored."""
+    _libc.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 def allocated_bytes(path: Path) -> int:

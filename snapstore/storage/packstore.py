@@ -13,7 +13,7 @@ from pathlib import Path
 
 from snapstore.errors import CorruptError, translate_os_error
 from snapstore.format import pack as fmt
-from snapstore.model import ChunkLocation, PackId
+from snapstore.model import Buffer, ChunkLocation, PackId
 from snapstore.storage import fsio
 
 _OPEN_FILES = 64
@@ -35,7 +35,7 @@ class PackWriter:
         self.durable_size = 0  # bytes made durable by sync(); index entries may point below it
         self._write(fmt.encode_pack_header())
 
-    def _write(self, *parts: bytes | bytearray | memoryview) -> None:
+    def _write(self, *parts: Buffer) -> None:
         """Append ``parts`` with as few system calls as the kernel allows (writev)."""
         views = [memoryview(p).cast("B") for p in parts]
         total = sum(len(v) for v in views)
@@ -51,9 +51,7 @@ class PackWriter:
             raise translate_os_error(exc, f"pack {self.path.name}") from exc
         self.size += total
 
-    def append(
-        self, chunk_id: bytes, codec: int, raw_size: int, payload: bytes | bytearray | memoryview
-    ) -> ChunkLocation:
+    def append(self, chunk_id: bytes, codec: int, raw_size: int, payload: Buffer) -> ChunkLocation:
         offset = self.size
         stored_size = len(payload)
         self._write(fmt.encode_record_header(chunk_id, codec, raw_size, stored_size), payload)
@@ -148,8 +146,9 @@ class PackStore:
         with suppress(OSError):
             os.close(fd)
 
-    def read_record(self, loc: ChunkLocation, chunk_id: bytes) -> bytes:
-        """The stored payload of the record at ``loc``, after checking its header."""
+    def read_record(self, loc: ChunkLocation, chunk_id: bytes) -> memoryview:
+        """The stored payload of the record at ``loc`` (a view, not a copy), after checking
+        its header."""
         what = f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]}"
         size = fmt.RECORD_HEADER_SIZE + loc.stored_size
         try:
@@ -159,7 +158,7 @@ class PackStore:
         header = fmt.decode_record_header(data, what)
         if header.chunk_id != chunk_id or header.stored_size != loc.stored_size or len(data) != size:
             raise CorruptError(what, "record does not match the index")
-        return data[fmt.RECORD_HEADER_SIZE :]
+        return memoryview(data)[fmt.RECORD_HEADER_SIZE :]
 
     def scan(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
         """Every valid record of a pack with its offset, skipping zeroed or damaged bytes.
