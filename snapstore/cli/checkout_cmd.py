@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from snapstore.cli.commit_cmd import ThreadsOption
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, progress_for
+from snapstore.cli.common import (
+    JsonOption,
+    RepoOption,
+    emit_json,
+    info,
+    open_repo,
+    progress_for,
+    silence_stdout,
+)
 from snapstore.ops.checkout import checkout as do_checkout
 from snapstore.units import format_size
 
@@ -26,7 +34,16 @@ def checkout(
     with open_repo(repo) as r:
         snap = r.resolve(snapshot, name=name)
         with progress_for(json_output or output == "-") as progress:
-            res = do_checkout(r, snap, output, force=force, sparse=sparse, threads=threads, progress=progress)
+            try:
+                res = do_checkout(
+                    r, snap, output, force=force, sparse=sparse, threads=threads, progress=progress
+                )
+            except BrokenPipeError:
+                if output != "-":
+                    raise
+                # The reader of stdout went away (e.g. '| head'): stop quietly, as cat does.
+                silence_stdout()
+                return
     if json_output and output != "-":
         emit_json(
             {

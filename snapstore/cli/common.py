@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,14 @@ def info(message: str) -> None:
 
 def out(message: str) -> None:
     typer.echo(message)
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone, so that nothing more written (or
+    flushed at exit) to it fails again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def emit_json(doc: Any) -> None:
