@@ -612,9 +612,13 @@ def test_json_outputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert c1["new_chunks"] == c1["chunks"] > 0
     assert c1["zero_bytes"] >= MiB - 65536
     datetime.fromisoformat(c1["created"])
+    assert c1["read_bytes"] == len(data) and c1["chunked_bytes"] == len(data)
+    assert c1["confirmed_chunks"] == 0 and c1["pruned"] == []
     res = snap(capsys, "commit", src, "--json", "--repo", root)
     c2 = json.loads(res.out)
     assert c2["new_stored_bytes"] == 0 and c2["new_chunks"] == 0 and c2["id"] != c1["id"]
+    # The second commit confirms the first one's chunks in place instead of chunking again.
+    assert c2["confirmed_chunks"] > 0 and c2["chunked_bytes"] < len(data) // 2
     res = snap(capsys, "log", "--json", "--repo", root)
     log = json.loads(res.out)
     assert isinstance(log, list) and [s["id"] for s in log] == [c1["id"], c2["id"]]

@@ -4,6 +4,7 @@ commit, end to end through the real CLI. Disk usage is measured here, as du coun
 from __future__ import annotations
 
 import filecmp
+import json
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -336,10 +337,12 @@ def test_every_commit_keeps_the_repository_within_its_quota(tmp_path: Path) -> N
         if i:
             rewrite(data, 200 + i, 4)
         src.write_bytes(data)
-        res = run_snap("commit", str(src), "--name", "disk", "-r", str(repo))
+        res = run_snap("commit", str(src), "--name", "disk", "-r", str(repo), "--json")
         assert res.returncode == 0, res.stderr.decode()
-        sid = res.stdout.decode().strip()
-        pruned_total += res.stderr.decode().count("quota: dropped")
+        doc = json.loads(res.stdout)
+        sid = doc["id"]
+        assert len(doc["pruned"]) == res.stderr.decode().count("quota: dropped")
+        pruned_total += len(doc["pruned"])
         history.append((sid, bytes(data)))
         usage = du(repo)
         assert usage <= quota, f"after commit {i + 1}: {format_size(usage)} > quota {format_size(quota)}"

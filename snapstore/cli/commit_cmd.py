@@ -56,7 +56,11 @@ def commit(
                 "new_raw_bytes": res.new_raw_bytes,
                 "new_stored_bytes": res.new_stored_bytes,
                 "zero_bytes": res.zero_bytes,
+                "confirmed_chunks": res.confirmed_chunks,
+                "read_bytes": res.read_bytes,
+                "chunked_bytes": res.chunked_bytes,
                 "seconds": round(res.seconds, 3),
+                "pruned": [p.hex for p in pruned],
             }
         )
         return

@@ -40,7 +40,9 @@ class CommitResult:
     new_stored_bytes: int  # bytes they take in packs (after compression)
     zero_bytes: int  # bytes recorded as zero runs (holes and zero chunks)
     seconds: float
-    confirmed_chunks: int = 0  # chunks confirmed in place against the previous snapshot
+    confirmed_chunks: int = 0  # chunks and zero runs confirmed in place (previous snapshot)
+    read_bytes: int = 0  # bytes read from the input (holes are not read)
+    chunked_bytes: int = 0  # bytes the chunker scanned (not confirmed in place)
 
 
 def default_threads() -> int:
@@ -74,7 +76,7 @@ def commit_file(
         with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="commit") as pool:
             writer = repo.manifest_writer()
             try:
-                hints = _hints(repo, name or path.name) if use_hints else None
+                hints = _hints(repo, name or path.name, size) if use_hints else None
                 job = CommitPipeline(repo, pool, writer, progress, hints)
                 writer.add(
                     EntryStart(
@@ -116,16 +118,18 @@ def commit_file(
             zero_bytes=job.zero_bytes,
             seconds=time.perf_counter() - started,
             confirmed_chunks=job.confirmed,
+            read_bytes=job.read_bytes,
+            chunked_bytes=job.chunked_bytes,
         )
     finally:
         os.close(fd)
 
 
-def _hints(repo: Repository, name: str) -> HintCursor | None:
+def _hints(repo: Repository, name: str, size: int) -> HintCursor | None:
     same = [s for s in repo.list_snapshots() if s.name == name and s.entries == 1]
     if not same:
         return None
-    return HintCursor(confirmable_chunks(repo.iter_records(same[-1].id)))
+    return HintCursor(confirmable_chunks(repo.iter_records(same[-1].id), size))
 
 
 def _keep_what_is_stored(repo: Repository, exc: BaseException) -> None:

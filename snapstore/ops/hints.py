@@ -6,7 +6,8 @@ whose bytes are unchanged ends where it ended before, and can be confirmed by ha
 same byte range instead of running the chunker. A zero run is a sequence of whole zero
 chunks: where the same range is all zeros again (a hole, known without reading it), it
 ends at a chunk boundary again and is confirmed without even hashing. The one exception is
-the file's last piece, which the end of the file may have cut short: it is never offered.
+the file's last piece, which the end of the file may have cut short: it is offered only
+when the file has the same size as before (the end of the file cuts it in the same place).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from snapstore.model import ChunkId, ChunkRef, ManifestRecord, ZeroRun
+from snapstore.model import ChunkId, ChunkRef, EntryEnd, ManifestRecord, ZeroRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +30,10 @@ class PrevChunk:
         return self.offset + self.length
 
 
-def confirmable_chunks(records: Iterable[ManifestRecord]) -> Iterator[PrevChunk]:
+def confirmable_chunks(records: Iterable[ManifestRecord], size: int = -1) -> Iterator[PrevChunk]:
     """Chunks and zero runs of the (first) entry in ``records`` that may be confirmed in
-    place, in order: all but the entry's last piece."""
+    place in a file of ``size`` bytes, in order: all but the entry's last piece, and that
+    one too if the entry had the same size."""
     offset = 0
     held: PrevChunk | None = None
     for record in records:
@@ -43,8 +45,10 @@ def confirmable_chunks(records: Iterable[ManifestRecord]) -> Iterator[PrevChunk]
             else:
                 held = PrevChunk(offset, record.length, None)
             offset += held.length
-        elif offset or held is not None:
-            return  # EntryEnd: the last piece may have been cut by the end of the file
+        elif isinstance(record, EntryEnd):
+            if held is not None and record.size == size:
+                yield held
+            return
 
 
 class HintCursor:

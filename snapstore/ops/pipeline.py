@@ -119,7 +119,7 @@ class CommitPipeline:
         # What the commit reports.
         self.chunk_ids: set[ChunkId] = set()
         self.refs = self.new_chunks = self.new_raw = self.new_stored = 0
-        self.zero_bytes = self.confirmed = 0
+        self.zero_bytes = self.confirmed = self.read_bytes = self.chunked_bytes = 0
 
     # -- the main loop --------------------------------------------------------------------------
 
@@ -190,6 +190,7 @@ class CommitPipeline:
             n = min(seg.end - block.end, room)
             view = block.view[at : at + n]
             read_into(self.fd, view, block.end, self.path)
+            self.read_bytes += n
             read_ahead(self.fd, block.end + n, READ_SIZE)
             block.pin()
             self.digest.update(view, block.unpin)
@@ -256,20 +257,21 @@ class CommitPipeline:
 
     def _cut(self, final: bool) -> bool:
         block = self.cur
-        took = False
+        start = self.pos
         for length in iter_cuts(self.params, block.slice(self.pos, block.end), final):
             self._queue_chunk(length)
-            took = True
             if self.hints is not None and self.hints.at(self.pos) is not None:
                 break  # back in step with the previous snapshot
-        return took
+        self.chunked_bytes += self.pos - start
+        return self.pos != start
 
     def _confirmable(self, prev: PrevChunk) -> bool:
-        """A previous chunk can be checked once its bytes are held, unless they are a hole
-        (zeros never match a stored chunk); a previous zero run only where it is a hole."""
-        if prev.chunk_id is None:
-            return self._in_hole(prev.offset, prev.end)
-        return prev.end <= self.cur.end and not self._in_hole(prev.offset, prev.end)
+        """A previous zero run can be confirmed where it is a hole, or once its bytes are
+        held (hashed: are they still zeros?); a previous chunk once its bytes are held,
+        unless they are a hole (zeros never match a stored chunk)."""
+        if self._in_hole(prev.offset, prev.end):
+            return prev.chunk_id is None
+        return prev.end <= self.cur.end
 
     def _confirm(self) -> bool:
         """Confirm the previous snapshot's pieces from the current position: chunks by hashing
@@ -279,13 +281,12 @@ class CommitPipeline:
         run = self.hints.run(start, self._confirmable, self.blocks.size)
         jobs: list[_Job] = []
         for prev in run:
-            if prev.chunk_id is None:
-                hole = self._hole_at(prev.offset)
-                assert hole is not None
+            if prev.chunk_id is None and self._in_hole(prev.offset, prev.end):
                 jobs.append(self._queue_zeros(prev.length))
                 self.pos += prev.length
             else:
-                jobs.append(self._queue_chunk(prev.length, expected=prev.chunk_id, drain=False))
+                expected = _zero_id(prev.length) if prev.chunk_id is None else prev.chunk_id
+                jobs.append(self._queue_chunk(prev.length, expected=expected, drain=False))
         for i, job in enumerate(jobs):
             if job.future is not None and job.future.result().kind is Kind.MISMATCH:
                 self._retract(len(jobs) - i)
@@ -337,7 +338,7 @@ class CommitPipeline:
         cid = chunk_id(view)
         if expected is not None and cid != expected:
             return Outcome(Kind.MISMATCH)
-        if expected is None and view[0] == 0 and view[-1] == 0 and cid == _zero_id(len(view)):
+        if view[0] == 0 and view[-1] == 0 and cid == _zero_id(len(view)):
             return Outcome(Kind.ZERO)
         if self.repo.has_chunk(cid) or not self.claims.claim(cid):
             return Outcome(Kind.KNOWN, cid)
