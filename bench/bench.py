@@ -6,6 +6,8 @@ Run from the repository root::
     python bench/bench.py --size 64M --warm     # a quick look
     python bench/bench.py --tools snap,borg --threads 4 --json results.json
     python bench/bench.py --rss-check 8G        # snap's peak memory on a sparse 8 GiB image
+    python bench/bench.py --profile             # also: the machine's limits, where snap's time goes
+    python bench/bench.py --tools snap,snap-fixed,borg   # FastCDC against fixed-size chunks
 
 It builds a seeded, sparse, ext4-looking raw image (half holes; random, log-text, inode-table
 and explicit-zero data) in --work, then versions v2 and v3 (2.5% rewritten in place by
@@ -13,8 +15,11 @@ scattered 4 KiB..1 MiB writes) and "shifted" (v3 with 5000 bytes inserted near t
 Each tool gets its own fresh repository and runs: commit v1, v2, v3, shifted, then checkout
 v1 and v3, each checkout verified byte for byte. For every phase it reports MB/s (logical size /
 wall time), the peak RSS of the tool's process (wait4) and the repository's allocated size.
-As root the page cache is dropped before every phase (--warm keeps it). Progress goes to
-stderr, the report to stdout. Exit status: 0 when everything verified (and, with --rss-check,
+As root the page cache is dropped before every phase (--warm keeps it). With --profile the
+machine's building blocks are timed on the workload's data, each snap phase gets the least
+time it could take on this machine (its floor) and the fraction of that limit it reached,
+and (with perf installed) its CPU time is split by component (bench/limits.py). Progress goes
+to stderr, the report to stdout. Exit status: 0 when everything verified (and, with --rss-check,
 the peak RSS is under target), 1 otherwise, 2 for bad arguments.
 """
 
@@ -25,11 +30,12 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import limits
 from report import (
     machine_info,
     print_failures,
@@ -75,6 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="passed to snap commit/checkout")
     p.add_argument("--warm", action="store_true", help="do not drop the page cache before each phase")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write all figures here")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also time the machine's building blocks, each snap phase's floor, and (with perf) "
+        "where snap's CPU time goes",
+    )
     p.add_argument(
         "--rss-check",
         type=size_arg,
@@ -196,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     rss_ok, rss_lines = rss_verdict(results, args.threads) if args.rss_check else (True, [])
     for line in rss_lines:
         print(line)
+    profile_doc = run_profile(args, tools, work, work_dir, cold, results) if args.profile else None
     print_failures(results)
     source_after = source_state()
     if source_after != machine["snapstore"]:
@@ -212,10 +225,53 @@ def main(argv: list[str] | None = None) -> int:
             "results": [m.as_dict() for m in results],
             "ratios": rows,
             "rss_check": {"target_mib": RSS_TARGET_MIB, "ok": rss_ok} if args.rss_check else None,
+            "profile": profile_doc,
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     failed = any(m.status == "FAIL" for m in results)
     return 1 if failed or not rss_ok else 0
+
+
+def run_profile(
+    args: argparse.Namespace,
+    tools: list[Tool],
+    work: Workload,
+    work_dir: Path,
+    cold: bool,
+    results: list[Measurement],
+) -> dict[str, Any] | None:
+    """Print the machine's limits and snap's profile (see bench/limits.py)."""
+    snap = next((t for t in tools if t.name == "snap"), None)
+    if snap is None:
+        print("== profile: skipped (snap is not among the tools)")
+        return None
+    progress("timing the building blocks ...")
+    machine = limits.measure(work, work_dir, snap, cold)
+    perf = limits.have_perf()
+    progress("profiling snap" + (" under perf ..." if perf else " (perf is not installed) ..."))
+    phases = tuple(p for p in PHASES if p.version in work.images)
+    rows = limits.profile_snap(snap, work, work_dir, phases, cold, perf)
+    timed = {m.phase: m.seconds for m in results if m.tool == "snap" and m.seconds is not None}
+    print("== machine limits (measured on the workload's data)")
+    for line in machine.lines():
+        print(line)
+    print("== profile: snap's time against its floor on this machine (floor = start-up + the largest")
+    print("   of I/O, serial chunking and CPU work / cores);" + (" CPU seconds by component" if perf else ""))
+    for line in limits.profile_table(machine, rows, timed):
+        print(line)
+    return {
+        "limits": asdict(machine),
+        "phases": [
+            {
+                "phase": r.phase.name,
+                "seconds": timed.get(r.phase.name),
+                "floor_seconds": machine.floor(r.phase, r.doc)[0],
+                "bound": machine.floor(r.phase, r.doc)[1],
+                "cpu_seconds": r.cpu,
+            }
+            for r in rows
+        ],
+    }
 
 
 def workload_doc(work: Workload) -> dict[str, Any]:

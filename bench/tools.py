@@ -83,21 +83,32 @@ def restic_snapshot_id(stdout: str, ctx: Context) -> str:
     raise ValueError("restic printed no summary with a snapshot_id")
 
 
-def make_tools(threads: int | None) -> list[Tool]:
+def snap_tool(name: str, chunker: str | None, note: str, threads: int | None) -> Tool:
+    """snap of this checkout; ``chunker`` None: the default (FastCDC)."""
     jobs = ["--threads", str(threads)] if threads else []
+    chosen = ["--chunker", chunker] if chunker else []
+    return Tool(
+        name=name,
+        command=[sys.executable, "-m", "snapstore"],  # the snap command
+        version_cmd=[sys.executable, "-c", "import snapstore; print('snapstore', snapstore.__version__)"],
+        init=lambda c: ["init", str(c.repo), *chosen],
+        commit=lambda c: ["commit", IMAGE_NAME, "-r", str(c.repo), "--json", *jobs],
+        checkout=lambda c: ["checkout", c.ref, "-r", str(c.repo), "-o", IMAGE_NAME, "--json", *jobs],
+        ref=lambda out, c: str(json.loads(out)["id"]),
+        env=snap_env,
+        note=note + (f", --threads {threads}" if threads else ""),
+    )
+
+
+def make_tools(threads: int | None) -> list[Tool]:
     return [
-        Tool(
-            name="snap",
-            command=[sys.executable, "-m", "snapstore"],  # the snap command
-            version_cmd=[sys.executable, "-c", "import snapstore; print('snapstore', snapstore.__version__)"],
-            init=lambda c: ["init", str(c.repo)],
-            commit=lambda c: ["commit", IMAGE_NAME, "-r", str(c.repo), "--json", *jobs],
-            checkout=lambda c: ["checkout", c.ref, "-r", str(c.repo), "-o", IMAGE_NAME, "--json", *jobs],
-            ref=lambda out, c: str(json.loads(out)["id"]),
-            env=snap_env,
-            note="defaults (FastCDC 256K/1M/4M, zstd 3; repo includes its 16 MiB reserve file)"
-            + (f", --threads {threads}" if threads else ""),
+        snap_tool(
+            "snap",
+            None,
+            "defaults (FastCDC 256K/1M/4M, zstd 3; repo includes its 16 MiB reserve file)",
+            threads,
         ),
+        snap_tool("snap-fixed", "fixed:1M", "snap init --chunker fixed:1M (zstd 3)", threads),
         Tool(
             name="restic",
             command=["restic"],
