@@ -18,7 +18,16 @@ PEERS = ("restic", "borg", "rdiff-backup")
 def test_benchmark_runs_and_verifies_every_checkout(tmp_path: Path) -> None:
     tools = ["snap", *(peer for peer in PEERS if shutil.which(peer))]
     report = tmp_path / "results.json"
-    args = ["--size", "48M", "--warm", "--tools", ",".join(tools), "--work", str(tmp_path / "work")]
+    args = [
+        "--size",
+        "48M",
+        "--warm",
+        "--profile",
+        "--tools",
+        ",".join(tools),
+        "--work",
+        str(tmp_path / "work"),
+    ]
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench.py"), *args, "--json", str(report)],
         capture_output=True,
@@ -31,6 +40,10 @@ def test_benchmark_runs_and_verifies_every_checkout(tmp_path: Path) -> None:
     assert "== results" in done.stdout
     assert "checkout v1" in done.stdout
     assert "FAIL" not in output
+    assert "== machine limits" in done.stdout and "== profile" in done.stdout
     results = json.loads(report.read_text())["results"]
     assert len(results) == 6 * len(tools)
     assert all(r["status"] == "ok" and r["mb_per_s"] > 0 for r in results)
+    profile = json.loads(report.read_text())["profile"]
+    assert [p["phase"] for p in profile["phases"]] == [r["phase"] for r in results if r["tool"] == "snap"]
+    assert all(0 < p["floor_seconds"] < 60 for p in profile["phases"])
