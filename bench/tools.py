@@ -83,6 +83,12 @@ def restic_snapshot_id(stdout: str, ctx: Context) -> str:
     raise ValueError("restic printed no summary with a snapshot_id")
 
 
+_SNAP_VERSION = (
+    "import snapstore, snapstore.chunker as c; print('snapstore', snapstore.__version__, "
+    "'(C chunker)' if c.accelerated() else '(fastcdc package only)')"
+)
+
+
 def snap_tool(name: str, chunker: str | None, note: str, threads: int | None) -> Tool:
     """snap of this checkout; ``chunker`` None: the default (FastCDC)."""
     jobs = ["--threads", str(threads)] if threads else []
@@ -90,7 +96,7 @@ def snap_tool(name: str, chunker: str | None, note: str, threads: int | None) ->
     return Tool(
         name=name,
         command=[sys.executable, "-m", "snapstore"],  # the snap command
-        version_cmd=[sys.executable, "-c", "import snapstore; print('snapstore', snapstore.__version__)"],
+        version_cmd=[sys.executable, "-c", _SNAP_VERSION],
         init=lambda c: ["init", str(c.repo), *chosen],
         commit=lambda c: ["commit", IMAGE_NAME, "-r", str(c.repo), "--json", *jobs],
         checkout=lambda c: ["checkout", c.ref, "-r", str(c.repo), "-o", IMAGE_NAME, "--json", *jobs],

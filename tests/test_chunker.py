@@ -341,3 +341,60 @@ def test_parse_spec_invalid(spec: str) -> None:
 def test_validate_rejects_unknown_algorithm() -> None:
     with pytest.raises(UsageError):
         validate(ChunkerParams("rabin"))
+
+
+# -- the C scanner (snapstore/_cdc.c) against the fastcdc package ----------------------------
+
+
+def test_the_c_scanner_is_built() -> None:
+    """setup.py builds it (optional, for machines without a compiler); here it must be in use,
+    or commits silently run at the fastcdc package's speed."""
+    assert chunker.accelerated(), "snapstore._cdc was not built: reinstall with a C compiler"
+
+
+def _mixed(seed: int, size: int) -> bytes:
+    """Random bytes, zero runs of every length (2 to 200 000 bytes), repeated bytes."""
+    rng = random.Random(seed)
+    out = bytearray()
+    while len(out) < size:
+        kind, length = rng.random(), rng.choice([2, 31, 32, 33, 64, 4095, 70_000, 200_000])
+        if kind < 0.4:
+            out += bytes(length)
+        elif kind < 0.5:
+            out += bytes([rng.randrange(1, 256)]) * length
+        else:
+            out += rng.randbytes(length)
+    return bytes(out[:size])
+
+
+PARAMS = st.sampled_from(
+    [
+        DEFAULT,
+        SMALL_CHUNKER,
+        ChunkerParams("fastcdc", 64, 256, 1024),
+        ChunkerParams("fastcdc", 1000, 5000, 70_000),
+        ChunkerParams("fastcdc", 64, 300, 100_000),
+        ChunkerParams("fastcdc", 256 * 1024, 1 << 20, 8 << 20),
+    ]
+)
+
+
+@settings(max_examples=60)
+@given(params=PARAMS, seed=st.integers(0, 2**32 - 1), size=st.integers(0, 3 * MiB), final=st.booleans())
+def test_c_scanner_cuts_where_fastcdc_cuts(params: ChunkerParams, seed: int, size: int, final: bool) -> None:
+    data = _mixed(seed, size)
+    assert list(chunker.iter_cuts(params, data, final)) == list(
+        chunker.iter_cuts(params, data, final, accelerated=False)
+    )
+
+
+@pytest.mark.parametrize("params", [DEFAULT, SMALL_CHUNKER, ChunkerParams("fastcdc", 64, 256, 1024)])
+def test_c_scanner_on_long_zero_runs_between_data(params: ChunkerParams) -> None:
+    """Zero runs are stepped over once the gear hash sits on a fixed point: the cuts around
+    and inside them, and in the data after them, are fastcdc's."""
+    rng = random.Random(5)
+    data = rng.randbytes(300_000) + bytes(9 * MiB) + rng.randbytes(5000) + bytes(31) + rng.randbytes(MiB)
+    for view in (data, memoryview(bytearray(data))[1:]):
+        assert list(chunker.iter_cuts(params, view, True)) == list(
+            chunker.iter_cuts(params, view, True, accelerated=False)
+        )

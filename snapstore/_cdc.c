@@ -1,0 +1,146 @@
+/* snapstore._cdc: FastCDC cut points, exactly as the fastcdc package computes them, faster.
+ *
+ * The cut rule is fastcdc's (fastcdc_cy.pyx, cdc_offset): a gear hash
+ * `pattern = (pattern >> 1) + GEAR[byte]` starts at 0 at `min_size` bytes into the chunk;
+ * the chunk ends after the first byte where `pattern & mask_s == 0` before the centre size
+ * (`cs`), or `pattern & mask_l == 0` after it, or at `max_size` (or the end of the data).
+ * The gear table is handed in by the caller (snapstore.chunker, from the fastcdc package),
+ * so the two cannot drift apart; tests compare both on random data.
+ *
+ * Two differences, neither visible in the result:
+ * - The scan releases the GIL, so other threads run while it works.
+ * - Zero runs are skipped. Over zero bytes the pattern follows x -> (x >> 1) + GEAR[0],
+ *   which from any state reaches one of its two fixed points within 32 bytes and then
+ *   stays there. The caller checks that neither fixed point satisfies either mask (true for
+ *   every chunker snapstore accepts), so once the pattern sits on a fixed point the rest of
+ *   a zero run cannot hold a cut and is stepped over a word at a time.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static uint32_t gear[256];
+static uint32_t fixed0, fixed1; /* the fixed points of the gear hash over zero bytes */
+static int have_gear = 0;
+
+/* First index >= i (and < end) whose byte is not zero, or end. */
+static Py_ssize_t skip_zeros(const uint8_t *data, Py_ssize_t i, Py_ssize_t end)
+{
+    uint64_t word;
+    while (i < end && ((uintptr_t)(data + i) & 7) != 0 && data[i] == 0)
+        i++;
+    while (i + 8 <= end) {
+        memcpy(&word, data + i, 8);
+        if (word != 0)
+            break;
+        i += 8;
+    }
+    while (i < end && data[i] == 0)
+        i++;
+    return i;
+}
+
+/* One scan loop: from i to barrier with mask; returns the cut (i + 1) or -1 with *at = barrier. */
+static Py_ssize_t scan(const uint8_t *data, Py_ssize_t i, Py_ssize_t barrier, uint32_t mask,
+                       uint32_t *pattern, int skip)
+{
+    uint32_t p = *pattern;
+    while (i < barrier) {
+        uint8_t byte = data[i];
+        p = (p >> 1) + gear[byte];
+        if (!(p & mask)) {
+            *pattern = p;
+            return i + 1;
+        }
+        i++;
+        if (byte == 0 && skip && (p == fixed0 || p == fixed1))
+            i = skip_zeros(data, i, barrier);
+    }
+    *pattern = p;
+    return -1;
+}
+
+static PyObject *set_gear(PyObject *self, PyObject *table)
+{
+    PyObject *seq = PySequence_Fast(table, "the gear table must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) != 256) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "the gear table must have 256 entries");
+        return NULL;
+    }
+    for (int k = 0; k < 256; k++) {
+        unsigned long v = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(seq, k));
+        if (v == (unsigned long)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        gear[k] = (uint32_t)v;
+    }
+    Py_DECREF(seq);
+    /* Iterating from the lowest and the highest state finds both fixed points. */
+    uint32_t lo = 0, hi = 0xFFFFFFFFu;
+    for (int k = 0; k < 64; k++) {
+        lo = (lo >> 1) + gear[0];
+        hi = (hi >> 1) + gear[0];
+    }
+    fixed0 = lo;
+    fixed1 = hi;
+    have_gear = ((fixed0 >> 1) + gear[0] == fixed0) && ((fixed1 >> 1) + gear[0] == fixed1);
+    return PyBool_FromLong(have_gear);
+}
+
+/* next_cut(buffer, start, end, min_size, max_size, cs, mask_s, mask_l) -> length
+ * The length of the chunk starting at `start` in buffer[start:end], as fastcdc computes it
+ * (it looks at no more than max(64 KiB, max_size) bytes). */
+static PyObject *next_cut(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, end, min_size, max_size, cs;
+    unsigned long mask_s, mask_l;
+    if (!have_gear) {
+        PyErr_SetString(PyExc_RuntimeError, "set_gear() first");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*nnnnnkk", &view, &start, &end, &min_size, &max_size, &cs,
+                          &mask_s, &mask_l))
+        return NULL;
+    if (start < 0 || end < start || end > view.len || min_size < 0 || max_size < 1 || cs < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "bad range or sizes");
+        return NULL;
+    }
+    const uint8_t *data = (const uint8_t *)view.buf + start;
+    Py_ssize_t read_size = max_size > 65536 ? max_size : 65536;
+    Py_ssize_t size = end - start < read_size ? end - start : read_size;
+    int skip = (fixed0 & mask_s) && (fixed1 & mask_s) && (fixed0 & mask_l) && (fixed1 & mask_l);
+    Py_ssize_t cut;
+    Py_BEGIN_ALLOW_THREADS
+    uint32_t pattern = 0;
+    Py_ssize_t i = min_size < size ? min_size : size;
+    Py_ssize_t centre = cs < size ? cs : size;
+    Py_ssize_t barrier = max_size < size ? max_size : size;
+    cut = scan(data, i, centre, (uint32_t)mask_s, &pattern, skip);
+    if (cut < 0) {
+        if (i < centre)
+            i = centre;
+        cut = scan(data, i, barrier, (uint32_t)mask_l, &pattern, skip);
+        if (cut < 0)
+            cut = i > barrier ? i : barrier;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(cut);
+}
+
+static PyMethodDef methods[] = {
+    {"set_gear", set_gear, METH_O, "Install the gear table (256 ints); True if zero runs can be skipped."},
+    {"next_cut", next_cut, METH_VARARGS, "Length of the chunk at start (fastcdc's rule)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cdc", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__cdc(void) { return PyModule_Create(&module); }
