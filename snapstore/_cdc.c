@@ -135,7 +135,27 @@ static PyObject *next_cut(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(cut);
 }
 
+/* is_zero(buffer) -> bool: whether every byte is zero (a word at a time, without the GIL). */
+static PyObject *is_zero(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    Py_ssize_t end;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (view.len < 65536) {
+        end = skip_zeros((const uint8_t *)view.buf, 0, view.len);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        end = skip_zeros((const uint8_t *)view.buf, 0, view.len);
+        Py_END_ALLOW_THREADS
+    }
+    Py_ssize_t len = view.len;
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(end == len);
+}
+
 static PyMethodDef methods[] = {
+    {"is_zero", is_zero, METH_O, "Whether every byte of the buffer is zero."},
     {"set_gear", set_gear, METH_O, "Install the gear table (256 ints); True if zero runs can be skipped."},
     {"next_cut", next_cut, METH_VARARGS, "Length of the chunk at start (fastcdc's rule)."},
     {NULL, NULL, 0, NULL},

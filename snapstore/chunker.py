@@ -6,8 +6,10 @@ silently ruins dedup against existing repositories, so tests pin golden cut poin
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterator
+from types import ModuleType
 
 import fastcdc
 from fastcdc import fastcdc_py
@@ -16,13 +18,18 @@ from snapstore.errors import UsageError
 from snapstore.model import ChunkerParams
 from snapstore.units import parse_size
 
-try:  # the optional C scanner (setup.py): fastcdc's cut rule without the GIL, zero runs skipped
-    from snapstore import _cdc
-except ImportError:  # pragma: no cover - depends on the build
-    _cdc = None
-else:
-    if not _cdc.set_gear(fastcdc_py.GEAR):  # pragma: no cover - the table has its fixed points
-        _cdc = None
+
+def _load_scanner() -> ModuleType | None:
+    """The optional C scanner (setup.py): fastcdc's cut rule without the GIL, zero runs
+    skipped; None where it was not built."""
+    try:
+        scanner = importlib.import_module("snapstore._cdc")
+    except ImportError:  # pragma: no cover - depends on the build
+        return None
+    return scanner if scanner.set_gear(fastcdc_py.GEAR) else None
+
+
+_cdc = _load_scanner()
 
 MAX_CHUNK_SIZE = 64 * 1024 * 1024
 ALGORITHMS = ("fastcdc", "fixed")
@@ -102,6 +109,13 @@ def _scan_args(params: ChunkerParams) -> tuple[int, int, int, int, int]:
     centre = min(params.avg_size, params.min_size + -(-params.min_size // 2))
     cs = min(params.avg_size - centre, params.max_size)
     return params.min_size, params.max_size, cs, 2 ** (bits + 1) - 1, 2 ** (bits - 1) - 1
+
+
+def is_zero(data: bytes | bytearray | memoryview) -> bool:
+    """Whether every byte is zero (a zero chunk is recorded as a zero run, never stored)."""
+    if _cdc is not None:
+        return bool(_cdc.is_zero(data))
+    return bytes(data) == bytes(len(data))  # pragma: no cover - depends on the build
 
 
 def accelerated() -> bool:

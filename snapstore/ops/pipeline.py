@@ -27,22 +27,22 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from snapstore import codec
-from snapstore.chunker import iter_cuts, zero_period
+from snapstore.chunker import is_zero, iter_cuts, zero_period
 from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, ZeroRun
 from snapstore.ops.blocks import Block, BlockPool
 from snapstore.ops.hints import HintCursor, PrevChunk
-from snapstore.ops.streams import DigestWorker, Layout, Segment, read_ahead, read_into
+from snapstore.ops.streams import DigestWorker, Layout, ReadAhead, Segment, read_into
 from snapstore.progress import Progress
 from snapstore.repo import Repository
 from snapstore.storage.snapshots import ManifestWriter
 
 READ_SIZE = 8 * 1024 * 1024  # bytes read into a block at a time
 BLOCKS = 4  # blocks in the pool: bounds the memory of a commit
+ZEROS = b"zeros"  # what a confirmation expects of a previous zero run
 _ZEROS = bytes(1 << 20)
 
 
@@ -65,11 +65,6 @@ class _Job:
     length: int
     block: Block | None  # None: a zero run (no bytes, no worker)
     future: Future[Outcome] | None
-
-
-@lru_cache(maxsize=64)
-def _zero_id(length: int) -> ChunkId:
-    return chunk_id(bytes(length))
 
 
 class _Claims:
@@ -128,6 +123,7 @@ class CommitPipeline:
         self.fd, self.size, self.path = fd, size, path
         self.layout = Layout(fd, size)
         self.digest = DigestWorker()
+        self.read_ahead = ReadAhead(fd, 4 * READ_SIZE)
         self.digested = 0  # the digest has been fed the stream up to here
         self.pos = 0  # where the next chunk starts; every byte before is accounted for
         first = self.blocks.try_take()
@@ -154,6 +150,7 @@ class CommitPipeline:
                 job.future.cancel()
         self.inflight.clear()
         self.digest.close()
+        self.read_ahead.close()
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -189,9 +186,9 @@ class CommitPipeline:
                 return
             n = min(seg.end - block.end, room)
             view = block.view[at : at + n]
+            self.read_ahead.reached(block.end)
             read_into(self.fd, view, block.end, self.path)
             self.read_bytes += n
-            read_ahead(self.fd, block.end + n, READ_SIZE)
             block.pin()
             self.digest.update(view, block.unpin)
             self.progress.advance(n)
@@ -285,7 +282,7 @@ class CommitPipeline:
                 jobs.append(self._queue_zeros(prev.length))
                 self.pos += prev.length
             else:
-                expected = _zero_id(prev.length) if prev.chunk_id is None else prev.chunk_id
+                expected = ZEROS if prev.chunk_id is None else prev.chunk_id
                 jobs.append(self._queue_chunk(prev.length, expected=expected, drain=False))
         for i, job in enumerate(jobs):
             if job.future is not None and job.future.result().kind is Kind.MISMATCH:
@@ -334,12 +331,15 @@ class CommitPipeline:
         return job
 
     def _process(self, view: memoryview, expected: ChunkId | None) -> Outcome:
-        """On a worker: hash and classify one chunk; encode and store it if it is new."""
+        """On a worker: classify one chunk (zeros are not hashed); hash it, and encode and
+        store it if it is new. ``expected``: ZEROS or the chunk id it must have."""
+        if view[0] == 0 and view[-1] == 0 and is_zero(view):
+            return Outcome(Kind.ZERO if expected in (None, ZEROS) else Kind.MISMATCH)
+        if expected is ZEROS:
+            return Outcome(Kind.MISMATCH)
         cid = chunk_id(view)
         if expected is not None and cid != expected:
             return Outcome(Kind.MISMATCH)
-        if view[0] == 0 and view[-1] == 0 and cid == _zero_id(len(view)):
-            return Outcome(Kind.ZERO)
         if self.repo.has_chunk(cid) or not self.claims.claim(cid):
             return Outcome(Kind.KNOWN, cid)
         try:

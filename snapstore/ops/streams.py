@@ -81,11 +81,35 @@ def read_into(fd: int, view: memoryview, offset: int, path: Path) -> None:
         done += n
 
 
-def read_ahead(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start reading ``[offset, offset+length)`` (overlaps I/O with work)."""
-    if length > 0:
-        with suppress(OSError):  # a hint only (e.g. not supported on this file)
-            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+class ReadAhead:
+    """Keeps the kernel reading ``ahead`` bytes beyond the reader, from a thread of its own:
+    starting readahead costs the caller real time (page allocation, I/O submission), which
+    the reader then spends on its own work instead."""
+
+    def __init__(self, fd: int, ahead: int) -> None:
+        self._fd = fd
+        self._ahead = ahead
+        self._requested = 0  # readahead asked for up to here
+        self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._main, name="snap-readahead", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while (item := self._queue.get()) is not None:
+            with suppress(OSError):  # a hint only (e.g. not supported on this file)
+                os.posix_fadvise(self._fd, item[0], item[1], os.POSIX_FADV_WILLNEED)
+
+    def reached(self, offset: int) -> None:
+        """The reader is at ``offset``: keep the kernel ``ahead`` bytes in front of it."""
+        if self._requested < offset + self._ahead // 2:
+            start = max(self._requested, offset)
+            self._requested = offset + self._ahead
+            self._queue.put((start, self._requested - start))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 class DigestWorker:
