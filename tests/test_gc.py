@@ -266,3 +266,63 @@ def test_gc_after_removing_the_middle_version(repo3: Repo, tmp_path: Path) -> No
     assert abs(freed - predicted) <= max(0.05 * predicted, 64 * 1024)
     r.assert_checks_out(0, tmp_path)
     r.assert_checks_out(2, tmp_path)
+
+
+def test_gc_cuts_the_unindexed_tail_a_killed_commit_left(tmp_path: Path) -> None:
+    """A commit killed after a checkpoint leaves records past the last indexed one in its
+    pack; its rerun reuses the indexed ones (so the pack stays), nothing points at the rest,
+    and gc cuts them off (once: a second gc plans nothing)."""
+    from snapstore import Mode, Repository, checkout, commit_file  # noqa: PLC0415
+    from snapstore.storage import appender  # noqa: PLC0415
+
+    repo_path = tmp_path / "repo"
+    Repository.init(repo_path, pack_target_size=64 * MiB).close()
+    src = tmp_path / "disk.img"
+    data = bytes(make_base(3, 24 * MiB))
+    src.write_bytes(data)
+    with Repository.open(repo_path, Mode.WRITE) as r:
+        kept = commit_file(r, src).snapshot
+    other = tmp_path / "other.img"
+    other.write_bytes(random.Random(4).randbytes(40 * MiB))
+
+    class Killed(BaseException):
+        pass
+
+    real_flush = appender.PackAppender.flush
+
+    def die(self: appender.PackAppender) -> None:  # the commit dies before its last seal
+        raise Killed
+
+    r = Repository.open(repo_path, Mode.WRITE)
+    appender.PackAppender.flush = die  # type: ignore[method-assign]
+    try:
+        commit_file(r, other)  # checkpoints every 16 MiB, then dies with ~8 MiB unindexed
+    except Killed:
+        pass
+    finally:
+        appender.PackAppender.flush = real_flush  # type: ignore[method-assign]
+    for step in list(r._appender._steps):  # what was scheduled completes, as in a real kill
+        step.result()
+    r.packs.close()
+    r.index.close()
+    for lock in r._locks:
+        lock.release()
+    with Repository.open(repo_path, Mode.WRITE) as r:
+        rerun = commit_file(r, other)
+    assert rerun.new_raw_bytes <= 16 * MiB, "the rerun did not reuse the checkpointed chunks"
+
+    before = du(repo_path)
+    plan = snap_json("gc", "--dry-run", "-r", str(repo_path))
+    assert plan["truncate_packs"] == 1
+    assert plan["planned_free_bytes"] >= 4 * MiB
+    done = snap_json("gc", "-r", str(repo_path))
+    assert before - du(repo_path) >= 4 * MiB
+    assert done["truncate_packs"] == 1
+    again = snap_json("gc", "--dry-run", "-r", str(repo_path))
+    assert again["truncate_packs"] == 0 and again["planned_free_bytes"] == 0
+    snap_ok("verify", "--read-data", "-r", str(repo_path))
+    with Repository.open(repo_path) as r2:
+        checkout(r2, kept, str(tmp_path / "out.img"))
+        checkout(r2, rerun.snapshot, str(tmp_path / "other.out"))
+    assert (tmp_path / "out.img").read_bytes() == data
+    assert (tmp_path / "other.out").read_bytes() == other.read_bytes()

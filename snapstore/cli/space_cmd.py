@@ -23,6 +23,7 @@ def _gc_plan_doc(p: gc_ops.GcPlan) -> dict[str, Any]:
         "dead_chunks": len(p.dead_chunks),
         "punch_ranges": len(p.punch),
         "delete_packs": len(p.delete_packs),
+        "truncate_packs": len(p.truncate),
         "planned_free_bytes": p.freed_bytes,
     }
 
@@ -44,6 +45,7 @@ def gc(dry_run: DryRunOption = False, repo: RepoOption = None, json_output: Json
     out(
         f"{head} {format_size(amount)}: {len(plan.dead_chunks)} unreferenced chunks, "
         f"{len(plan.punch)} ranges punched, {len(plan.delete_packs)} packs removed"
+        + (f", {len(plan.truncate)} unindexed pack tails cut" if plan.truncate else "")
     )
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from snapstore.format.pack import RECORD_HEADER_SIZE
 from snapstore.model import ChunkId, ChunkLocation, PackId
 from snapstore.repo import Mode, Repository
-from snapstore.storage import fsio
 
 _BATCH = 5000
 
@@ -37,10 +36,11 @@ class GcPlan:
     punch: tuple[PackRange, ...]  # dead byte ranges in packs that keep live chunks
     delete_packs: tuple[PackId, ...]  # packs with no live chunk (including orphans)
     freed_bytes: int  # estimate: punched bytes + allocated size of removed packs
+    truncate: tuple[PackRange, ...] = ()  # unindexed tails (a killed commit's last records)
 
     @property
     def empty(self) -> bool:
-        return not (self.dead_chunks or self.punch or self.delete_packs)
+        return not (self.dead_chunks or self.punch or self.delete_packs or self.truncate)
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,21 @@ def plan(
     locations: Iterable[tuple[ChunkId, ChunkLocation]],
     garbage: Iterable[tuple[PackId, int, int]],
     pack_sizes: dict[PackId, int],
+    pack_lengths: dict[PackId, int] | None = None,
 ) -> GcPlan:
     """Pure planning: index entries, the garbage list and the packs on disk (id -> allocated
-    bytes) in; what to delete, punch and remove out."""
+    bytes, and id -> length) in; what to delete, punch, truncate and remove out.
+
+    A pack that keeps live chunks is cut back to the end of its last indexed record: what
+    lies beyond was appended by a commit killed after its last checkpoint, and nothing
+    points at it."""
     live_packs: set[PackId] = set()
     dead: list[ChunkId] = []
     ranges: dict[PackId, list[tuple[int, int]]] = defaultdict(list)
+    indexed_end: dict[PackId, int] = defaultdict(int)
     for chunk_id, loc in locations:
+        end = loc.offset + RECORD_HEADER_SIZE + loc.stored_size
+        indexed_end[loc.pack_id] = max(indexed_end[loc.pack_id], end)
         if loc.refcount > 0:
             live_packs.add(loc.pack_id)
         else:
@@ -72,6 +80,7 @@ def plan(
             ranges[loc.pack_id].append((loc.offset, RECORD_HEADER_SIZE + loc.stored_size))
     for pack_id, offset, length in garbage:
         ranges[pack_id].append((offset, length))
+        indexed_end[pack_id] = max(indexed_end[pack_id], offset + length)
     delete = tuple(sorted(p for p in pack_sizes if p not in live_packs))
     punch = tuple(
         PackRange(pack_id, off, length)
@@ -79,8 +88,13 @@ def plan(
         if pack_id in live_packs
         for off, length in _merge(ranges[pack_id])
     )
-    freed = sum(r.length for r in punch) + sum(pack_sizes[p] for p in delete)
-    return GcPlan(tuple(dead), punch, delete, freed)
+    truncate = tuple(
+        PackRange(pack_id, indexed_end[pack_id], length - indexed_end[pack_id])
+        for pack_id, length in sorted((pack_lengths or {}).items())
+        if pack_id in live_packs and length > indexed_end[pack_id]
+    )
+    freed = sum(r.length for r in (*punch, *truncate)) + sum(pack_sizes[p] for p in delete)
+    return GcPlan(tuple(dead), punch, delete, freed, truncate)
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -95,9 +109,11 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def plan_for(repo: Repository) -> GcPlan:
-    pack_sizes = {p: fsio.allocated_bytes(repo.packs.path(p)) for p in repo.packs.iter_pack_ids()}
+    sizes, lengths = {}, {}
+    for pack_id in repo.packs.iter_pack_ids():
+        sizes[pack_id], lengths[pack_id] = repo.packs.sizes(pack_id)
     with repo.index.read() as r:
-        return plan(r.iter_locations(), list(r.iter_garbage()), pack_sizes)
+        return plan(r.iter_locations(), list(r.iter_garbage()), sizes, lengths)
 
 
 def apply(repo: Repository, gc_plan: GcPlan) -> None:
@@ -123,9 +139,11 @@ def apply(repo: Repository, gc_plan: GcPlan) -> None:
             for pack_id, pack_ranges in listed.items():
                 for offset, length in _merge(pack_ranges):
                     w.put_garbage(pack_id, offset, length)
-    # 2. Remove packs no live chunk needs.
+    # 2. Remove packs no live chunk needs; cut the others back to their last indexed record.
     for pack_id in gc_plan.delete_packs:
         repo.packs.delete(pack_id)
+    for rng in gc_plan.truncate:
+        repo.packs.truncate(rng.pack_id, rng.offset)
     # 3. Punch dead ranges, then strike them (and ranges of removed packs) off the list.
     for ranges in punch_by_pack.values():
         for rng in ranges:

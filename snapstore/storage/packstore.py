@@ -204,6 +204,32 @@ class PackStore:
         except OSError as exc:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
+    def sizes(self, pack_id: PackId) -> tuple[int, int]:
+        """(allocated bytes, length) of a pack; (0, 0) if it is gone."""
+        try:
+            st = os.stat(self.path(pack_id))
+        except FileNotFoundError:
+            return 0, 0
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
+        return st.st_blocks * 512, st.st_size
+
+    def truncate(self, pack_id: PackId, length: int) -> None:
+        """Cut a pack back to ``length`` bytes (never below its header), durably."""
+        length = max(length, fmt.PACK_HEADER_SIZE)
+        try:
+            fd = os.open(self.path(pack_id), os.O_WRONLY)
+            try:
+                if os.fstat(fd).st_size > length:
+                    os.ftruncate(fd, length)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
+
     def delete(self, pack_id: PackId) -> None:
         self.forget(pack_id)
         path = self.path(pack_id)
