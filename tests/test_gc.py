@@ -19,6 +19,11 @@ from typing import Any
 
 import pytest
 
+from snapstore import Mode, Repository, checkout, commit_file
+from snapstore.format.pack import RECORD_HEADER_SIZE as H
+from snapstore.model import ChunkLocation
+from snapstore.ops import gc as gc_ops
+from snapstore.storage import appender
 from snapstore.units import format_size
 from tests.conftest import run_snap
 
@@ -272,9 +277,6 @@ def test_gc_cuts_the_unindexed_tail_a_killed_commit_left(tmp_path: Path) -> None
     """A commit killed after a checkpoint leaves records past the last indexed one in its
     pack; its rerun reuses the indexed ones (so the pack stays), nothing points at the rest,
     and gc cuts them off (once: a second gc plans nothing)."""
-    from snapstore import Mode, Repository, checkout, commit_file  # noqa: PLC0415
-    from snapstore.storage import appender  # noqa: PLC0415
-
     repo_path = tmp_path / "repo"
     Repository.init(repo_path, pack_target_size=64 * MiB).close()
     src = tmp_path / "disk.img"
@@ -326,3 +328,30 @@ def test_gc_cuts_the_unindexed_tail_a_killed_commit_left(tmp_path: Path) -> None
         checkout(r2, rerun.snapshot, str(tmp_path / "other.out"))
     assert (tmp_path / "out.img").read_bytes() == data
     assert (tmp_path / "other.out").read_bytes() == other.read_bytes()
+
+
+def test_gc_plan_is_pure_and_cuts_at_the_last_live_record() -> None:
+    """Pure planning on plain values: dead records inside a kept pack are punched, those past
+    its last live record are cut off with the unindexed tail, packs with nothing live go."""
+    a, b = b"A" * 16, b"B" * 16
+
+    def loc(pack: bytes, offset: int, stored: int, refs: int) -> ChunkLocation:
+        return ChunkLocation(pack, offset, stored, stored, 0, refs)
+
+    locations = [
+        (b"1" * 32, loc(a, 16, 100, 1)),  # live: [16, 168)
+        (b"2" * 32, loc(a, 168, 100, 0)),  # dead, inside: punched
+        (b"3" * 32, loc(a, 320, 100, 2)),  # live: ends at 472
+        (b"4" * 32, loc(a, 472, 100, 0)),  # dead, past the last live record: cut off
+        (b"5" * 32, loc(b, 16, 100, 0)),  # pack b has nothing live: removed
+    ]
+    garbage = [(a, 700, 50)]  # listed by an earlier gc, past the end too
+    plan = gc_ops.plan(locations, garbage, {a: 8192, b: 4096}, {a: 1000, b: 168})
+    assert plan.dead_chunks == (b"2" * 32, b"4" * 32, b"5" * 32)
+    assert plan.punch == (gc_ops.PackRange(a, 168, H + 100),)
+    assert plan.truncate == (gc_ops.PackRange(a, 472, 1000 - 472),)
+    assert plan.delete_packs == (b,)
+    assert plan.freed_bytes == (H + 100) + (1000 - 472) + 4096
+    # Nothing to do once that is done: the pack ends at its last live record.
+    after = gc_ops.plan(locations[:1] + locations[2:3], [], {a: 8192}, {a: 472})
+    assert after.empty and after.freed_bytes == 0

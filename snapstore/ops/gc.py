@@ -58,40 +58,40 @@ def plan(
     locations: Iterable[tuple[ChunkId, ChunkLocation]],
     garbage: Iterable[tuple[PackId, int, int]],
     pack_sizes: dict[PackId, int],
-    pack_lengths: dict[PackId, int] | None = None,
+    pack_lengths: dict[PackId, int],
 ) -> GcPlan:
     """Pure planning: index entries, the garbage list and the packs on disk (id -> allocated
     bytes, and id -> length) in; what to delete, punch, truncate and remove out.
 
-    A pack that keeps live chunks is cut back to the end of its last indexed record: what
-    lies beyond was appended by a commit killed after its last checkpoint, and nothing
-    points at it."""
+    A pack that keeps live chunks is cut back to the end of its last live record: what lies
+    beyond is dead records (they would be punched) or what a commit killed after its last
+    checkpoint appended (nothing points at it)."""
     live_packs: set[PackId] = set()
     dead: list[ChunkId] = []
     ranges: dict[PackId, list[tuple[int, int]]] = defaultdict(list)
-    indexed_end: dict[PackId, int] = defaultdict(int)
+    live_end: dict[PackId, int] = defaultdict(int)
     for chunk_id, loc in locations:
-        end = loc.offset + RECORD_HEADER_SIZE + loc.stored_size
-        indexed_end[loc.pack_id] = max(indexed_end[loc.pack_id], end)
         if loc.refcount > 0:
             live_packs.add(loc.pack_id)
+            end = loc.offset + RECORD_HEADER_SIZE + loc.stored_size
+            live_end[loc.pack_id] = max(live_end[loc.pack_id], end)
         else:
             dead.append(chunk_id)
             ranges[loc.pack_id].append((loc.offset, RECORD_HEADER_SIZE + loc.stored_size))
     for pack_id, offset, length in garbage:
         ranges[pack_id].append((offset, length))
-        indexed_end[pack_id] = max(indexed_end[pack_id], offset + length)
     delete = tuple(sorted(p for p in pack_sizes if p not in live_packs))
-    punch = tuple(
-        PackRange(pack_id, off, length)
+    truncate = tuple(
+        PackRange(pack_id, live_end[pack_id], pack_lengths[pack_id] - live_end[pack_id])
+        for pack_id in sorted(live_packs)
+        if pack_lengths.get(pack_id, 0) > live_end[pack_id]
+    )
+    punch = tuple(  # what the cut removes needs no punching
+        PackRange(pack_id, off, min(length, live_end[pack_id] - off))
         for pack_id in sorted(ranges)
         if pack_id in live_packs
         for off, length in _merge(ranges[pack_id])
-    )
-    truncate = tuple(
-        PackRange(pack_id, indexed_end[pack_id], length - indexed_end[pack_id])
-        for pack_id, length in sorted((pack_lengths or {}).items())
-        if pack_id in live_packs and length > indexed_end[pack_id]
+        if off < live_end[pack_id]
     )
     freed = sum(r.length for r in (*punch, *truncate)) + sum(pack_sizes[p] for p in delete)
     return GcPlan(tuple(dead), punch, delete, freed, truncate)
