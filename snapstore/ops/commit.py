@@ -11,7 +11,6 @@ import os
 import socket
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,42 +72,41 @@ def commit_file(
         os.set_blocking(fd, True)
         size = before.st_size if stat.S_ISREG(before.st_mode) else os.lseek(fd, 0, os.SEEK_END)
         started = time.perf_counter()
-        with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="commit") as pool:
-            writer = repo.manifest_writer()
-            try:
-                hints = _hints(repo, name or path.name, size) if use_hints else None
-                job = CommitPipeline(repo, pool, writer, progress, hints)
-                writer.add(
-                    EntryStart(
-                        path=_entry_name(name or path.name),
-                        mode=stat.S_IMODE(before.st_mode),
-                        mtime_ns=before.st_mtime_ns,
-                    )
+        writer = repo.manifest_writer()
+        try:
+            hints = _hints(repo, name or path.name, size) if use_hints else None
+            job = CommitPipeline(repo, writer, progress, hints, threads or default_threads())
+            writer.add(
+                EntryStart(
+                    path=_entry_name(name or path.name),
+                    mode=stat.S_IMODE(before.st_mode),
+                    mtime_ns=before.st_mtime_ns,
                 )
-                progress.start(size, f"commit {path.name}")
-                digest = job.run(fd, size, path)
-                after = os.fstat(fd)
-                if _changed(before, after):
-                    raise InputChangedError(path)
-                writer.add(EntryEnd(size, digest))
-                created = now or datetime.now(UTC)
-                trailer = encode_trailer(
-                    name=name or path.name,
-                    created=created,
-                    message=message,
-                    size=size,
-                    entries=1,
-                    chunk_refs=job.refs,
-                    hostname=socket.gethostname(),
-                    source=str(path.absolute()),
-                )
-                snapshot_id = repo.register_snapshot(writer, trailer, job.chunk_ids)
-            except BaseException as exc:
-                writer.abort()
-                _keep_what_is_stored(repo, exc)
-                raise
-            finally:
-                progress.finish()
+            )
+            progress.start(size, f"commit {path.name}")
+            digest = job.run(fd, size, path)
+            after = os.fstat(fd)
+            if _changed(before, after):
+                raise InputChangedError(path)
+            writer.add(EntryEnd(size, digest))
+            created = now or datetime.now(UTC)
+            trailer = encode_trailer(
+                name=name or path.name,
+                created=created,
+                message=message,
+                size=size,
+                entries=1,
+                chunk_refs=job.refs,
+                hostname=socket.gethostname(),
+                source=str(path.absolute()),
+            )
+            snapshot_id = repo.register_snapshot(writer, trailer, job.chunk_ids)
+        except BaseException as exc:
+            writer.abort()
+            _keep_what_is_stored(repo, exc)
+            raise
+        finally:
+            progress.finish()
         return CommitResult(
             snapshot=repo.snapshots.load_info(snapshot_id),
             chunks=job.refs,

@@ -23,6 +23,7 @@ chunk in flight lives in a pinned block.
 from __future__ import annotations
 
 import enum
+import queue
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,7 +36,8 @@ from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, ZeroRun
 from snapstore.ops.blocks import Block, BlockPool
 from snapstore.ops.hints import HintCursor, PrevChunk
-from snapstore.ops.streams import DigestWorker, Layout, ReadAhead, Segment, read_into
+from snapstore.ops.reader import Failed, Hole, InputReader, Piece
+from snapstore.ops.streams import DigestWorker, Layout, Segment
 from snapstore.progress import Progress
 from snapstore.repo import Repository
 from snapstore.storage.snapshots import ManifestWriter
@@ -92,13 +94,13 @@ class CommitPipeline:
     def __init__(
         self,
         repo: Repository,
-        pool: ThreadPoolExecutor,
         writer: ManifestWriter,
         progress: Progress,
         hints: HintCursor | None,
+        threads: int,
     ) -> None:
         self.repo = repo
-        self.pool = pool
+        self.threads = threads
         self.writer = writer
         self.progress = progress
         self.hints = hints
@@ -106,7 +108,10 @@ class CommitPipeline:
         self.max_size = self.params.max_size
         self.period = zero_period(self.params)
         self.level = repo.config.codec.level
-        self.blocks = BlockPool(BLOCKS, READ_SIZE + self.max_size)
+        # Blocks hold up to max_size bytes not cut yet, then what is read (or zeros of a hole).
+        self.read_size = max(READ_SIZE, self.max_size)
+        self.blocks = BlockPool(BLOCKS, self.max_size + self.read_size)
+        self.hole_blocks = BlockPool(2, self.max_size + self.read_size)
         self.claims = _Claims()
         self.inflight: deque[_Job] = deque()
         self.hint_failed_at = -1
@@ -120,99 +125,115 @@ class CommitPipeline:
 
     def run(self, fd: int, size: int, path: Path) -> bytes:
         """Cut the whole file; returns its BLAKE3 digest."""
-        self.fd, self.size, self.path = fd, size, path
+        self.size = size
         self.layout = Layout(fd, size)
         self.digest = DigestWorker()
-        self.read_ahead = ReadAhead(fd, 4 * READ_SIZE)
-        self.digested = 0  # the digest has been fed the stream up to here
+        self.reader = InputReader(
+            fd, size, path, self.layout, self.blocks, self.max_size, self.read_size, self.digest
+        )
         self.pos = 0  # where the next chunk starts; every byte before is accounted for
-        first = self.blocks.try_take()
+        self.hole: Segment | None = None  # the hole being materialised, stretch by stretch
+        first = self.hole_blocks.try_take()
         assert first is not None
+        first.start, first.end = -self.max_size, 0
         self.cur = first
+        # Confirmations have their own workers: the main thread waits for them, and they must
+        # not queue behind compression.
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="commit")
+        self.confirm_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="confirm")
         try:
             while True:
                 self._consume(final=False)
                 self._step_over_hole()
-                if not self._refill():
+                if not self._advance():
                     break
             self._consume(final=True)
             while self.inflight:
                 self._drain_one()
             self._flush_zeros()
+            self.read_bytes = self.reader.read_bytes
+            self.reader.close()
             return self.digest.digest()
         finally:
             self._abandon()
 
     def _abandon(self) -> None:
-        """Cancel what is still in flight (after an error) and stop the digest thread."""
+        """Cancel what is still in flight (after an error) and stop the helper threads."""
         for job in self.inflight:
             if job.future is not None:
                 job.future.cancel()
         self.inflight.clear()
+        self.reader.close()
+        self.pool.shutdown(wait=True)
+        self.confirm_pool.shutdown(wait=True)
         self.digest.close()
-        self.read_ahead.close()
 
     # -- input ----------------------------------------------------------------------------------
 
-    def _refill(self) -> bool:
-        """Move the bytes not yet cut to a fresh block and append more of the stream after
-        them; False when the whole stream has been appended."""
+    def _advance(self) -> bool:
+        """Move on to the next stretch of the stream: more of the hole being materialised,
+        or the reader's next piece. The bytes not cut yet go along. False at the end."""
         old = self.cur
-        if old.end >= self.size:
+        if self.hole is not None and max(old.end, self.pos) < self.hole.end:
+            self._materialise(old)
+            return True
+        self.hole = None
+        piece = self._next_piece()
+        if piece is None:
             return False
-        new = self._take_block()
-        carry = old.end - self.pos
-        if carry:
-            new.view[:carry] = old.slice(self.pos, old.end)
-        new.start, new.end = self.pos, old.end
-        self.cur = new
+        if isinstance(piece, Failed):
+            raise piece.error
+        if isinstance(piece, Hole):
+            self.hole = piece.segment
+            self.progress.advance(self.hole.end - self.hole.start)
+            self._materialise(old)
+            return True
+        self._carry(piece.block, old, piece.offset)
+        self.cur = piece.block
         old.unpin()
+        self.progress.advance(piece.length)
         self.layout.forget(self.pos)
-        self._append(new)
         return True
 
-    def _append(self, block: Block) -> None:
-        """Append stream bytes to ``block`` until it is full, or up to max_size zeros of a
-        hole (so that the hole's start is cut and its middle can be stepped over)."""
-        room = self.blocks.size - (block.end - block.start)
-        while room > 0 and block.end < self.size:
-            seg = self.layout.at(block.end)
-            at = block.end - block.start
-            if seg.hole:
-                self._digest_hole(seg)
-                n = min(seg.end - block.end, room, self.max_size)
-                _fill_zeros(block.view[at : at + n])
-                block.end += n
-                return
-            n = min(seg.end - block.end, room)
-            view = block.view[at : at + n]
-            self.read_ahead.reached(block.end)
-            read_into(self.fd, view, block.end, self.path)
-            self.read_bytes += n
-            block.pin()
-            self.digest.update(view, block.unpin)
-            self.progress.advance(n)
-            block.end += n
-            self.digested = block.end
-            room -= n
+    def _materialise(self, old: Block) -> None:
+        """Zeros of the current hole, up to max_size of them, after the bytes not cut yet:
+        enough to cut every chunk starting before them; the middle of a long hole is then
+        stepped over."""
+        assert self.hole is not None
+        start = max(old.end, self.pos)
+        end = min(self.hole.end, start + self.max_size)
+        new = self._take_hole_block()
+        new.start = start - self.max_size
+        self._carry(new, old, start)
+        _fill_zeros(new.slice(start, end))
+        new.end = end
+        self.cur = new
+        old.unpin()
 
-    def _digest_hole(self, hole: Segment) -> None:
-        """Feed the digest the zeros of ``hole`` (at once, the first time it is reached)."""
-        if self.digested < hole.end:
-            assert self.digested >= hole.start, "the digest is fed in stream order"
-            self.digest.update_zeros(hole.end - self.digested)
-            self.progress.advance(hole.end - self.digested)
-            self.digested = hole.end
+    def _carry(self, new: Block, old: Block, at: int) -> None:
+        """Copy the bytes not cut yet (``[pos, old.end)``) into ``new``, just before ``at``."""
+        if self.pos < old.end:
+            assert old.end == at, "the stream is contiguous"
+            new.slice(self.pos, at)[:] = old.slice(self.pos, at)
 
-    def _take_block(self) -> Block:
+    def _next_piece(self) -> Piece:
+        """The reader's next piece; while waiting, outcomes are taken in (freeing blocks)."""
         while True:
-            block = self.blocks.try_take()
+            piece = self.reader.next(timeout=0 if self.inflight else 0.05)
+            if piece is not queue.Empty:
+                return piece  # type: ignore[return-value]
+            if self.inflight:
+                self._drain_one()
+
+    def _take_hole_block(self) -> Block:
+        while True:
+            block = self.hole_blocks.try_take()
             if block is not None:
                 return block
             if self.inflight:
                 self._drain_one()
             else:
-                self.blocks.wait()
+                self.hole_blocks.wait()
 
     def _hole_at(self, start: int) -> Segment | None:
         """The hole holding ``start``, if it is in one."""
@@ -235,12 +256,10 @@ class CommitPipeline:
         self._skip_zeros(steps * self.period, hole)
 
     def _skip_zeros(self, length: int, hole: Segment) -> None:
-        """Record ``length`` zeros of ``hole`` from the current position, unread."""
+        """Record ``length`` zeros of ``hole`` from the current position, unread (the
+        position may move past what is held: the next stretch starts there)."""
         self._queue_zeros(length)
         self.pos += length
-        if self.pos > self.cur.end:  # past what is held: continue from the new position
-            self._digest_hole(hole)
-            self.cur.start = self.cur.end = self.pos
 
     # -- cutting --------------------------------------------------------------------------------
 
@@ -292,12 +311,7 @@ class CommitPipeline:
                     self.hint_failed_at = start
                 break
             self.confirmed += 1
-        if self.pos > self.cur.end:  # a zero run took us past what is held
-            hole = self._hole_at(self.pos - 1)
-            assert hole is not None
-            self._digest_hole(hole)
-            self.cur.start = self.cur.end = self.pos
-        return self.pos != start
+        return self.pos != start  # a zero run may take it past what is held
 
     def _retract(self, count: int) -> None:
         """Take back the last ``count`` jobs queued: they were not chunks after all (a new
@@ -318,7 +332,8 @@ class CommitPipeline:
         block = self.cur
         block.pin()
         view = block.slice(start, start + length)
-        job = _Job(length, block, self.pool.submit(self._process, view, expected))
+        pool = self.pool if expected is None else self.confirm_pool
+        job = _Job(length, block, pool.submit(self._process, view, expected))
         self.inflight.append(job)
         if drain:
             while len(self.inflight) > 64:

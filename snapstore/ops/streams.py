@@ -8,7 +8,6 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -50,22 +49,25 @@ class Layout:
     def __init__(self, fd: int, size: int) -> None:
         self._source = segments(fd, size)
         self._known: deque[Segment] = deque()
+        self._lock = threading.Lock()  # the reader and the chunker share one layout
 
     def at(self, offset: int) -> Segment:
         """The segment holding ``offset`` (which must be below the input's size)."""
-        for seg in self._known:
-            if seg.end > offset:
-                return seg
-        for seg in self._source:
-            self._known.append(seg)
-            if seg.end > offset:
-                return seg
+        with self._lock:
+            for seg in self._known:
+                if seg.end > offset:
+                    return seg
+            for seg in self._source:
+                self._known.append(seg)
+                if seg.end > offset:
+                    return seg
         raise AssertionError(f"offset {offset} is past the end of the input")
 
     def forget(self, offset: int) -> None:
         """Drop the segments that end at or before ``offset``."""
-        while self._known and self._known[0].end <= offset:
-            self._known.popleft()
+        with self._lock:
+            while self._known and self._known[0].end <= offset:
+                self._known.popleft()
 
 
 def read_into(fd: int, view: memoryview, offset: int, path: Path) -> None:
@@ -79,37 +81,6 @@ def read_into(fd: int, view: memoryview, offset: int, path: Path) -> None:
         if n == 0:  # the file shrank under us
             raise InputChangedError(path)
         done += n
-
-
-class ReadAhead:
-    """Keeps the kernel reading ``ahead`` bytes beyond the reader, from a thread of its own:
-    starting readahead costs the caller real time (page allocation, I/O submission), which
-    the reader then spends on its own work instead."""
-
-    def __init__(self, fd: int, ahead: int) -> None:
-        self._fd = fd
-        self._ahead = ahead
-        self._requested = 0  # readahead asked for up to here
-        self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._main, name="snap-readahead", daemon=True)
-        self._thread.start()
-
-    def _main(self) -> None:
-        while (item := self._queue.get()) is not None:
-            with suppress(OSError):  # a hint only (e.g. not supported on this file)
-                os.posix_fadvise(self._fd, item[0], item[1], os.POSIX_FADV_WILLNEED)
-
-    def reached(self, offset: int) -> None:
-        """The reader is at ``offset``: keep the kernel ``ahead`` bytes in front of it."""
-        if self._requested < offset + self._ahead // 2:
-            start = max(self._requested, offset)
-            self._requested = offset + self._ahead
-            self._queue.put((start, self._requested - start))
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
 
 
 class DigestWorker:
