@@ -207,9 +207,9 @@ class Repository:
     def has_chunk(self, chunk_id: ChunkId) -> bool:
         return self.get_location(chunk_id) is not None
 
-    def get_chunk(self, chunk_id: ChunkId) -> Buffer:
-        """A chunk's plaintext, checked against its id."""
-        loc = self.get_location(chunk_id)
+    def get_chunk(self, chunk_id: ChunkId, loc: ChunkLocation | None = None) -> Buffer:
+        """A chunk's plaintext, checked against its id (``loc``: where it is, if known)."""
+        loc = loc or self.get_location(chunk_id)
         if loc is None:
             raise CorruptError(f"chunk {chunk_id.hex()[:16]}", "not in the index")
         return self.decode_chunk(chunk_id, loc, self.packs.read_record(loc, chunk_id))

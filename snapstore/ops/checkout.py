@@ -24,19 +24,27 @@ from snapstore.errors import (
     UsageError,
     translate_os_error,
 )
-from snapstore.model import Buffer, ChunkRef, EntryEnd, EntryStart, SnapshotInfo, ZeroRun
+from snapstore.format.pack import RECORD_HEADER_SIZE
+from snapstore.model import (
+    Buffer,
+    ChunkId,
+    ChunkLocation,
+    ChunkRef,
+    EntryEnd,
+    EntryStart,
+    SnapshotInfo,
+    ZeroRun,
+)
 from snapstore.ops.commit import default_threads
-from snapstore.ops.streams import DigestWorker
+from snapstore.ops.streams import DigestWorker, Prefetch
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
 from snapstore.storage import fsio
 
 TEMP_MARK = ".snap-tmp-"
 WINDOW_BYTES = 32 * 1024 * 1024  # chunk bytes in flight, whatever the thread count
-BATCH_BYTES = 8 * 1024 * 1024  # verified bytes gathered into one write
 WRITEBACK_BYTES = 32 * 1024 * 1024  # start writing back to disk this often
 _MAX_PENDING = 4096  # records queued (zero runs cost no memory but are bounded too)
-_MAX_IOV = 512  # buffers in one pwritev (the kernel takes up to 1024)
 _ZEROS = bytes(1 << 20)
 
 
@@ -115,37 +123,34 @@ def _alive(pid: int) -> bool:
 
 
 class _FileOutput:
-    """A regular file written at increasing offsets; zero runs become holes when sparse.
-    Writeback is started as the data goes, so the final fsync has little left to wait for."""
+    """A regular file: workers write each chunk at its offset as soon as it is verified (in
+    any order); zero runs stay holes when sparse. Writeback is started behind the point up to
+    which everything is written, so the final fsync has little left to wait for."""
+
+    positional = True
 
     def __init__(self, fd: int, sparse: bool) -> None:
         self.fd = fd
         self.sparse = sparse
-        self.pos = 0
+        self.pos = 0  # everything before is written
         self.written_back = 0  # writeback started up to here
 
-    def write(self, parts: list[Buffer]) -> None:
-        views = [memoryview(p).cast("B") for p in parts]
-        while views:
-            done = os.pwritev(self.fd, views, self.pos)
-            self.pos += done
-            while views and done >= len(views[0]):
-                done -= len(views[0])
-                views.pop(0)
-            if views:
-                views[0] = views[0][done:]
+    def place(self, data: Buffer, offset: int) -> None:
+        fsio.pwritev_all(self.fd, [data], offset)
+
+    def advance(self, data: Buffer) -> None:
+        self.pos += len(data)
         if self.pos - self.written_back >= WRITEBACK_BYTES:
             fsio.start_writeback(self.fd, self.written_back, self.pos - self.written_back)
             self.written_back = self.pos
 
     def zeros(self, length: int) -> None:
-        if self.sparse:
-            self.pos += length  # a hole: the file is extended to its size at the end
-            return
-        while length > 0:
-            n = min(length, len(_ZEROS))
-            self.write([memoryview(_ZEROS)[:n]])
-            length -= n
+        if not self.sparse:
+            for at in range(0, length, len(_ZEROS)):
+                fsio.pwritev_all(
+                    self.fd, [memoryview(_ZEROS)[: min(len(_ZEROS), length - at)]], self.pos + at
+                )
+        self.pos += length  # sparse: a hole (the file is extended to its size at the end)
 
     def finish(self, size: int) -> None:
         os.ftruncate(self.fd, size)
@@ -153,21 +158,37 @@ class _FileOutput:
 
 
 class _StreamOutput:
-    """A pipe or terminal (stdout): every byte is written, zeros too."""
+    """A pipe or terminal (stdout): every byte is written in order, zeros too."""
+
+    positional = False
+    sparse = False
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
-        self.sparse = False
 
-    def write(self, parts: list[Buffer]) -> None:
-        for part in parts:
-            self.stream.write(part)
+    def place(self, data: Buffer, offset: int) -> None:
+        raise AssertionError("a stream is written in order")
+
+    def advance(self, data: Buffer) -> None:
+        self.stream.write(data)
 
     def zeros(self, length: int) -> None:
-        while length > 0:
-            n = min(length, len(_ZEROS))
-            self.stream.write(memoryview(_ZEROS)[:n])
-            length -= n
+        for at in range(0, length, len(_ZEROS)):
+            self.stream.write(memoryview(_ZEROS)[: min(len(_ZEROS), length - at)])
+
+
+def _fetch(
+    repo: Repository,
+    chunk_id: ChunkId,
+    loc: ChunkLocation | None,
+    output: _FileOutput | _StreamOutput,
+    offset: int,
+) -> Buffer:
+    """On a worker: read, decode and verify one chunk; a file output gets it in place."""
+    data = repo.get_chunk(chunk_id, loc)
+    if output.positional:
+        output.place(data, offset)
+    return data
 
 
 def _run(
@@ -181,24 +202,18 @@ def _run(
     n = threads or default_threads()
     inflight = 0  # chunk bytes fetched or being fetched, bounded by WINDOW_BYTES
     hasher = DigestWorker()
+    prefetch = Prefetch()
     pending: deque[tuple[int, Future[Buffer] | None]] = deque()
-    batch: list[Buffer] = []  # verified chunks not yet written, in order
-    batch_bytes = 0
     zero_bytes = 0
     written = 0
+    offset = 0  # of the next record, in the entry
     entries = 0
 
-    def write_batch() -> None:
-        nonlocal batch, batch_bytes
-        if batch:
-            output.write(batch)
-            batch, batch_bytes = [], 0
-
     def emit(length: int, future: Future[Buffer] | None) -> None:
-        nonlocal zero_bytes, written, inflight, batch_bytes
+        """Take the oldest record: its data (verified, in place) into the whole-file digest."""
+        nonlocal zero_bytes, written, inflight
         if future is None:
             hasher.update_zeros(length)
-            write_batch()
             output.zeros(length)
             if output.sparse:
                 zero_bytes += length
@@ -206,10 +221,7 @@ def _run(
             inflight -= length
             data = future.result()
             hasher.update(data)
-            batch.append(data)
-            batch_bytes += length
-            if batch_bytes >= BATCH_BYTES or len(batch) >= _MAX_IOV:
-                write_batch()
+            output.advance(data)
         written += length
         progress.advance(length)
 
@@ -218,10 +230,17 @@ def _run(
         try:
             for record in repo.iter_records(snapshot.id):
                 if isinstance(record, ChunkRef):
-                    pending.append((record.raw_size, pool.submit(repo.get_chunk, record.chunk_id)))
+                    loc = repo.get_location(record.chunk_id)
+                    if loc is not None:
+                        size = RECORD_HEADER_SIZE + loc.stored_size
+                        prefetch.want(repo.packs.path(loc.pack_id), loc.offset, size)
+                    future = pool.submit(_fetch, repo, record.chunk_id, loc, output, offset)
+                    pending.append((record.raw_size, future))
                     inflight += record.raw_size
+                    offset += record.raw_size
                 elif isinstance(record, ZeroRun):
                     pending.append((record.length, None))
+                    offset += record.length
                 elif isinstance(record, EntryStart):
                     entries += 1
                     if entries > 1:
@@ -229,7 +248,6 @@ def _run(
                 elif isinstance(record, EntryEnd):
                     while pending:
                         emit(*pending.popleft())
-                    write_batch()
                     actual = hasher.digest()
                     if actual != record.digest:
                         raise IntegrityError(
@@ -240,12 +258,13 @@ def _run(
                 while inflight > WINDOW_BYTES or len(pending) > _MAX_PENDING:
                     emit(*pending.popleft())
         except BaseException:
-            for _, future in pending:
-                if future is not None:
-                    future.cancel()
+            for _, queued in pending:
+                if queued is not None:
+                    queued.cancel()
             hasher.close()
             raise
         finally:
+            prefetch.close()
             progress.finish()
     if written != snapshot.size:
         raise CorruptError(f"snapshot {snapshot.hex[:12]}", f"{written} bytes, expected {snapshot.size}")

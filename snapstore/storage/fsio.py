@@ -7,7 +7,6 @@ the directory), hole-punched, or removed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import secrets
@@ -16,11 +15,13 @@ from contextlib import suppress
 from pathlib import Path
 
 from snapstore.errors import translate_os_error
+from snapstore.model import Buffer
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 SYNC_FILE_RANGE_WRITE = 0x02
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library this process already runs on (find_library would spawn ldconfig at start-up).
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 
@@ -75,6 +76,22 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
     if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def pwritev_all(fd: int, parts: list[Buffer], offset: int) -> int:
+    """Write every byte of ``parts`` at ``offset`` (as few system calls as the kernel allows);
+    returns the bytes written."""
+    views = [memoryview(p).cast("B") for p in parts]
+    total = 0
+    while views:
+        done = os.pwritev(fd, views, offset + total)
+        total += done
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if views:
+            views[0] = views[0][done:]
+    return total
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

@@ -36,20 +36,11 @@ class PackWriter:
         self._write(fmt.encode_pack_header())
 
     def _write(self, *parts: Buffer) -> None:
-        """Append ``parts`` with as few system calls as the kernel allows (writev)."""
-        views = [memoryview(p).cast("B") for p in parts]
-        total = sum(len(v) for v in views)
+        """Append ``parts``."""
         try:
-            while views:
-                done = os.writev(self._fd, views)
-                while views and done >= len(views[0]):
-                    done -= len(views[0])
-                    views.pop(0)
-                if views:
-                    views[0] = views[0][done:]
+            self.size += fsio.pwritev_all(self._fd, list(parts), self.size)
         except OSError as exc:
             raise translate_os_error(exc, f"pack {self.path.name}") from exc
-        self.size += total
 
     def append(self, chunk_id: bytes, codec: int, raw_size: int, payload: Buffer) -> ChunkLocation:
         offset = self.size
