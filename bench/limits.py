@@ -37,7 +37,7 @@ GB = 1e9
 PERF_HZ = 999
 # perf's shared objects, grouped by what snap does there.
 COMPONENTS = (
-    ("chunker", ("fastcdc",)),
+    ("chunker", ("fastcdc", "_cdc")),
     ("blake3", ("blake3",)),
     ("zstd", ("backend_c", "zstd")),
     ("lmdb", ("lmdb", "cpython.cpython")),
