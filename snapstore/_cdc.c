@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint32_t gear[256];
@@ -154,7 +155,87 @@ static PyObject *is_zero(PyObject *self, PyObject *arg)
     return PyBool_FromLong(end == len);
 }
 
+/* data_runs(buffer, min_zeros) -> list of (start, end): the buffer's bytes without its zero
+ * runs of at least min_zeros bytes (measured in whole 8-byte words at 8-byte offsets). */
+static PyObject *data_runs(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t min_zeros;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &min_zeros))
+        return NULL;
+    if (min_zeros < 8)
+        min_zeros = 8;
+    const uint8_t *data = (const uint8_t *)view.buf;
+    Py_ssize_t len = view.len;
+    Py_ssize_t *runs = NULL, count = 0, cap = 0;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t start = 0, i = (8 - ((uintptr_t)data & 7)) & 7; /* word-aligned scan from i */
+    if (i > len)
+        i = len;
+    while (i + 8 <= len) {
+        uint64_t word;
+        memcpy(&word, data + i, 8);
+        if (word != 0) {
+            i += 8;
+            continue;
+        }
+        Py_ssize_t zeros_end = skip_zeros(data, i, len);
+        Py_ssize_t zero_start = i, zero_end = zeros_end & ~(Py_ssize_t)7; /* whole words */
+        if (zeros_end == len)
+            zero_end = len;
+        if (zero_end - zero_start >= min_zeros) {
+            if (zero_start > start) {
+                if (count + 2 > cap) {
+                    cap = cap ? 2 * cap : 64;
+                    Py_ssize_t *bigger = realloc(runs, cap * sizeof(Py_ssize_t));
+                    if (bigger == NULL) {
+                        failed = 1;
+                        break;
+                    }
+                    runs = bigger;
+                }
+                runs[count++] = start;
+                runs[count++] = zero_start;
+            }
+            start = zero_end;
+        }
+        i = zero_end > i ? zero_end : i + 8;
+    }
+    if (!failed && start < len) {
+        if (count + 2 > cap) {
+            Py_ssize_t *bigger = realloc(runs, (cap + 2) * sizeof(Py_ssize_t));
+            if (bigger == NULL)
+                failed = 1;
+            else
+                runs = bigger;
+        }
+        if (!failed) {
+            runs[count++] = start;
+            runs[count++] = len;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (failed) {
+        free(runs);
+        return PyErr_NoMemory();
+    }
+    PyObject *out = PyList_New(count / 2);
+    for (Py_ssize_t k = 0; out != NULL && k < count / 2; k++) {
+        PyObject *pair = Py_BuildValue("(nn)", runs[2 * k], runs[2 * k + 1]);
+        if (pair == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, k, pair);
+    }
+    free(runs);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"data_runs", data_runs, METH_VARARGS, "(start, end) of the bytes between zero runs of min_zeros+."},
     {"is_zero", is_zero, METH_O, "Whether every byte of the buffer is zero."},
     {"set_gear", set_gear, METH_O, "Install the gear table (256 ints); True if zero runs can be skipped."},
     {"next_cut", next_cut, METH_VARARGS, "Length of the chunk at start (fastcdc's rule)."},

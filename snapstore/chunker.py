@@ -118,6 +118,15 @@ def is_zero(data: bytes | bytearray | memoryview) -> bool:
     return bytes(data) == bytes(len(data))  # pragma: no cover - depends on the build
 
 
+def data_runs(data: bytes | bytearray | memoryview, min_zeros: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the parts of ``data`` between its zero runs of at least
+    ``min_zeros`` bytes (a checkout leaves those as holes). Without the C scanner: all of it."""
+    if _cdc is not None:
+        runs: list[tuple[int, int]] = _cdc.data_runs(data, min_zeros)
+        return runs
+    return [(0, len(data))] if len(data) else []  # pragma: no cover - depends on the build
+
+
 def accelerated() -> bool:
     """Whether the C scanner is in use (it gives the same cut points, faster)."""
     return _cdc is not None

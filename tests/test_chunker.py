@@ -398,3 +398,35 @@ def test_c_scanner_on_long_zero_runs_between_data(params: ChunkerParams) -> None
         assert list(chunker.iter_cuts(params, view, True)) == list(
             chunker.iter_cuts(params, view, True, accelerated=False)
         )
+
+
+@settings(max_examples=200)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.integers(1, 9000).map(bytes),  # zero runs of every length
+            st.binary(min_size=1, max_size=64).filter(any),
+        ),
+        max_size=12,
+    ),
+    skew=st.integers(0, 7),
+    min_zeros=st.sampled_from([8, 16, 100, 4096]),
+)
+def test_data_runs_cover_every_nonzero_byte(pieces: list[bytes], skew: int, min_zeros: int) -> None:
+    """A checkout writes only these runs: every non-zero byte must be in one, and what is
+    left out must be zero runs of at least ``min_zeros`` bytes, at any memory alignment."""
+    data = b"".join(pieces)
+    view = memoryview(bytearray(skew) + data)[skew:]
+    runs = chunker.data_runs(view, min_zeros)
+    covered = bytearray(len(data))
+    previous = 0
+    for start, end in runs:
+        assert previous <= start < end <= len(data)
+        if start > previous:
+            assert start - previous >= min_zeros
+        covered[start:end] = b"\x01" * (end - start)
+        previous = end
+    if previous < len(data):
+        assert len(data) - previous >= min_zeros
+    assert all(covered[i] for i, byte in enumerate(data) if byte), "a non-zero byte is left out"
+    assert not any(data[i] for i in range(len(data)) if not covered[i])

@@ -356,6 +356,28 @@ def test_checkout_without_sparse_writes_every_byte(tmp_path: Path, repo: Reposit
     assert out.stat().st_blocks * 512 < 2 * MiB
 
 
+def test_checkout_is_sparse_where_the_source_was(tmp_path: Path) -> None:
+    """Holes shorter than a chunk end up inside chunks that also hold data (default 1 MiB
+    chunks): the checkout still leaves them as holes, so it allocates about what the source
+    does; with sparse=False every byte is written."""
+    repo_path = tmp_path / "repo"
+    Repository.init(repo_path).close()
+    src, out = tmp_path / "disk.img", tmp_path / "out.img"
+    rng = random.Random(21)
+    pieces = [(i * 3 * MiB, rng.randbytes(MiB)) for i in range(8)]  # 1 MiB data, 2 MiB hole
+    write_sparse(src, 24 * MiB, pieces)
+    with Repository.open(repo_path, Mode.WRITE) as repo:
+        res = commit_file(repo, src)
+        assert res.zero_bytes < 8 * MiB, "the holes were meant to sit inside data chunks"
+        checkout(repo, res.snapshot, str(out))
+        assert file_digest(out) == file_digest(src)
+        allocated, source = out.stat().st_blocks * 512, src.stat().st_blocks * 512
+        assert allocated <= source + 64 * 1024, f"{allocated} allocated, the source {source}"
+        checkout(repo, res.snapshot, str(out), force=True, sparse=False)
+        assert file_digest(out) == file_digest(src)
+        assert out.stat().st_blocks * 512 >= 24 * MiB
+
+
 def test_checkout_refuses_existing_output_without_force(tmp_path: Path, repo: Repository) -> None:
     src, out = tmp_path / "disk.img", tmp_path / "out.img"
     src.write_bytes(b"new content")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from snapstore.chunker import data_runs
 from snapstore.errors import (
     CorruptError,
     IntegrityError,
@@ -44,6 +45,7 @@ from snapstore.storage import fsio
 TEMP_MARK = ".snap-tmp-"
 WINDOW_BYTES = 32 * 1024 * 1024  # chunk bytes in flight, whatever the thread count
 WRITEBACK_BYTES = 32 * 1024 * 1024  # start writing back to disk this often
+SPARSE_MIN = 4096  # zero runs inside a chunk at least this long stay holes
 _MAX_PENDING = 4096  # records queued (zero runs cost no memory but are bounded too)
 _ZEROS = bytes(1 << 20)
 
@@ -136,7 +138,14 @@ class _FileOutput:
         self.written_back = 0  # writeback started up to here
 
     def place(self, data: Buffer, offset: int) -> None:
-        fsio.pwritev_all(self.fd, [data], offset)
+        """Write one chunk at ``offset``; when sparse, its zero runs are left as holes (the
+        file starts as one), so the output is sparse where the source was."""
+        if not self.sparse:
+            fsio.pwritev_all(self.fd, [data], offset)
+            return
+        view = memoryview(data)
+        for start, end in data_runs(view, SPARSE_MIN):
+            fsio.pwritev_all(self.fd, [view[start:end]], offset + start)
 
     def advance(self, data: Buffer) -> None:
         self.pos += len(data)
