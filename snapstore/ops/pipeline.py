@@ -1,22 +1,24 @@
 """The commit pipeline: one input file cut into chunks as a single byte stream.
 
-The main thread reads the file's data into recycled blocks (holes are never read: they are
-zeros), cuts chunks, and submits each to a worker thread, which hashes it, recognises zero
-chunks and chunks already stored, and compresses new ones (blake3 and zstd release the GIL,
-so the workers run in parallel with the chunker). Outcomes are taken back in stream order,
-so the manifest and the packs are written by the main thread alone.
+A reader thread (ops/reader.py) reads the file's data into recycled blocks ahead of the
+chunker and feeds the whole-file digest; holes are never read: they are zeros. The main
+thread cuts chunks and submits each to a worker, which hashes it, recognises zero chunks
+and chunks already stored, and compresses and stores new ones (blake3, zstd and the C
+scanner release the GIL, so all of this runs in parallel). Outcomes are taken back in
+stream order, so the manifest is written by the main thread alone.
 
 Two shortcuts keep the work proportional to what changed:
 
-- Unchanged chunks: where the previous snapshot of the file had a chunk starting at the
-  current position, its byte range is hashed and compared instead of running the chunker
-  (ops/hints.py explains why that gives the same chunk list). On the first mismatch the
-  chunker takes over until a cut lands on a previous chunk boundary again.
+- Unchanged pieces: where the previous snapshot of the file had a chunk or a zero run
+  starting at the current position, its byte range is checked instead of running the
+  chunker: a chunk by hashing it, a zero run by its being a hole (ops/hints.py explains why
+  that gives the same chunk list). On the first mismatch the chunker takes over until a cut
+  lands on a previous boundary again.
 - Holes: each cut depends only on the ``max_size`` bytes after its chunk's start, so inside
   a hole the cuts repeat with a fixed period (chunker.zero_period). Only a hole's first and
   last ``max_size`` bytes are materialised; its middle is stepped over.
 
-Memory is bounded by the block pool (whatever the file size and the thread count): every
+Memory is bounded by the block pools (whatever the file size and the thread count): every
 chunk in flight lives in a pinned block.
 """
 
@@ -111,7 +113,7 @@ class CommitPipeline:
         # Blocks hold up to max_size bytes not cut yet, then what is read (or zeros of a hole).
         self.read_size = max(READ_SIZE, self.max_size)
         self.blocks = BlockPool(BLOCKS, self.max_size + self.read_size)
-        self.hole_blocks = BlockPool(2, self.max_size + self.read_size)
+        self.hole_blocks = BlockPool(2, 2 * self.max_size)
         self.claims = _Claims()
         self.inflight: deque[_Job] = deque()
         self.hint_failed_at = -1
