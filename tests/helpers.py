@@ -5,12 +5,15 @@ from __future__ import annotations
 import errno
 import os
 import random
+import subprocess
+import time
 from pathlib import Path
 
 import blake3
 
 from snapstore import Repository, checkout
 from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
+from tests.conftest import SNAP
 
 BLOCK = 8 << 20
 _ZERO_BLOCK = bytes(BLOCK)
@@ -91,3 +94,30 @@ def init_repo(path: Path, chunker: ChunkerParams | None = None, pack_target_size
 def temp_leftovers(directory: Path) -> list[str]:
     """Files a checkout or commit may have left behind in ``directory``."""
     return sorted(p.name for p in directory.iterdir() if ".snap-tmp-" in p.name or ".tmp-" in p.name)
+
+
+def start_holding_lock(args: list[str], repo: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``snap ARGS -r REPO``; return it once it holds the write lock (and when).
+
+    The holder writes its pid into ``locks/write`` right after taking the lock, so the time
+    returned is when its work began; kill times derived from it land mid-run on a fast or a
+    slow machine alike. A command that is over before its pid was seen is returned at once
+    (``poll()`` then tells)."""
+    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
+    proc = subprocess.Popen(
+        [*SNAP, *args, "-r", str(repo)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    needle = f'"pid": {proc.pid},'.encode()
+    lock = repo / "locks" / "write"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if needle in lock.read_bytes():
+                return proc, time.monotonic()
+        except FileNotFoundError:
+            pass
+        if proc.poll() is not None:
+            return proc, time.monotonic()
+        time.sleep(0.0003)
+    proc.kill()
+    raise AssertionError(f"snap {args[0]} never took the lock")

@@ -21,13 +21,13 @@ import pytest
 
 from snapstore import Repository, checkout
 from tests.conftest import SNAP, run_snap
-from tests.helpers import file_digest
+from tests.helpers import file_digest, start_holding_lock
 
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
 SIZE = 200 * MiB
-KILL_DELAYS = [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.9, 1.05, 1.25, 1.5]
+KILL_POINTS = 12
 
 
 def _make_image(path: Path, rng: random.Random) -> None:
@@ -78,6 +78,8 @@ def _check_snapshots(root: Path, expected: dict[str, str], out: Path, verified: 
 
 
 def test_commit_killed_at_many_points(tmp_path: Path) -> None:
+    """The kill moments are fractions of a measured commit (from taking the lock to exiting),
+    so they land mid-commit on a fast machine as on a slow one."""
     started = time.monotonic()
     root = tmp_path / "repo"
     Repository.init(root, pack_target_size=1 << 20).close()
@@ -91,15 +93,19 @@ def test_commit_killed_at_many_points(tmp_path: Path) -> None:
     outcomes: list[str] = []
     left_behind = 0  # kills after which a half-written manifest was found
 
-    for i, delay in enumerate(KILL_DELAYS, start=1):
+    # Calibrate: an unkilled commit of a new version, timed from taking the lock to exiting.
+    _modify(image, rng)
+    expected["calibration"] = file_digest(image)
+    proc, locked = start_holding_lock(["commit", str(image), "-m", "calibration"], root)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    work = time.monotonic() - locked
+
+    for i in range(1, KILL_POINTS + 1):
+        fraction = (i - 0.5) / KILL_POINTS
         _modify(image, rng)
         expected[f"v{i}"] = file_digest(image)
-        proc = subprocess.Popen(
-            [*SNAP, "commit", str(image), "-m", f"v{i}", "--repo", str(root)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        time.sleep(delay)
+        proc, locked = start_holding_lock(["commit", str(image), "-m", f"v{i}"], root)
+        time.sleep(max(0.0, locked + fraction * work - time.monotonic()))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             outcomes.append("killed")
@@ -118,21 +124,22 @@ def test_commit_killed_at_many_points(tmp_path: Path) -> None:
         # The next writer recovers: a new commit succeeds and nothing half-done remains.
         small.write_bytes(rng.randbytes(MiB))
         done = run_snap("commit", str(small), "--repo", str(root))
-        assert done.returncode == 0, f"commit after kill {i} ({delay} s): {done.stderr.decode()}"
+        assert done.returncode == 0, f"commit after kill {i} ({fraction:.2f}): {done.stderr.decode()}"
         assert _leftovers(root) == [], f"after kill {i}"
 
     killed = outcomes.count("killed")
-    assert killed >= 8, f"only {killed} of {len(KILL_DELAYS)} kills landed mid-commit: {outcomes}"
+    print(f"\ncommit of 200 MiB: work {work * 1000:.0f} ms, {killed} of {KILL_POINTS} kills mid-commit")
+    assert killed >= 8, f"only {killed} of {KILL_POINTS} kills landed mid-commit: {outcomes}"
     assert left_behind >= killed // 2, "the kills hardly ever interrupted the work: the test proves little"
     # A kill before the snapshot was published leaves none; one after it leaves a whole one.
     _check_snapshots(root, expected, out, verified, full=True)
     # Finally, the image commits cleanly.
     done = run_snap("commit", str(image), "-m", "final", "--json", "--repo", str(root))
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["size"] == SIZE
+    assert json.loads(done.stdout)["size"] == image.stat().st_size
     with Repository.open(root) as repo:
         checkout(repo, repo.resolve("latest", name="disk.img"), str(out))
-    assert file_digest(out) == expected[f"v{len(KILL_DELAYS)}"]
+    assert file_digest(out) == expected[f"v{KILL_POINTS}"]
     assert time.monotonic() - started < 150
 
 

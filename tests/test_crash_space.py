@@ -34,6 +34,7 @@ from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
 from tests.conftest import SMALL_CHUNKER, SNAP
+from tests.helpers import start_holding_lock as start
 from tests.test_gc import du, make_base, rewrite
 
 pytestmark = pytest.mark.slow
@@ -215,28 +216,6 @@ def state(repo: Path) -> tuple[Any, ...]:
         packs = tuple(sorted((p.hex(), r.packs.path(p).stat().st_blocks) for p in r.packs.iter_pack_ids()))
         snaps = tuple(sorted(s.hex for s in r.list_snapshots()))
     return snaps, tuple(sorted(os.listdir(repo / "tmp"))), garbage, chunks, counted, packs
-
-
-def start(args: list[str], repo: Path) -> tuple[subprocess.Popen[bytes], float]:
-    """Start ``snap ARGS -r REPO``; return it once it holds the write lock (and when)."""
-    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
-    proc = subprocess.Popen(
-        [*SNAP, *args, "-r", str(repo)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    needle = f'"pid": {proc.pid},'.encode()
-    lock = repo / "locks" / "write"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if needle in lock.read_bytes():
-                return proc, time.monotonic()
-        except FileNotFoundError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"snap {args[0]} exited before taking the lock: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        time.sleep(0.0003)
-    proc.kill()
-    raise AssertionError("snap never took the lock")
 
 
 def run_kill_points(base: Base, sc: Scenario, points: int, scratch: Path) -> dict[str, int]:
