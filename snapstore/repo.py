@@ -19,8 +19,8 @@ from snapstore.chunker import validate
 from snapstore.errors import (
     CorruptError,
     IntegrityError,
-    RepositoryError,
     RepositoryNotFoundError,
+    SnapstoreError,
     UnsupportedFormatError,
     UsageError,
     translate_os_error,
@@ -43,7 +43,7 @@ from snapstore.storage.index import Index
 from snapstore.storage.lock import DATA, WRITE, Lock
 from snapstore.storage.packstore import PackStore, PackWriter
 from snapstore.storage.pins import PinStore
-from snapstore.storage.snapshots import ManifestWriter, SnapshotStore
+from snapstore.storage.snapshots import PENDING, ManifestWriter, SnapshotStore
 
 REPO_DIR_NAME = ".snapstore"
 RESERVE_SIZE = 16 * 1024 * 1024
@@ -67,7 +67,9 @@ def find_root(start: Path) -> Path | None:
 
 
 class Repository:
-    def __init__(self, root: Path, config: Config, mode: Mode, locks: list[Lock]) -> None:
+    def __init__(
+        self, root: Path, config: Config, mode: Mode, locks: list[Lock], *, rebuild_index: bool = False
+    ) -> None:
         self.root = root
         self.config = config
         self.mode = mode
@@ -76,11 +78,20 @@ class Repository:
         self.packs = PackStore(root / "packs", self.file_mode)
         self.snapshots = SnapshotStore(root / "snapshots", root / "tmp", self.file_mode)
         self.pins = PinStore(root / "pins", self.file_mode)
-        self.index = self._open_index()
         self._pack: PackWriter | None = None
         self._pending: dict[ChunkId, ChunkLocation] = {}
-        if mode is not Mode.READ:
-            recovery.recover(self.index, self.snapshots)
+        # Why a reader uses a temporary index (None: the repository's own), and where it is.
+        self.index_problem: str | None = None
+        self._temporary_index: Path | None = None
+        self.rebuild_report: recovery.RebuildReport | None = None
+        try:
+            self.index = self._open_index(rebuild_index)
+            if mode is not Mode.READ:
+                recovery.recover(self.index, self.snapshots)
+        except BaseException:
+            self._close_index()
+            self.packs.close()
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -125,7 +136,11 @@ class Repository:
         return cls.open(root, Mode.WRITE)
 
     @classmethod
-    def open(cls, root: Path, mode: Mode = Mode.READ) -> Repository:
+    def open(cls, root: Path, mode: Mode = Mode.READ, *, rebuild_index: bool = False) -> Repository:
+        """Open for reading or writing (taking the locks ``mode`` needs). ``rebuild_index``
+        (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests."""
+        if rebuild_index and mode is not Mode.EXCLUSIVE:
+            raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
         config = load_config(root)
         file_mode = 0o644 if config.shared else 0o600
         locks: list[Lock] = []
@@ -141,7 +156,7 @@ class Repository:
                 what="a running checkout or verify" if mode is Mode.EXCLUSIVE else "gc or prune",
             )
             locks.append(data)
-            return cls(root, config, mode, locks)
+            return cls(root, config, mode, locks, rebuild_index=rebuild_index)
         except BaseException:
             for lock in reversed(locks):
                 lock.release()
@@ -160,10 +175,16 @@ class Repository:
             self._pack = None
         self._pending.clear()
         self.packs.close()
-        self.index.close()
+        self._close_index()
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
+
+    @property
+    def interrupted_writer(self) -> str | None:
+        """The writer that held the write lock before this one and did not finish (killed),
+        as ``pid N on HOST (COMMAND)``; None if the last writer finished or for readers."""
+        return self._locks[0].interrupted_holder if self.mode is not Mode.READ else None
 
     def __enter__(self) -> Repository:
         return self
@@ -173,20 +194,39 @@ class Repository:
     ) -> None:
         self.close()
 
-    def _open_index(self) -> Index:
+    def _open_index(self, rebuild: bool) -> Index:
+        """The repository's index. A missing one is rebuilt by writers (in place) and by
+        readers (in a temporary directory: a reader never writes to the repository); a
+        damaged one by readers the same way, by writers only through repair."""
         path = self.root / "index"
-        if (path / "data.mdb").exists():
-            return Index(path, mode=self.file_mode, create=False)
+        problem = "the index is missing"
+        try:
+            present = (path / "data.mdb").exists()
+        except OSError as exc:
+            raise translate_os_error(exc, str(path)) from exc
+        if present and not rebuild:
+            try:
+                return Index(path, mode=self.file_mode, create=False)
+            except CorruptError as exc:
+                if self.mode is not Mode.READ:
+                    raise
+                problem = f"the index is damaged ({exc.detail})"
         if self.mode is Mode.READ:
-            raise RepositoryError(
-                f"{self.root}: the index is missing",
-                hint="run 'snap repair' to rebuild it from the packs",
+            index, self._temporary_index, self.rebuild_report = recovery.temporary_index(
+                self.packs, self.snapshots
             )
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(mode=0o700 | (self.file_mode & 0o055))
-        index = Index(path, mode=self.file_mode, create=True)
-        recovery.rebuild(index, self.packs, self.snapshots)
-        return index
+            self.index_problem = problem
+            return index
+        self.rebuild_report = recovery.build_index(self.root, self.file_mode, self.packs, self.snapshots)
+        return Index(path, mode=self.file_mode, create=False)
+
+    def _close_index(self) -> None:
+        index: Index | None = getattr(self, "index", None)
+        if index is not None:
+            index.close()
+        if self._temporary_index is not None:
+            shutil.rmtree(self._temporary_index, ignore_errors=True)
+            self._temporary_index = None
 
     def save_config(self, config: Config) -> None:
         self._require(Mode.WRITE)
@@ -243,13 +283,15 @@ class Repository:
         """Index what the open pack holds so far, so a killed commit's rerun reuses it."""
         assert self._pack is not None
         self._pack.sync()
-        self._index_pending()
+        self._index_pending(self._pack)
 
-    def _index_pending(self) -> None:
+    def _index_pending(self, pack: PackWriter) -> None:
+        """Index the chunks appended to ``pack`` (made durable before this is called)."""
         with self.index.write() as w:
             for chunk_id, loc in self._pending.items():
                 w.put(chunk_id, loc)
         self._pending.clear()
+        pack.indexed_size = pack.durable_size
 
     def put_chunk(self, data: bytes) -> tuple[ChunkId, int]:
         chunk_id = hash_chunk(data)
@@ -259,12 +301,13 @@ class Repository:
         return chunk_id, self.put_encoded(chunk_id, codec_id, len(data), payload)
 
     def flush(self) -> None:
-        """Pack data durable first, then the index entries that point at it."""
+        """Pack data durable first, then the index entries that point at it. If either step
+        fails the pack stays open for :meth:`abort_writes`."""
         if self._pack is None:
             return
         self._pack.seal()
+        self._index_pending(self._pack)
         self._pack = None
-        self._index_pending()
 
     def abort_writes(self) -> None:
         """Drop the pack being written (nothing points at it yet)."""
@@ -285,17 +328,38 @@ class Repository:
         """Publish a snapshot: packs, then index and counts, then one atomic rename."""
         self.flush()
         snapshot_id = writer.finish(trailer)
-        with self.index.write() as w:
-            if not w.is_counted(snapshot_id):
-                w.add_refs(chunk_ids, +1)
-                w.set_counted(snapshot_id, True)
-        self.snapshots.publish(snapshot_id)
+        try:
+            with self.index.write() as w:
+                if not w.is_counted(snapshot_id):
+                    w.add_refs(chunk_ids, +1)
+                    w.set_counted(snapshot_id, True)
+            self.snapshots.publish(snapshot_id)
+        except BaseException:
+            self._roll_back(snapshot_id)
+            raise
         return snapshot_id
+
+    def _roll_back(self, snapshot_id: SnapshotId) -> None:
+        """After a failed registration, undo what recovery would undo for a killed commit
+        (uncount, delete the pending manifest) unless the snapshot was published. Best
+        effort: if this fails too, the next writer's recovery does it."""
+        if snapshot_id not in self.snapshots.list_pending():
+            return
+        pending = str(self.snapshots.tmp_dir / f"{PENDING}{snapshot_id.hex()}")
+        try:
+            with self.index.write() as w:
+                if w.is_counted(snapshot_id):
+                    refs = recovery.chunk_set(self.snapshots, snapshot_id, pending, damaged_ok=True)
+                    w.add_refs(refs, -1, strict=False)
+                    w.set_counted(snapshot_id, False)
+            self.snapshots.discard_pending(snapshot_id)
+        except SnapstoreError:
+            pass
 
     def remove_snapshot(self, snapshot_id: SnapshotId) -> None:
         """Unpublish (atomic rename to tmp/), uncount, unpin, then delete the manifest."""
         self._require(Mode.WRITE)
-        refs = recovery.chunk_set(self.snapshots, snapshot_id)
+        refs = recovery.chunk_set(self.snapshots, snapshot_id, damaged_ok=True)
         self.snapshots.trash(snapshot_id)
         with self.index.write() as w:
             w.add_refs(refs, -1, strict=False)
@@ -321,7 +385,7 @@ class Repository:
         return fsio.allocated_bytes(self.root)
 
     def release_reserve(self) -> None:
-        (self.root / "reserve").unlink(missing_ok=True)
+        fsio.remove(self.root / "reserve", "the reserve file")
 
     def restore_reserve(self) -> bool:
         return fsio.reserve_space(self.root / "reserve", RESERVE_SIZE, self.file_mode)

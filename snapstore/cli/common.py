@@ -34,11 +34,24 @@ def locate(repo: Path | None) -> Path | None:
     return find_root(Path.cwd())
 
 
-def open_repo(repo: Path | None, mode: Mode = Mode.READ) -> Repository:
+def open_repo(repo: Path | None, mode: Mode = Mode.READ, *, rebuild_index: bool = False) -> Repository:
     root = locate(repo)
     if root is None:
         raise RepositoryNotFoundError(None)
-    return Repository.open(root, mode)
+    opened = Repository.open(root, mode, rebuild_index=rebuild_index)
+    tell_state(opened)
+    return opened
+
+
+def tell_state(r: Repository) -> None:
+    """Say on stderr what the user should know about the repository just opened."""
+    if r.index_problem is not None:
+        info(
+            f"snap: warning: {r.index_problem}; using a temporary index rebuilt from the packs "
+            "(run 'snap repair' to rebuild it)"
+        )
+    if r.interrupted_writer is not None:
+        info(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; its work was recovered")
 
 
 def info(message: str) -> None:

@@ -21,16 +21,26 @@ from snapstore.errors import CorruptError, NoSpaceError, StorageIOError
 from snapstore.format import index as fmt
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 
+CHUNK_ID_SIZE = 32
+
 MAP_SIZE = 1 << 40  # address space only; the file grows as used
 _DBS = (b"chunks", b"counted", b"garbage", b"meta")
 
 
 def _translate(exc: lmdb.Error, where: str) -> Exception:
     text = str(exc)
-    if "No space" in text or "MDB_MAP_FULL" in text:
+    if "No space" in text or "Disk quota" in text or "MDB_MAP_FULL" in text:
         return NoSpaceError(where)
-    if isinstance(exc, lmdb.CorruptedError | lmdb.InvalidError | lmdb.VersionMismatchError):
-        return CorruptError(where, text)
+    if isinstance(
+        exc,
+        lmdb.CorruptedError
+        | lmdb.InvalidError
+        | lmdb.VersionMismatchError
+        | lmdb.PageNotFoundError
+        | lmdb.IncompatibleError
+        | lmdb.BadDbiError,
+    ):
+        return CorruptError(where, text, hint=fmt.REPAIR_HINT)
     return StorageIOError(where, text)
 
 
@@ -87,7 +97,7 @@ class Index:
         with self.read() as r:
             version = r.get_meta(b"version")
         if version is None or fmt.decode_u64(version) != fmt.INDEX_VERSION:
-            raise CorruptError("index", "missing or unknown index version")
+            raise CorruptError("index", "missing or unknown index version", hint=fmt.REPAIR_HINT)
 
     def close(self) -> None:
         if not self._closed:
@@ -121,13 +131,31 @@ class IndexTxn:
         self._meta = dbs[b"meta"]
 
     def get(self, chunk_id: ChunkId) -> ChunkLocation | None:
+        if len(chunk_id) != CHUNK_ID_SIZE:  # LMDB refuses empty and over-long keys
+            return None
         data = self._txn.get(chunk_id, db=self._chunks)
         return None if data is None else fmt.decode_location(data)
 
     def iter_locations(self) -> Iterator[tuple[ChunkId, ChunkLocation]]:
         with self._txn.cursor(db=self._chunks) as cur:
             for key, value in cur:
+                if len(key) != CHUNK_ID_SIZE:
+                    raise CorruptError("index", f"chunk key of {len(key)} bytes", hint=fmt.REPAIR_HINT)
                 yield key, fmt.decode_location(value)
+
+    def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation | CorruptError]]:
+        """Every chunk entry, a damaged one as the error that decoding it raised (verify
+        reports those and carries on)."""
+        with self._txn.cursor(db=self._chunks) as cur:
+            for key, value in cur:
+                entry: ChunkLocation | CorruptError
+                try:
+                    if len(key) != CHUNK_ID_SIZE:
+                        raise CorruptError("index", f"chunk key of {len(key)} bytes", hint=fmt.REPAIR_HINT)
+                    entry = fmt.decode_location(value)
+                except CorruptError as exc:
+                    entry = exc
+                yield key, entry
 
     def chunk_count(self) -> int:
         return int(self._txn.stat(self._chunks)["entries"])

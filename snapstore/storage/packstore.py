@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
-from snapstore.errors import CorruptError, translate_os_error
+from snapstore.errors import CorruptError, StorageIOError, translate_os_error
 from snapstore.format import pack as fmt
 from snapstore.model import ChunkLocation, PackId
 from snapstore.storage import fsio
@@ -21,7 +21,11 @@ _SCAN_BLOCK = 8 << 20
 
 
 class PackWriter:
-    """One pack being written by the current process."""
+    """One pack being written by the current process.
+
+    After any failed write or fsync the writer is broken: what the pack holds past the last
+    successful fsync is unknown (a failed fsync may have dropped those pages), so it can no
+    longer be synced or sealed, only aborted back to what the index already points at."""
 
     def __init__(self, path: Path, pack_id: PackId, mode: int) -> None:
         self.path = path
@@ -33,15 +37,25 @@ class PackWriter:
             raise translate_os_error(exc, str(path)) from exc
         self.size = 0
         self.durable_size = 0  # bytes made durable by sync(); index entries may point below it
-        self._write(fmt.encode_pack_header())
+        self.indexed_size = 0  # bytes the index points into (set by the repository); kept by abort
+        self._broken = False
+        try:
+            self._write(fmt.encode_pack_header())
+        except BaseException:
+            self.abort()
+            raise
+
+    def _fail(self, exc: OSError) -> Exception:
+        self._broken = True
+        return translate_os_error(exc, f"pack {self.path.name}")
 
     def _write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
+        if self._broken:
+            raise StorageIOError(f"pack {self.path.name}", "an earlier write failed")
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            fsio.write_all(self._fd, data)
         except OSError as exc:
-            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+            raise self._fail(exc) from exc
         self.size += len(data)
 
     def append(self, chunk_id: bytes, codec: int, raw_size: int, payload: bytes) -> ChunkLocation:
@@ -54,36 +68,43 @@ class PackWriter:
 
     def sync(self) -> None:
         """Make every record appended so far durable, keeping the pack open (a checkpoint)."""
+        if self._broken:
+            raise StorageIOError(f"pack {self.path.name}", "an earlier write failed")
         try:
             os.fsync(self._fd)
             if not self.durable_size:
                 fsio.fsync_dir(self.path.parent)
         except OSError as exc:
-            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+            raise self._fail(exc) from exc
         self.durable_size = self.size
 
     def seal(self) -> None:
         """Make every appended record durable (fsync file and directory) and close."""
+        self.sync()
         try:
-            os.fsync(self._fd)
             os.close(self._fd)
-            self._fd = -1
-            fsio.fsync_dir(self.path.parent)
         except OSError as exc:
-            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+            raise self._fail(exc) from exc
+        finally:
+            self._fd = -1
 
     def abort(self) -> None:
-        """Drop what no index entry points at yet (a failed commit): the whole pack, or after
-        a checkpoint only the records appended since (the tail is truncated away)."""
+        """Drop what no index entry points at (a failed commit): the whole pack, or after a
+        checkpoint only the records appended since (the tail is truncated away)."""
         if self._fd >= 0:
-            with suppress(OSError):
-                if self.durable_size:
-                    os.ftruncate(self._fd, self.durable_size)
-                    os.fsync(self._fd)
             with suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
-        if not self.durable_size:
+        if self.indexed_size:
+            with suppress(OSError):
+                fd = os.open(self.path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, self.indexed_size)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        else:
+            # Left behind if this fails: gc removes packs no index entry points into.
             with suppress(OSError):
                 self.path.unlink()
 
@@ -105,13 +126,29 @@ class PackStore:
         return PackWriter(self.path(pack_id), pack_id, self.file_mode)
 
     def iter_pack_ids(self) -> Iterator[PackId]:
-        for sub in sorted(self.root.iterdir()) if self.root.exists() else []:
-            if not sub.is_dir():
+        try:
+            subs = sorted(e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate_os_error(exc, str(self.root)) from exc
+        for sub in subs:
+            try:
+                names = sorted(os.listdir(self.root / sub))
+            except FileNotFoundError:
                 continue
-            for f in sorted(sub.iterdir()):
-                if f.suffix == ".pack" and len(f.stem) == 32:
-                    with suppress(ValueError):
-                        yield bytes.fromhex(f.stem)
+            except OSError as exc:
+                raise translate_os_error(exc, str(self.root / sub)) from exc
+            for name in names:
+                stem, dot, suffix = name.partition(".")
+                if not (dot and suffix == "pack" and len(stem) == 32 and stem[:2] == sub):
+                    continue
+                try:
+                    pack_id = bytes.fromhex(stem)
+                except ValueError:
+                    continue
+                if pack_id.hex() == stem:  # the name path() gives it
+                    yield pack_id
 
     def _fd(self, pack_id: PackId) -> int:
         files: OrderedDict[PackId, int] | None = getattr(self._local, "files", None)
@@ -153,17 +190,30 @@ class PackStore:
             raise CorruptError(what, "record does not match the index")
         return data[fmt.RECORD_HEADER_SIZE :]
 
+    def check_header(self, pack_id: PackId) -> None:
+        """Raise CorruptError unless the pack starts with a valid pack header."""
+        what = f"pack {pack_id.hex()}"
+        try:
+            with open(self.path(pack_id), "rb") as f:
+                header = f.read(fmt.PACK_HEADER_SIZE)
+        except FileNotFoundError as exc:
+            raise CorruptError(what, "missing") from exc
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        fmt.check_pack_header(header, what)
+
     def scan(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
         """Every valid record of a pack with its offset, skipping zeroed or damaged bytes.
 
-        A torn tail (a crash mid-append) ends the scan: its record is not whole.
-        """
+        A torn tail (a crash mid-append) ends the scan: its record is not whole. The pack
+        header is not checked here (see :meth:`check_header`): each record carries its own
+        magic and checksum, and each chunk is checked against its id when it is read, so a
+        damaged pack header costs no chunk."""
         path = self.path(pack_id)
         what = f"pack {pack_id.hex()}"
         try:
             with open(path, "rb") as f:
                 fd = f.fileno()
-                fmt.check_pack_header(f.read(fmt.PACK_HEADER_SIZE), what)
                 file_size = os.fstat(fd).st_size
                 pos = fmt.PACK_HEADER_SIZE
                 while pos + fmt.RECORD_HEADER_SIZE <= file_size:
@@ -181,8 +231,22 @@ class PackStore:
                         return
                     yield pos, header
                     pos += header.record_size
+        except FileNotFoundError:
+            return  # removed meanwhile (a gc beside a reader building a temporary index)
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
+
+    def rewrite_header(self, pack_id: PackId) -> None:
+        """Write the pack header again (repair: its 16 bytes are the same in every pack)."""
+        try:
+            fd = os.open(self.path(pack_id), os.O_WRONLY)
+            try:
+                os.pwrite(fd, fmt.encode_pack_header(), 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
     def punch(self, pack_id: PackId, offset: int, length: int) -> None:
         try:

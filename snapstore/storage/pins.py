@@ -17,12 +17,17 @@ class PinStore:
         self.file_mode = file_mode
 
     def list(self) -> set[SnapshotId]:
-        pins = set()
-        with suppress(FileNotFoundError):
-            for name in os.listdir(self.root):
-                if len(name) == 64:
-                    with suppress(ValueError):
-                        pins.add(bytes.fromhex(name))
+        pins: set[SnapshotId] = set()
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return pins
+        except OSError as exc:
+            raise translate_os_error(exc, str(self.root)) from exc
+        for name in names:
+            if len(name) == 64:
+                with suppress(ValueError):
+                    pins.add(bytes.fromhex(name))
         return pins
 
     def pin(self, snapshot_id: SnapshotId) -> None:
