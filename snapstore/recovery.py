@@ -40,16 +40,26 @@ def chunk_set(
 
     With ``damaged_ok`` a damaged manifest gives the chunks named before the damage instead
     of an error: counting them keeps gc from freeing what it may still need."""
+    ids, damage = _read_chunk_set(snapshots, snapshot_id, where)
+    if damage is not None:
+        if not damaged_ok:
+            raise damage
+        log.warning("%s; counting the %d chunks it names before the damage", damage.message, len(ids))
+    return ids
+
+
+def _read_chunk_set(
+    snapshots: SnapshotStore, snapshot_id: SnapshotId, where: str = ""
+) -> tuple[set[ChunkId], CorruptError | IntegrityError | None]:
+    """The chunks a manifest names (before the damage, if any) and the damage."""
     ids: set[ChunkId] = set()
     try:
         for record in snapshots.iter_records(snapshot_id, where=where):
             if isinstance(record, ChunkRef):
                 ids.add(record.chunk_id)
     except (CorruptError, IntegrityError) as exc:
-        if not damaged_ok:
-            raise
-        log.warning("%s; counting the %d chunks it names before the damage", exc.message, len(ids))
-    return ids
+        return ids, exc
+    return ids, None
 
 
 def recover(index: Index, snapshots: SnapshotStore) -> None:
@@ -107,20 +117,19 @@ def remove_leftovers(tmp: Path) -> None:
 
 def recount(index: Index, snapshots: SnapshotStore) -> tuple[SnapshotId, ...]:
     """Recompute every reference count from the published manifests; return the manifests
-    that are damaged (counted as far as they could be read)."""
+    that are damaged (counted as far as they could be read: the caller reports them)."""
     with index.write() as w:
         for chunk_id, loc in list(w.iter_locations()):
             if loc.refcount:
                 w.put(chunk_id, replace(loc, refcount=0))
         for sid in list(w.iter_counted()):
             w.set_counted(sid, False)
+        w.clear_lost()
     damaged = []
     for sid in snapshots.list_ids():
-        try:
-            refs = chunk_set(snapshots, sid)
-        except (CorruptError, IntegrityError):
-            refs = chunk_set(snapshots, sid, damaged_ok=True)
-            damaged.append(sid)
+        refs, damage = _read_chunk_set(snapshots, sid)
+        if damage is not None:
+            damaged.append(sid)  # counted as far as it reads; the caller reports it
         with index.write() as w:
             w.add_refs(refs, +1, strict=False)
             w.set_counted(sid, True)

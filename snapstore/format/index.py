@@ -20,6 +20,7 @@ _LOCATION = struct.Struct("<16sQIIBI")  # pack id, offset, stored, raw, codec, r
 LOCATION_SIZE = _LOCATION.size  # 37
 _GARBAGE_KEY = struct.Struct("<16sQ")  # pack id, offset
 _U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
 REPAIR_HINT = "the index is derived data: 'snap repair' rebuilds it from the packs"
 
 
@@ -63,3 +64,13 @@ def decode_u64(data: bytes) -> int:
     if len(data) != _U64.size:
         raise _corrupt(f"a u64 of {len(data)} bytes")
     return int(_U64.unpack(data)[0])
+
+
+def encode_u32(n: int) -> bytes:
+    return _U32.pack(n)
+
+
+def decode_u32(data: bytes) -> int:
+    if len(data) != _U32.size:
+        raise _corrupt(f"a u32 of {len(data)} bytes")
+    return int(_U32.unpack(data)[0])

@@ -52,7 +52,7 @@ def repair(repo: Repository, *, read_data: bool = False, progress: Progress = NU
                 repo.decode_chunk(cid, loc, repo.packs.read_record(loc, cid))
             except SnapstoreError:
                 with repo.index.write() as w:
-                    w.delete(cid)
+                    w.drop(cid)
                 dropped += 1
             progress.advance(loc.raw_size)
         progress.finish()

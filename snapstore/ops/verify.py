@@ -68,9 +68,9 @@ def verify(
                 everyone,
             )
         )
-    entries, counted = _index_entries(repo, problems, everyone)
+    entries, counted, lost = _index_entries(repo, problems, everyone)
     users, expected = _read_manifests(repo, snapshot_ids, counted, problems)
-    locations = _check_entries(entries, users, expected, problems)
+    locations = _check_entries(entries, lost, users, expected, problems)
     _check_packs(repo, locations, users, problems)
     to_read = _choose(sorted(locations), read_data, sample, seed)
     _check_records(repo, locations, to_read, users, problems, progress)
@@ -79,8 +79,8 @@ def verify(
 
 def _index_entries(
     repo: Repository, problems: list[Problem], everyone: tuple[SnapshotId, ...]
-) -> tuple[Entries, set[SnapshotId]]:
-    """Every index entry and the counted snapshots. If the index breaks while it is read,
+) -> tuple[Entries, set[SnapshotId], dict[ChunkId, int]]:
+    """Every index entry, the counted snapshots and the lost table. If the index breaks while it is read,
     the problem is reported and a temporary index rebuilt from the packs is read instead."""
     try:
         return _read_index(repo.index)
@@ -96,9 +96,9 @@ def _index_entries(
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _read_index(index: Index) -> tuple[Entries, set[SnapshotId]]:
+def _read_index(index: Index) -> tuple[Entries, set[SnapshotId], dict[ChunkId, int]]:
     with index.read() as r:
-        return dict(r.iter_entries()), set(r.iter_counted())
+        return dict(r.iter_entries()), set(r.iter_counted()), dict(r.iter_lost())
 
 
 def _read_manifests(
@@ -143,12 +143,13 @@ def _chunks_of(repo: Repository, sid: SnapshotId, where: str, problems: list[Pro
 
 def _check_entries(
     entries: Entries,
+    lost: dict[ChunkId, int],
     users: dict[ChunkId, list[SnapshotId]],
     expected: Counter[ChunkId],
     problems: list[Problem],
 ) -> dict[ChunkId, ChunkLocation]:
-    """Damaged entries, chunks the manifests name that are not indexed, wrong counts; returns
-    the entries that decode."""
+    """Damaged entries, chunks the manifests name that are not indexed, wrong counts (of the
+    chunks indexed and of those in the lost table); returns the entries that decode."""
     locations: dict[ChunkId, ChunkLocation] = {}
     for cid, entry in entries.items():
         if isinstance(entry, CorruptError):
@@ -160,6 +161,16 @@ def _check_entries(
         if cid not in entries:
             detail = f"chunk {cid.hex()[:16]} is not in the index"
             problems.append(Problem("missing-chunk", detail, tuple(names)))
+    for cid in (expected.keys() | lost.keys()) - entries.keys():
+        if lost.get(cid, 0) != expected.get(cid, 0):
+            problems.append(
+                Problem(
+                    "refcount",
+                    f"lost chunk {cid.hex()[:16]} counted {lost.get(cid, 0)}, "
+                    f"referenced by {expected.get(cid, 0)} snapshots",
+                    tuple(users.get(cid, ())),
+                )
+            )
     for cid, loc in locations.items():
         if loc.refcount != expected.get(cid, 0):
             problems.append(

@@ -24,7 +24,7 @@ from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 CHUNK_ID_SIZE = 32
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as used
-_DBS = (b"chunks", b"counted", b"garbage", b"meta")
+_DBS = (b"chunks", b"counted", b"garbage", b"meta", b"lost")
 
 
 def _translate(exc: lmdb.Error, where: str) -> Exception:
@@ -129,6 +129,7 @@ class IndexTxn:
         self._counted = dbs[b"counted"]
         self._garbage = dbs[b"garbage"]
         self._meta = dbs[b"meta"]
+        self._lost = dbs[b"lost"]
 
     def get(self, chunk_id: ChunkId) -> ChunkLocation | None:
         if len(chunk_id) != CHUNK_ID_SIZE:  # LMDB refuses empty and over-long keys
@@ -173,29 +174,69 @@ class IndexTxn:
                 pack_id, offset = fmt.decode_garbage_key(key)
                 yield pack_id, offset, fmt.decode_u64(value)
 
+    def get_lost(self, chunk_id: ChunkId) -> int | None:
+        """The reference count of a chunk snapshots name but no pack holds (its data was
+        lost or found damaged), or None."""
+        if len(chunk_id) != CHUNK_ID_SIZE:
+            return None
+        value = self._txn.get(chunk_id, db=self._lost)
+        return None if value is None else fmt.decode_u32(value)
+
+    def iter_lost(self) -> Iterator[tuple[ChunkId, int]]:
+        with self._txn.cursor(db=self._lost) as cur:
+            for key, value in cur:
+                yield key, fmt.decode_u32(value)
+
     def get_meta(self, key: bytes) -> bytes | None:
         value = self._txn.get(key, db=self._meta)
         return None if value is None else bytes(value)
 
 
 class IndexWriteTxn(IndexTxn):
-    def put(self, chunk_id: ChunkId, loc: ChunkLocation) -> None:
-        self._txn.put(chunk_id, fmt.encode_location(loc), db=self._chunks)
-
     def delete(self, chunk_id: ChunkId) -> None:
         self._txn.delete(chunk_id, db=self._chunks)
 
     def add_refs(self, chunk_ids: Iterable[ChunkId], delta: int, *, strict: bool = True) -> None:
         """Add ``delta`` to the reference count of each (distinct) chunk id. A chunk missing
-        from the index is an error when ``strict``, else skipped (recounting a damaged
-        repository: verify reports it)."""
+        from the index is an error when ``strict``; otherwise its count is kept in the lost
+        table (recounting a damaged repository: verify reports it), so that a commit that
+        stores the chunk again takes the count over."""
         for chunk_id in chunk_ids:
             loc = self.get(chunk_id)
-            if loc is None:
-                if not strict:
-                    continue
-                raise CorruptError("index", f"no entry for referenced chunk {chunk_id.hex()[:16]}")
-            self.put(chunk_id, replace(loc, refcount=max(0, loc.refcount + delta)))
+            if loc is not None:
+                self.put(chunk_id, replace(loc, refcount=max(0, loc.refcount + delta)))
+                continue
+            if strict:
+                raise CorruptError(
+                    "index", f"no entry for referenced chunk {chunk_id.hex()[:16]}", hint=fmt.REPAIR_HINT
+                )
+            if len(chunk_id) == CHUNK_ID_SIZE:
+                self.put_lost(chunk_id, max(0, (self.get_lost(chunk_id) or 0) + delta))
+
+    def put(self, chunk_id: ChunkId, loc: ChunkLocation) -> None:
+        """Index a chunk. One the lost table counts takes over that count."""
+        lost = self.get_lost(chunk_id)
+        if lost is not None:
+            self._txn.delete(chunk_id, db=self._lost)
+            if not loc.refcount:
+                loc = replace(loc, refcount=lost)
+        self._txn.put(chunk_id, fmt.encode_location(loc), db=self._chunks)
+
+    def drop(self, chunk_id: ChunkId) -> None:
+        """Unindex a chunk whose data is damaged, keeping its count in the lost table."""
+        loc = self.get(chunk_id)
+        if loc is not None:
+            self._txn.delete(chunk_id, db=self._chunks)
+            self.put_lost(chunk_id, loc.refcount)
+
+    def clear_lost(self) -> None:
+        self._txn.drop(self._lost, delete=False)
+
+    def put_lost(self, chunk_id: ChunkId, count: int) -> None:
+        if count:
+            self._txn.put(chunk_id, fmt.encode_u32(count), db=self._lost)
+        else:
+            self._txn.delete(chunk_id, db=self._lost)
 
     def set_counted(self, snapshot_id: SnapshotId, counted: bool) -> None:
         if counted:
@@ -214,5 +255,5 @@ class IndexWriteTxn(IndexTxn):
 
     def clear(self) -> None:
         """Empty every table but meta (before a rebuild)."""
-        for name in (self._chunks, self._counted, self._garbage):
+        for name in (self._chunks, self._counted, self._garbage, self._lost):
             self._txn.drop(name, delete=False)
