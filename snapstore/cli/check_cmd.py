@@ -25,7 +25,7 @@ def verify(
     json_output: JsonOption = False,
 ) -> None:
     """Check the repository; exit 5 if anything is wrong."""
-    with open_repo(repo) as r, progress_for(json_output) as progress:
+    with open_repo(repo, reports_index=True) as r, progress_for(json_output) as progress:
         report = do_verify(r, read_data=read_data, sample=sample, seed=seed, progress=progress)
     hit = affected(report.problems)
     if json_output:
@@ -46,11 +46,11 @@ def verify(
         for p in report.problems:
             names = ", ".join(s.hex()[:12] for s in p.snapshots) or "no snapshot"
             out(f"{p.kind}: {p.detail} (affects {names})")
-        info(
-            f"checked {report.snapshots} snapshots, {report.chunks} chunks, "
-            f"{report.chunks_read} read and hashed: "
-            + ("no problems" if report.ok else f"{len(report.problems)} problems")
-        )
+        if report.ok:
+            info(
+                f"checked {report.snapshots} snapshots, {report.chunks} chunks, "
+                f"{report.chunks_read} read and hashed: no problems"
+            )
     if not report.ok:
         raise DamagedError(len(report.problems), len(hit))
 
