@@ -79,7 +79,10 @@ class PackWriter:
         self.durable_size = self.size
 
     def seal(self) -> None:
-        """Make every appended record durable (fsync file and directory) and close."""
+        """Make every appended record durable (fsync file and directory) and close. Sealing
+        a sealed pack does nothing."""
+        if self._fd < 0 and not self._broken:
+            return
         self.sync()
         try:
             os.close(self._fd)
