@@ -7,6 +7,7 @@ the files underneath.
 from __future__ import annotations
 
 import enum
+import logging
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ from snapstore.errors import (
     IntegrityError,
     RepositoryNotFoundError,
     SnapstoreError,
+    UnknownSnapshotError,
     UnsupportedFormatError,
     UsageError,
     translate_os_error,
@@ -45,6 +47,7 @@ from snapstore.storage.packstore import PackStore, PackWriter
 from snapstore.storage.pins import PinStore
 from snapstore.storage.snapshots import PENDING, ManifestWriter, SnapshotStore
 
+log = logging.getLogger(__name__)
 REPO_DIR_NAME = ".snapstore"
 RESERVE_SIZE = 16 * 1024 * 1024
 CHECKPOINT_BYTES = 16 * 1024 * 1024  # index the open pack this often (resumable commits)
@@ -368,12 +371,37 @@ class Repository:
         self.snapshots.purge_trash(snapshot_id)
 
     def list_snapshots(self) -> list[SnapshotInfo]:
-        """Every published snapshot, oldest first."""
-        infos = [self.snapshots.load_info(sid) for sid in self.snapshots.list_ids()]
-        return sorted(infos, key=lambda s: (s.created, s.hex))
+        """Every published snapshot, oldest first (CorruptError if a manifest is damaged)."""
+        infos, damaged = self._load_infos()
+        if damaged:
+            raise damaged[0][1]
+        return infos
+
+    def _load_infos(self) -> tuple[list[SnapshotInfo], list[tuple[SnapshotId, SnapstoreError]]]:
+        infos: list[SnapshotInfo] = []
+        damaged: list[tuple[SnapshotId, SnapstoreError]] = []
+        for sid in self.snapshots.list_ids():
+            try:
+                infos.append(self.snapshots.load_info(sid))
+            except (CorruptError, IntegrityError) as exc:
+                damaged.append((sid, exc))
+        return sorted(infos, key=lambda s: (s.created, s.hex)), damaged
 
     def resolve(self, ref: str, *, name: str | None = None) -> SnapshotInfo:
-        return ids.resolve(ref, self.list_snapshots(), name=name)
+        """The snapshot ``ref`` names. A damaged manifest does not stop the others from being
+        found (it is left out, with a warning); naming it gives its error."""
+        infos, damaged = self._load_infos()
+        try:
+            found = ids.resolve(ref, infos, name=name)
+        except UnknownSnapshotError:
+            wanted = ref.strip().lower()
+            for sid, exc in damaged:
+                if len(wanted) >= ids.MIN_PREFIX and sid.hex().startswith(wanted):
+                    raise exc from None
+            raise
+        for _, exc in damaged:
+            log.warning("%s; it was left out when looking for %r (run 'snap verify')", exc.message, ref)
+        return found
 
     def iter_records(self, snapshot_id: SnapshotId) -> Iterator[ManifestRecord]:
         return self.snapshots.iter_records(snapshot_id)

@@ -547,3 +547,28 @@ def test_rebuilt_counts_keep_a_damaged_manifests_chunks(repo: Path, base: Base) 
         assert plan.dead_chunks == () and plan.delete_packs == ()
     flip(path, path.stat().st_size - 30)  # undone: the snapshot is whole again
     checks_out(repo, base, set(base.digests))
+
+
+def test_a_damaged_manifest_does_not_stop_checkout_of_the_others(
+    repo: Path, base: Base, tmp_path: Path
+) -> None:
+    """'snap log' lists every snapshot or fails (exit 4, naming the manifest); checkout and
+    show of another snapshot still work (with a warning), and naming the damaged one gives
+    its error."""
+    damaged = next(iter(snapshots_of(base, "other")))
+    path = repo / "snapshots" / damaged
+    path.write_bytes(path.read_bytes()[:-20])  # its trailer is gone
+    res = cli("log", "-r", repo)
+    assert res.code == 4 and damaged[:12] in one_error_line(res.err)
+    for sid in snapshots_of(base, "disk"):
+        out = tmp_path / sid[:8]
+        res = cli("checkout", sid[:10], "-o", out, "-r", repo)
+        assert res.code == 0, res.err
+        assert out.read_bytes() == base.sources[sid]
+        assert res.err.startswith(f"snap: warning: manifest {damaged[:12]}")
+    res = cli("checkout", "latest", "--name", "disk", "-o", tmp_path / "latest", "-r", repo)
+    assert res.code == 0, res.err
+    res = cli("checkout", damaged, "-o", tmp_path / "x", "-r", repo)
+    assert res.code == 4 and damaged[:12] in one_error_line(res.err)
+    res = cli("checkout", "ffff", "-o", tmp_path / "x", "-r", repo)
+    assert res.code == 3, res.err
