@@ -20,8 +20,10 @@ import lmdb
 from snapstore.errors import CorruptError, NoSpaceError, StorageIOError
 from snapstore.format import index as fmt
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
+from snapstore.storage import lmdb_file
 
 CHUNK_ID_SIZE = 32
+_MAX_META = 64
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as used
 _DBS = (b"chunks", b"counted", b"garbage", b"meta", b"lost")
@@ -56,6 +58,7 @@ def _acquire_env(path: Path, mode: int, create: bool) -> tuple[Any, dict[bytes, 
             env, dbs, users = _OPEN[key]
             _OPEN[key] = (env, dbs, users + 1)
             return env, dbs
+        lmdb_file.check(path, fmt.REPAIR_HINT)  # before LMDB maps and trusts it
         try:
             env = lmdb.open(
                 key,
@@ -67,11 +70,29 @@ def _acquire_env(path: Path, mode: int, create: bool) -> tuple[Any, dict[bytes, 
                 readahead=False,
                 max_readers=256,
             )
-            dbs = {name: env.open_db(name) for name in _DBS}
+            try:
+                _check_tree(env, path)
+                dbs = {name: env.open_db(name) for name in _DBS}
+            except BaseException:
+                env.close()
+                raise
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
         _OPEN[key] = (env, dbs, 1)
         return env, dbs
+
+
+def _check_tree(env: Any, path: Path) -> None:
+    """Walk every page the current state of the index uses, inside a read transaction (no
+    writer can reuse those pages meanwhile), before any lookup trusts them."""
+    for _ in range(5):
+        with env.begin() as txn:
+            try:
+                lmdb_file.check_tree(path, txn.id(), fmt.REPAIR_HINT)
+                return
+            except lmdb_file.ConcurrentChange:
+                continue  # a writer rewrote the meta page as it was read
+    raise StorageIOError("index", "it kept changing while it was checked")
 
 
 def _release_env(path: Path) -> None:
@@ -90,14 +111,18 @@ class Index:
         self.path = path
         self._env, self._db = _acquire_env(path, mode, create)
         self._closed = False
-        if create:
-            with self.write() as w:
-                if w.get_meta(b"version") is None:
-                    w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))
-        with self.read() as r:
-            version = r.get_meta(b"version")
-        if version is None or fmt.decode_u64(version) != fmt.INDEX_VERSION:
-            raise CorruptError("index", "missing or unknown index version", hint=fmt.REPAIR_HINT)
+        try:
+            if create:
+                with self.write() as w:
+                    if w.get_meta(b"version") is None:
+                        w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))
+            with self.read() as r:
+                version = r.get_meta(b"version")
+            if version is None or fmt.decode_u64(version) != fmt.INDEX_VERSION:
+                raise CorruptError("index", "missing or unknown index version", hint=fmt.REPAIR_HINT)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if not self._closed:
@@ -106,8 +131,9 @@ class Index:
 
     @contextmanager
     def read(self) -> Iterator[IndexTxn]:
+        # Buffers: a value's length is checked before its bytes are copied (lmdb_file.py).
         try:
-            with self._env.begin(buffers=False) as txn:
+            with self._env.begin(buffers=True) as txn:
                 yield IndexTxn(txn, self._db)
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
@@ -116,13 +142,17 @@ class Index:
     def write(self) -> Iterator[IndexWriteTxn]:
         """A write transaction, committed (durably) when the block ends without error."""
         try:
-            with self._env.begin(write=True) as txn:
+            with self._env.begin(write=True, buffers=True) as txn:
                 yield IndexWriteTxn(txn, self._db)
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
+        lmdb_file.pad(self.path)
 
 
 class IndexTxn:
+    """Reads of one transaction. Keys and values come as buffers into LMDB's map: each is
+    checked (length first) and copied before it is returned."""
+
     def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
         self._txn = txn
         self._chunks = dbs[b"chunks"]
@@ -140,33 +170,34 @@ class IndexTxn:
     def iter_locations(self) -> Iterator[tuple[ChunkId, ChunkLocation]]:
         with self._txn.cursor(db=self._chunks) as cur:
             for key, value in cur:
-                if len(key) != CHUNK_ID_SIZE:
-                    raise CorruptError("index", f"chunk key of {len(key)} bytes", hint=fmt.REPAIR_HINT)
-                yield key, fmt.decode_location(value)
+                yield _chunk_key(key), fmt.decode_location(value)
 
     def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation | CorruptError]]:
         """Every chunk entry, a damaged one as the error that decoding it raised (verify
         reports those and carries on)."""
         with self._txn.cursor(db=self._chunks) as cur:
             for key, value in cur:
+                name = bytes(key) if len(key) <= 2 * CHUNK_ID_SIZE else bytes(key[:CHUNK_ID_SIZE])
                 entry: ChunkLocation | CorruptError
                 try:
-                    if len(key) != CHUNK_ID_SIZE:
-                        raise CorruptError("index", f"chunk key of {len(key)} bytes", hint=fmt.REPAIR_HINT)
+                    _chunk_key(key)
                     entry = fmt.decode_location(value)
                 except CorruptError as exc:
                     entry = exc
-                yield key, entry
+                yield name, entry
 
     def chunk_count(self) -> int:
         return int(self._txn.stat(self._chunks)["entries"])
 
     def is_counted(self, snapshot_id: SnapshotId) -> bool:
+        if len(snapshot_id) != CHUNK_ID_SIZE:
+            return False
         return self._txn.get(snapshot_id, db=self._counted) is not None
 
     def iter_counted(self) -> Iterator[SnapshotId]:
         with self._txn.cursor(db=self._counted) as cur:
-            yield from cur.iternext(keys=True, values=False)
+            for key in cur.iternext(keys=True, values=False):
+                yield _chunk_key(key)
 
     def iter_garbage(self) -> Iterator[tuple[PackId, int, int]]:
         with self._txn.cursor(db=self._garbage) as cur:
@@ -185,11 +216,21 @@ class IndexTxn:
     def iter_lost(self) -> Iterator[tuple[ChunkId, int]]:
         with self._txn.cursor(db=self._lost) as cur:
             for key, value in cur:
-                yield key, fmt.decode_u32(value)
+                yield _chunk_key(key), fmt.decode_u32(value)
 
     def get_meta(self, key: bytes) -> bytes | None:
         value = self._txn.get(key, db=self._meta)
-        return None if value is None else bytes(value)
+        if value is None:
+            return None
+        if len(value) > _MAX_META:
+            raise CorruptError("index", f"meta value of {len(value)} bytes", hint=fmt.REPAIR_HINT)
+        return bytes(value)
+
+
+def _chunk_key(key: Any) -> bytes:
+    if len(key) != CHUNK_ID_SIZE:
+        raise CorruptError("index", f"a key of {len(key)} bytes", hint=fmt.REPAIR_HINT)
+    return bytes(key)
 
 
 class IndexWriteTxn(IndexTxn):
