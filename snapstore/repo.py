@@ -209,7 +209,7 @@ class Repository:
             raise translate_os_error(exc, str(path)) from exc
         if present and not rebuild:
             try:
-                return Index(path, mode=self.file_mode, create=False)
+                return Index(path, mode=self.file_mode, create=False, readonly=self.mode is Mode.READ)
             except CorruptError as exc:
                 if self.mode is not Mode.READ:
                     raise

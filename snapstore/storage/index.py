@@ -27,6 +27,7 @@ _MAX_META = 64
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as used
 _DBS = (b"chunks", b"counted", b"garbage", b"meta", b"lost")
+_OPTIONAL = (b"garbage", b"lost")  # a reader of an index without them finds them empty
 
 
 def _translate(exc: lmdb.Error, where: str) -> Exception:
@@ -51,11 +52,16 @@ _OPEN: dict[str, tuple[Any, dict[bytes, Any], int]] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _acquire_env(path: Path, mode: int, create: bool) -> tuple[Any, dict[bytes, Any]]:
+def _acquire_env(path: Path, mode: int, create: bool, readonly: bool) -> tuple[Any, dict[bytes, Any]]:
+    """The process's environment of the index at ``path`` (shared: LMDB allows one per
+    process). A read-only one never takes LMDB's writer mutex: a reader never waits for a
+    writer's transaction, and works on a read-only filesystem."""
     key = os.path.realpath(path)
     with _OPEN_LOCK:
         if key in _OPEN:
             env, dbs, users = _OPEN[key]
+            if env.flags()["readonly"] and not readonly:
+                raise StorageIOError("index", "it is open read-only in this process")
             _OPEN[key] = (env, dbs, users + 1)
             return env, dbs
         lmdb_file.check(path, fmt.REPAIR_HINT)  # before LMDB maps and trusts it
@@ -65,14 +71,15 @@ def _acquire_env(path: Path, mode: int, create: bool) -> tuple[Any, dict[bytes, 
                 map_size=MAP_SIZE,
                 subdir=True,
                 max_dbs=len(_DBS),
-                create=create,
+                create=create and not readonly,
+                readonly=readonly,
                 mode=mode,
                 readahead=False,
                 max_readers=256,
             )
             try:
                 _check_tree(env, path)
-                dbs = {name: env.open_db(name) for name in _DBS}
+                dbs = _open_dbs(env, readonly)
             except BaseException:
                 env.close()
                 raise
@@ -80,6 +87,23 @@ def _acquire_env(path: Path, mode: int, create: bool) -> tuple[Any, dict[bytes, 
             raise _translate(exc, "index") from exc
         _OPEN[key] = (env, dbs, 1)
         return env, dbs
+
+
+def _open_dbs(env: Any, readonly: bool) -> dict[bytes, Any]:
+    """The tables; a writer creates those that do not exist yet, for a reader they are empty."""
+    if not readonly:
+        with env.begin(write=True) as txn:
+            return {name: env.open_db(name, txn=txn) for name in _DBS}
+    dbs = {}
+    for name in _DBS:
+        try:
+            dbs[name] = env.open_db(name, create=False)
+        except lmdb.NotFoundError as exc:
+            if name not in _OPTIONAL:
+                detail = f"the {name.decode()} table is missing"
+                raise CorruptError("index", detail, hint=fmt.REPAIR_HINT) from exc
+            dbs[name] = None
+    return dbs
 
 
 def _check_tree(env: Any, path: Path) -> None:
@@ -107,9 +131,9 @@ def _release_env(path: Path) -> None:
 
 
 class Index:
-    def __init__(self, path: Path, *, mode: int, create: bool) -> None:
+    def __init__(self, path: Path, *, mode: int, create: bool, readonly: bool = False) -> None:
         self.path = path
-        self._env, self._db = _acquire_env(path, mode, create)
+        self._env, self._db = _acquire_env(path, mode, create, readonly)
         self._closed = False
         try:
             if create:
@@ -200,6 +224,8 @@ class IndexTxn:
                 yield _chunk_key(key)
 
     def iter_garbage(self) -> Iterator[tuple[PackId, int, int]]:
+        if self._garbage is None:
+            return
         with self._txn.cursor(db=self._garbage) as cur:
             for key, value in cur:
                 pack_id, offset = fmt.decode_garbage_key(key)
@@ -208,12 +234,14 @@ class IndexTxn:
     def get_lost(self, chunk_id: ChunkId) -> int | None:
         """The reference count of a chunk snapshots name but no pack holds (its data was
         lost or found damaged), or None."""
-        if len(chunk_id) != CHUNK_ID_SIZE:
+        if len(chunk_id) != CHUNK_ID_SIZE or self._lost is None:
             return None
         value = self._txn.get(chunk_id, db=self._lost)
         return None if value is None else fmt.decode_u32(value)
 
     def iter_lost(self) -> Iterator[tuple[ChunkId, int]]:
+        if self._lost is None:
+            return
         with self._txn.cursor(db=self._lost) as cur:
             for key, value in cur:
                 yield _chunk_key(key), fmt.decode_u32(value)
