@@ -172,7 +172,7 @@ def _run(
             for _, future in pending:
                 if future is not None:
                     future.cancel()
-            hasher.close()
+            hasher.cancel()
             raise
         finally:
             progress.finish()

@@ -10,6 +10,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from snapstore.extents import data_extents
 from snapstore.hashing import StreamHasher
 
 READ_BLOCK = 8 * 1024 * 1024
+_ZERO_STEP = 64 * 1024 * 1024  # zeros hashed between two looks at the stop flag
 _DONE = object()
 
 
@@ -138,11 +140,13 @@ class DigestWorker(_Worker):
     def _main(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _DONE:
+            if item is _DONE or self._stop.is_set():
                 return
             try:
                 if isinstance(item, int):
-                    self._hasher.update_zeros(item)
+                    while item > 0 and not self._stop.is_set():  # a zero run can be 4 EiB
+                        self._hasher.update_zeros(min(item, _ZERO_STEP))
+                        item -= _ZERO_STEP
                 else:
                     self._hasher.update(item)  # type: ignore[arg-type]
             except BaseException as exc:  # pragma: no cover - blake3 does not fail
@@ -165,3 +169,10 @@ class DigestWorker(_Worker):
         if self._thread.is_alive():
             self._put(_DONE)
             self._thread.join()
+
+    def cancel(self) -> None:
+        """End the thread now, dropping what is queued and what it is hashing (an error)."""
+        self._stop.set()
+        with suppress(queue.Full):
+            self._queue.put_nowait(_DONE)
+        self._thread.join()
