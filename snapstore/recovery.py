@@ -181,7 +181,7 @@ def build_index(root: Path, file_mode: int, packs: PackStore, snapshots: Snapsho
     tmp = root / "tmp"
     build = tmp / f"{INDEX_BUILD}{secrets.token_hex(8)}"
     try:
-        build.mkdir(mode=0o700 | (file_mode & 0o055))
+        build.mkdir(mode=fsio.dir_mode(file_mode))
     except OSError as exc:
         raise translate_os_error(exc, str(build)) from exc
     index = Index(build, mode=file_mode, create=True)

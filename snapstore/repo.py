@@ -124,8 +124,8 @@ class Repository:
             pack_target_size=pack_target_size,
             shared=shared,
         )
-        dir_mode = 0o755 if shared else 0o700
         file_mode = 0o644 if shared else 0o600
+        dir_mode = fsio.dir_mode(file_mode)
         try:
             root.mkdir(mode=dir_mode, parents=True, exist_ok=True)
             for name in (*_LAYOUT, "index"):

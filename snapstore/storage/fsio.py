@@ -22,6 +22,12 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
+def dir_mode(file_mode: int) -> int:
+    """The mode of a repository directory whose files get ``file_mode``: 0700, or 0755 when
+    the files are readable by others (a shared repository)."""
+    return 0o755 if file_mode & 0o044 else 0o700
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

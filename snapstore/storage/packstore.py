@@ -31,7 +31,7 @@ class PackWriter:
         self.path = path
         self.pack_id = pack_id
         try:
-            path.parent.mkdir(mode=0o700 | (mode & 0o055), exist_ok=True)
+            path.parent.mkdir(mode=fsio.dir_mode(mode), exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except OSError as exc:
             raise translate_os_error(exc, str(path)) from exc

@@ -32,7 +32,7 @@ class PinStore:
 
     def pin(self, snapshot_id: SnapshotId) -> None:
         try:
-            self.root.mkdir(mode=0o700 | (self.file_mode & 0o055), exist_ok=True)
+            self.root.mkdir(mode=fsio.dir_mode(self.file_mode), exist_ok=True)
         except OSError as exc:
             raise translate_os_error(exc, str(self.root)) from exc
         fsio.write_durable(self.root / snapshot_id.hex(), b"", self.file_mode)
