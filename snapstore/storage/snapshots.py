@@ -30,14 +30,9 @@ class ManifestWriter:
         self._path = tmp_dir / f"part-{secrets.token_hex(8)}"
         self._pending: Path | None = None  # where finish() moved it
         self._buffer = bytearray()
-        try:
+        try:  # the mode as the umask allows, like every other repository file
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except OSError as exc:
-            raise translate_os_error(exc, "manifest") from exc
-        try:
-            os.fchmod(self._fd, mode)  # the mode asked for, whatever the umask
-        except OSError as exc:
-            self.abort()
             raise translate_os_error(exc, "manifest") from exc
         self._hasher = StreamHasher()
         self.write(fmt.encode_header())
