@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,7 +78,7 @@ def _check_snapshots(root: Path, expected: dict[str, str], out: Path, verified: 
     out.unlink(missing_ok=True)
 
 
-def test_commit_killed_at_many_points(tmp_path: Path) -> None:
+def test_commit_killed_at_many_points(tmp_path: Path, report_count: Any) -> None:
     """The kill moments are fractions of a measured commit (from taking the lock to exiting),
     so they land mid-commit on a fast machine as on a slow one."""
     started = time.monotonic()
@@ -123,6 +124,7 @@ def test_commit_killed_at_many_points(tmp_path: Path) -> None:
 
     killed = outcomes.count("killed")
     print(f"\ncommit of 200 MiB: work {work * 1000:.0f} ms, {killed} of {KILL_POINTS} kills mid-commit")
+    report_count("crash", "commit 200 MiB (SIGKILL)", kill_points=KILL_POINTS, landed_mid_run=killed)
     assert killed >= 8, f"only {killed} of {KILL_POINTS} kills landed mid-commit: {outcomes}"
     assert left_behind >= killed // 2, "the kills hardly ever interrupted the work: the test proves little"
     # A kill before the snapshot was published leaves none; one after it leaves a whole one.
@@ -134,6 +136,8 @@ def test_commit_killed_at_many_points(tmp_path: Path) -> None:
     with Repository.open(root) as repo:
         checkout(repo, repo.resolve("latest", name="disk.img"), str(out))
     assert file_digest(out) == expected[f"v{KILL_POINTS}"]
+    done = run_snap("verify", "--read-data", "--repo", str(root))
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     assert time.monotonic() - started < 150
 
 
