@@ -403,6 +403,15 @@ class Repository:
             log.warning("%s; it was left out when looking for %r (run 'snap verify')", exc.message, ref)
         return found
 
+    def find_damaged(self, ref: str) -> SnapshotId | None:
+        """The one snapshot whose manifest is damaged and whose id starts with ``ref`` (at
+        least 4 hex digits), or None: so that it can be removed."""
+        wanted = ref.strip().lower()
+        if len(wanted) < ids.MIN_PREFIX:
+            return None
+        hits = [sid for sid, _ in self._load_infos()[1] if sid.hex().startswith(wanted)]
+        return hits[0] if len(hits) == 1 else None
+
     def iter_records(self, snapshot_id: SnapshotId) -> Iterator[ManifestRecord]:
         return self.snapshots.iter_records(snapshot_id)
 

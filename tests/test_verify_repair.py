@@ -572,3 +572,19 @@ def test_a_damaged_manifest_does_not_stop_checkout_of_the_others(
     assert res.code == 4 and damaged[:12] in one_error_line(res.err)
     res = cli("checkout", "ffff", "-o", tmp_path / "x", "-r", repo)
     assert res.code == 3, res.err
+
+
+def test_a_snapshot_with_a_damaged_manifest_can_be_removed(repo: Path, base: Base) -> None:
+    damaged = next(iter(snapshots_of(base, "other")))
+    path = repo / "snapshots" / damaged
+    path.write_bytes(path.read_bytes()[:-20])
+    assert_damage(repo, "manifest", {damaged})
+    res = cli("rm", damaged[:8], "-r", repo)
+    assert res.code == 0, res.err
+    assert f"removed {damaged[:12]} (its manifest is damaged)" in res.out
+    assert verify(repo, "--read-data")[0] == 0
+    assert cli("gc", "-r", repo).code == 0
+    assert verify(repo, "--read-data")[0] == 0
+    checks_out(repo, base, snapshots_of(base, "disk"))
+    res = cli("log", "--json", "-r", repo)
+    assert res.code == 0 and {s["id"] for s in res.json()} == snapshots_of(base, "disk")
