@@ -177,3 +177,31 @@ def test_checkout_killed_leaves_no_output_and_is_cleaned_up(tmp_path: Path) -> N
     assert file_digest(target) == file_digest(image)
     assert not temp[0].exists(), "the dead checkout's temp file was not removed"
     assert live.exists(), "a live checkout's temp file was removed"
+
+
+def test_rerun_of_a_killed_commit_reuses_its_chunks(tmp_path: Path, report_count: Any) -> None:
+    """Killed once it has written 48 MiB into its first (64 MiB) pack, a commit has indexed
+    at least 32 MiB of it at its 16 MiB checkpoints: the rerun does not store those again."""
+    image = tmp_path / "disk.img"
+    rng = random.Random(99)
+    with open(image, "wb") as f:
+        for _ in range(160):
+            f.write(rng.randbytes(MiB))  # incompressible: stored bytes = raw bytes
+    root = tmp_path / "repo"
+    Repository.init(root).close()
+    proc, _ = start_holding_lock(["commit", str(image)], root)
+    deadline = time.monotonic() + 60
+    while sum(p.stat().st_size for p in (root / "packs").rglob("*.pack")) < 48 * MiB:
+        assert proc.poll() is None and time.monotonic() < deadline, "the commit ended too soon"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    done = run_snap("commit", str(image), "--json", "--repo", str(root))
+    assert done.returncode == 0, done.stderr
+    stored = json.loads(done.stdout)["new_stored_bytes"]
+    print(f"\nrerun after a kill at 48 MiB stored {stored / MiB:.0f} of 160 MiB")
+    assert stored <= (160 - 32) * MiB, f"the rerun stored {stored / MiB:.0f} MiB: checkpoints not reused"
+    report_count("crash", "commit rerun reuses chunks (SIGKILL)", kill_points=1, landed_mid_run=1)
+    with Repository.open(root) as repo:
+        checkout(repo, repo.resolve("latest"), str(tmp_path / "out"))
+    assert file_digest(tmp_path / "out") == file_digest(image)
