@@ -55,9 +55,14 @@ _LAYOUT = ("packs", "snapshots", "tmp", "locks", "pins")
 
 
 class Mode(enum.Enum):
-    READ = "read"  # shared data lock: checkout, log, show, verify
+    READ = "read"  # shared data lock: checkout, log, show
+    CHECK = "check"  # write lock (nothing changes meanwhile) + shared data lock, no writes: verify
     WRITE = "write"  # write lock: commit, rm, config
     EXCLUSIVE = "exclusive"  # write lock + exclusive data lock: gc, prune, repair
+
+    @property
+    def writes(self) -> bool:
+        return self in (Mode.WRITE, Mode.EXCLUSIVE)
 
 
 def find_root(start: Path) -> Path | None:
@@ -89,7 +94,7 @@ class Repository:
         self.rebuild_report: recovery.RebuildReport | None = None
         try:
             self.index = self._open_index(rebuild_index)
-            if mode is not Mode.READ:
+            if mode.writes:
                 recovery.recover(self.index, self.snapshots)
         except BaseException:
             self._close_index()
@@ -209,12 +214,12 @@ class Repository:
             raise translate_os_error(exc, str(path)) from exc
         if present and not rebuild:
             try:
-                return Index(path, mode=self.file_mode, create=False, readonly=self.mode is Mode.READ)
+                return Index(path, mode=self.file_mode, create=False, readonly=not self.mode.writes)
             except CorruptError as exc:
-                if self.mode is not Mode.READ:
+                if self.mode.writes:
                     raise
                 problem = f"the index is damaged ({exc.detail})"
-        if self.mode is Mode.READ:
+        if not self.mode.writes:
             index, self._temporary_index, self.rebuild_report = recovery.temporary_index(
                 self.packs, self.snapshots
             )
@@ -237,7 +242,7 @@ class Repository:
         self.config = config
 
     def _require(self, mode: Mode) -> None:
-        if self.mode is Mode.READ or (mode is Mode.EXCLUSIVE and self.mode is not Mode.EXCLUSIVE):
+        if not self.mode.writes or (mode is Mode.EXCLUSIVE and self.mode is not Mode.EXCLUSIVE):
             raise AssertionError(f"repository opened {self.mode.value}, {mode.value} needed")
 
     # -- chunks --------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def verify(
     json_output: JsonOption = False,
 ) -> None:
     """Check the repository; exit 5 if anything is wrong."""
-    with open_repo(repo, reports_index=True) as r, progress_for(json_output) as progress:
+    with open_repo(repo, Mode.CHECK, reports_index=True) as r, progress_for(json_output) as progress:
         report = do_verify(r, read_data=read_data, sample=sample, seed=seed, progress=progress)
     hit = affected(report.problems)
     if json_output:

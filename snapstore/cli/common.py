@@ -55,7 +55,8 @@ def tell_state(r: Repository, *, index: bool = True) -> None:
             "(run 'snap repair' to rebuild it)"
         )
     if r.interrupted_writer is not None:
-        info(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; its work was recovered")
+        then = "its work was recovered" if r.mode.writes else "the next writing command recovers its work"
+        info(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; {then}")
 
 
 def info(message: str) -> None:

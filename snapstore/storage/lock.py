@@ -1,9 +1,10 @@
 """Repository locks (flock, so a killed holder's lock is released by the kernel).
 
 Two lock files: ``locks/write`` is held exclusively by every command that writes (commit,
-rm, gc, prune, config, repair); ``locks/data`` is held shared by readers (checkout, verify)
-and exclusively by commands that destroy chunk data (gc, prune), so a checkout never sees
-data vanish under it while a commit may run beside it.
+rm, gc, prune, config, repair) and by verify (nothing may change while it checks);
+``locks/data`` is held shared by readers (checkout, verify) and exclusively by commands that
+destroy chunk data (gc, prune, repair), so a checkout never sees data vanish under it while a
+commit may run beside it.
 
 The holder of ``locks/write`` records its pid, host and command in it, so a blocked user is
 told who holds it, and replaces the record by ``{}`` when it releases the lock. A record
