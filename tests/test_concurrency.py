@@ -141,6 +141,32 @@ def test_two_commits_to_one_repository(tmp_path: Path) -> None:
     checks_out(repo, snaps["big"], sha(big), tmp_path / "out")
 
 
+def test_verify_and_commit_exclude_each_other(tmp_path: Path) -> None:
+    """verify needs a repository nothing changes under: a commit fails fast beside it, and
+    it fails fast beside a commit; a checkout runs beside verify."""
+    repo = init(tmp_path / "repo")
+    big = big_file(tmp_path / "big.img", 160, 60)
+    assert run_snap("commit", str(big), "-m", "big", "-r", str(repo)).returncode == 0
+    long, _ = start_holding_lock(["commit", str(big), "-m", "again"], repo)
+    tries = race(long, repo / "locks" / "write", lambda: run_snap("verify", "-r", str(repo)))
+    locked_out(tries, f"locked by pid {long.pid}", "commit")
+    small = tmp_path / "small.img"
+    small.write_bytes(b"small" * 1000)
+    verifier, _ = start_holding_lock(["verify", "--read-data"], repo)
+    with frozen(verifier):
+        line = clean_error_line(run_snap("commit", str(small), "-r", str(repo)))
+        assert f"locked by pid {verifier.pid}" in line and "verify" in line, line
+        done = run_snap("checkout", snapshots(repo)["big"], "-o", str(tmp_path / "out"), "-r", str(repo))
+        assert done.returncode == 0, done.stderr.decode()
+    assert verifier.wait(timeout=120) == 0
+    assert sha(tmp_path / "out") == sha(big)
+
+
+def clean_error_line(res: subprocess.CompletedProcess[bytes]) -> str:
+    assert res.returncode == LOCKED, res.stderr.decode()
+    return one_error_line(res.stderr.decode())
+
+
 def test_two_commits_to_two_repositories(tmp_path: Path) -> None:
     repos = [init(tmp_path / f"repo{i}") for i in range(2)]
     files = [big_file(tmp_path / f"big{i}.img", 128, 10 + i) for i in range(2)]

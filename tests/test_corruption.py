@@ -300,7 +300,7 @@ JUNK = [
 
 
 @pytest.mark.parametrize("i", range(len(JUNK)))
-def test_junk_in_lock_files_and_pins(i: int, base: Base, tmp_path: Path) -> None:
+def test_junk_in_lock_files_and_pins(i: int, base: Base, tmp_path: Path, report_count: Any) -> None:
     repo = copy_repository(base.path, tmp_path / "repo")
     (repo / "locks" / "write").write_bytes(JUNK[i])
     (repo / "locks" / "data").write_bytes(JUNK[-1 - i])
@@ -325,3 +325,4 @@ def test_junk_in_lock_files_and_pins(i: int, base: Base, tmp_path: Path) -> None
         ), res.err
     assert hashlib.sha256((tmp_path / "out").read_bytes()).hexdigest() == base.digests[sid]
     assert (repo / "locks" / "write").read_bytes() == b"{}", "a finished writer leaves an empty record"
+    report_count("corruption", "lock files and pins (junk contents, names)", tried=1, live=0, reported=0)
