@@ -223,3 +223,45 @@ def temporary_index(packs: PackStore, snapshots: SnapshotStore) -> tuple[Index, 
         shutil.rmtree(path, ignore_errors=True)
         raise
     return index, path, report
+
+
+@dataclass
+class OpenedIndex:
+    """The index a repository opened: its own, or a temporary one rebuilt for a reader."""
+
+    index: Index
+    problem: str | None = None  # why a temporary index is used
+    temporary: Path | None = None  # its directory, removed by close()
+    report: RebuildReport | None = None  # when it was rebuilt
+
+    def close(self) -> None:
+        self.index.close()
+        if self.temporary is not None:
+            shutil.rmtree(self.temporary, ignore_errors=True)
+            self.temporary = None
+
+
+def open_index(
+    root: Path, file_mode: int, packs: PackStore, snapshots: SnapshotStore, *, writes: bool, rebuild: bool
+) -> OpenedIndex:
+    """The repository's index. A missing one is rebuilt by writers (in place) and by readers
+    (in a temporary directory: a reader never writes to the repository); a damaged one by
+    readers the same way, by writers only when asked (``rebuild``: repair)."""
+    path = root / "index"
+    problem = "the index is missing"
+    try:
+        present = (path / "data.mdb").exists()
+    except OSError as exc:
+        raise translate_os_error(exc, str(path)) from exc
+    if present and not rebuild:
+        try:
+            return OpenedIndex(Index(path, mode=file_mode, create=False, readonly=not writes))
+        except CorruptError as exc:
+            if writes:
+                raise
+            problem = f"the index is damaged ({exc.detail})"
+    if not writes:
+        index, temporary, report = temporary_index(packs, snapshots)
+        return OpenedIndex(index, problem, temporary, report)
+    report = build_index(root, file_mode, packs, snapshots)
+    return OpenedIndex(Index(path, mode=file_mode, create=False), report=report)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
-import shutil
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,16 +87,18 @@ class Repository:
         self.pins = PinStore(root / "pins", self.file_mode)
         self._pack: PackWriter | None = None
         self._pending: dict[ChunkId, ChunkLocation] = {}
-        # Why a reader uses a temporary index (None: the repository's own), and where it is.
-        self.index_problem: str | None = None
-        self._temporary_index: Path | None = None
-        self.rebuild_report: recovery.RebuildReport | None = None
+        opened = recovery.open_index(
+            root, self.file_mode, self.packs, self.snapshots, writes=mode.writes, rebuild=rebuild_index
+        )
+        self.index = opened.index
+        self.index_problem = opened.problem  # why a temporary index is used (None: the repository's)
+        self.rebuild_report = opened.report
+        self._opened = opened
         try:
-            self.index = self._open_index(rebuild_index)
             if mode.writes:
                 recovery.recover(self.index, self.snapshots)
         except BaseException:
-            self._close_index()
+            opened.close()
             self.packs.close()
             raise
 
@@ -183,7 +184,7 @@ class Repository:
             self._pack = None
         self._pending.clear()
         self.packs.close()
-        self._close_index()
+        self._opened.close()
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
@@ -201,40 +202,6 @@ class Repository:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def _open_index(self, rebuild: bool) -> Index:
-        """The repository's index. A missing one is rebuilt by writers (in place) and by
-        readers (in a temporary directory: a reader never writes to the repository); a
-        damaged one by readers the same way, by writers only through repair."""
-        path = self.root / "index"
-        problem = "the index is missing"
-        try:
-            present = (path / "data.mdb").exists()
-        except OSError as exc:
-            raise translate_os_error(exc, str(path)) from exc
-        if present and not rebuild:
-            try:
-                return Index(path, mode=self.file_mode, create=False, readonly=not self.mode.writes)
-            except CorruptError as exc:
-                if self.mode.writes:
-                    raise
-                problem = f"the index is damaged ({exc.detail})"
-        if not self.mode.writes:
-            index, self._temporary_index, self.rebuild_report = recovery.temporary_index(
-                self.packs, self.snapshots
-            )
-            self.index_problem = problem
-            return index
-        self.rebuild_report = recovery.build_index(self.root, self.file_mode, self.packs, self.snapshots)
-        return Index(path, mode=self.file_mode, create=False)
-
-    def _close_index(self) -> None:
-        index: Index | None = getattr(self, "index", None)
-        if index is not None:
-            index.close()
-        if self._temporary_index is not None:
-            shutil.rmtree(self._temporary_index, ignore_errors=True)
-            self._temporary_index = None
 
     def save_config(self, config: Config) -> None:
         self._require(Mode.WRITE)
