@@ -80,11 +80,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not rows:
         return
     terminalreporter.section("trust suite counts")
+    merged: dict[tuple[str, str], Counter[str]] = {}
+    for suite, label, counts in rows:  # rows of the same label (parametrized tests) are added up
+        merged.setdefault((suite, label), Counter()).update(counts)
     totals: dict[str, Counter[str]] = {}
-    for suite, label, counts in sorted(rows, key=lambda r: (r[0], r[1])):
+    for (suite, label), counts in sorted(merged.items()):
         shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-        terminalreporter.write_line(f"{suite:<12} {label:<40} {shown}")
+        terminalreporter.write_line(f"{suite:<12} {label:<44} {shown}")
         totals.setdefault(suite, Counter()).update(counts)
     for suite, counter in sorted(totals.items()):
         shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counter.items())
-        terminalreporter.write_line(f"{suite:<12} {'TOTAL':<40} {shown}")
+        terminalreporter.write_line(f"{suite:<12} {'TOTAL':<44} {shown}")
