@@ -8,6 +8,7 @@ with atheris when it is installed: ``python tests/fuzz/fuzz.py TARGET``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import io
@@ -34,6 +35,7 @@ from snapstore.storage.packstore import PackStore
 from snapstore.storage.snapshots import SnapshotStore
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="snap-fuzz-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 
 
 def _u32(data: bytes, at: int) -> int:
