@@ -94,8 +94,8 @@ class UnsupportedFormatError(RepositoryError):
 class CorruptError(RepositoryError):
     """Repository metadata that cannot be parsed (config, manifest, index, pack header)."""
 
-    def __init__(self, what: str, detail: str) -> None:
-        super().__init__(f"{what} is corrupt: {detail}", hint="run 'snap verify'")
+    def __init__(self, what: str, detail: str, *, hint: str = "run 'snap verify'") -> None:
+        super().__init__(f"{what} is corrupt: {detail}", hint=hint)
         self.what = what
         self.detail = detail
 

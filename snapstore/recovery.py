@@ -1,22 +1,65 @@
 """Bringing the index in line with packs and manifests after a crash (docs/FORMAT.md,
-"recovery"). Runs under the write lock, at the start of every writing command."""
+"recovery"), and rebuilding it from them. Recovery runs under the write lock, at the start of
+every writing command."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+import os
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from snapstore import codec
+from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
+from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import ChunkId, ChunkLocation, ChunkRef, SnapshotId
+from snapstore.storage import fsio
 from snapstore.storage.index import Index
 from snapstore.storage.packstore import PackStore
 from snapstore.storage.snapshots import PENDING, TRASH, SnapshotStore
 
 log = logging.getLogger(__name__)
+INDEX_BUILD = "index-"  # tmp/index-<random>/: an index being built, moved to index/ when whole
 
 
-def chunk_set(snapshots: SnapshotStore, snapshot_id: SnapshotId, where: str = "") -> set[ChunkId]:
-    """The distinct chunk ids a manifest names (memory: ~90 bytes per distinct chunk)."""
-    return {r.chunk_id for r in snapshots.iter_records(snapshot_id, where=where) if isinstance(r, ChunkRef)}
+@dataclass(frozen=True)
+class RebuildReport:
+    chunks: int  # chunk records indexed
+    duplicates: int  # records of a chunk indexed elsewhere (put on the garbage list)
+    damaged_packs: tuple[str, ...] = ()  # packs whose header is damaged (their records still count)
+    damaged_manifests: tuple[SnapshotId, ...] = ()  # counted as far as they could be read
+
+
+def chunk_set(
+    snapshots: SnapshotStore, snapshot_id: SnapshotId, where: str = "", *, damaged_ok: bool = False
+) -> set[ChunkId]:
+    """The distinct chunk ids a manifest names (memory: ~90 bytes per distinct chunk).
+
+    With ``damaged_ok`` a damaged manifest gives the chunks named before the damage instead
+    of an error: counting them keeps gc from freeing what it may still need."""
+    ids, damage = _read_chunk_set(snapshots, snapshot_id, where)
+    if damage is not None:
+        if not damaged_ok:
+            raise damage
+        log.warning("%s; counting the %d chunks it names before the damage", damage.message, len(ids))
+    return ids
+
+
+def _read_chunk_set(
+    snapshots: SnapshotStore, snapshot_id: SnapshotId, where: str = ""
+) -> tuple[set[ChunkId], CorruptError | IntegrityError | None]:
+    """The chunks a manifest names (before the damage, if any) and the damage."""
+    ids: set[ChunkId] = set()
+    try:
+        for record in snapshots.iter_records(snapshot_id, where=where):
+            if isinstance(record, ChunkRef):
+                ids.add(record.chunk_id)
+    except (CorruptError, IntegrityError) as exc:
+        return ids, exc
+    return ids, None
 
 
 def recover(index: Index, snapshots: SnapshotStore) -> None:
@@ -26,7 +69,8 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
     - ``tmp/trash-<id>``: a removal died after unpublishing; its counts are dropped.
     - a published manifest that is not counted (index lost an update): it is counted.
     - a counted snapshot with no manifest anywhere: reference counts are recounted.
-    - ``tmp/part-*``: manifests a commit never finished; deleted.
+    - ``tmp/part-*``: manifests a commit never finished; ``tmp/index-*``: index builds that
+      never finished; deleted.
     """
     tmp = snapshots.tmp_dir
     for prefix, ids in ((PENDING, snapshots.list_pending()), (TRASH, snapshots.list_trash())):
@@ -34,7 +78,7 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
             with index.read() as r:
                 counted = r.is_counted(sid)
             if counted:
-                refs = chunk_set(snapshots, sid, where=str(tmp / f"{prefix}{sid.hex()}"))
+                refs = chunk_set(snapshots, sid, where=str(tmp / f"{prefix}{sid.hex()}"), damaged_ok=True)
                 with index.write() as w:
                     w.add_refs(refs, -1, strict=False)
                     w.set_counted(sid, False)
@@ -42,8 +86,7 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
                 snapshots.discard_pending(sid)
             else:
                 snapshots.purge_trash(sid)
-    for part in tmp.glob("part-*"):
-        part.unlink(missing_ok=True)
+    remove_leftovers(tmp)
     published = set(snapshots.list_ids())
     with index.read() as r:
         counted_ids = set(r.iter_counted())
@@ -52,46 +95,173 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
         recount(index, snapshots)
         return
     for sid in sorted(published - counted_ids):
-        refs = chunk_set(snapshots, sid)
+        refs = chunk_set(snapshots, sid, damaged_ok=True)
         with index.write() as w:
             w.add_refs(refs, +1, strict=False)
             w.set_counted(sid, True)
 
 
-def recount(index: Index, snapshots: SnapshotStore) -> None:
-    """Recompute every reference count from the published manifests."""
+def remove_leftovers(tmp: Path) -> None:
+    """Delete unfinished manifests (``part-*``) and index builds (``index-*``) in ``tmp/``."""
+    try:
+        for entry in os.scandir(tmp):
+            if entry.name.startswith("part-"):
+                Path(entry.path).unlink(missing_ok=True)
+            elif entry.name.startswith(INDEX_BUILD):
+                shutil.rmtree(entry.path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise translate_os_error(exc, str(tmp)) from exc
+
+
+def recount(index: Index, snapshots: SnapshotStore) -> tuple[SnapshotId, ...]:
+    """Recompute every reference count from the published manifests; return the manifests
+    that are damaged (counted as far as they could be read: the caller reports them)."""
     with index.write() as w:
         for chunk_id, loc in list(w.iter_locations()):
             if loc.refcount:
                 w.put(chunk_id, replace(loc, refcount=0))
         for sid in list(w.iter_counted()):
             w.set_counted(sid, False)
+        w.clear_lost()
+    damaged = []
     for sid in snapshots.list_ids():
-        refs = chunk_set(snapshots, sid)
+        refs, damage = _read_chunk_set(snapshots, sid)
+        if damage is not None:
+            damaged.append(sid)  # counted as far as it reads; the caller reports it
         with index.write() as w:
             w.add_refs(refs, +1, strict=False)
             w.set_counted(sid, True)
+    return tuple(damaged)
 
 
-def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> tuple[int, int]:
-    """Rebuild the whole index from the packs alone, then count references from manifests.
+def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> RebuildReport:
+    """Fill an empty index from the packs alone, then count references from the manifests.
 
-    A chunk found in more than one pack keeps its first location; the other copies are put
-    on the garbage list for gc. Returns (chunks indexed, duplicate records)."""
-    with index.write() as w:
-        w.clear()
+    A chunk found in more than one record keeps one location whose data matches its id (the
+    first, unless only a later one does); the other records are put on the garbage list for
+    gc only when the kept one was proven good, so no copy that might be the only good one is
+    ever listed."""
     chunks = duplicates = 0
+    damaged_packs = []
     for pack_id in packs.iter_pack_ids():
+        try:
+            packs.check_header(pack_id)
+        except CorruptError as exc:
+            damaged_packs.append(exc.message)
         with index.write() as w:
             for offset, header in packs.scan(pack_id):
-                if w.get(header.chunk_id) is not None:
-                    w.put_garbage(pack_id, offset, header.record_size)
-                    duplicates += 1
+                loc = ChunkLocation(pack_id, offset, header.stored_size, header.raw_size, header.codec, 0)
+                kept = w.get(header.chunk_id)
+                if kept is None:
+                    w.put(header.chunk_id, loc)
+                    chunks += 1
                     continue
-                w.put(
-                    header.chunk_id,
-                    ChunkLocation(pack_id, offset, header.stored_size, header.raw_size, header.codec, 0),
-                )
-                chunks += 1
-    recount(index, snapshots)
-    return chunks, duplicates
+                duplicates += 1
+                if _chunk_ok(packs, header.chunk_id, kept):
+                    w.put_garbage(pack_id, offset, header.record_size)
+                elif _chunk_ok(packs, header.chunk_id, loc):
+                    w.put(header.chunk_id, loc)
+    damaged_manifests = recount(index, snapshots)
+    return RebuildReport(chunks, duplicates, tuple(damaged_packs), damaged_manifests)
+
+
+def _chunk_ok(packs: PackStore, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
+    try:
+        data = codec.decode(loc.codec, packs.read_record(loc, chunk_id), loc.raw_size)
+    except SnapstoreError:
+        return False
+    return hash_chunk(data) == chunk_id
+
+
+def build_index(root: Path, file_mode: int, packs: PackStore, snapshots: SnapshotStore) -> RebuildReport:
+    """Build a new index in ``tmp/index-<random>/`` and move it to ``index/`` (replacing any
+    there) only when it is whole: a killed build never leaves a partial index in place."""
+    tmp = root / "tmp"
+    build = tmp / f"{INDEX_BUILD}{secrets.token_hex(8)}"
+    try:
+        build.mkdir(mode=fsio.dir_mode(file_mode))
+    except OSError as exc:
+        raise translate_os_error(exc, str(build)) from exc
+    index = Index(build, mode=file_mode, create=True)
+    try:
+        report = rebuild(index, packs, snapshots)
+    finally:
+        index.close()
+    target = root / "index"
+    old = tmp / f"{INDEX_BUILD}old-{secrets.token_hex(8)}"
+    try:
+        fsio.fsync_dir(build)
+        if os.path.lexists(target):
+            os.rename(target, old)
+        os.rename(build, target)
+        fsio.fsync_dir(root)
+        fsio.fsync_dir(tmp)
+        if os.path.lexists(old):
+            shutil.rmtree(old)
+    except OSError as exc:
+        raise translate_os_error(exc, str(target)) from exc
+    return report
+
+
+def temporary_index(packs: PackStore, snapshots: SnapshotStore) -> tuple[Index, Path, RebuildReport]:
+    """An index rebuilt from the packs in a private temp directory outside the repository
+    (for readers, which never write to it); the caller closes it and removes the directory."""
+    try:
+        path = Path(tempfile.mkdtemp(prefix="snap-index-"))
+    except OSError as exc:
+        raise translate_os_error(exc, "a temporary index") from exc
+    try:
+        index = Index(path, mode=0o600, create=True)
+        try:
+            report = rebuild(index, packs, snapshots)
+        except BaseException:
+            index.close()
+            raise
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return index, path, report
+
+
+@dataclass
+class OpenedIndex:
+    """The index a repository opened: its own, or a temporary one rebuilt for a reader."""
+
+    index: Index
+    problem: str | None = None  # why a temporary index is used
+    temporary: Path | None = None  # its directory, removed by close()
+    report: RebuildReport | None = None  # when it was rebuilt
+
+    def close(self) -> None:
+        self.index.close()
+        if self.temporary is not None:
+            shutil.rmtree(self.temporary, ignore_errors=True)
+            self.temporary = None
+
+
+def open_index(
+    root: Path, file_mode: int, packs: PackStore, snapshots: SnapshotStore, *, writes: bool, rebuild: bool
+) -> OpenedIndex:
+    """The repository's index. A missing one is rebuilt by writers (in place) and by readers
+    (in a temporary directory: a reader never writes to the repository); a damaged one by
+    readers the same way, by writers only when asked (``rebuild``: repair)."""
+    path = root / "index"
+    problem = "the index is missing"
+    try:
+        present = (path / "data.mdb").exists()
+    except OSError as exc:
+        raise translate_os_error(exc, str(path)) from exc
+    if present and not rebuild:
+        try:
+            return OpenedIndex(Index(path, mode=file_mode, create=False, readonly=not writes))
+        except CorruptError as exc:
+            if writes:
+                raise
+            problem = f"the index is damaged ({exc.detail})"
+    if not writes:
+        index, temporary, report = temporary_index(packs, snapshots)
+        return OpenedIndex(index, problem, temporary, report)
+    report = build_index(root, file_mode, packs, snapshots)
+    return OpenedIndex(Index(path, mode=file_mode, create=False), report=report)

@@ -7,8 +7,8 @@ the files underneath.
 from __future__ import annotations
 
 import enum
+import logging
 import secrets
-import shutil
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +19,9 @@ from snapstore.chunker import validate
 from snapstore.errors import (
     CorruptError,
     IntegrityError,
-    RepositoryError,
     RepositoryNotFoundError,
+    SnapstoreError,
+    UnknownSnapshotError,
     UnsupportedFormatError,
     UsageError,
     translate_os_error,
@@ -45,17 +46,23 @@ from snapstore.storage.index import Index
 from snapstore.storage.lock import DATA, WRITE, Lock
 from snapstore.storage.packstore import PackStore
 from snapstore.storage.pins import PinStore
-from snapstore.storage.snapshots import ManifestWriter, SnapshotStore
+from snapstore.storage.snapshots import PENDING, ManifestWriter, SnapshotStore
 
+log = logging.getLogger(__name__)
 REPO_DIR_NAME = ".snapstore"
 RESERVE_SIZE = 16 * 1024 * 1024
 _LAYOUT = ("packs", "snapshots", "tmp", "locks", "pins")
 
 
 class Mode(enum.Enum):
-    READ = "read"  # shared data lock: checkout, log, show, verify
+    READ = "read"  # shared data lock: checkout, log, show
+    CHECK = "check"  # write lock (nothing changes meanwhile) + shared data lock, no writes: verify
     WRITE = "write"  # write lock: commit, rm, config
     EXCLUSIVE = "exclusive"  # write lock + exclusive data lock: gc, prune, repair
+
+    @property
+    def writes(self) -> bool:
+        return self in (Mode.WRITE, Mode.EXCLUSIVE)
 
 
 def find_root(start: Path) -> Path | None:
@@ -68,7 +75,9 @@ def find_root(start: Path) -> Path | None:
 
 
 class Repository:
-    def __init__(self, root: Path, config: Config, mode: Mode, locks: list[Lock]) -> None:
+    def __init__(
+        self, root: Path, config: Config, mode: Mode, locks: list[Lock], *, rebuild_index: bool = False
+    ) -> None:
         self.root = root
         self.config = config
         self.mode = mode
@@ -77,10 +86,22 @@ class Repository:
         self.packs = PackStore(root / "packs", self.file_mode)
         self.snapshots = SnapshotStore(root / "snapshots", root / "tmp", self.file_mode)
         self.pins = PinStore(root / "pins", self.file_mode)
-        self.index = self._open_index()
+        opened = recovery.open_index(
+            root, self.file_mode, self.packs, self.snapshots, writes=mode.writes, rebuild=rebuild_index
+        )
+        self.index = opened.index
+        self.index_problem = opened.problem  # why a temporary index is used (None: the repository's)
+        self.rebuild_report = opened.report
+        self._opened = opened
         self._appender = PackAppender(self.packs, self.index, config.pack_target_size)
-        if mode is not Mode.READ:
-            recovery.recover(self.index, self.snapshots)
+        try:
+            if mode.writes:
+                recovery.recover(self.index, self.snapshots)
+        except BaseException:
+            self._appender.close()
+            opened.close()
+            self.packs.close()
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,8 +131,8 @@ class Repository:
             pack_target_size=pack_target_size,
             shared=shared,
         )
-        dir_mode = 0o755 if shared else 0o700
         file_mode = 0o644 if shared else 0o600
+        dir_mode = fsio.dir_mode(file_mode)
         try:
             root.mkdir(mode=dir_mode, parents=True, exist_ok=True)
             for name in (*_LAYOUT, "index"):
@@ -125,7 +146,11 @@ class Repository:
         return cls.open(root, Mode.WRITE)
 
     @classmethod
-    def open(cls, root: Path, mode: Mode = Mode.READ) -> Repository:
+    def open(cls, root: Path, mode: Mode = Mode.READ, *, rebuild_index: bool = False) -> Repository:
+        """Open for reading or writing (taking the locks ``mode`` needs). ``rebuild_index``
+        (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests."""
+        if rebuild_index and mode is not Mode.EXCLUSIVE:
+            raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
         config = load_config(root)
         file_mode = 0o644 if config.shared else 0o600
         locks: list[Lock] = []
@@ -141,7 +166,7 @@ class Repository:
                 what="a running checkout or verify" if mode is Mode.EXCLUSIVE else "gc or prune",
             )
             locks.append(data)
-            return cls(root, config, mode, locks)
+            return cls(root, config, mode, locks, rebuild_index=rebuild_index)
         except BaseException:
             for lock in reversed(locks):
                 lock.release()
@@ -157,10 +182,16 @@ class Repository:
     def close(self) -> None:
         self._appender.close()
         self.packs.close()
-        self.index.close()
+        self._opened.close()
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
+
+    @property
+    def interrupted_writer(self) -> str | None:
+        """The writer that held the write lock before this one and did not finish (killed),
+        as ``pid N on HOST (COMMAND)``; None if the last writer finished or for readers."""
+        return self._locks[0].interrupted_holder if self.mode is not Mode.READ else None
 
     def __enter__(self) -> Repository:
         return self
@@ -170,28 +201,13 @@ class Repository:
     ) -> None:
         self.close()
 
-    def _open_index(self) -> Index:
-        path = self.root / "index"
-        if (path / "data.mdb").exists():
-            return Index(path, mode=self.file_mode, create=False)
-        if self.mode is Mode.READ:
-            raise RepositoryError(
-                f"{self.root}: the index is missing",
-                hint="run 'snap repair' to rebuild it from the packs",
-            )
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(mode=0o700 | (self.file_mode & 0o055))
-        index = Index(path, mode=self.file_mode, create=True)
-        recovery.rebuild(index, self.packs, self.snapshots)
-        return index
-
     def save_config(self, config: Config) -> None:
         self._require(Mode.WRITE)
         fsio.write_durable(self.root / "config", config_fmt.encode(config), self.file_mode)
         self.config = config
 
     def _require(self, mode: Mode) -> None:
-        if self.mode is Mode.READ or (mode is Mode.EXCLUSIVE and self.mode is not Mode.EXCLUSIVE):
+        if not self.mode.writes or (mode is Mode.EXCLUSIVE and self.mode is not Mode.EXCLUSIVE):
             raise AssertionError(f"repository opened {self.mode.value}, {mode.value} needed")
 
     # -- chunks --------------------------------------------------------------------------------
@@ -238,7 +254,8 @@ class Repository:
         return chunk_id, self.put_encoded(chunk_id, codec_id, len(data), payload)
 
     def flush(self) -> None:
-        """Pack data durable first, then the index entries that point at it."""
+        """Pack data durable first, then the index entries that point at it. If a step fails,
+        what is not indexed stays for :meth:`abort_writes` to drop."""
         self._appender.flush()
 
     def abort_writes(self) -> None:
@@ -257,17 +274,38 @@ class Repository:
         """Publish a snapshot: packs, then index and counts, then one atomic rename."""
         self.flush()
         snapshot_id = writer.finish(trailer)
-        with self.index.write() as w:
-            if not w.is_counted(snapshot_id):
-                w.add_refs(chunk_ids, +1)
-                w.set_counted(snapshot_id, True)
-        self.snapshots.publish(snapshot_id)
+        try:
+            with self.index.write() as w:
+                if not w.is_counted(snapshot_id):
+                    w.add_refs(chunk_ids, +1)
+                    w.set_counted(snapshot_id, True)
+            self.snapshots.publish(snapshot_id)
+        except BaseException:
+            self._roll_back(snapshot_id)
+            raise
         return snapshot_id
+
+    def _roll_back(self, snapshot_id: SnapshotId) -> None:
+        """After a failed registration, undo what recovery would undo for a killed commit
+        (uncount, delete the pending manifest) unless the snapshot was published. Best
+        effort: if this fails too, the next writer's recovery does it."""
+        if snapshot_id not in self.snapshots.list_pending():
+            return
+        pending = str(self.snapshots.tmp_dir / f"{PENDING}{snapshot_id.hex()}")
+        try:
+            with self.index.write() as w:
+                if w.is_counted(snapshot_id):
+                    refs = recovery.chunk_set(self.snapshots, snapshot_id, pending, damaged_ok=True)
+                    w.add_refs(refs, -1, strict=False)
+                    w.set_counted(snapshot_id, False)
+            self.snapshots.discard_pending(snapshot_id)
+        except SnapstoreError:
+            pass
 
     def remove_snapshot(self, snapshot_id: SnapshotId) -> None:
         """Unpublish (atomic rename to tmp/), uncount, unpin, then delete the manifest."""
         self._require(Mode.WRITE)
-        refs = recovery.chunk_set(self.snapshots, snapshot_id)
+        refs = recovery.chunk_set(self.snapshots, snapshot_id, damaged_ok=True)
         self.snapshots.trash(snapshot_id)
         with self.index.write() as w:
             w.add_refs(refs, -1, strict=False)
@@ -276,12 +314,46 @@ class Repository:
         self.snapshots.purge_trash(snapshot_id)
 
     def list_snapshots(self) -> list[SnapshotInfo]:
-        """Every published snapshot, oldest first."""
-        infos = [self.snapshots.load_info(sid) for sid in self.snapshots.list_ids()]
-        return sorted(infos, key=lambda s: (s.created, s.hex))
+        """Every published snapshot, oldest first (CorruptError if a manifest is damaged)."""
+        infos, damaged = self._load_infos()
+        if damaged:
+            raise damaged[0][1]
+        return infos
+
+    def _load_infos(self) -> tuple[list[SnapshotInfo], list[tuple[SnapshotId, SnapstoreError]]]:
+        infos: list[SnapshotInfo] = []
+        damaged: list[tuple[SnapshotId, SnapstoreError]] = []
+        for sid in self.snapshots.list_ids():
+            try:
+                infos.append(self.snapshots.load_info(sid))
+            except (CorruptError, IntegrityError) as exc:
+                damaged.append((sid, exc))
+        return sorted(infos, key=lambda s: (s.created, s.hex)), damaged
 
     def resolve(self, ref: str, *, name: str | None = None) -> SnapshotInfo:
-        return ids.resolve(ref, self.list_snapshots(), name=name)
+        """The snapshot ``ref`` names. A damaged manifest does not stop the others from being
+        found (it is left out, with a warning); naming it gives its error."""
+        infos, damaged = self._load_infos()
+        try:
+            found = ids.resolve(ref, infos, name=name)
+        except UnknownSnapshotError:
+            wanted = ref.strip().lower()
+            for sid, exc in damaged:
+                if len(wanted) >= ids.MIN_PREFIX and sid.hex().startswith(wanted):
+                    raise exc from None
+            raise
+        for _, exc in damaged:
+            log.warning("%s; it was left out when looking for %r (run 'snap verify')", exc.message, ref)
+        return found
+
+    def find_damaged(self, ref: str) -> SnapshotId | None:
+        """The one snapshot whose manifest is damaged and whose id starts with ``ref`` (at
+        least 4 hex digits), or None: so that it can be removed."""
+        wanted = ref.strip().lower()
+        if len(wanted) < ids.MIN_PREFIX:
+            return None
+        hits = [sid for sid, _ in self._load_infos()[1] if sid.hex().startswith(wanted)]
+        return hits[0] if len(hits) == 1 else None
 
     def iter_records(self, snapshot_id: SnapshotId) -> Iterator[ManifestRecord]:
         return self.snapshots.iter_records(snapshot_id)
@@ -293,7 +365,7 @@ class Repository:
         return fsio.allocated_bytes(self.root)
 
     def release_reserve(self) -> None:
-        (self.root / "reserve").unlink(missing_ok=True)
+        fsio.remove(self.root / "reserve", "the reserve file")
 
     def restore_reserve(self) -> bool:
         return fsio.reserve_space(self.root / "reserve", RESERVE_SIZE, self.file_mode)

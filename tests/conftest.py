@@ -6,7 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,43 @@ def run_snap(
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+# -- counts the trust suites report (crash points, faults, corruptions, fuzz examples) ----------------
+
+COUNT_PROPERTY = "trust-count"
+
+
+@pytest.fixture
+def report_count(record_property: Callable[[str, object], None]) -> Callable[..., None]:
+    """``report_count(suite, label, **counts)``: printed, with totals, at the end of the run
+    (through the report's user properties, so it works under xdist too)."""
+
+    def report(suite: str, label: str, **counts: int) -> None:
+        record_property(COUNT_PROPERTY, [suite, label, counts])
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    rows: list[tuple[str, str, dict[str, int]]] = []
+    for key in ("passed", "failed"):
+        for rep in terminalreporter.stats.get(key, []):
+            for name, value in getattr(rep, "user_properties", []):
+                if name == COUNT_PROPERTY:
+                    suite, label, counts = value
+                    rows.append((str(suite), str(label), dict(counts)))
+    if not rows:
+        return
+    terminalreporter.section("trust suite counts")
+    merged: dict[tuple[str, str], Counter[str]] = {}
+    for suite, label, counts in rows:  # rows of the same label (parametrized tests) are added up
+        merged.setdefault((suite, label), Counter()).update(counts)
+    totals: dict[str, Counter[str]] = {}
+    for (suite, label), counts in sorted(merged.items()):
+        shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+        terminalreporter.write_line(f"{suite:<12} {label:<44} {shown}")
+        totals.setdefault(suite, Counter()).update(counts)
+    for suite, counter in sorted(totals.items()):
+        shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counter.items())
+        terminalreporter.write_line(f"{suite:<12} {'TOTAL':<44} {shown}")

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
+import json
 import os
 import random
+import shutil
+import subprocess
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import blake3
 
 from snapstore import Repository, checkout
+from snapstore.cli.app import main
 from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
+from tests.conftest import SNAP
 
 BLOCK = 8 << 20
 _ZERO_BLOCK = bytes(BLOCK)
@@ -91,3 +102,94 @@ def init_repo(path: Path, chunker: ChunkerParams | None = None, pack_target_size
 def temp_leftovers(directory: Path) -> list[str]:
     """Files a checkout or commit may have left behind in ``directory``."""
     return sorted(p.name for p in directory.iterdir() if ".snap-tmp-" in p.name or ".tmp-" in p.name)
+
+
+def start_holding_lock(args: list[str], repo: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``snap ARGS -r REPO``; return it once it holds the write lock (and when).
+
+    The holder writes its pid into ``locks/write`` right after taking the lock, so the time
+    returned is when its work began; kill times derived from it land mid-run on a fast or a
+    slow machine alike. A command that is over before its pid was seen is returned at once
+    (``poll()`` then tells)."""
+    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
+    proc = subprocess.Popen(
+        [*SNAP, *args, "-r", str(repo)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    needle = f'"pid": {proc.pid},'.encode()
+    lock = repo / "locks" / "write"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if needle in lock.read_bytes():
+                return proc, time.monotonic()
+        except FileNotFoundError:
+            pass
+        if proc.poll() is not None:
+            return proc, time.monotonic()
+        time.sleep(0.0003)
+    proc.kill()
+    raise AssertionError(f"snap {args[0]} never took the lock")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def cli(*args: str | Path) -> CliResult:
+    """Run ``snap ARGS`` in this process (fast); exit code, stdout and stderr. An exception
+    that is not a snapstore error escapes, as it would print a traceback."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def one_error_line(err: str) -> str:
+    """The documented error shape: one stderr line 'snap: error: ...', no traceback."""
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {lines}"
+    assert lines[0].startswith("snap: error: "), lines[0]
+    return lines[0]
+
+
+def copy_repository(src: Path, dst: Path) -> Path:
+    """A copy of a repository. The 16 MiB ``reserve`` file is hard-linked, not copied: it is
+    only ever unlinked and recreated, never written in place."""
+
+    def copy(a: str, b: str) -> object:
+        if Path(a).name == "reserve":
+            return os.link(a, b)
+        return shutil.copy2(a, b)
+
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst, copy_function=copy)
+    return dst
+
+
+def content_sha(repo: Repository, snapshot_id: bytes) -> str:
+    """sha256 of a snapshot's content, read chunk by chunk (each checked against its id, the
+    manifest against the snapshot id): what checkout reads, without writing a file."""
+    h = hashlib.sha256()
+    for record in repo.iter_records(snapshot_id):
+        if isinstance(record, ChunkRef):
+            h.update(repo.get_chunk(record.chunk_id))
+        elif isinstance(record, ZeroRun):
+            h.update(bytes(record.length))
+    return h.hexdigest()
+
+
+def flip(path: Path, offset: int, xor: int = 0x01) -> None:
+    """XOR one byte of a file in place."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        assert len(byte) == 1, f"{path} has no byte at {offset}"
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ xor]))

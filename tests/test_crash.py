@@ -16,18 +16,19 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from snapstore import Repository, checkout
 from tests.conftest import SNAP, run_snap
-from tests.helpers import file_digest
+from tests.helpers import file_digest, start_holding_lock
 
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
 SIZE = 200 * MiB
-KILL_DELAYS = [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.9, 1.05, 1.25, 1.5]
+KILL_POINTS = 12
 
 
 def _make_image(path: Path, rng: random.Random) -> None:
@@ -77,7 +78,9 @@ def _check_snapshots(root: Path, expected: dict[str, str], out: Path, verified: 
     out.unlink(missing_ok=True)
 
 
-def test_commit_killed_at_many_points(tmp_path: Path) -> None:
+def test_commit_killed_at_many_points(tmp_path: Path, report_count: Any) -> None:
+    """The kill moments are fractions of a measured commit (from taking the lock to exiting),
+    so they land mid-commit on a fast machine as on a slow one."""
     started = time.monotonic()
     root = tmp_path / "repo"
     Repository.init(root, pack_target_size=1 << 20).close()
@@ -91,25 +94,23 @@ def test_commit_killed_at_many_points(tmp_path: Path) -> None:
     outcomes: list[str] = []
     left_behind = 0  # kills after which a half-written manifest was found
 
-    for i, delay in enumerate(KILL_DELAYS, start=1):
+    # Calibrate: an unkilled commit of a new version, timed from taking the lock to exiting.
+    _modify(image, rng)
+    expected["calibration"] = file_digest(image)
+    proc, locked = start_holding_lock(["commit", str(image), "-m", "calibration"], root)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    work = time.monotonic() - locked
+
+    for i in range(1, KILL_POINTS + 1):
+        fraction = (i - 0.5) / KILL_POINTS
         _modify(image, rng)
         expected[f"v{i}"] = file_digest(image)
-        proc = subprocess.Popen(
-            [*SNAP, "commit", str(image), "-m", f"v{i}", "--repo", str(root)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            outcomes.append("killed")
-        else:
-            outcomes.append("finished")
+        proc, locked = start_holding_lock(["commit", str(image), "-m", f"v{i}"], root)
+        time.sleep(max(0.0, locked + fraction * work - time.monotonic()))
+        proc.send_signal(signal.SIGKILL)  # nothing if it has ended (and been reaped)
         proc.communicate(timeout=60)
-        if outcomes[-1] == "finished":
-            assert proc.returncode == 0
-        else:
-            assert proc.returncode == -signal.SIGKILL
+        assert proc.returncode in (0, -signal.SIGKILL), proc.returncode
+        outcomes.append("killed" if proc.returncode == -signal.SIGKILL else "finished")
 
         # Readers cope with whatever the kill left behind.
         _check_snapshots(root, expected, out, verified, full=False)
@@ -118,21 +119,25 @@ def test_commit_killed_at_many_points(tmp_path: Path) -> None:
         # The next writer recovers: a new commit succeeds and nothing half-done remains.
         small.write_bytes(rng.randbytes(MiB))
         done = run_snap("commit", str(small), "--repo", str(root))
-        assert done.returncode == 0, f"commit after kill {i} ({delay} s): {done.stderr.decode()}"
+        assert done.returncode == 0, f"commit after kill {i} ({fraction:.2f}): {done.stderr.decode()}"
         assert _leftovers(root) == [], f"after kill {i}"
 
     killed = outcomes.count("killed")
-    assert killed >= 8, f"only {killed} of {len(KILL_DELAYS)} kills landed mid-commit: {outcomes}"
+    print(f"\ncommit of 200 MiB: work {work * 1000:.0f} ms, {killed} of {KILL_POINTS} kills mid-commit")
+    report_count("crash", "commit 200 MiB (SIGKILL)", kill_points=KILL_POINTS, landed_mid_run=killed)
+    assert killed >= 8, f"only {killed} of {KILL_POINTS} kills landed mid-commit: {outcomes}"
     assert left_behind >= killed // 2, "the kills hardly ever interrupted the work: the test proves little"
     # A kill before the snapshot was published leaves none; one after it leaves a whole one.
     _check_snapshots(root, expected, out, verified, full=True)
     # Finally, the image commits cleanly.
     done = run_snap("commit", str(image), "-m", "final", "--json", "--repo", str(root))
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["size"] == SIZE
+    assert json.loads(done.stdout)["size"] == image.stat().st_size
     with Repository.open(root) as repo:
         checkout(repo, repo.resolve("latest", name="disk.img"), str(out))
-    assert file_digest(out) == expected[f"v{len(KILL_DELAYS)}"]
+    assert file_digest(out) == expected[f"v{KILL_POINTS}"]
+    done = run_snap("verify", "--read-data", "--repo", str(root))
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     assert time.monotonic() - started < 150
 
 
@@ -172,3 +177,31 @@ def test_checkout_killed_leaves_no_output_and_is_cleaned_up(tmp_path: Path) -> N
     assert file_digest(target) == file_digest(image)
     assert not temp[0].exists(), "the dead checkout's temp file was not removed"
     assert live.exists(), "a live checkout's temp file was removed"
+
+
+def test_rerun_of_a_killed_commit_reuses_its_chunks(tmp_path: Path, report_count: Any) -> None:
+    """Killed once it has written 48 MiB into its first (64 MiB) pack, a commit has indexed
+    at least 32 MiB of it at its 16 MiB checkpoints: the rerun does not store those again."""
+    image = tmp_path / "disk.img"
+    rng = random.Random(99)
+    with open(image, "wb") as f:
+        for _ in range(160):
+            f.write(rng.randbytes(MiB))  # incompressible: stored bytes = raw bytes
+    root = tmp_path / "repo"
+    Repository.init(root).close()
+    proc, _ = start_holding_lock(["commit", str(image)], root)
+    deadline = time.monotonic() + 60
+    while sum(p.stat().st_size for p in (root / "packs").rglob("*.pack")) < 48 * MiB:
+        assert proc.poll() is None and time.monotonic() < deadline, "the commit ended too soon"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    done = run_snap("commit", str(image), "--json", "--repo", str(root))
+    assert done.returncode == 0, done.stderr
+    stored = json.loads(done.stdout)["new_stored_bytes"]
+    print(f"\nrerun after a kill at 48 MiB stored {stored / MiB:.0f} of 160 MiB")
+    assert stored <= (160 - 32) * MiB, f"the rerun stored {stored / MiB:.0f} MiB: checkpoints not reused"
+    report_count("crash", "commit rerun reuses chunks (SIGKILL)", kill_points=1, landed_mid_run=1)
+    with Repository.open(root) as repo:
+        checkout(repo, repo.resolve("latest"), str(tmp_path / "out"))
+    assert file_digest(tmp_path / "out") == file_digest(image)

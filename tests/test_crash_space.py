@@ -34,6 +34,7 @@ from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
 from tests.conftest import SMALL_CHUNKER, SNAP
+from tests.helpers import start_holding_lock as start
 from tests.test_gc import du, make_base, rewrite
 
 pytestmark = pytest.mark.slow
@@ -87,6 +88,12 @@ def assert_intact(
                 raise AssertionError(f"{when}: kept snapshot {sid[:12]} does not check out: {exc}") from exc
             assert actual == digest, f"{when}: kept snapshot {sid[:12]} checks out different bytes"
     out.unlink(missing_ok=True)
+
+
+def verified(repo: Path, when: str) -> None:
+    """``snap verify --read-data`` finds nothing wrong (what a kill leaves is not damage)."""
+    res = snap("verify", "--read-data", "-r", str(repo))
+    assert res.returncode == 0, f"{when}: verify: {res.stdout.decode()}{res.stderr.decode()}"
 
 
 def assert_finished(repo: Path, when: str) -> None:
@@ -217,28 +224,6 @@ def state(repo: Path) -> tuple[Any, ...]:
     return snaps, tuple(sorted(os.listdir(repo / "tmp"))), garbage, chunks, counted, packs
 
 
-def start(args: list[str], repo: Path) -> tuple[subprocess.Popen[bytes], float]:
-    """Start ``snap ARGS -r REPO``; return it once it holds the write lock (and when)."""
-    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
-    proc = subprocess.Popen(
-        [*SNAP, *args, "-r", str(repo)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    needle = f'"pid": {proc.pid},'.encode()
-    lock = repo / "locks" / "write"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if needle in lock.read_bytes():
-                return proc, time.monotonic()
-        except FileNotFoundError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"snap {args[0]} exited before taking the lock: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        time.sleep(0.0003)
-    proc.kill()
-    raise AssertionError("snap never took the lock")
-
-
 def run_kill_points(base: Base, sc: Scenario, points: int, scratch: Path) -> dict[str, int]:
     expected = {sid: base.digests[sid] for sid in sc.keep}
     # Calibrate on an unkilled run: how long the work takes once the lock is held, and the end state.
@@ -278,6 +263,7 @@ def run_kill_points(base: Base, sc: Scenario, points: int, scratch: Path) -> dic
         now = state(repo)
         tally["unchanged" if now == before_state else "mid-run" if now != final_state else "done"] += 1
         assert_intact(repo, expected, scratch, when)
+        verified(repo, when)
         sc.rerun(repo)
         assert_intact(repo, expected, scratch, f"{when}, after the rerun", full=False)
         assert_finished(repo, f"{when}, after the rerun")
@@ -296,13 +282,63 @@ def run_kill_points(base: Base, sc: Scenario, points: int, scratch: Path) -> dic
     return dict(tally)
 
 
+def test_sigkill_commit(base: Base, tmp_path: Path, report_count: Any) -> None:
+    """A commit of a new version (scattered rewrites and new data over several packs) killed
+    at fractions of its measured run: every earlier snapshot survives, the repository
+    verifies, and a rerun commits the version byte-identical."""
+    data = bytearray(base.sources[base.disk[-1]])
+    rewrite(data, 777, 200, 4096)
+    data += random.Random(778).randbytes(6 * MiB)
+    src = tmp_path / "new.img"
+    src.write_bytes(data)
+    digest = sha(bytes(data))
+    ref = fresh_copy(base.path, tmp_path / "ref")
+    before = state(ref)
+    proc, locked = start(["commit", str(src), "--name", "new"], ref)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    work = time.monotonic() - locked
+    points = 30
+    tally = Counter({"killed": 0, "mid-run": 0})
+    for i in range(points):
+        fraction = (i + 0.5) / points
+        for _attempt in range(4):
+            repo = fresh_copy(base.path, tmp_path / "work")
+            proc, locked = start(["commit", str(src), "--name", "new"], repo)
+            time.sleep(max(0.0, locked + fraction * work - time.monotonic()))
+            proc.send_signal(signal.SIGKILL)
+            if proc.wait(timeout=60) == -signal.SIGKILL:
+                break
+            fraction /= 2
+        else:
+            raise AssertionError("could not kill the commit while it ran")
+        when = f"commit killed at {fraction:.2f} of {work * 1000:.0f} ms"
+        tally["killed"] += 1
+        with Repository.open(repo, Mode.READ) as r:
+            published = any(s.name == "new" for s in r.list_snapshots())
+        tally["mid-run" if state(repo) != before and not published else "other"] += 1
+        assert_intact(repo, base.digests, tmp_path, when)
+        verified(repo, when)
+        res = snap("commit", str(src), "--name", "new", "-r", str(repo))
+        assert res.returncode == 0, f"{when}, rerun: {res.stderr.decode()}"
+        new = res.stdout.decode().strip()
+        assert_intact(repo, {**base.digests, new: digest}, tmp_path, f"{when}, after the rerun", full=False)
+        assert os.listdir(repo / "tmp") == [], f"{when}: the rerun left {os.listdir(repo / 'tmp')}"
+    print(f"\ncommit: work {work * 1000:.0f} ms, kill points: {dict(tally)}")
+    assert tally["mid-run"] >= points // 2, f"only {tally['mid-run']} of {points} kills landed mid-run"
+    report_count("crash", "commit 22 MiB (SIGKILL)", **points_counts(tally))
+
+
 def rm_in_process(repo: Path, ids: list[str]) -> None:
     with Repository.open(repo, Mode.WRITE) as r:
         for sid in ids:
             r.remove_snapshot(bytes.fromhex(sid))
 
 
-def test_sigkill_gc(base: Base, tmp_path: Path) -> None:
+def points_counts(tally: dict[str, int]) -> dict[str, int]:
+    return {"kill_points": tally["killed"], "landed_mid_run": tally["mid-run"]}
+
+
+def test_sigkill_gc(base: Base, tmp_path: Path, report_count: Any) -> None:
     removed = [*base.disk[:4], base.scratch[0]]
     keep = [*base.disk[4:], base.scratch[1]]
     sc = Scenario(
@@ -313,10 +349,10 @@ def test_sigkill_gc(base: Base, tmp_path: Path) -> None:
         gone=removed,
         rerun=lambda repo: snap_ok("gc", "-r", str(repo)),
     )
-    run_kill_points(base, sc, 12, tmp_path)
+    report_count("crash", "gc (SIGKILL)", **points_counts(run_kill_points(base, sc, 24, tmp_path)))
 
 
-def test_sigkill_prune(base: Base, tmp_path: Path) -> None:
+def test_sigkill_prune(base: Base, tmp_path: Path, report_count: Any) -> None:
     pinned = base.disk[2]
     keep = [pinned, base.disk[-1], base.scratch[1]]
     sc = Scenario(
@@ -327,10 +363,11 @@ def test_sigkill_prune(base: Base, tmp_path: Path) -> None:
         gone=[s for s in [*base.disk, *base.scratch] if s not in keep],
         rerun=lambda repo: snap_ok("prune", "--keep-last", "1", "-r", str(repo)),
     )
-    run_kill_points(base, sc, 12, tmp_path)
+    tally = run_kill_points(base, sc, 24, tmp_path)
+    report_count("crash", "prune --keep-last 1 (SIGKILL)", **points_counts(tally))
 
 
-def test_sigkill_rm(base: Base, tmp_path: Path) -> None:
+def test_sigkill_rm(base: Base, tmp_path: Path, report_count: Any) -> None:
     targets = [*base.disk[:6], base.scratch[0]]
 
     def rerun(repo: Path) -> None:
@@ -349,7 +386,7 @@ def test_sigkill_rm(base: Base, tmp_path: Path) -> None:
         gone=targets,
         rerun=rerun,
     )
-    run_kill_points(base, sc, 8, tmp_path)
+    report_count("crash", "rm (SIGKILL)", **points_counts(run_kill_points(base, sc, 16, tmp_path)))
 
 
 # -- simulated death before each durable step, in process ------------------------------------------

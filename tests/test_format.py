@@ -52,6 +52,7 @@ def test_pack_header_round_trip_and_rejections() -> None:
         b"",
         b"SNAPPACX" + header[8:],
         header[:8] + struct.pack("<I", FORMAT_VERSION + 1) + header[12:],
+        header[:12] + b"\x00\x00\x01\x00",  # reserved must be 0
     ):
         with pytest.raises(CorruptError):
             pack.check_pack_header(bad, "p")
@@ -387,7 +388,13 @@ def test_trailer_accepts_a_good_body() -> None:
 
 def test_header_and_footer_rejections() -> None:
     data = sample_manifest()
-    for bad in (b"", data[:5], b"SNAPMFSX" + data[8:], data[:8] + struct.pack("<I", 99) + data[12:]):
+    for bad in (
+        b"",
+        data[:5],
+        b"SNAPMFSX" + data[8:],
+        data[:8] + struct.pack("<I", 99) + data[12:],
+        data[:12] + struct.pack("<I", 1) + data[16:],  # reserved must be 0
+    ):
         with pytest.raises(CorruptError):
             mf.check_header(bad, "m")
     footer = data[-mf.FOOTER_SIZE :]
@@ -442,7 +449,9 @@ def test_config_round_trip(config: Config) -> None:
 
 
 def _edit(change: dict[str, object]) -> bytes:
+    """A config edited by hand: without its checksum (else that alone would reject it)."""
     doc = json.loads(cfg.encode(CONFIGS[1]))
+    del doc["checksum"]
     for key, value in change.items():
         if value is KeyError:
             del doc[key]
@@ -472,6 +481,11 @@ def test_config_unknown_version() -> None:
         _edit({"chunker": {"algorithm": "fastcdc"}}),
         _edit({"quota_bytes": "lots"}),
         _edit({"repository_id": KeyError}),
+        _edit({"chunker": {"algorithm": "fastcdc", "min_size": 0, "avg_size": 10, "max_size": 5}}),
+        _edit({"chunker": {"algorithm": "rabin", "min_size": 64, "avg_size": 256, "max_size": 1024}}),
+        _edit({"codec": {"name": "zstd", "level": 99}}),
+        _edit({"quota_bytes": -1}),
+        _edit({"quota_bytes": 1 << 80}),
         b"[1, 2]",
         pytest.param(b"{" + b" " * cfg.MAX_CONFIG_SIZE + b"}", id="too-large"),
     ],
@@ -492,6 +506,24 @@ def test_config_peek_rejects_non_objects(data: bytes) -> None:
 
 def test_config_optional_fields_default() -> None:
     doc = json.loads(cfg.encode(CONFIGS[0]))
-    del doc["quota_bytes"], doc["shared"]
+    del doc["quota_bytes"], doc["shared"], doc["checksum"]  # as written before these fields
     config = cfg.decode(json.dumps(doc).encode())
     assert config == replace(CONFIGS[0], quota_bytes=None, shared=False)
+
+
+def test_config_checksum() -> None:
+    """The checksum covers every other field: a changed value is corrupt, whatever it is; a
+    config without a checksum (older, or edited by hand with it removed) is accepted."""
+    data = cfg.encode(replace(CONFIGS[1], quota_bytes=5 << 30))
+    doc = json.loads(data)
+    assert len(doc["checksum"]) == 64
+    changed = data.replace(b'"quota_bytes": 5368709120', b'"quota_bytes": 1368709120')
+    assert changed != data
+    with pytest.raises(CorruptError, match="checksum mismatch"):
+        cfg.decode(changed)
+    del doc["checksum"]
+    doc["quota_bytes"] = 1 << 30
+    assert cfg.decode(json.dumps(doc).encode()).quota_bytes == 1 << 30
+    doc["checksum"] = 12
+    with pytest.raises(CorruptError):
+        cfg.decode(json.dumps(doc).encode())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import sys
 
 import click
@@ -33,6 +34,18 @@ app = typer.Typer(
 for command in (init, commit, checkout, log, show, rm, gc, prune, pin, unpin, stats, verify, repair):
     app.command()(command)
 app.add_typer(config_app, name="config")
+
+
+class _WarningLine(logging.Handler):
+    """Warnings of the library (e.g. recovery met a damaged manifest) as one stderr line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"snap: warning: {record.getMessage()}", file=sys.stderr)
+
+
+_log = logging.getLogger("snapstore")
+_log.addHandler(_WarningLine(logging.WARNING))
+_log.propagate = False
 
 
 def error_line(exc: SnapstoreError) -> str:

@@ -25,7 +25,7 @@ def verify(
     json_output: JsonOption = False,
 ) -> None:
     """Check the repository; exit 5 if anything is wrong."""
-    with open_repo(repo) as r, progress_for(json_output) as progress:
+    with open_repo(repo, Mode.CHECK, reports_index=True) as r, progress_for(json_output) as progress:
         report = do_verify(r, read_data=read_data, sample=sample, seed=seed, progress=progress)
     hit = affected(report.problems)
     if json_output:
@@ -46,11 +46,11 @@ def verify(
         for p in report.problems:
             names = ", ".join(s.hex()[:12] for s in p.snapshots) or "no snapshot"
             out(f"{p.kind}: {p.detail} (affects {names})")
-        info(
-            f"checked {report.snapshots} snapshots, {report.chunks} chunks, "
-            f"{report.chunks_read} read and hashed: "
-            + ("no problems" if report.ok else f"{len(report.problems)} problems")
-        )
+        if report.ok:
+            info(
+                f"checked {report.snapshots} snapshots, {report.chunks} chunks, "
+                f"{report.chunks_read} read and hashed: no problems"
+            )
     if not report.ok:
         raise DamagedError(len(report.problems), len(hit))
 
@@ -63,14 +63,16 @@ def repair(
     json_output: JsonOption = False,
 ) -> None:
     """Rebuild the index from the packs; name snapshots that lost data."""
-    with open_repo(repo, Mode.EXCLUSIVE) as r:
-        report = do_repair(r, read_data=read_data)
+    with open_repo(repo, Mode.EXCLUSIVE, rebuild_index=True) as r, progress_for(json_output) as progress:
+        report = do_repair(r, read_data=read_data, progress=progress)
     if json_output:
         emit_json(
             {
                 "chunks_indexed": report.chunks_indexed,
                 "duplicate_records": report.duplicate_records,
                 "dropped_corrupt": report.dropped_corrupt,
+                "rewritten_pack_headers": [p.hex() for p in report.rewritten_pack_headers],
+                "damaged_manifests": [s.hex() for s in report.damaged_manifests],
                 "damaged_snapshots": [s.hex() for s in report.damaged_snapshots],
             }
         )
@@ -79,7 +81,10 @@ def repair(
             f"index rebuilt: {report.chunks_indexed} chunks, {report.duplicate_records} duplicate "
             f"records (freed by gc), {report.dropped_corrupt} corrupt chunks dropped"
         )
+        for pack_id in report.rewritten_pack_headers:
+            out(f"pack {pack_id.hex()}: damaged header written again")
         for sid in report.damaged_snapshots:
-            out(f"damaged: {sid.hex()[:12]} lost data")
+            why = "manifest damaged" if sid in report.damaged_manifests else "chunks missing or corrupt"
+            out(f"damaged: {sid.hex()[:12]} lost data ({why})")
     if report.damaged_snapshots:
         raise DamagedError(len(report.damaged_snapshots), len(report.damaged_snapshots))

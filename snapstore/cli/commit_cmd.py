@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, locate, progress_for
+from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, locate, progress_for, tell_state
 from snapstore.ops.commit import commit_file
 from snapstore.ops.prune import keep_within_quota
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
@@ -34,6 +34,7 @@ def commit(
         Repository.init(root).close()
         info(f"created snapstore repository at {root.absolute()}")
     with Repository.open(root, Mode.WRITE) as r, progress_for(json_output) as progress:
+        tell_state(r)
         keep_within_quota(r, datetime.now(UTC))
         res = commit_file(r, file, name=name, message=message, threads=threads, progress=progress)
         quota = keep_within_quota(r, datetime.now(UTC), res.snapshot.id)

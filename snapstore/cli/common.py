@@ -35,11 +35,29 @@ def locate(repo: Path | None) -> Path | None:
     return find_root(Path.cwd())
 
 
-def open_repo(repo: Path | None, mode: Mode = Mode.READ) -> Repository:
+def open_repo(
+    repo: Path | None, mode: Mode = Mode.READ, *, rebuild_index: bool = False, reports_index: bool = False
+) -> Repository:
+    """Open the repository a command names (``reports_index``: the command itself reports a
+    missing or damaged index, so no warning is needed)."""
     root = locate(repo)
     if root is None:
         raise RepositoryNotFoundError(None)
-    return Repository.open(root, mode)
+    opened = Repository.open(root, mode, rebuild_index=rebuild_index)
+    tell_state(opened, index=not reports_index)
+    return opened
+
+
+def tell_state(r: Repository, *, index: bool = True) -> None:
+    """Say on stderr what the user should know about the repository just opened."""
+    if index and r.index_problem is not None:
+        info(
+            f"snap: warning: {r.index_problem}; using a temporary index rebuilt from the packs "
+            "(run 'snap repair' to rebuild it)"
+        )
+    if r.interrupted_writer is not None:
+        then = "its work was recovered" if r.mode.writes else "the next writing command recovers its work"
+        info(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; {then}")
 
 
 def info(message: str) -> None:

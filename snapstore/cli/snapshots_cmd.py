@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out
-from snapstore.ids import resolve
+from snapstore.errors import CorruptError, IntegrityError
 from snapstore.model import ChunkRef, SnapshotInfo, ZeroRun
 from snapstore.ops.space import exclusive_bytes
 from snapstore.repo import Mode, Repository
@@ -104,31 +104,43 @@ def rm(
     repo: RepoOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Remove snapshots (their space is freed by 'snap gc')."""
+    """Remove snapshots (their space is freed by 'snap gc'). A snapshot whose manifest is
+    damaged can be removed by its id."""
     with open_repo(repo, Mode.READ if dry_run else Mode.WRITE) as r:
-        targets = _resolve_all(r, snapshots)
+        targets, damaged = _resolve_all(r, snapshots)
         if not dry_run:
             # On a full disk the index needs the reserve's room to drop the counts.
             r.release_reserve()
             try:
-                for s in targets:
-                    r.remove_snapshot(s.id)
+                for sid in [*(s.id for s in targets), *damaged]:
+                    r.remove_snapshot(sid)
             finally:
                 r.restore_reserve()
     if json_output:
-        emit_json({"dry_run": dry_run, "removed": [snapshot_doc(s) for s in targets]})
+        docs = [snapshot_doc(s) for s in targets] + [{"id": sid.hex(), "damaged": True} for sid in damaged]
+        emit_json({"dry_run": dry_run, "removed": docs})
         return
     verb = "would remove" if dry_run else "removed"
     for s in targets:
         out(f"{verb} {s.hex[:12]} {s.name} {s.created:%Y-%m-%d %H:%M:%S}")
+    for sid in damaged:
+        out(f"{verb} {sid.hex()[:12]} (its manifest is damaged)")
     if not dry_run:
         info("run 'snap gc' to free the space they held")
 
 
-def _resolve_all(r: Repository, refs: list[str]) -> list[SnapshotInfo]:
+def _resolve_all(r: Repository, refs: list[str]) -> tuple[list[SnapshotInfo], list[bytes]]:
+    """The snapshots ``refs`` name, and the ids of those whose manifest is damaged."""
     found: dict[bytes, SnapshotInfo] = {}
-    all_snaps = r.list_snapshots()
+    damaged: dict[bytes, None] = {}
     for ref in refs:
-        s = resolve(ref, all_snaps)
+        try:
+            s = r.resolve(ref)
+        except (CorruptError, IntegrityError):
+            sid = r.find_damaged(ref)
+            if sid is None:
+                raise
+            damaged[sid] = None
+            continue
         found[s.id] = s
-    return list(found.values())
+    return list(found.values()), list(damaged)

@@ -5,11 +5,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from snapstore.errors import CorruptError
+from snapstore.chunker import validate
+from snapstore.errors import CorruptError, UsageError
 from snapstore.format import FORMAT_VERSION
+from snapstore.hashing import StreamHasher
 from snapstore.model import ChunkerParams, CodecParams, Config
 
 MAX_CONFIG_SIZE = 64 * 1024
+MAX_QUOTA = 1 << 62
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _checksum(doc: dict[str, Any]) -> str:
+    """BLAKE3 of the canonical encoding of every other field."""
+    hasher = StreamHasher()
+    hasher.update(_canonical(doc))
+    return hasher.digest().hex()
 
 
 def encode(config: Config) -> bytes:
@@ -29,11 +43,14 @@ def encode(config: Config) -> bytes:
         "quota_bytes": config.quota_bytes,
         "shared": config.shared,
     }
-    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    doc["checksum"] = _checksum(doc)
+    return _canonical(doc)
 
 
 def peek_version(data: bytes) -> object:
     """The ``format_version`` field, read before anything else is trusted."""
+    if len(data) > MAX_CONFIG_SIZE:
+        raise CorruptError("config", f"{len(data)} bytes is too large")
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -47,7 +64,20 @@ def decode(data: bytes) -> Config:
     """Parse a config whose version is FORMAT_VERSION (check :func:`peek_version` first)."""
     if len(data) > MAX_CONFIG_SIZE:
         raise CorruptError("config", f"{len(data)} bytes is too large")
-    doc = json.loads(data)
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptError("config", f"not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise CorruptError("config", "not a JSON object")
+    if "checksum" in doc:
+        checksum = doc.pop("checksum")
+        if checksum != _checksum(doc):
+            raise CorruptError(
+                "config",
+                "checksum mismatch",
+                hint="the file was damaged; if you edited it by hand, delete its checksum line",
+            )
     try:
         chunker = doc["chunker"]
         codec = doc["codec"]
@@ -75,6 +105,14 @@ def decode(data: bytes) -> Config:
         raise CorruptError("config", f"unknown hash {config.hash_name!r} or codec {config.codec.name!r}")
     if not 1 << 20 <= config.pack_target_size <= 1 << 32:
         raise CorruptError("config", f"pack_target_size {config.pack_target_size} out of range")
+    if not 1 <= config.codec.level <= 22:
+        raise CorruptError("config", f"zstd level {config.codec.level} out of range")
+    if config.quota_bytes is not None and not 0 <= config.quota_bytes <= MAX_QUOTA:
+        raise CorruptError("config", f"quota_bytes {config.quota_bytes} out of range")
+    try:
+        validate(config.chunker)
+    except UsageError as exc:
+        raise CorruptError("config", f"chunker: {exc.message}") from exc
     return config
 
 

@@ -1,17 +1,31 @@
 """Records of the LMDB index (docs/FORMAT.md, "index"). The index is derived data: it can be
-rebuilt from the packs and manifests alone."""
+rebuilt from the packs and manifests alone.
+
+Every decoder checks what it reads before returning it: a damaged entry is a CorruptError,
+never a location that would make a reader allocate or seek to what a flipped bit says.
+"""
 
 from __future__ import annotations
 
 import struct
 
+from snapstore.chunker import MAX_CHUNK_SIZE
+from snapstore.codec import CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
+from snapstore.format.pack import PACK_HEADER_SIZE
 from snapstore.model import ChunkLocation
 
 INDEX_VERSION = 1
 _LOCATION = struct.Struct("<16sQIIBI")  # pack id, offset, stored, raw, codec, refcount
+LOCATION_SIZE = _LOCATION.size  # 37
 _GARBAGE_KEY = struct.Struct("<16sQ")  # pack id, offset
 _U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+REPAIR_HINT = "the index is derived data: 'snap repair' rebuilds it from the packs"
+
+
+def _corrupt(detail: str) -> CorruptError:
+    return CorruptError("index", detail, hint=REPAIR_HINT)
 
 
 def encode_location(loc: ChunkLocation) -> bytes:
@@ -20,8 +34,14 @@ def encode_location(loc: ChunkLocation) -> bytes:
 
 def decode_location(data: bytes) -> ChunkLocation:
     if len(data) != _LOCATION.size:
-        raise CorruptError("index", f"chunk record of {len(data)} bytes")
+        raise _corrupt(f"chunk entry of {len(data)} bytes")
     pack_id, offset, stored, raw, codec, refs = _LOCATION.unpack(data)
+    if codec not in CODEC_NAMES:
+        raise _corrupt(f"chunk entry with unknown codec {codec}")
+    if not (0 < raw <= MAX_CHUNK_SIZE and 0 < stored <= raw) or (codec == CODEC_NONE and stored != raw):
+        raise _corrupt(f"chunk entry with implausible sizes raw={raw} stored={stored}")
+    if offset < PACK_HEADER_SIZE:
+        raise _corrupt(f"chunk entry at offset {offset}, inside the pack header")
     return ChunkLocation(pack_id, offset, stored, raw, codec, refs)
 
 
@@ -30,6 +50,8 @@ def encode_garbage_key(pack_id: bytes, offset: int) -> bytes:
 
 
 def decode_garbage_key(data: bytes) -> tuple[bytes, int]:
+    if len(data) != _GARBAGE_KEY.size:
+        raise _corrupt(f"garbage key of {len(data)} bytes")
     pack_id, offset = _GARBAGE_KEY.unpack(data)
     return pack_id, offset
 
@@ -39,4 +61,16 @@ def encode_u64(n: int) -> bytes:
 
 
 def decode_u64(data: bytes) -> int:
+    if len(data) != _U64.size:
+        raise _corrupt(f"a u64 of {len(data)} bytes")
     return int(_U64.unpack(data)[0])
+
+
+def encode_u32(n: int) -> bytes:
+    return _U32.pack(n)
+
+
+def decode_u32(data: bytes) -> int:
+    if len(data) != _U32.size:
+        raise _corrupt(f"a u32 of {len(data)} bytes")
+    return int(_U32.unpack(data)[0])

@@ -116,11 +116,13 @@ def check_path(path: str) -> None:
 def check_header(data: bytes, what: str) -> None:
     if len(data) < HEADER_SIZE:
         raise CorruptError(what, "shorter than a manifest header")
-    magic, version, _ = _HEADER.unpack_from(data)
+    magic, version, reserved = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptError(what, "bad manifest magic")
     if version != FORMAT_VERSION:
         raise CorruptError(what, f"manifest format version {version}")
+    if reserved:
+        raise CorruptError(what, "reserved bytes of the manifest header are not 0")
 
 
 def trailer_length(footer: bytes, file_size: int, what: str) -> int:

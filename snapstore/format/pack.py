@@ -44,11 +44,13 @@ def encode_pack_header() -> bytes:
 def check_pack_header(data: bytes, what: str) -> None:
     if len(data) < PACK_HEADER_SIZE:
         raise CorruptError(what, "shorter than a pack header")
-    magic, version, _ = PACK_HEADER.unpack_from(data)
+    magic, version, reserved = PACK_HEADER.unpack_from(data)
     if magic != PACK_MAGIC:
         raise CorruptError(what, "bad pack magic")
     if version != FORMAT_VERSION:
         raise CorruptError(what, f"pack format version {version}")
+    if reserved:
+        raise CorruptError(what, "reserved bytes of the pack header are not 0")
 
 
 def encode_record_header(chunk_id: bytes, codec: int, raw_size: int, stored_size: int) -> bytes:

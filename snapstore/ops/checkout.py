@@ -88,7 +88,7 @@ def checkout(
         raise translate_os_error(exc, str(tmp)) from exc
     try:
         try:
-            output = _FileOutput(fd, sparse)
+            output = _FileOutput(fd, sparse, snapshot.size)
             zeros = _run(repo, snapshot, output, threads, progress)
             output.finish(snapshot.size)
         finally:
@@ -131,11 +131,12 @@ class _FileOutput:
 
     positional = True
 
-    def __init__(self, fd: int, sparse: bool) -> None:
+    def __init__(self, fd: int, sparse: bool, size: int) -> None:
         self.fd = fd
         self.sparse = sparse
         self.pos = 0  # everything before is written
         self.written_back = 0  # writeback started up to here
+        os.ftruncate(fd, size)  # one hole to start with; a size the filesystem refuses fails now
 
     def place(self, data: Buffer, offset: int) -> None:
         """Write one chunk at ``offset``; when sparse, its zero runs are left as holes (the
@@ -200,6 +201,10 @@ def _fetch(
     return data
 
 
+def _length(record: ChunkRef | ZeroRun) -> int:
+    return record.raw_size if isinstance(record, ChunkRef) else record.length
+
+
 def _run(
     repo: Repository,
     snapshot: SnapshotInfo,
@@ -238,6 +243,10 @@ def _run(
     with ThreadPoolExecutor(n, thread_name_prefix="checkout") as pool:
         try:
             for record in repo.iter_records(snapshot.id):
+                if isinstance(record, ChunkRef | ZeroRun) and offset + _length(record) > snapshot.size:
+                    raise CorruptError(
+                        f"snapshot {snapshot.hex[:12]}", f"its records run past its size of {snapshot.size}"
+                    )
                 if isinstance(record, ChunkRef):
                     loc = repo.get_location(record.chunk_id)
                     if loc is not None:
@@ -270,7 +279,7 @@ def _run(
             for _, queued in pending:
                 if queued is not None:
                     queued.cancel()
-            hasher.close()
+            hasher.cancel()
             raise
         finally:
             prefetch.close()

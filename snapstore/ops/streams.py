@@ -20,6 +20,7 @@ from snapstore.model import Buffer
 
 _DONE = object()
 _MERGE = 4 * 1024 * 1024  # adjacent ranges asked for together, up to this much
+_ZERO_STEP = 64 * 1024 * 1024  # zeros hashed between two looks at the stop flag
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +137,14 @@ class DigestWorker:
     """BLAKE3 of a whole stream, fed in order on its own thread (blake3 releases the GIL).
 
     ``update`` takes a buffer and, optionally, a callback run once the buffer has been
-    hashed (so the caller can reuse its memory); the queue is bounded."""
+    hashed (so the caller can reuse its memory); the queue is bounded. A zero run is hashed
+    in steps, so that :meth:`cancel` stops even a hostile manifest's 4 EiB run at once."""
 
     def __init__(self, depth: int = 16) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._hasher = StreamHasher()
         self._error: BaseException | None = None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="snap-digest", daemon=True)
         self._thread.start()
 
@@ -151,11 +154,13 @@ class DigestWorker:
             if item is _DONE:
                 return
             if isinstance(item, int):
-                self._hasher.update_zeros(item)
+                while item > 0 and not self._stop.is_set():
+                    self._hasher.update_zeros(min(item, _ZERO_STEP))
+                    item -= _ZERO_STEP
                 continue
             data, release = cast(tuple[Buffer, Callable[[], None] | None], item)
             try:
-                if self._error is None:
+                if self._error is None and not self._stop.is_set():
                     self._hasher.update(data)
             except BaseException as exc:  # pragma: no cover - blake3 does not fail
                 self._error = exc
@@ -176,8 +181,13 @@ class DigestWorker:
         return self._hasher.digest()
 
     def close(self) -> None:
-        """End the thread (idempotent). Every release callback queued so far has run when
-        this returns."""
+        """End the thread once it has hashed everything queued (idempotent). Every release
+        callback queued so far has run when this returns."""
         if self._thread.is_alive():
             self._queue.put(_DONE)
             self._thread.join()
+
+    def cancel(self) -> None:
+        """End the thread now, after an error: what is queued is released, not hashed."""
+        self._stop.set()
+        self.close()

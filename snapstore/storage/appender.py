@@ -120,12 +120,13 @@ class PackAppender:
             try:
                 pack.seal()
             except BaseException:
-                pack.abort()  # keep only what an earlier checkpoint indexed (frees a full disk)
+                pack.abort()  # keep only what the index points at (frees a full disk)
                 raise
         else:
             pack.sync(upto)
         with self._index.write() as w:
             for chunk_id in ids:
                 w.put(chunk_id, self.pending[chunk_id])
+        pack.indexed_size = max(pack.indexed_size, upto)  # what an abort must keep
         for chunk_id in ids:
             self.pending.pop(chunk_id, None)

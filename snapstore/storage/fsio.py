@@ -7,7 +7,6 @@ the directory), hole-punched, or removed.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -26,12 +25,33 @@ _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c
 _libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 
 
+def dir_mode(file_mode: int) -> int:
+    """The mode of a repository directory whose files get ``file_mode``: 0700, or 0755 when
+    the files are readable by others (a shared repository)."""
+    return 0o755 if file_mode & 0o044 else 0o700
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data`` (os.write may write less than asked); raises OSError."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def remove(path: Path, where: str) -> None:
+    """Remove a file if it exists; any other failure is a snapstore error."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise translate_os_error(exc, where) from exc
 
 
 def temp_name(target: Path) -> Path:
@@ -45,9 +65,7 @@ def write_durable(path: Path, data: bytes, mode: int) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -121,7 +139,11 @@ def _walk_stats(path: Path) -> Iterator[os.stat_result]:
 
 
 def reserve_space(path: Path, size: int, mode: int) -> bool:
-    """Create ``path`` with ``size`` really allocated bytes; False when the disk is too full."""
+    """Create ``path`` with ``size`` really allocated bytes; False when that fails (a full
+    disk, a filesystem without fallocate, an I/O error), and then no reserve file is left.
+
+    The reserve is only room kept for a later gc on a full disk: failing to make it is never
+    an error of the command that tried (the next rm, gc or prune tries again)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, mode)
     except OSError:
@@ -130,14 +152,9 @@ def reserve_space(path: Path, size: int, mode: int) -> bool:
         os.posix_fallocate(fd, 0, size)
         os.fsync(fd)
         return True
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EOPNOTSUPP, errno.EINVAL):
-            raise translate_os_error(exc, str(path)) from exc
-        os.close(fd)
-        fd = -1
+    except OSError:
         with suppress(OSError):
             path.unlink()
         return False
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)

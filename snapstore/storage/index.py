@@ -20,17 +20,30 @@ import lmdb
 from snapstore.errors import CorruptError, NoSpaceError, StorageIOError
 from snapstore.format import index as fmt
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
+from snapstore.storage import lmdb_file
+
+CHUNK_ID_SIZE = 32
+_MAX_META = 64
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as used
-_DBS = (b"chunks", b"counted", b"garbage", b"meta")
+_DBS = (b"chunks", b"counted", b"garbage", b"meta", b"lost")
+_OPTIONAL = (b"garbage", b"lost")  # a reader of an index without them finds them empty
 
 
 def _translate(exc: lmdb.Error, where: str) -> Exception:
     text = str(exc)
-    if "No space" in text or "MDB_MAP_FULL" in text:
+    if "No space" in text or "Disk quota" in text or "MDB_MAP_FULL" in text:
         return NoSpaceError(where)
-    if isinstance(exc, lmdb.CorruptedError | lmdb.InvalidError | lmdb.VersionMismatchError):
-        return CorruptError(where, text)
+    if isinstance(
+        exc,
+        lmdb.CorruptedError
+        | lmdb.InvalidError
+        | lmdb.VersionMismatchError
+        | lmdb.PageNotFoundError
+        | lmdb.IncompatibleError
+        | lmdb.BadDbiError,
+    ):
+        return CorruptError(where, text, hint=fmt.REPAIR_HINT)
     return StorageIOError(where, text)
 
 
@@ -39,29 +52,71 @@ _OPEN: dict[str, tuple[Any, dict[bytes, Any], int]] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _acquire_env(path: Path, mode: int, create: bool) -> tuple[Any, dict[bytes, Any]]:
+def _acquire_env(path: Path, mode: int, create: bool, readonly: bool) -> tuple[Any, dict[bytes, Any]]:
+    """The process's environment of the index at ``path`` (shared: LMDB allows one per
+    process). A read-only one never takes LMDB's writer mutex: a reader never waits for a
+    writer's transaction, and works on a read-only filesystem."""
     key = os.path.realpath(path)
     with _OPEN_LOCK:
         if key in _OPEN:
             env, dbs, users = _OPEN[key]
+            if env.flags()["readonly"] and not readonly:
+                raise StorageIOError("index", "it is open read-only in this process")
             _OPEN[key] = (env, dbs, users + 1)
             return env, dbs
+        lmdb_file.check(path, fmt.REPAIR_HINT)  # before LMDB maps and trusts it
         try:
             env = lmdb.open(
                 key,
                 map_size=MAP_SIZE,
                 subdir=True,
                 max_dbs=len(_DBS),
-                create=create,
+                create=create and not readonly,
+                readonly=readonly,
                 mode=mode,
                 readahead=False,
                 max_readers=256,
             )
-            dbs = {name: env.open_db(name) for name in _DBS}
+            try:
+                _check_tree(env, path)
+                dbs = _open_dbs(env, readonly)
+            except BaseException:
+                env.close()
+                raise
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
         _OPEN[key] = (env, dbs, 1)
         return env, dbs
+
+
+def _open_dbs(env: Any, readonly: bool) -> dict[bytes, Any]:
+    """The tables; a writer creates those that do not exist yet, for a reader they are empty."""
+    if not readonly:
+        with env.begin(write=True) as txn:
+            return {name: env.open_db(name, txn=txn) for name in _DBS}
+    dbs = {}
+    for name in _DBS:
+        try:
+            dbs[name] = env.open_db(name, create=False)
+        except lmdb.NotFoundError as exc:
+            if name not in _OPTIONAL:
+                detail = f"the {name.decode()} table is missing"
+                raise CorruptError("index", detail, hint=fmt.REPAIR_HINT) from exc
+            dbs[name] = None
+    return dbs
+
+
+def _check_tree(env: Any, path: Path) -> None:
+    """Walk every page the current state of the index uses, inside a read transaction (no
+    writer can reuse those pages meanwhile), before any lookup trusts them."""
+    for _ in range(5):
+        with env.begin() as txn:
+            try:
+                lmdb_file.check_tree(path, txn.id(), fmt.REPAIR_HINT)
+                return
+            except lmdb_file.ConcurrentChange:
+                continue  # a writer rewrote the meta page as it was read
+    raise StorageIOError("index", "it kept changing while it was checked")
 
 
 def _release_env(path: Path) -> None:
@@ -76,18 +131,22 @@ def _release_env(path: Path) -> None:
 
 
 class Index:
-    def __init__(self, path: Path, *, mode: int, create: bool) -> None:
+    def __init__(self, path: Path, *, mode: int, create: bool, readonly: bool = False) -> None:
         self.path = path
-        self._env, self._db = _acquire_env(path, mode, create)
+        self._env, self._db = _acquire_env(path, mode, create, readonly)
         self._closed = False
-        if create:
-            with self.write() as w:
-                if w.get_meta(b"version") is None:
-                    w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))
-        with self.read() as r:
-            version = r.get_meta(b"version")
-        if version is None or fmt.decode_u64(version) != fmt.INDEX_VERSION:
-            raise CorruptError("index", "missing or unknown index version")
+        try:
+            if create:
+                with self.write() as w:
+                    if w.get_meta(b"version") is None:
+                        w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))
+            with self.read() as r:
+                version = r.get_meta(b"version")
+            if version is None or fmt.decode_u64(version) != fmt.INDEX_VERSION:
+                raise CorruptError("index", "missing or unknown index version", hint=fmt.REPAIR_HINT)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if not self._closed:
@@ -96,8 +155,9 @@ class Index:
 
     @contextmanager
     def read(self) -> Iterator[IndexTxn]:
+        # Buffers: a value's length is checked before its bytes are copied (lmdb_file.py).
         try:
-            with self._env.begin(buffers=False) as txn:
+            with self._env.begin(buffers=True) as txn:
                 yield IndexTxn(txn, self._db)
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
@@ -106,68 +166,146 @@ class Index:
     def write(self) -> Iterator[IndexWriteTxn]:
         """A write transaction, committed (durably) when the block ends without error."""
         try:
-            with self._env.begin(write=True) as txn:
+            with self._env.begin(write=True, buffers=True) as txn:
                 yield IndexWriteTxn(txn, self._db)
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
+        lmdb_file.pad(self.path)
 
 
 class IndexTxn:
+    """Reads of one transaction. Keys and values come as buffers into LMDB's map: each is
+    checked (length first) and copied before it is returned."""
+
     def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
         self._txn = txn
         self._chunks = dbs[b"chunks"]
         self._counted = dbs[b"counted"]
         self._garbage = dbs[b"garbage"]
         self._meta = dbs[b"meta"]
+        self._lost = dbs[b"lost"]
 
     def get(self, chunk_id: ChunkId) -> ChunkLocation | None:
+        if len(chunk_id) != CHUNK_ID_SIZE:  # LMDB refuses empty and over-long keys
+            return None
         data = self._txn.get(chunk_id, db=self._chunks)
         return None if data is None else fmt.decode_location(data)
 
     def iter_locations(self) -> Iterator[tuple[ChunkId, ChunkLocation]]:
         with self._txn.cursor(db=self._chunks) as cur:
             for key, value in cur:
-                yield key, fmt.decode_location(value)
+                yield _chunk_key(key), fmt.decode_location(value)
+
+    def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation | CorruptError]]:
+        """Every chunk entry, a damaged one as the error that decoding it raised (verify
+        reports those and carries on)."""
+        with self._txn.cursor(db=self._chunks) as cur:
+            for key, value in cur:
+                name = bytes(key) if len(key) <= 2 * CHUNK_ID_SIZE else bytes(key[:CHUNK_ID_SIZE])
+                entry: ChunkLocation | CorruptError
+                try:
+                    _chunk_key(key)
+                    entry = fmt.decode_location(value)
+                except CorruptError as exc:
+                    entry = exc
+                yield name, entry
 
     def chunk_count(self) -> int:
         return int(self._txn.stat(self._chunks)["entries"])
 
     def is_counted(self, snapshot_id: SnapshotId) -> bool:
+        if len(snapshot_id) != CHUNK_ID_SIZE:
+            return False
         return self._txn.get(snapshot_id, db=self._counted) is not None
 
     def iter_counted(self) -> Iterator[SnapshotId]:
         with self._txn.cursor(db=self._counted) as cur:
-            yield from cur.iternext(keys=True, values=False)
+            for key in cur.iternext(keys=True, values=False):
+                yield _chunk_key(key)
 
     def iter_garbage(self) -> Iterator[tuple[PackId, int, int]]:
+        if self._garbage is None:
+            return
         with self._txn.cursor(db=self._garbage) as cur:
             for key, value in cur:
                 pack_id, offset = fmt.decode_garbage_key(key)
                 yield pack_id, offset, fmt.decode_u64(value)
 
+    def get_lost(self, chunk_id: ChunkId) -> int | None:
+        """The reference count of a chunk snapshots name but no pack holds (its data was
+        lost or found damaged), or None."""
+        if len(chunk_id) != CHUNK_ID_SIZE or self._lost is None:
+            return None
+        value = self._txn.get(chunk_id, db=self._lost)
+        return None if value is None else fmt.decode_u32(value)
+
+    def iter_lost(self) -> Iterator[tuple[ChunkId, int]]:
+        if self._lost is None:
+            return
+        with self._txn.cursor(db=self._lost) as cur:
+            for key, value in cur:
+                yield _chunk_key(key), fmt.decode_u32(value)
+
     def get_meta(self, key: bytes) -> bytes | None:
         value = self._txn.get(key, db=self._meta)
-        return None if value is None else bytes(value)
+        if value is None:
+            return None
+        if len(value) > _MAX_META:
+            raise CorruptError("index", f"meta value of {len(value)} bytes", hint=fmt.REPAIR_HINT)
+        return bytes(value)
+
+
+def _chunk_key(key: Any) -> bytes:
+    if len(key) != CHUNK_ID_SIZE:
+        raise CorruptError("index", f"a key of {len(key)} bytes", hint=fmt.REPAIR_HINT)
+    return bytes(key)
 
 
 class IndexWriteTxn(IndexTxn):
-    def put(self, chunk_id: ChunkId, loc: ChunkLocation) -> None:
-        self._txn.put(chunk_id, fmt.encode_location(loc), db=self._chunks)
-
     def delete(self, chunk_id: ChunkId) -> None:
         self._txn.delete(chunk_id, db=self._chunks)
 
     def add_refs(self, chunk_ids: Iterable[ChunkId], delta: int, *, strict: bool = True) -> None:
         """Add ``delta`` to the reference count of each (distinct) chunk id. A chunk missing
-        from the index is an error when ``strict``, else skipped (recounting a damaged
-        repository: verify reports it)."""
+        from the index is an error when ``strict``; otherwise its count is kept in the lost
+        table (recounting a damaged repository: verify reports it), so that a commit that
+        stores the chunk again takes the count over."""
         for chunk_id in chunk_ids:
             loc = self.get(chunk_id)
-            if loc is None:
-                if not strict:
-                    continue
-                raise CorruptError("index", f"no entry for referenced chunk {chunk_id.hex()[:16]}")
-            self.put(chunk_id, replace(loc, refcount=max(0, loc.refcount + delta)))
+            if loc is not None:
+                self.put(chunk_id, replace(loc, refcount=max(0, loc.refcount + delta)))
+                continue
+            if strict:
+                raise CorruptError(
+                    "index", f"no entry for referenced chunk {chunk_id.hex()[:16]}", hint=fmt.REPAIR_HINT
+                )
+            if len(chunk_id) == CHUNK_ID_SIZE:
+                self.put_lost(chunk_id, max(0, (self.get_lost(chunk_id) or 0) + delta))
+
+    def put(self, chunk_id: ChunkId, loc: ChunkLocation) -> None:
+        """Index a chunk. One the lost table counts takes over that count."""
+        lost = self.get_lost(chunk_id)
+        if lost is not None:
+            self._txn.delete(chunk_id, db=self._lost)
+            if not loc.refcount:
+                loc = replace(loc, refcount=lost)
+        self._txn.put(chunk_id, fmt.encode_location(loc), db=self._chunks)
+
+    def drop(self, chunk_id: ChunkId) -> None:
+        """Unindex a chunk whose data is damaged, keeping its count in the lost table."""
+        loc = self.get(chunk_id)
+        if loc is not None:
+            self._txn.delete(chunk_id, db=self._chunks)
+            self.put_lost(chunk_id, loc.refcount)
+
+    def clear_lost(self) -> None:
+        self._txn.drop(self._lost, delete=False)
+
+    def put_lost(self, chunk_id: ChunkId, count: int) -> None:
+        if count:
+            self._txn.put(chunk_id, fmt.encode_u32(count), db=self._lost)
+        else:
+            self._txn.delete(chunk_id, db=self._lost)
 
     def set_counted(self, snapshot_id: SnapshotId, counted: bool) -> None:
         if counted:
@@ -186,5 +324,5 @@ class IndexWriteTxn(IndexTxn):
 
     def clear(self) -> None:
         """Empty every table but meta (before a rebuild)."""
-        for name in (self._chunks, self._counted, self._garbage):
+        for name in (self._chunks, self._counted, self._garbage, self._lost):
             self._txn.drop(name, delete=False)

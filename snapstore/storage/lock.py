@@ -1,10 +1,17 @@
 """Repository locks (flock, so a killed holder's lock is released by the kernel).
 
 Two lock files: ``locks/write`` is held exclusively by every command that writes (commit,
-rm, gc, prune, config, repair); ``locks/data`` is held shared by readers (checkout, verify)
-and exclusively by commands that destroy chunk data (gc, prune), so a checkout never sees
-data vanish under it while a commit may run beside it. The holder writes its pid, host and
-command into ``locks/write`` so a blocked user is told who holds it.
+rm, gc, prune, config, repair) and by verify (nothing may change while it checks);
+``locks/data`` is held shared by readers (checkout, verify) and exclusively by commands that
+destroy chunk data (gc, prune, repair), so a checkout never sees data vanish under it while a
+commit may run beside it.
+
+The holder of ``locks/write`` records its pid, host and command in it, so a blocked user is
+told who holds it, and replaces the record by ``{}`` when it releases the lock. A record
+found by the next writer therefore names a writer that did not finish (killed, or its machine
+went down): the lock itself was already released by the kernel, so nothing needs breaking,
+and recovery finishes or rolls back what that writer left (docs/FORMAT.md, "locks"). The
+record is best effort: failing to write it (a full disk) never stops a command.
 """
 
 from __future__ import annotations
@@ -14,12 +21,15 @@ import json
 import os
 import socket
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from snapstore.errors import LockedError, translate_os_error
 
 WRITE = "write"
 DATA = "data"
+_MAX_RECORD = 4096
+_RELEASED = b"{}"  # the record of a writer that finished
 
 
 class Lock:
@@ -27,6 +37,9 @@ class Lock:
         self.path = path
         self._mode = mode
         self._fd: int | None = None
+        self._recorded = False
+        # Set by acquire(): the record of a previous writer that did not release the lock.
+        self.interrupted_holder: str | None = None
 
     def acquire(self, *, exclusive: bool, repo: Path, what: str) -> None:
         try:
@@ -36,18 +49,18 @@ class Lock:
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe_holder(fd) or what
+            holder = describe_holder(_read_record(fd), live_only=True) or what
             os.close(fd)
             raise LockedError(repo, holder) from None
-        self._fd = fd
+        except OSError as exc:  # e.g. ENOLCK: the filesystem does not support locks
+            os.close(fd)
+            raise translate_os_error(exc, str(self.path)) from exc
         if exclusive and self.path.name == WRITE:
-            info = {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "command": " ".join(sys.argv[:2]),
-            }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            self.interrupted_holder = describe_holder(_read_record(fd), live_only=False)
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv[:2])}
+            _write_record(fd, json.dumps(info).encode())
+            self._recorded = True
+        self._fd = fd
 
     def upgrade(self, *, repo: Path, what: str) -> None:
         """Shared -> exclusive. On failure the shared lock is taken again and LockedError raised
@@ -60,19 +73,66 @@ class Lock:
             raise LockedError(repo, what) from None
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        """Empty the holder record (a finished writer leaves none) and unlock. Never fails:
+        closing the file releases the lock whatever happens."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if self._recorded:
+                _write_record(fd, _RELEASED)
+            with suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        self._recorded = False
 
     @property
     def held(self) -> bool:
         return self._fd is not None
 
 
-def _describe_holder(fd: int) -> str | None:
+def _write_record(fd: int, record: bytes) -> None:
+    """Best effort (the record only informs): written over the old one, then the file cut to
+    its length, so that on a full disk the block the file already has is reused."""
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"null")
-        return f"pid {info['pid']} on {info['host']} ({info['command']})"
-    except (ValueError, KeyError, TypeError, OSError):
+        os.pwrite(fd, record, 0)
+        os.ftruncate(fd, len(record))
+    except OSError:
+        with suppress(OSError):
+            os.ftruncate(fd, 0)
+
+
+def _read_record(fd: int) -> bytes:
+    try:
+        return os.pread(fd, _MAX_RECORD, 0)
+    except OSError:
+        return b""
+
+
+def describe_holder(record: bytes, *, live_only: bool) -> str | None:
+    """``pid N on HOST (COMMAND)`` from a lock record, or None when there is none (or it is
+    damaged). With ``live_only``, a record naming a process of this host that no longer
+    exists is ignored too (the lock is then held by someone who has not written a record
+    yet); otherwise such a holder is said to be no longer running."""
+    try:
+        info = json.loads(record or b"null")
+        pid, host, command = int(info["pid"]), str(info["host"]), str(info["command"])
+    except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
         return None
+    text = f"pid {pid} on {host} ({command})"
+    if host == socket.gethostname() and not _alive(pid):
+        return None if live_only else f"{text}, no longer running"
+    return text
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -21,26 +21,47 @@ _SCAN_BLOCK = 8 << 20
 
 
 class PackWriter:
-    """One pack being written by the current process."""
+    """One pack being written by the current process.
+
+    After any failed write or fsync the writer is broken: what the pack holds past the last
+    successful fsync is unknown (a failed fsync may have dropped those pages), so it can no
+    longer be synced or sealed, only aborted back to what the index already points at."""
 
     def __init__(self, path: Path, pack_id: PackId, mode: int) -> None:
         self.path = path
         self.pack_id = pack_id
         try:
-            path.parent.mkdir(mode=0o700 | (mode & 0o055), exist_ok=True)
+            path.parent.mkdir(mode=fsio.dir_mode(mode), exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except OSError as exc:
             raise translate_os_error(exc, str(path)) from exc
         self.size = 0
         self.durable_size = 0  # bytes made durable by sync(); index entries may point below it
-        self._write(fmt.encode_pack_header())
+        self.indexed_size = 0  # bytes the index points into (set by the repository); kept by abort
+        self._broken: OSError | None = None  # the failure that broke it
+        try:
+            self._write(fmt.encode_pack_header())
+        except BaseException:
+            self.abort()
+            raise
+
+    def _fail(self, exc: OSError) -> Exception:
+        self._broken = self._broken or exc
+        return translate_os_error(exc, f"pack {self.path.name}")
+
+    def _check_usable(self) -> None:
+        """A broken writer keeps reporting what broke it (a full disk stays a full disk for
+        every thread that appends after it)."""
+        if self._broken is not None:
+            raise translate_os_error(self._broken, f"pack {self.path.name}") from self._broken
 
     def _write(self, *parts: Buffer) -> None:
         """Append ``parts``."""
+        self._check_usable()
         try:
             self.size += fsio.pwritev_all(self._fd, list(parts), self.size)
         except OSError as exc:
-            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+            raise self._fail(exc) from exc
 
     def append(self, chunk_id: bytes, codec: int, raw_size: int, payload: Buffer) -> ChunkLocation:
         offset = self.size
@@ -51,36 +72,45 @@ class PackWriter:
     def sync(self, upto: int) -> None:
         """Make the first ``upto`` bytes durable, keeping the pack open (a checkpoint; other
         threads may go on appending meanwhile)."""
+        self._check_usable()
         try:
             os.fsync(self._fd)
             if not self.durable_size:
                 fsio.fsync_dir(self.path.parent)
         except OSError as exc:
-            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+            raise self._fail(exc) from exc
         self.durable_size = max(self.durable_size, upto)
 
     def seal(self) -> None:
-        """Make every appended record durable (fsync file and directory) and close."""
+        """Make every appended record durable (fsync file and directory) and close. Sealing
+        a sealed pack does nothing."""
+        if self._fd < 0 and self._broken is None:
+            return
+        self.sync(self.size)
         try:
-            os.fsync(self._fd)
             os.close(self._fd)
-            self._fd = -1
-            fsio.fsync_dir(self.path.parent)
         except OSError as exc:
-            raise translate_os_error(exc, f"pack {self.path.name}") from exc
+            raise self._fail(exc) from exc
+        finally:
+            self._fd = -1
 
     def abort(self) -> None:
-        """Drop what no index entry points at yet (a failed commit): the whole pack, or after
-        a checkpoint only the records appended since (the tail is truncated away)."""
+        """Drop what no index entry points at (a failed commit): the whole pack, or after a
+        checkpoint only the records appended since (the tail is truncated away)."""
         if self._fd >= 0:
-            with suppress(OSError):
-                if self.durable_size:
-                    os.ftruncate(self._fd, self.durable_size)
-                    os.fsync(self._fd)
             with suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
-        if not self.durable_size:
+        if self.indexed_size:
+            with suppress(OSError):
+                fd = os.open(self.path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, self.indexed_size)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        else:
+            # Left behind if this fails: gc removes packs no index entry points into.
             with suppress(OSError):
                 self.path.unlink()
 
@@ -102,13 +132,29 @@ class PackStore:
         return PackWriter(self.path(pack_id), pack_id, self.file_mode)
 
     def iter_pack_ids(self) -> Iterator[PackId]:
-        for sub in sorted(self.root.iterdir()) if self.root.exists() else []:
-            if not sub.is_dir():
+        try:
+            subs = sorted(e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate_os_error(exc, str(self.root)) from exc
+        for sub in subs:
+            try:
+                names = sorted(os.listdir(self.root / sub))
+            except FileNotFoundError:
                 continue
-            for f in sorted(sub.iterdir()):
-                if f.suffix == ".pack" and len(f.stem) == 32:
-                    with suppress(ValueError):
-                        yield bytes.fromhex(f.stem)
+            except OSError as exc:
+                raise translate_os_error(exc, str(self.root / sub)) from exc
+            for name in names:
+                stem, dot, suffix = name.partition(".")
+                if not (dot and suffix == "pack" and len(stem) == 32 and stem[:2] == sub):
+                    continue
+                try:
+                    pack_id = bytes.fromhex(stem)
+                except ValueError:
+                    continue
+                if pack_id.hex() == stem:  # the name path() gives it
+                    yield pack_id
 
     def _fd(self, pack_id: PackId) -> int:
         files: OrderedDict[PackId, int] | None = getattr(self._local, "files", None)
@@ -151,17 +197,30 @@ class PackStore:
             raise CorruptError(what, "record does not match the index")
         return memoryview(data)[fmt.RECORD_HEADER_SIZE :]
 
+    def check_header(self, pack_id: PackId) -> None:
+        """Raise CorruptError unless the pack starts with a valid pack header."""
+        what = f"pack {pack_id.hex()}"
+        try:
+            with open(self.path(pack_id), "rb") as f:
+                header = f.read(fmt.PACK_HEADER_SIZE)
+        except FileNotFoundError as exc:
+            raise CorruptError(what, "missing") from exc
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        fmt.check_pack_header(header, what)
+
     def scan(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
         """Every valid record of a pack with its offset, skipping zeroed or damaged bytes.
 
-        A torn tail (a crash mid-append) ends the scan: its record is not whole.
-        """
+        A torn tail (a crash mid-append) ends the scan: its record is not whole. The pack
+        header is not checked here (see :meth:`check_header`): each record carries its own
+        magic and checksum, and each chunk is checked against its id when it is read, so a
+        damaged pack header costs no chunk."""
         path = self.path(pack_id)
         what = f"pack {pack_id.hex()}"
         try:
             with open(path, "rb") as f:
                 fd = f.fileno()
-                fmt.check_pack_header(f.read(fmt.PACK_HEADER_SIZE), what)
                 file_size = os.fstat(fd).st_size
                 pos = fmt.PACK_HEADER_SIZE
                 while pos + fmt.RECORD_HEADER_SIZE <= file_size:
@@ -179,8 +238,22 @@ class PackStore:
                         return
                     yield pos, header
                     pos += header.record_size
+        except FileNotFoundError:
+            return  # removed meanwhile (a gc beside a reader building a temporary index)
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
+
+    def rewrite_header(self, pack_id: PackId) -> None:
+        """Write the pack header again (repair: its 16 bytes are the same in every pack)."""
+        try:
+            fd = os.open(self.path(pack_id), os.O_WRONLY)
+            try:
+                os.pwrite(fd, fmt.encode_pack_header(), 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
     def punch(self, pack_id: PackId, offset: int, length: int) -> None:
         try:

@@ -17,17 +17,22 @@ class PinStore:
         self.file_mode = file_mode
 
     def list(self) -> set[SnapshotId]:
-        pins = set()
-        with suppress(FileNotFoundError):
-            for name in os.listdir(self.root):
-                if len(name) == 64:
-                    with suppress(ValueError):
-                        pins.add(bytes.fromhex(name))
+        pins: set[SnapshotId] = set()
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return pins
+        except OSError as exc:
+            raise translate_os_error(exc, str(self.root)) from exc
+        for name in names:
+            if len(name) == 64:
+                with suppress(ValueError):
+                    pins.add(bytes.fromhex(name))
         return pins
 
     def pin(self, snapshot_id: SnapshotId) -> None:
         try:
-            self.root.mkdir(mode=0o700 | (self.file_mode & 0o055), exist_ok=True)
+            self.root.mkdir(mode=fsio.dir_mode(self.file_mode), exist_ok=True)
         except OSError as exc:
             raise translate_os_error(exc, str(self.root)) from exc
         fsio.write_durable(self.root / snapshot_id.hex(), b"", self.file_mode)

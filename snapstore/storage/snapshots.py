@@ -19,6 +19,7 @@ from snapstore.storage import fsio
 PENDING = "pending-"
 TRASH = "trash-"
 _READ_BUFFER = 1 << 20
+_WRITE_BUFFER = 1 << 20
 
 
 class ManifestWriter:
@@ -27,9 +28,10 @@ class ManifestWriter:
     def __init__(self, tmp_dir: Path, mode: int) -> None:
         self._tmp_dir = tmp_dir
         self._path = tmp_dir / f"part-{secrets.token_hex(8)}"
-        try:
-            self._file = open(self._path, "xb", buffering=_READ_BUFFER)  # noqa: SIM115
-            os.chmod(self._path, mode)
+        self._pending: Path | None = None  # where finish() moved it
+        self._buffer = bytearray()
+        try:  # the mode as the umask allows, like every other repository file
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except OSError as exc:
             raise translate_os_error(exc, "manifest") from exc
         self._hasher = StreamHasher()
@@ -37,10 +39,16 @@ class ManifestWriter:
 
     def write(self, data: bytes) -> None:
         self._hasher.update(data)
+        self._buffer += data
+        if len(self._buffer) >= _WRITE_BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
         try:
-            self._file.write(data)
+            fsio.write_all(self._fd, self._buffer)
         except OSError as exc:
             raise translate_os_error(exc, "manifest") from exc
+        self._buffer.clear()
 
     def add(self, record: ManifestRecord) -> None:
         self.write(fmt.encode_record(record))
@@ -48,22 +56,32 @@ class ManifestWriter:
     def finish(self, trailer: bytes) -> SnapshotId:
         """Write the trailer, make the file durable as ``tmp/pending-<id>``; return the id."""
         self.write(trailer)
+        self._flush()
         snapshot_id = self._hasher.digest()
+        pending = self._tmp_dir / f"{PENDING}{snapshot_id.hex()}"
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.rename(self._path, self._tmp_dir / f"{PENDING}{snapshot_id.hex()}")
+            os.fsync(self._fd)
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+            os.rename(self._path, pending)
+            self._pending = pending  # abort() removes it if the next step fails
             fsio.fsync_dir(self._tmp_dir)
         except OSError as exc:
             raise translate_os_error(exc, "manifest") from exc
+        self._pending = None  # from here on the caller owns it (and rolls it back)
         return snapshot_id
 
     def abort(self) -> None:
-        with suppress(OSError):
-            self._file.close()
-        with suppress(OSError):
-            self._path.unlink()
+        """Remove the unfinished manifest (a pending one only if finish() failed: nothing
+        has counted it then)."""
+        if self._fd >= 0:
+            with suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        for path in (self._path, self._pending):
+            if path is not None:
+                with suppress(OSError):
+                    path.unlink()
 
 
 class SnapshotStore:
@@ -92,16 +110,14 @@ class SnapshotStore:
         fsio.rename_durable(self.tmp_dir / f"{PENDING}{snapshot_id.hex()}", self.path(snapshot_id))
 
     def discard_pending(self, snapshot_id: SnapshotId) -> None:
-        with suppress(FileNotFoundError):
-            (self.tmp_dir / f"{PENDING}{snapshot_id.hex()}").unlink()
+        fsio.remove(self.tmp_dir / f"{PENDING}{snapshot_id.hex()}", f"manifest {snapshot_id.hex()[:12]}")
 
     def trash(self, snapshot_id: SnapshotId) -> None:
         """The atomic step that makes a snapshot not exist (its manifest stays in tmp/)."""
         fsio.rename_durable(self.path(snapshot_id), self.tmp_dir / f"{TRASH}{snapshot_id.hex()}")
 
     def purge_trash(self, snapshot_id: SnapshotId) -> None:
-        with suppress(FileNotFoundError):
-            (self.tmp_dir / f"{TRASH}{snapshot_id.hex()}").unlink()
+        fsio.remove(self.tmp_dir / f"{TRASH}{snapshot_id.hex()}", f"manifest {snapshot_id.hex()[:12]}")
 
     def load_info(self, snapshot_id: SnapshotId, *, where: str = "") -> SnapshotInfo:
         """The trailer of a manifest, read from its end (the chunk list is not read)."""
@@ -133,24 +149,32 @@ class SnapshotStore:
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
         with f:
-            reader = _HashingReader(f, hasher)
+            reader = _HashingReader(f, hasher, what)
             fmt.check_header(reader.read(fmt.HEADER_SIZE), what)
             yield from fmt.iter_records(reader.read, what)
-            hasher.update(f.read())
+            reader.read_rest()
         actual = hasher.digest()
         if actual != snapshot_id:
             raise IntegrityError(what, snapshot_id.hex(), actual.hex())
 
 
 class _HashingReader:
-    def __init__(self, f: BinaryIO, hasher: StreamHasher) -> None:
+    def __init__(self, f: BinaryIO, hasher: StreamHasher, what: str) -> None:
         self._f = f
         self._hasher = hasher
+        self._what = what
 
     def read(self, n: int) -> bytes:
-        data = self._f.read(n)
+        try:
+            data = self._f.read(n)
+        except OSError as exc:
+            raise translate_os_error(exc, self._what) from exc
         self._hasher.update(data)
         return data
+
+    def read_rest(self) -> None:
+        while self.read(_READ_BUFFER):
+            pass
 
 
 def _hex_names(directory: Path, prefix: str) -> list[SnapshotId]:
@@ -159,6 +183,8 @@ def _hex_names(directory: Path, prefix: str) -> list[SnapshotId]:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise translate_os_error(exc, str(directory)) from exc
     for name in names:
         if name.startswith(prefix) and len(name) == len(prefix) + 64:
             with suppress(ValueError):

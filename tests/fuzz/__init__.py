@@ -1,0 +1,1 @@
+"""Fuzz targets for every parser of on-disk bytes (see targets.py)."""
