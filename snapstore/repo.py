@@ -313,11 +313,14 @@ class Repository:
         self.pins.unpin(snapshot_id)
         self.snapshots.purge_trash(snapshot_id)
 
-    def list_snapshots(self) -> list[SnapshotInfo]:
-        """Every published snapshot, oldest first (CorruptError if a manifest is damaged)."""
+    def list_snapshots(self, *, skip_damaged: bool = False) -> list[SnapshotInfo]:
+        """Every published snapshot, oldest first. A damaged manifest is a CorruptError, or
+        with ``skip_damaged`` is left out (with a warning)."""
         infos, damaged = self._load_infos()
-        if damaged:
+        if damaged and not skip_damaged:
             raise damaged[0][1]
+        for sid, exc in damaged:
+            log.warning("snapshot %s left out: %s", sid.hex()[:12], exc.message)
         return infos
 
     def _load_infos(self) -> tuple[list[SnapshotInfo], list[tuple[SnapshotId, SnapstoreError]]]:

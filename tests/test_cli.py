@@ -380,6 +380,12 @@ def test_damaged_manifest(capsys: pytest.CaptureFixture[str], base: Base) -> Non
     out = base.tmp / "out.img"
     path.write_bytes(data[: len(data) - 30])  # truncated: its trailer is gone
     assert_error(snap(capsys, "log", "--repo", base.root), 4)
+    # A commit of the same name does not need it (it is only a hint): a warning, then success.
+    res = run_snap("commit", str(src), "--repo", str(base.root))
+    assert res.returncode == 0, res.stderr.decode()
+    assert f"snap: warning: snapshot {victim.hex[:12]} left out" in res.stderr.decode()
+    assert "Traceback" not in res.stderr.decode()
+    assert run_snap("rm", res.stdout.decode().strip(), "--repo", str(base.root)).returncode == 0
     path.write_bytes(data[:60] + bytes([data[60] ^ 1]) + data[61:])  # one chunk id changed
     res = snap(capsys, "checkout", victim.hex, "-o", out, "--repo", base.root)
     assert_error(res, res.code)

@@ -124,7 +124,7 @@ def commit_file(
 
 
 def _hints(repo: Repository, name: str, size: int) -> HintCursor | None:
-    same = [s for s in repo.list_snapshots() if s.name == name and s.entries == 1]
+    same = [s for s in repo.list_snapshots(skip_damaged=True) if s.name == name and s.entries == 1]
     if not same:
         return None
     return HintCursor(confirmable_chunks(repo.iter_records(same[-1].id), size))
