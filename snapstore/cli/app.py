@@ -21,7 +21,7 @@ from snapstore.cli.stats_cmd import stats
 from snapstore.errors import SnapstoreError, UsageError
 
 EXIT_INTERRUPTED = 130
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt (glibc malloc.h)
 
 app = typer.Typer(
     name="snap",
@@ -84,10 +84,13 @@ def _keep_freed_memory() -> None:
     """Ask glibc to serve chunk-sized buffers from its heap and keep them when freed: commit
     and checkout free and reallocate megabyte buffers all the time, and returning each to the
     kernel costs a page fault per 4 KiB when it comes back (measured: a third of checkout's
-    system time). Memory stays bounded by the pipelines' own limits."""
+    system time). Two arenas: with one per thread, each would keep its own freed buffers
+    (checkout of an 8 GiB image with 16 threads: 323 MiB peak RSS with one per thread, 159
+    MiB with two, the same speed). Memory stays bounded by the pipelines' own limits."""
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's largest allowed value
         libc.mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+        libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError):  # not glibc: keep its defaults
         pass
