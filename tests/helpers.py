@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import filecmp
 import hashlib
 import io
 import json
@@ -21,7 +22,7 @@ import blake3
 from snapstore import Repository, checkout
 from snapstore.cli.app import main
 from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
-from tests.conftest import SNAP
+from tests.conftest import SNAP, run_snap
 
 BLOCK = 8 << 20
 _ZERO_BLOCK = bytes(BLOCK)
@@ -157,6 +158,16 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1, f"expected one line on stderr, got: {lines}"
     assert lines[0].startswith("snap: error: "), lines[0]
     return lines[0]
+
+
+def checks_out(repo: Path, snapshot_id: str, original: Path, out_dir: Path) -> bool:
+    """Whether ``snap checkout`` (a real process) gives back ``original`` byte for byte."""
+    out = out_dir / f"co-{snapshot_id[:12]}"
+    done = run_snap("checkout", snapshot_id, "-o", str(out), "-f", "-r", str(repo))
+    assert done.returncode == 0, f"checkout {snapshot_id[:12]}: {done.stderr.decode()}"
+    same = filecmp.cmp(out, original, shallow=False)
+    out.unlink()
+    return same
 
 
 def copy_repository(src: Path, dst: Path) -> Path:

@@ -93,15 +93,19 @@ def test_commit_killed_at_many_points(tmp_path: Path, report_count: Any) -> None
     outcomes: list[str] = []
     left_behind = 0  # kills after which a half-written manifest was found
 
-    # Calibrate: an unkilled commit of a new version, timed from taking the lock to exiting.
-    _modify(image, rng)
-    expected["calibration"] = file_digest(image)
-    proc, locked = start_holding_lock(["commit", str(image), "-m", "calibration"], root)
-    assert proc.wait(timeout=120) == 0, proc.stderr.read()  # type: ignore[union-attr]
-    work = time.monotonic() - locked
+    # Calibrate: unkilled commits of new versions, timed from taking the lock to exiting; the
+    # shorter of two, and kills spread over its first 80%, so that a machine busy with other
+    # tests (slower) or idle again (faster) still sees most kills land mid-commit.
+    work = float("inf")
+    for run in ("calibration", "calibration 2"):
+        _modify(image, rng)
+        expected[run] = file_digest(image)
+        proc, locked = start_holding_lock(["commit", str(image), "-m", run], root)
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()  # type: ignore[union-attr]
+        work = min(work, time.monotonic() - locked)
 
     for i in range(1, KILL_POINTS + 1):
-        fraction = (i - 0.5) / KILL_POINTS
+        fraction = 0.8 * (i - 0.5) / KILL_POINTS
         _modify(image, rng)
         expected[f"v{i}"] = file_digest(image)
         proc, locked = start_holding_lock(["commit", str(image), "-m", f"v{i}"], root)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -34,6 +33,7 @@ from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
 from tests.conftest import SMALL_CHUNKER, SNAP
+from tests.helpers import copy_repository
 from tests.helpers import start_holding_lock as start
 from tests.test_gc import du, make_base, rewrite
 
@@ -140,22 +140,24 @@ class Base:
     sources: dict[str, bytes] = field(default_factory=dict)  # id -> content (for recommits)
 
 
-def build_base(root: Path) -> Base:
-    """Small chunks and 1 MiB packs: many chunks, packs and fsyncs. Each 'disk' version
-    rewrites 100 scattered 2 KiB pieces, so dead chunks sit between live ones and gc punches
-    hundreds of ranges; the old 'scratch' version fills packs of its own that die whole."""
-    path = root / "base"
+def build_history(
+    path: Path, *, seed: int, size: int, versions: int, pieces: int, scratch_at: tuple[int, ...], scratch: int
+) -> Base:
+    """Versions of a 'disk' image, each rewriting ``pieces`` scattered 2 KiB pieces (dead
+    chunks between live ones: gc punches many ranges), with versions of 'scratch' made at
+    ``scratch_at`` (packs of their own that die whole). Small chunks and 1 MiB packs: many
+    chunks, packs and fsyncs."""
     Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
-    data = make_base(3, 16 * MiB)
-    rng = random.Random(4)
-    src = root / "src"
+    data = make_base(seed, size)
+    rng = random.Random(seed + 1)
+    src = path.parent / f"{path.name}-src"
     base = Base(path, [], [], {})
     with Repository.open(path, Mode.WRITE) as r:
-        for i in range(8):
+        for i in range(versions):
             if i:
-                rewrite(data, 50 + i, 100, 2048)
-            if i in (0, 4):
-                content = rng.randbytes(3 * MiB // 2)
+                rewrite(data, 10 * seed + 20 + i, pieces, 2048)
+            if i in scratch_at:
+                content = rng.randbytes(scratch)
                 src.write_bytes(content)
                 s = commit_file(r, src, name="scratch").snapshot
                 base.scratch.append(s.hex)
@@ -170,23 +172,16 @@ def build_base(root: Path) -> Base:
     return base
 
 
+def build_base(root: Path) -> Base:
+    """8 versions of 16 MiB, 100 rewritten pieces each, 2 of 'scratch'."""
+    return build_history(
+        root / "base", seed=3, size=16 * MiB, versions=8, pieces=100, scratch_at=(0, 4), scratch=3 * MiB // 2
+    )
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     return build_base(tmp_path_factory.mktemp("crash-base"))
-
-
-def fresh_copy(src: Path, dst: Path) -> Path:
-    """A copy of a repository. The 16 MiB ``reserve`` file is hard-linked, not copied: it is
-    only ever unlinked and recreated, never written in place."""
-
-    def copy(a: str, b: str) -> object:
-        if Path(a).name == "reserve":
-            return os.link(a, b)
-        return shutil.copy2(a, b)
-
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst, copy_function=copy)
-    return dst
 
 
 def snap(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -227,7 +222,7 @@ def state(repo: Path) -> tuple[Any, ...]:
 def run_kill_points(base: Base, sc: Scenario, points: int, scratch: Path) -> dict[str, int]:
     expected = {sid: base.digests[sid] for sid in sc.keep}
     # Calibrate on an unkilled run: how long the work takes once the lock is held, and the end state.
-    ref = fresh_copy(base.path, scratch / "ref")
+    ref = copy_repository(base.path, scratch / "ref")
     sc.prepare(ref)
     du_start = du(ref)
     before_state = state(ref)
@@ -245,7 +240,7 @@ def run_kill_points(base: Base, sc: Scenario, points: int, scratch: Path) -> dic
     for i in range(points):
         fraction = (i + 0.5) / points
         for _attempt in range(4):
-            repo = fresh_copy(base.path, scratch / "work")
+            repo = copy_repository(base.path, scratch / "work")
             sc.prepare(repo)
             proc, locked = start(sc.command, repo)
             time.sleep(max(0.0, locked + fraction * work - time.monotonic()))
@@ -292,7 +287,7 @@ def test_sigkill_commit(base: Base, tmp_path: Path, report_count: Any) -> None:
     src = tmp_path / "new.img"
     src.write_bytes(data)
     digest = sha(bytes(data))
-    ref = fresh_copy(base.path, tmp_path / "ref")
+    ref = copy_repository(base.path, tmp_path / "ref")
     before = state(ref)
     proc, locked = start(["commit", str(src), "--name", "new"], ref)
     assert proc.wait(timeout=300) == 0, proc.stderr.read()  # type: ignore[union-attr]
@@ -302,7 +297,7 @@ def test_sigkill_commit(base: Base, tmp_path: Path, report_count: Any) -> None:
     for i in range(points):
         fraction = (i + 0.5) / points
         for _attempt in range(4):
-            repo = fresh_copy(base.path, tmp_path / "work")
+            repo = copy_repository(base.path, tmp_path / "work")
             proc, locked = start(["commit", str(src), "--name", "new"], repo)
             time.sleep(max(0.0, locked + fraction * work - time.monotonic()))
             proc.send_signal(signal.SIGKILL)
@@ -424,29 +419,9 @@ def die_at(repo: Repository, step: int | None) -> Iterator[Counter[str]]:
 
 def small_base(root: Path) -> Base:
     """A smaller history for in-process crashes: 4 versions of 3 MiB, 2 of 'scratch'."""
-    path = root / "small"
-    Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
-    data = make_base(8, 3 * MiB)
-    rng = random.Random(9)
-    src = root / "src"
-    base = Base(path, [], [], {})
-    with Repository.open(path, Mode.WRITE) as r:
-        for i in range(4):
-            if i:
-                rewrite(data, 90 + i, 40, 2048)
-            if i in (0, 2):
-                content = rng.randbytes(MiB)
-                src.write_bytes(content)
-                s = commit_file(r, src, name="scratch").snapshot
-                base.scratch.append(s.hex)
-                base.digests[s.hex] = sha(content)
-                base.sources[s.hex] = content
-            src.write_bytes(data)
-            s = commit_file(r, src, name="disk").snapshot
-            base.disk.append(s.hex)
-            base.digests[s.hex] = sha(bytes(data))
-            base.sources[s.hex] = bytes(data)
-    return base
+    return build_history(
+        root / "small", seed=8, size=3 * MiB, versions=4, pieces=40, scratch_at=(0, 2), scratch=MiB
+    )
 
 
 @pytest.fixture(scope="module")
@@ -472,7 +447,7 @@ def in_process_crashes(
     evenly spread), recommit the removed versions, rerun gc, and check everything."""
     monkeypatch.setattr(gc, "_BATCH", 16)  # many small transactions: kills between batches
     expected = {sid: small.digests[sid] for sid in keep}
-    ref = fresh_copy(small.path, tmp_path / "ref")
+    ref = copy_repository(small.path, tmp_path / "ref")
     prepare(ref)
     with Repository.open(ref, Mode.EXCLUSIVE) as r, die_at(r, None) as seen:
         operation(r)
@@ -481,7 +456,7 @@ def in_process_crashes(
     points = sorted({1 + (i * (steps - 1)) // max(1, max_points - 1) for i in range(max_points)})
     for step in points:
         when = f"killed before durable step {step} of {steps}"
-        repo = fresh_copy(small.path, tmp_path / "work")
+        repo = copy_repository(small.path, tmp_path / "work")
         prepare(repo)
         with pytest.raises(Killed), Repository.open(repo, Mode.EXCLUSIVE) as r, die_at(r, step):
             operation(r)

@@ -8,7 +8,6 @@ Needs root (it mounts a tmpfs and a loop-mounted ext4 image); skipped otherwise.
 from __future__ import annotations
 
 import errno
-import filecmp
 import os
 import random
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_snap
+from tests.helpers import checks_out, one_error_line
 from tests.test_gc import snap_json, snap_ok
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -97,21 +97,6 @@ def assert_full(mount: Path) -> None:
         probe.unlink()
 
 
-def checks_out(repo: Path, sid: str, original: Path, out_dir: Path) -> bool:
-    out = out_dir / f"co-{sid[:12]}"
-    snap_ok("checkout", sid, "-o", str(out), "-f", "-r", str(repo))
-    same = filecmp.cmp(out, original, shallow=False)
-    out.unlink()
-    return same
-
-
-def one_error_line(stderr: bytes) -> str:
-    lines = stderr.decode().strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {lines}"
-    assert lines[0].startswith("snap: error: ")
-    return lines[0]
-
-
 def version(tmp_path: Path, i: int, size_mib: int = VERSION_MIB) -> Path:
     """Incompressible and unlike every other version: each one needs its full size."""
     path = tmp_path / f"disk-v{i}.img"
@@ -129,7 +114,7 @@ def fill_repository_until_commit_fails(repo: Path, tmp_path: Path) -> list[tuple
             committed.append((res.stdout.decode().strip(), src))
             continue
         assert res.returncode == NO_SPACE_EXIT, f"exit {res.returncode}: {res.stderr.decode()}"
-        line = one_error_line(res.stderr)
+        line = one_error_line(res.stderr.decode())
         assert "no space left on device" in line, line
         assert res.stdout == b""
         src.unlink()

@@ -3,7 +3,6 @@ commit, end to end through the real CLI. Disk usage is measured here, as du coun
 
 from __future__ import annotations
 
-import filecmp
 import json
 import random
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import pytest
 from snapstore import Mode, Repository, commit_file
 from snapstore.units import format_size
 from tests.conftest import run_snap
+from tests.helpers import checks_out, one_error_line
 from tests.test_gc import du, make_base, rewrite, snap_json, snap_ok
 
 MiB = 1 << 20
@@ -29,21 +29,6 @@ def pack_state(root: Path) -> dict[str, tuple[int, int]]:
 
 def log_ids(repo: Path) -> list[str]:
     return [s["id"] for s in snap_json("log", "-r", str(repo))]
-
-
-def checks_out(repo: Path, snapshot_id: str, original: Path, out_dir: Path) -> bool:
-    out = out_dir / f"co-{snapshot_id[:12]}"
-    snap_ok("checkout", snapshot_id, "-o", str(out), "-f", "-r", str(repo))
-    same = filecmp.cmp(out, original, shallow=False)
-    out.unlink()
-    return same
-
-
-def one_error_line(stderr: bytes) -> str:
-    lines = stderr.decode().strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {lines}"
-    assert lines[0].startswith("snap: error: ")
-    return lines[0]
 
 
 # -- a five-version history plus one snapshot of another name --------------------------------------
@@ -136,7 +121,7 @@ def test_impossible_quota_deletes_nothing(five: Five) -> None:
     disk = du(five.path)
     res = run_snap("prune", "--quota", "1M", "-r", str(five.path))
     assert res.returncode == QUOTA_EXIT
-    line = one_error_line(res.stderr)
+    line = one_error_line(res.stderr.decode())
     assert "short" in line and "nothing was deleted" in line
     assert res.stdout == b""
     assert log_ids(five.path) == [five.other, *five.ids]
@@ -150,7 +135,7 @@ def test_quota_never_drops_what_a_keep_rule_keeps(five: Five) -> None:
     packs = pack_state(five.path)
     res = run_snap("prune", "--keep-last", "4", "--quota", str(quota), "-r", str(five.path))
     assert res.returncode == QUOTA_EXIT, res.stderr.decode()
-    assert "short" in one_error_line(res.stderr)
+    assert "short" in one_error_line(res.stderr.decode())
     # not even v1, which --keep-last 4 alone would drop: an impossible prune does nothing
     assert log_ids(five.path) == [five.other, *five.ids]
     assert pack_state(five.path) == packs
@@ -208,7 +193,7 @@ def test_pinned_snapshots_survive_every_prune(five: Five, tmp_path: Path) -> Non
 def test_pin_unknown_snapshot_fails(five: Five) -> None:
     res = run_snap("pin", "0000ffff", "-r", str(five.path))
     assert res.returncode == 3
-    assert "no snapshot matches" in one_error_line(res.stderr)
+    assert "no snapshot matches" in one_error_line(res.stderr.decode())
 
 
 def test_rm_removes_a_pinned_snapshot_and_its_pin(five: Five) -> None:
@@ -301,7 +286,7 @@ def test_bad_prune_arguments_are_usage_errors(repo_path: Path) -> None:
     for args in (["--keep-within", "7x"], ["--quota", "lots"], ["--keep-last", "-1"]):
         res = run_snap("prune", *args, "-r", str(repo_path))
         assert res.returncode == 2, args
-        one_error_line(res.stderr)
+        one_error_line(res.stderr.decode())
 
 
 # -- the repository quota, kept by every commit -------------------------------------------------------
@@ -320,7 +305,7 @@ def test_config_quota_get_set_unset(repo_path: Path) -> None:
     assert bad.returncode == 2
     unknown = run_snap("config", "set", "colour", "red", "-r", r)
     assert unknown.returncode == 2
-    assert "unknown setting" in one_error_line(unknown.stderr)
+    assert "unknown setting" in one_error_line(unknown.stderr.decode())
 
 
 @pytest.mark.slow
@@ -364,7 +349,7 @@ def test_every_commit_keeps_the_repository_within_its_quota(tmp_path: Path) -> N
     before = du(repo)
     res = run_snap("commit", str(big), "--name", "disk", "-r", str(repo))
     assert res.returncode == QUOTA_EXIT, res.stderr.decode()
-    line = one_error_line(res.stderr)
+    line = one_error_line(res.stderr.decode())
     assert "quota" in line and "short" in line
     assert res.stdout == b""
     assert log_ids(repo) == remaining

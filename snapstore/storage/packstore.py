@@ -7,7 +7,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -256,10 +256,24 @@ class PackStore:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
     def punch(self, pack_id: PackId, offset: int, length: int) -> None:
+        """Free ``[offset, offset+length)`` of a pack (it reads as zeros), durably."""
+        self._modify(pack_id, lambda fd: fsio.punch_hole(fd, offset, length))
+
+    def truncate(self, pack_id: PackId, length: int) -> None:
+        """Cut a pack back to ``length`` bytes (never below its header), durably."""
+
+        def cut(fd: int) -> None:
+            if os.fstat(fd).st_size > max(length, fmt.PACK_HEADER_SIZE):
+                os.ftruncate(fd, max(length, fmt.PACK_HEADER_SIZE))
+
+        self._modify(pack_id, cut)
+
+    def _modify(self, pack_id: PackId, change: Callable[[int], None]) -> None:
+        """Apply ``change`` to a stored pack and fsync it; a pack already gone is left so."""
         try:
             fd = os.open(self.path(pack_id), os.O_WRONLY)
             try:
-                fsio.punch_hole(fd, offset, length)
+                change(fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -277,22 +291,6 @@ class PackStore:
         except OSError as exc:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
         return st.st_blocks * 512, st.st_size
-
-    def truncate(self, pack_id: PackId, length: int) -> None:
-        """Cut a pack back to ``length`` bytes (never below its header), durably."""
-        length = max(length, fmt.PACK_HEADER_SIZE)
-        try:
-            fd = os.open(self.path(pack_id), os.O_WRONLY)
-            try:
-                if os.fstat(fd).st_size > length:
-                    os.ftruncate(fd, length)
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
     def delete(self, pack_id: PackId) -> None:
         self.forget(pack_id)
