@@ -28,12 +28,11 @@ from typing import Any
 import pytest
 
 from snapstore import Mode, Repository, checkout, commit_file
-from snapstore.model import ChunkRef, ZeroRun
 from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
 from tests.conftest import SMALL_CHUNKER, SNAP
-from tests.helpers import copy_repository
+from tests.helpers import content_sha, copy_repository
 from tests.helpers import start_holding_lock as start
 from tests.test_gc import du, make_base, rewrite
 
@@ -56,18 +55,6 @@ def file_sha(path: Path) -> str:
 # -- what a healthy, finished repository looks like -------------------------------------------------
 
 
-def read_sha(r: Repository, snapshot_id: bytes) -> str:
-    """The content's sha256, read chunk by chunk (each checked against its id, the manifest
-    against the snapshot id): what checkout reads, without writing a file."""
-    h = hashlib.sha256()
-    for record in r.iter_records(snapshot_id):
-        if isinstance(record, ChunkRef):
-            h.update(r.get_chunk(record.chunk_id))
-        elif isinstance(record, ZeroRun):
-            h.update(bytes(record.length))
-    return h.hexdigest()
-
-
 def assert_intact(
     repo: Path, expected: dict[str, str], scratch: Path, when: str, *, full: bool = True
 ) -> None:
@@ -83,7 +70,7 @@ def assert_intact(
                     checkout(r, listed[sid], str(out), force=True)
                     actual = file_sha(out)
                 else:
-                    actual = read_sha(r, listed[sid].id)
+                    actual = content_sha(r, listed[sid].id)
             except Exception as exc:
                 raise AssertionError(f"{when}: kept snapshot {sid[:12]} does not check out: {exc}") from exc
             assert actual == digest, f"{when}: kept snapshot {sid[:12]} checks out different bytes"

@@ -47,8 +47,8 @@ def encode(config: Config) -> bytes:
     return _canonical(doc)
 
 
-def peek_version(data: bytes) -> object:
-    """The ``format_version`` field, read before anything else is trusted."""
+def _object(data: bytes) -> dict[str, Any]:
+    """The config's JSON object, its size checked before it is parsed."""
     if len(data) > MAX_CONFIG_SIZE:
         raise CorruptError("config", f"{len(data)} bytes is too large")
     try:
@@ -57,19 +57,17 @@ def peek_version(data: bytes) -> object:
         raise CorruptError("config", f"not JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise CorruptError("config", "not a JSON object")
-    return doc.get("format_version")
+    return doc
+
+
+def peek_version(data: bytes) -> object:
+    """The ``format_version`` field, read before anything else is trusted."""
+    return _object(data).get("format_version")
 
 
 def decode(data: bytes) -> Config:
     """Parse a config whose version is FORMAT_VERSION (check :func:`peek_version` first)."""
-    if len(data) > MAX_CONFIG_SIZE:
-        raise CorruptError("config", f"{len(data)} bytes is too large")
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise CorruptError("config", f"not JSON ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise CorruptError("config", "not a JSON object")
+    doc = _object(data)
     if "checksum" in doc:
         checksum = doc.pop("checksum")
         if checksum != _checksum(doc):
