@@ -160,6 +160,15 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+def file_sha(path: Path) -> str:
+    """sha256 of a file's bytes, read a MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def checks_out(repo: Path, snapshot_id: str, original: Path, out_dir: Path) -> bool:
     """Whether ``snap checkout`` (a real process) gives back ``original`` byte for byte."""
     out = out_dir / f"co-{snapshot_id[:12]}"

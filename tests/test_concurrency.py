@@ -29,20 +29,12 @@ import pytest
 
 from snapstore import Mode, Repository, commit_file
 from tests.conftest import SMALL_CHUNKER, SNAP, run_snap
-from tests.helpers import one_error_line, start_holding_lock
+from tests.helpers import file_sha, one_error_line, start_holding_lock
 from tests.test_gc import make_base, rewrite
 
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
 LOCKED = 6
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def big_file(path: Path, mib: int, seed: int) -> Path:
@@ -72,7 +64,7 @@ def snapshots(repo: Path) -> dict[str, str]:
 def checks_out(repo: Path, sid: str, expected: str, out: Path) -> None:
     done = run_snap("checkout", sid, "-o", str(out), "-f", "-r", str(repo))
     assert done.returncode == 0, done.stderr.decode()
-    assert sha(out) == expected
+    assert file_sha(out) == expected
     out.unlink()
 
 
@@ -138,7 +130,7 @@ def test_two_commits_to_one_repository(tmp_path: Path) -> None:
     snaps = snapshots(repo)
     assert "big" in snaps
     verify_ok(repo)
-    checks_out(repo, snaps["big"], sha(big), tmp_path / "out")
+    checks_out(repo, snaps["big"], file_sha(big), tmp_path / "out")
 
 
 def test_verify_and_commit_exclude_each_other(tmp_path: Path) -> None:
@@ -159,7 +151,7 @@ def test_verify_and_commit_exclude_each_other(tmp_path: Path) -> None:
         done = run_snap("checkout", snapshots(repo)["big"], "-o", str(tmp_path / "out"), "-r", str(repo))
         assert done.returncode == 0, done.stderr.decode()
     assert verifier.wait(timeout=120) == 0
-    assert sha(tmp_path / "out") == sha(big)
+    assert file_sha(tmp_path / "out") == file_sha(big)
 
 
 def clean_error_line(res: subprocess.CompletedProcess[bytes]) -> str:
@@ -182,7 +174,7 @@ def test_two_commits_to_two_repositories(tmp_path: Path) -> None:
     for repo, f in zip(repos, files, strict=True):
         verify_ok(repo)
         (sid,) = snapshots(repo).values()
-        checks_out(repo, sid, sha(f), tmp_path / "out")
+        checks_out(repo, sid, file_sha(f), tmp_path / "out")
 
 
 def test_checkout_during_a_commit(tmp_path: Path) -> None:
@@ -197,10 +189,10 @@ def test_checkout_during_a_commit(tmp_path: Path) -> None:
     tries = race(long, repo / "locks" / "write", lambda: run_snap(*checkout))
     for _, res in tries:
         assert res.returncode == 0, res.stderr.decode()
-    assert sha(out) == sha(old)
+    assert file_sha(out) == file_sha(old)
     assert "met" in [o for o, _ in tries], "no checkout met the commit running"
     verify_ok(repo)
-    checks_out(repo, snapshots(repo)["big"], sha(big), out)
+    checks_out(repo, snapshots(repo)["big"], file_sha(big), out)
 
 
 @pytest.fixture
@@ -256,7 +248,7 @@ def test_gc_while_a_checkout_runs(tmp_path: Path) -> None:
         time.sleep(0.001)
     tries = race(reader, repo / "locks" / "data", lambda: run_snap("gc", "-r", str(repo)))
     locked_out(tries, "running checkout")
-    assert sha(out) == sha(big)
+    assert file_sha(out) == file_sha(big)
     assert run_snap("gc", "-r", str(repo)).returncode == 0
     verify_ok(repo)
 

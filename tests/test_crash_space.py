@@ -32,7 +32,7 @@ from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
 from tests.conftest import SMALL_CHUNKER, SNAP
-from tests.helpers import content_sha, copy_repository
+from tests.helpers import content_sha, copy_repository, file_sha
 from tests.helpers import start_holding_lock as start
 from tests.test_gc import du, make_base, rewrite
 
@@ -42,14 +42,6 @@ MiB = 1 << 20
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- what a healthy, finished repository looks like -------------------------------------------------
