@@ -236,3 +236,99 @@ def test_hinted_commit_with_holes_equals_full_chunking(
         plain_list = _chunk_list(r, p.snapshot.id)
     assert hinted_list == plain_list
     assert (tmp / "out.img").read_bytes() == path.read_bytes()
+
+
+def test_hint_cursor_reanchors_after_an_insertion_and_a_deletion() -> None:
+    chunks = [PrevChunk(i * 10, 10, bytes([i])) for i in range(8)]
+    cursor = HintCursor(iter(chunks))
+    assert cursor.at(0) == chunks[0]
+    assert cursor.at(20) == chunks[2]
+    # 3 bytes were inserted before chunk 3: it was cut at 33 and found behind the cursor
+    assert cursor.at(33) is None
+    assert cursor.reanchor(30 + 3, 10, bytes([3]))
+    assert cursor.shift == 3
+    assert cursor.at(43) == PrevChunk(43, 10, bytes([4]))  # offered in the file's offsets
+    assert [c.offset for c in cursor.run(43, lambda c: True, 1000)] == [43, 53, 63, 73]
+    # chunk 5 was deleted: chunk 6 now starts where chunk 5 did
+    assert cursor.reanchor(53, 10, bytes([6]))
+    assert cursor.shift == -7
+    assert cursor.at(63) == PrevChunk(63, 10, bytes([7]))
+    assert not cursor.reanchor(63, 10, b"new")  # content the previous snapshot never had
+    assert not cursor.reanchor(63, 9, bytes([7]))  # the same id must come with its length
+
+
+def test_hint_cursor_prefers_the_nearest_copy() -> None:
+    same = b"s"
+    chunks = [
+        PrevChunk(0, 10, same),
+        PrevChunk(10, 10, b"x"),
+        PrevChunk(20, 10, same),
+        PrevChunk(30, 10, b"y"),
+    ]
+    cursor = HintCursor(iter(chunks))
+    assert cursor.reanchor(22, 10, same)
+    assert cursor.shift == 2 and cursor.at(32) == PrevChunk(32, 10, b"y")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["insert", "delete", "overwrite"]), st.integers(1, 60_000)), max_size=6
+    ),
+)
+def test_hinted_commit_after_insertions_and_deletions_equals_full_chunking(
+    tmp_path_factory: object, seed: int, edits: list[tuple[str, int]]
+) -> None:
+    """Bytes inserted and removed move everything after them: the cursor re-anchors on the
+    content, and the chunk list is still exactly a full chunking's."""
+    tmp = tmp_path_factory.mktemp("shifts")  # type: ignore[attr-defined]
+    rng = random.Random(seed)
+    data = bytearray(rng.randbytes(rng.randrange(300_000, 2_000_000)))
+    if rng.random() < 0.5:  # a run of zeros inside: zero runs are re-anchored past too
+        at = rng.randrange(len(data))
+        data[at : at + 300_000] = bytes(300_000)
+    path = tmp / "disk.img"
+    path.write_bytes(bytes(data))
+    hinted, plain = tmp / "hinted", tmp / "plain"
+    for p in (hinted, plain):
+        Repository.init(p, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+    with Repository.open(hinted, Mode.WRITE) as r:
+        commit_file(r, path)
+    for kind, length in edits:
+        at = rng.randrange(len(data) + 1)
+        if kind == "insert":
+            data[at:at] = rng.randbytes(length)
+        elif kind == "delete":
+            del data[at : at + length]
+        else:
+            data[at : at + length] = rng.randbytes(length)[: len(data) - at]
+    path.write_bytes(bytes(data))
+    with Repository.open(hinted, Mode.WRITE) as r:
+        h = commit_file(r, path)
+        hinted_list = _chunk_list(r, h.snapshot.id)
+        checkout(r, h.snapshot, str(tmp / "out.img"))
+    with Repository.open(plain, Mode.WRITE) as r:
+        p = commit_file(r, path, use_hints=False)
+        plain_list = _chunk_list(r, p.snapshot.id)
+    assert hinted_list == plain_list
+    assert (tmp / "out.img").read_bytes() == bytes(data)
+
+
+def test_an_insertion_is_confirmed_past_not_chunked(tmp_path: Path) -> None:
+    """5000 bytes inserted near the start of a 48 MiB file: after a chunk or two the rest
+    is confirmed in place at its new offsets instead of being chunked again."""
+    rng = random.Random(11)
+    data = rng.randbytes(48 << 20)
+    path = tmp_path / "disk.img"
+    path.write_bytes(data)
+    Repository.init(tmp_path / "repo").close()
+    with Repository.open(tmp_path / "repo", Mode.WRITE) as r:
+        first = commit_file(r, path)
+        path.write_bytes(data[:65536] + rng.randbytes(5000) + data[65536:])
+        second = commit_file(r, path)
+        checkout(r, second.snapshot, str(tmp_path / "out.img"))
+    assert (tmp_path / "out.img").read_bytes() == path.read_bytes()
+    assert second.chunked_bytes < 8 << 20, second.chunked_bytes
+    assert second.confirmed_chunks >= first.chunks - 4
+    assert second.new_chunks <= 3

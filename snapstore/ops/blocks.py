@@ -1,5 +1,6 @@
 """Recycled read buffers: a fixed number of blocks is allocated once per commit, so memory
-stays bounded and the kernel is not asked for fresh pages for every read.
+stays bounded and the kernel is not asked for fresh pages for every read. Blocks are
+anonymous mappings: page-aligned (direct I/O reads into them) and all zeros when new.
 
 A block holds a contiguous stretch of the input stream. Whoever still needs its bytes (the
 chunker, a worker hashing or compressing a chunk, the digest thread, a raw payload not yet
@@ -8,6 +9,7 @@ written) holds a pin; the block goes back to the pool when the last pin is relea
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import deque
 
@@ -17,7 +19,7 @@ class Block:
 
     def __init__(self, pool: BlockPool, size: int) -> None:
         self._pool = pool
-        self.buf = bytearray(size)
+        self.buf = mmap.mmap(-1, size)  # page-aligned, zero-filled
         self.view = memoryview(self.buf)
         self.start = 0  # stream offset of view[0]
         self.end = 0  # stream offset just after the last byte held

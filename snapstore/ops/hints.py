@@ -52,12 +52,23 @@ def confirmable_chunks(records: Iterable[ManifestRecord], size: int = -1) -> Ite
 
 
 class HintCursor:
-    """Walks the previous chunks forward as the commit advances (bounded memory: only the
-    chunks looked ahead at are held)."""
+    r"""Walks the previous chunks forward as the commit advances (bounded memory: only the
+    chunks looked ahead at, and the last :data:`BEHIND` passed, are held).
+
+    Offsets are the current file's: a previous chunk at ``offset`` is offered at ``offset +
+    shift``. The shift starts at 0 and changes when the commit :meth:`reanchor`\s after bytes
+    were inserted or removed: a chunk it has just cut at a true boundary, whose bytes equal a
+    previous chunk's, ends where that chunk ended (the module's argument), and so do the
+    previous chunks after it wherever their bytes are unchanged."""
+
+    BEHIND = 256  # previous chunks kept after they are passed: insertions this far back are found
+    AHEAD = 256  # previous chunks looked ahead at for a deletion
 
     def __init__(self, chunks: Iterable[PrevChunk]) -> None:
         self._chunks = iter(chunks)
-        self._ahead: deque[PrevChunk] = deque()
+        self._ahead: deque[PrevChunk] = deque()  # in previous offsets
+        self._behind: deque[PrevChunk] = deque(maxlen=self.BEHIND)
+        self.shift = 0
 
     def _fill(self, n: int) -> bool:
         while len(self._ahead) < n:
@@ -67,12 +78,16 @@ class HintCursor:
             self._ahead.append(nxt)
         return True
 
+    def _moved(self, c: PrevChunk) -> PrevChunk:
+        return c if not self.shift else PrevChunk(c.offset + self.shift, c.length, c.chunk_id)
+
     def at(self, offset: int) -> PrevChunk | None:
         """The previous chunk starting exactly at ``offset``, if any (drops those before)."""
+        offset -= self.shift
         while self._fill(1) and self._ahead[0].offset < offset:
-            self._ahead.popleft()
+            self._behind.append(self._ahead.popleft())
         if self._ahead and self._ahead[0].offset == offset:
-            return self._ahead[0]
+            return self._moved(self._ahead[0])
         return None
 
     def run(self, offset: int, accept: Callable[[PrevChunk], bool], limit: int) -> list[PrevChunk]:
@@ -83,10 +98,31 @@ class HintCursor:
         out: list[PrevChunk] = []
         pos, i = offset, 0
         while self._fill(i + 1):
-            c = self._ahead[i]
+            c = self._moved(self._ahead[i])
             if c.offset != pos or pos - offset >= limit or not accept(c):
                 break
             out.append(c)
             pos += c.length
             i += 1
         return out
+
+    def reanchor(self, offset: int, length: int, chunk_id: ChunkId) -> bool:
+        """The commit cut the chunk ``chunk_id`` of ``length`` bytes at ``offset`` (a true
+        boundary). If a previous chunk near the cursor has the same id, shift so that the
+        chunks after it are offered next; returns whether one was found. The nearest in the
+        stream wins (an unchanged stretch is most likely where it was)."""
+        self._fill(self.AHEAD)
+        best: tuple[int, int] | None = None  # (distance, index into behind + ahead)
+        for i, c in enumerate((*self._behind, *self._ahead)):
+            if c.chunk_id == chunk_id and c.length == length:
+                distance = abs(offset - (c.offset + self.shift))
+                if best is None or distance < best[0]:
+                    best = (distance, i)
+        if best is None:
+            return False
+        held = [*self._behind, *self._ahead]
+        found = held[best[1]]
+        self._behind = deque(held[: best[1] + 1], maxlen=self.BEHIND)
+        self._ahead = deque(held[best[1] + 1 :])
+        self.shift = offset - found.offset
+        return True

@@ -39,15 +39,15 @@ from snapstore.model import ChunkId, ChunkRef, ZeroRun
 from snapstore.ops.blocks import Block, BlockPool
 from snapstore.ops.hints import HintCursor, PrevChunk
 from snapstore.ops.reader import Failed, Hole, InputReader, Piece
-from snapstore.ops.streams import DigestWorker, Layout, Segment
+from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
 from snapstore.progress import Progress
 from snapstore.repo import Repository
+from snapstore.storage.fsio import PAGE
 from snapstore.storage.snapshots import ManifestWriter
 
 READ_SIZE = 8 * 1024 * 1024  # bytes read into a block at a time
-BLOCKS = 4  # blocks in the pool: bounds the memory of a commit
+BLOCKS = 8  # blocks in the pool: bounds the memory of a commit
 ZEROS = b"zeros"  # what a confirmation expects of a previous zero run
-_ZEROS = bytes(1 << 20)
 
 
 class Kind(enum.Enum):
@@ -60,7 +60,7 @@ class Kind(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Outcome:
     kind: Kind
-    chunk_id: ChunkId = b""
+    chunk_id: ChunkId = b""  # of a MISMATCH too, when its bytes were hashed
     stored: int = 0
 
 
@@ -117,6 +117,11 @@ class CommitPipeline:
         self.claims = _Claims()
         self.inflight: deque[_Job] = deque()
         self.hint_failed_at = -1
+        # (offset, length, id) of the bytes a failed confirmation hashed: an in-place change
+        # seldom moves the cut, and then the chunker's chunk needs no second hashing.
+        self.hashed: tuple[int, int, ChunkId] | None = None
+        self.cut_in_a_row = 0  # chunks cut since the last confirmed one
+        self.reanchored = 0
         self.zero_pending = 0
         # What the commit reports.
         self.chunk_ids: set[ChunkId] = set()
@@ -130,8 +135,10 @@ class CommitPipeline:
         self.size = size
         self.layout = Layout(fd, size)
         self.digest = DigestWorker()
+        # Direct reads land behind the carry area: it must keep them page-aligned.
+        self.source = InputFile(fd, path, direct=self.max_size % PAGE == 0)
         self.reader = InputReader(
-            fd, size, path, self.layout, self.blocks, self.max_size, self.read_size, self.digest
+            self.source, size, self.layout, self.blocks, self.max_size, self.read_size, self.digest
         )
         self.pos = 0  # where the next chunk starts; every byte before is accounted for
         self.hole: Segment | None = None  # the hole being materialised, stretch by stretch
@@ -169,6 +176,7 @@ class CommitPipeline:
         self.pool.shutdown(wait=True)
         self.confirm_pool.shutdown(wait=True)
         self.digest.close()
+        self.source.close()
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -200,15 +208,16 @@ class CommitPipeline:
     def _materialise(self, old: Block) -> None:
         """Zeros of the current hole, up to max_size of them, after the bytes not cut yet:
         enough to cut every chunk starting before them; the middle of a long hole is then
-        stepped over."""
+        stepped over. A hole block's second half is zeros from its allocation and is never
+        written (the carry goes into its first half), so nothing needs filling."""
         assert self.hole is not None
         start = max(old.end, self.pos)
         end = min(self.hole.end, start + self.max_size)
         new = self._take_hole_block()
         new.start = start - self.max_size
         self._carry(new, old, start)
-        _fill_zeros(new.slice(start, end))
         new.end = end
+        assert is_zero(new.slice(start, end)), "a hole block's zero half was written"
         self.cur = new
         old.unpin()
 
@@ -276,12 +285,35 @@ class CommitPipeline:
     def _cut(self, final: bool) -> bool:
         block = self.cur
         start = self.pos
+        hints = self.hints
         for length in iter_cuts(self.params, block.slice(self.pos, block.end), final):
-            self._queue_chunk(length)
-            if self.hints is not None and self.hints.at(self.pos) is not None:
+            known = None
+            if hints is not None:
+                self.cut_in_a_row += 1
+                if hints.at(self.pos + length) is None and _due(self.cut_in_a_row):
+                    known = self._reanchor(length)
+            self._queue_chunk(length, known=known)
+            if hints is not None and hints.at(self.pos) is not None:
+                self.cut_in_a_row = 0
                 break  # back in step with the previous snapshot
         self.chunked_bytes += self.pos - start
         return self.pos != start
+
+    def _reanchor(self, length: int) -> ChunkId | None:
+        """Out of step with the previous snapshot: hash the chunk just cut (here, so its
+        worker need not) and look for it among the previous chunks near the cursor, which
+        then shifts past bytes inserted or removed. Returns the chunk's id (None: zeros)."""
+        assert self.hints is not None
+        view = self.cur.slice(self.pos, self.pos + length)
+        if view[0] == 0 and view[-1] == 0 and is_zero(view):
+            return None
+        if self.hashed is not None and self.hashed[:2] == (self.pos, length):
+            cid = self.hashed[2]
+        else:
+            cid = chunk_id(view)
+        if self.hints.reanchor(self.pos, length, cid):
+            self.reanchored += 1
+        return cid
 
     def _confirmable(self, prev: PrevChunk) -> bool:
         """A previous zero run can be confirmed where it is a hole, or once its bytes are
@@ -306,13 +338,17 @@ class CommitPipeline:
                 expected = ZEROS if prev.chunk_id is None else prev.chunk_id
                 jobs.append(self._queue_chunk(prev.length, expected=expected, drain=False))
         for i, job in enumerate(jobs):
-            if job.future is not None and job.future.result().kind is Kind.MISMATCH:
+            outcome = job.future.result() if job.future is not None else None
+            if outcome is not None and outcome.kind is Kind.MISMATCH:
+                if outcome.chunk_id:
+                    self.hashed = (run[i].offset, run[i].length, outcome.chunk_id)
                 self._retract(len(jobs) - i)
                 self.pos = run[i].offset
                 if i == 0:  # changed here: the chunker takes over
                     self.hint_failed_at = start
                 break
             self.confirmed += 1
+            self.cut_in_a_row = 0
         return self.pos != start  # a zero run may take it past what is held
 
     def _retract(self, count: int) -> None:
@@ -326,7 +362,9 @@ class CommitPipeline:
 
     # -- in flight ------------------------------------------------------------------------------
 
-    def _queue_chunk(self, length: int, expected: ChunkId | None = None, drain: bool = True) -> _Job:
+    def _queue_chunk(
+        self, length: int, expected: ChunkId | None = None, drain: bool = True, known: ChunkId | None = None
+    ) -> _Job:
         start = self.pos
         self.pos += length
         if self._in_hole(start, start + length):
@@ -335,7 +373,9 @@ class CommitPipeline:
         block.pin()
         view = block.slice(start, start + length)
         pool = self.pool if expected is None else self.confirm_pool
-        job = _Job(length, block, pool.submit(self._process, view, expected))
+        if known is None and self.hashed is not None and self.hashed[:2] == (start, length):
+            known = self.hashed[2]  # the same bytes as a failed confirmation's
+        job = _Job(length, block, pool.submit(self._process, view, expected, known))
         self.inflight.append(job)
         if drain:
             while len(self.inflight) > 64:
@@ -347,16 +387,17 @@ class CommitPipeline:
         self.inflight.append(job)
         return job
 
-    def _process(self, view: memoryview, expected: ChunkId | None) -> Outcome:
+    def _process(self, view: memoryview, expected: ChunkId | None, known: ChunkId | None = None) -> Outcome:
         """On a worker: classify one chunk (zeros are not hashed); hash it, and encode and
-        store it if it is new. ``expected``: ZEROS or the chunk id it must have."""
+        store it if it is new. ``expected``: ZEROS or the chunk id it must have; ``known``:
+        its id, already computed from these very bytes."""
         if view[0] == 0 and view[-1] == 0 and is_zero(view):
             return Outcome(Kind.ZERO if expected in (None, ZEROS) else Kind.MISMATCH)
         if expected is ZEROS:
             return Outcome(Kind.MISMATCH)
-        cid = chunk_id(view)
+        cid = known or chunk_id(view)
         if expected is not None and cid != expected:
-            return Outcome(Kind.MISMATCH)
+            return Outcome(Kind.MISMATCH, cid)
         if self.repo.has_chunk(cid) or not self.claims.claim(cid):
             return Outcome(Kind.KNOWN, cid)
         try:
@@ -402,7 +443,8 @@ class CommitPipeline:
             self.zero_pending = 0
 
 
-def _fill_zeros(view: memoryview) -> None:
-    for at in range(0, len(view), len(_ZEROS)):
-        n = min(len(_ZEROS), len(view) - at)
-        view[at : at + n] = _ZEROS[:n]
+def _due(n: int) -> bool:
+    """Whether the ``n``-th chunk cut in a row is looked for among the previous chunks: the
+    first four, then every power of two (an edit shows within a few chunks; a file that
+    shares nothing with its previous snapshot costs a handful of lookups)."""
+    return n <= 4 or n & (n - 1) == 0

@@ -3,22 +3,21 @@
 The reader walks the input's layout in order. Data is read into blocks from a pool, each
 block's data placed behind a carry area of ``carry`` bytes where the chunker later copies
 the bytes it had not cut yet (so a block can be read before the chunker knows where it
-stopped). Holes are not read: they are handed over as markers. The whole-file digest is fed
+stopped). Data not in the page cache is read with direct I/O (:class:`InputFile`), one
+read at a time: the kernel's readahead hints cost more CPU than they gained. Holes are not
+read: they are handed over as markers. The whole-file digest is fed
 here, in stream order, so every byte is read exactly once and hashed as read. A failure
 (unreadable input, a file that shrank) is handed over in place of the next piece.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
-from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 
 from snapstore.ops.blocks import Block, BlockPool
-from snapstore.ops.streams import DigestWorker, Layout, Segment, read_into
+from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +43,15 @@ Piece = Data | Hole | Failed | None  # None: the end of the input
 class InputReader:
     def __init__(
         self,
-        fd: int,
+        source: InputFile,
         size: int,
-        path: Path,
         layout: Layout,
         blocks: BlockPool,
         carry: int,
         read_size: int,
         digest: DigestWorker,
     ) -> None:
-        self._fd, self._size, self._path = fd, size, path
+        self._source, self._size = source, size
         self._layout = layout
         self._blocks = blocks
         self._carry = carry
@@ -106,18 +104,15 @@ class InputReader:
             if block is None:
                 return
             n = min(self._read_size, seg.end - offset)
-            with suppress(OSError):  # a hint only: keep the disk busy further ahead
-                os.posix_fadvise(self._fd, offset + n, 2 * self._read_size, os.POSIX_FADV_WILLNEED)
-            view = block.view[self._carry : self._carry + n]
             try:
-                read_into(self._fd, view, offset, self._path)
+                self._source.read(block.view[self._carry :], offset, n)
             except BaseException:
                 block.unpin()
                 raise
             self.read_bytes += n
             block.start, block.end = offset - self._carry, offset + n
             block.pin()
-            self._digest.update(view, block.unpin)
+            self._digest.update(block.view[self._carry : self._carry + n], block.unpin)
             self._queue.put(Data(block, offset, n))
             offset += n
 

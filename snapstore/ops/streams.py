@@ -17,6 +17,7 @@ from snapstore.errors import InputChangedError, InputError
 from snapstore.extents import data_extents
 from snapstore.hashing import StreamHasher
 from snapstore.model import Buffer
+from snapstore.storage.fsio import PAGE, cached, open_direct
 
 _DONE = object()
 _MERGE = 4 * 1024 * 1024  # adjacent ranges asked for together, up to this much
@@ -84,6 +85,41 @@ def read_into(fd: int, view: memoryview, offset: int, path: Path) -> None:
         if n == 0:  # the file shrank under us
             raise InputChangedError(path)
         done += n
+
+
+class InputFile:
+    """Reads a commit's input. Bytes already in the page cache are copied from it; the rest
+    is read with direct I/O into the caller's page-aligned buffer: no page-cache copy and
+    about half the kernel's CPU time on a cold read, and the cache is not flooded with an
+    image read once. Plain reads where direct I/O is refused (some file systems, unaligned
+    ranges)."""
+
+    def __init__(self, fd: int, path: Path, direct: bool = True) -> None:
+        self.fd, self.path = fd, path
+        self._direct = open_direct(fd) if direct else -1
+
+    def read(self, room: memoryview, offset: int, length: int) -> None:
+        """Fill ``room[:length]`` with the bytes at ``offset``. ``room`` may be written past
+        ``length``, up to ``length`` rounded up to a page; its start must be page-aligned."""
+        if self._direct >= 0 and offset % PAGE == 0 and not cached(self.fd, offset, length):
+            padded = min(len(room), -(-length // PAGE) * PAGE)
+            try:
+                got = os.preadv(self._direct, [room[:padded]], offset)
+            except OSError:  # refused after all (alignment rules of this device): plain reads
+                os.close(self._direct)
+                self._direct = -1
+                got = 0
+            if got >= length:
+                return
+            done = got - got % PAGE  # the rest (the end of the file moved?) the plain way
+            read_into(self.fd, room[done:length], offset + done, self.path)
+            return
+        read_into(self.fd, room[:length], offset, self.path)
+
+    def close(self) -> None:
+        if self._direct >= 0:
+            os.close(self._direct)
+            self._direct = -1
 
 
 class Prefetch:
