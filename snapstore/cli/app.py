@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 
 import click
@@ -77,7 +78,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     _keep_freed_memory()
-    sys.exit(main())
+    code = main()
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without tearing the interpreter down: every file snap wrote is synced and closed
+    by now, and the teardown (freeing every object of every module) cost 30 ms a command."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader went away (``snap log | head``): nothing to tell
+        pass
+    except OSError:  # stdout is gone some other way: exit as Python would
+        sys.exit(code or 1)
+    os._exit(code)
 
 
 def _keep_freed_memory() -> None:
