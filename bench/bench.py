@@ -45,7 +45,7 @@ from report import (
     source_state,
 )
 from runner import CHECKOUT, COMMIT, PHASES, Measurement, Phase, Settings, ToolRun, drop_caches
-from tools import Tool, make_tools
+from tools import Tool, compile_snap, make_tools, snap_env
 from workload import VERSIONS, Workload, build_workload
 
 from snapstore.errors import UsageError
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         f"work dir {work_dir}",
         *tool_notes,
     ]
+    if any(t.env is snap_env for t in tools):
+        settings_lines.append(compile_snap())
     print_header(
         machine, {t.name: t.version() for t in tools}, {t.name: t.note for t in tools}, settings_lines
     )
