@@ -121,6 +121,8 @@ class CommitPipeline:
         # seldom moves the cut, and then the chunker's chunk needs no second hashing.
         self.hashed: tuple[int, int, ChunkId] | None = None
         self.cut_in_a_row = 0  # chunks cut since the last confirmed one
+        # Chunks cut out of step, to be looked up among the previous ones once hashed.
+        self.candidates: deque[tuple[int, int, Future[Outcome]]] = deque()
         self.reanchored = 0
         self.zero_pending = 0
         # What the commit reports.
@@ -217,7 +219,6 @@ class CommitPipeline:
         new.start = start - self.max_size
         self._carry(new, old, start)
         new.end = end
-        assert is_zero(new.slice(start, end)), "a hole block's zero half was written"
         self.cur = new
         old.unpin()
 
@@ -287,33 +288,33 @@ class CommitPipeline:
         start = self.pos
         hints = self.hints
         for length in iter_cuts(self.params, block.slice(self.pos, block.end), final):
-            known = None
-            if hints is not None:
-                self.cut_in_a_row += 1
-                if hints.at(self.pos + length) is None and _due(self.cut_in_a_row):
-                    known = self._reanchor(length)
-            self._queue_chunk(length, known=known)
-            if hints is not None and hints.at(self.pos) is not None:
+            at = self.pos
+            job = self._queue_chunk(length)
+            if hints is None:
+                continue
+            self.cut_in_a_row += 1
+            if hints.at(self.pos) is None and job.future is not None and _due(self.cut_in_a_row):
+                self.candidates.append((at, length, job.future))
+            self._reanchor()
+            if hints.at(self.pos) is not None:
                 self.cut_in_a_row = 0
+                self.candidates.clear()
                 break  # back in step with the previous snapshot
         self.chunked_bytes += self.pos - start
         return self.pos != start
 
-    def _reanchor(self, length: int) -> ChunkId | None:
-        """Out of step with the previous snapshot: hash the chunk just cut (here, so its
-        worker need not) and look for it among the previous chunks near the cursor, which
-        then shifts past bytes inserted or removed. Returns the chunk's id (None: zeros)."""
+    def _reanchor(self) -> None:
+        """Out of step with the previous snapshot: look up the chunks cut since among the
+        previous chunks near the cursor, as their workers have hashed them. One found, the
+        cursor shifts past the bytes inserted or removed, and the chunk cut next is in step
+        (it starts at a true boundary, where the previous chunks go on)."""
         assert self.hints is not None
-        view = self.cur.slice(self.pos, self.pos + length)
-        if view[0] == 0 and view[-1] == 0 and is_zero(view):
-            return None
-        if self.hashed is not None and self.hashed[:2] == (self.pos, length):
-            cid = self.hashed[2]
-        else:
-            cid = chunk_id(view)
-        if self.hints.reanchor(self.pos, length, cid):
-            self.reanchored += 1
-        return cid
+        while self.candidates and self.candidates[0][2].done():
+            at, length, future = self.candidates.popleft()
+            outcome = future.result()
+            if outcome.kind is not Kind.ZERO and self.hints.reanchor(at, length, outcome.chunk_id):
+                self.reanchored += 1
+                self.candidates.clear()
 
     def _confirmable(self, prev: PrevChunk) -> bool:
         """A previous zero run can be confirmed where it is a hole, or once its bytes are
@@ -349,6 +350,7 @@ class CommitPipeline:
                 break
             self.confirmed += 1
             self.cut_in_a_row = 0
+            self.candidates.clear()
         return self.pos != start  # a zero run may take it past what is held
 
     def _retract(self, count: int) -> None:
@@ -362,9 +364,7 @@ class CommitPipeline:
 
     # -- in flight ------------------------------------------------------------------------------
 
-    def _queue_chunk(
-        self, length: int, expected: ChunkId | None = None, drain: bool = True, known: ChunkId | None = None
-    ) -> _Job:
+    def _queue_chunk(self, length: int, expected: ChunkId | None = None, drain: bool = True) -> _Job:
         start = self.pos
         self.pos += length
         if self._in_hole(start, start + length):
@@ -373,7 +373,8 @@ class CommitPipeline:
         block.pin()
         view = block.slice(start, start + length)
         pool = self.pool if expected is None else self.confirm_pool
-        if known is None and self.hashed is not None and self.hashed[:2] == (start, length):
+        known = None
+        if self.hashed is not None and self.hashed[:2] == (start, length):
             known = self.hashed[2]  # the same bytes as a failed confirmation's
         job = _Job(length, block, pool.submit(self._process, view, expected, known))
         self.inflight.append(job)
