@@ -28,6 +28,19 @@ def _chunk_list(repo: Repository, snapshot_id: bytes) -> list[tuple[str, object,
     return out
 
 
+def _assert_hinted_equals_plain(hinted: Path, plain: Path, path: Path, out: Path) -> None:
+    """Commit ``path`` with hints into ``hinted`` (checking it out to ``out``) and without
+    into ``plain``: the chunk lists must be the same."""
+    with Repository.open(hinted, Mode.WRITE) as r:
+        h = commit_file(r, path)
+        hinted_list = _chunk_list(r, h.snapshot.id)
+        checkout(r, h.snapshot, str(out))
+    with Repository.open(plain, Mode.WRITE) as r:
+        p = commit_file(r, path, use_hints=False)
+        plain_list = _chunk_list(r, p.snapshot.id)
+    assert hinted_list == plain_list
+
+
 def _write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> None:
     with open(path, "wb") as f:
         f.truncate(size)
@@ -227,14 +240,7 @@ def test_hinted_commit_with_holes_equals_full_chunking(
         for _ in range(hole_edits):
             at = rng.randrange(0, size) & ~4095
             fsio.punch_hole(f.fileno(), at, rng.randrange(4096, 2 << 20))
-    with Repository.open(hinted, Mode.WRITE) as r:
-        h = commit_file(r, path)
-        hinted_list = _chunk_list(r, h.snapshot.id)
-        checkout(r, h.snapshot, str(tmp / "out.img"))
-    with Repository.open(plain, Mode.WRITE) as r:
-        p = commit_file(r, path, use_hints=False)
-        plain_list = _chunk_list(r, p.snapshot.id)
-    assert hinted_list == plain_list
+    _assert_hinted_equals_plain(hinted, plain, path, tmp / "out.img")
     assert (tmp / "out.img").read_bytes() == path.read_bytes()
 
 
@@ -304,14 +310,7 @@ def test_hinted_commit_after_insertions_and_deletions_equals_full_chunking(
         else:
             data[at : at + length] = rng.randbytes(length)[: len(data) - at]
     path.write_bytes(bytes(data))
-    with Repository.open(hinted, Mode.WRITE) as r:
-        h = commit_file(r, path)
-        hinted_list = _chunk_list(r, h.snapshot.id)
-        checkout(r, h.snapshot, str(tmp / "out.img"))
-    with Repository.open(plain, Mode.WRITE) as r:
-        p = commit_file(r, path, use_hints=False)
-        plain_list = _chunk_list(r, p.snapshot.id)
-    assert hinted_list == plain_list
+    _assert_hinted_equals_plain(hinted, plain, path, tmp / "out.img")
     assert (tmp / "out.img").read_bytes() == bytes(data)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import mmap
 import threading
-from contextlib import suppress
 from collections import deque
+from contextlib import suppress
 
 
 class Block:
