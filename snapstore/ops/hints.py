@@ -112,15 +112,15 @@ class HintCursor:
         chunks after it are offered next; returns whether one was found. The nearest in the
         stream wins (an unchanged stretch is most likely where it was)."""
         self._fill(self.AHEAD)
-        best: tuple[int, int] | None = None  # (distance, index into behind + ahead)
-        for i, c in enumerate((*self._behind, *self._ahead)):
+        held = [*self._behind, *self._ahead]
+        best: tuple[int, int] | None = None  # (distance, index into held)
+        for i, c in enumerate(held):
             if c.chunk_id == chunk_id and c.length == length:
                 distance = abs(offset - (c.offset + self.shift))
                 if best is None or distance < best[0]:
                     best = (distance, i)
         if best is None:
             return False
-        held = [*self._behind, *self._ahead]
         found = held[best[1]]
         self._behind = deque(held[: best[1] + 1], maxlen=self.BEHIND)
         self._ahead = deque(held[best[1] + 1 :])

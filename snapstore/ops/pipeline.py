@@ -123,7 +123,6 @@ class CommitPipeline:
         self.cut_in_a_row = 0  # chunks cut since the last confirmed one
         # Chunks cut out of step, to be looked up among the previous ones once hashed.
         self.candidates: deque[tuple[int, int, Future[Outcome]]] = deque()
-        self.reanchored = 0
         self.zero_pending = 0
         # What the commit reports.
         self.chunk_ids: set[ChunkId] = set()
@@ -313,7 +312,6 @@ class CommitPipeline:
             at, length, future = self.candidates.popleft()
             outcome = future.result()
             if outcome.kind is not Kind.ZERO and self.hints.reanchor(at, length, outcome.chunk_id):
-                self.reanchored += 1
                 self.candidates.clear()
 
     def _confirmable(self, prev: PrevChunk) -> bool:

@@ -101,6 +101,7 @@ class InputFile:
     def read(self, room: memoryview, offset: int, length: int) -> None:
         """Fill ``room[:length]`` with the bytes at ``offset``. ``room`` may be written past
         ``length``, up to ``length`` rounded up to a page; its start must be page-aligned."""
+        done = 0
         if self._direct >= 0 and offset % PAGE == 0 and not cached(self.fd, offset, length):
             padded = min(len(room), -(-length // PAGE) * PAGE)
             try:
@@ -112,9 +113,7 @@ class InputFile:
             if got >= length:
                 return
             done = got - got % PAGE  # the rest (the end of the file moved?) the plain way
-            read_into(self.fd, room[done:length], offset + done, self.path)
-            return
-        read_into(self.fd, room[:length], offset, self.path)
+        read_into(self.fd, room[done:length], offset + done, self.path)
 
     def close(self) -> None:
         if self._direct >= 0:
