@@ -14,7 +14,9 @@ and explicit-zero data) in --work, then versions v2 and v3 (2.5% rewritten in pl
 scattered 4 KiB..1 MiB writes) and "shifted" (v3 with 5000 bytes inserted near the start).
 Each tool gets its own fresh repository and runs: commit v1, v2, v3, shifted, then checkout
 v1 and v3, each checkout verified byte for byte. For every phase it reports MB/s (logical size /
-wall time), the peak RSS of the tool's process (wait4) and the repository's allocated size.
+wall time until the phase's writes are on disk: the tool's run plus a sync, since some tools
+fsync what they write and others leave it in the page cache), the peak RSS of the tool's
+process (wait4) and the repository's allocated size.
 As root the page cache is dropped before every phase (--warm keeps it). With --profile the
 machine's building blocks are timed on the workload's data, each snap phase gets the least
 time it could take on this machine (its floor) and the fraction of that limit it reached,

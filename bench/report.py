@@ -225,11 +225,27 @@ def ratio_table(rows: list[dict[str, Any]], peers: list[str]) -> list[str]:
     return lines
 
 
+def sync_table(results: list[Measurement], tools: list[str]) -> list[str]:
+    """Per phase, each tool's seconds spent in the sync after it exited."""
+    by = {(m.tool, m.phase): m.sync_seconds for m in results}
+    phases = list(dict.fromkeys(m.phase for m in results))
+    lines = [f"{'phase':<15} |" + "".join(f" {t:>12}" for t in tools)]
+    for phase in phases:
+        cells = [by.get((t, phase)) for t in tools]
+        text = [f"{c:.2f}" if c is not None else "-" for c in cells]
+        lines.append(f"{phase:<15} |" + "".join(f" {c:>12}" for c in text))
+    return lines
+
+
 def print_results(results: list[Measurement], tools: list[str]) -> list[dict[str, Any]]:
     """Print both tables; return the ratio rows."""
-    print("== results (MB/s = logical size / wall time; RSS = peak of the tool's process;")
-    print("   repo = allocated bytes of the repository after the phase, like du)")
+    print("== results (MB/s = logical size / wall time until its writes are on disk, i.e. to the")
+    print("   tool's exit plus a sync; RSS = peak of the tool's process; repo = allocated bytes of")
+    print("   the repository after the phase, like du)")
     for line in results_table(results, tools):
+        print(line.rstrip())
+    print("== of that wall time, the sync after the tool exited (s)")
+    for line in sync_table(results, tools):
         print(line.rstrip())
     peers = [t for t in tools if t != SNAP]
     rows = ratios(results, peers) if SNAP in tools and peers else []

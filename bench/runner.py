@@ -40,7 +40,8 @@ class Measurement:
     phase: str
     bytes: int  # logical size of the version
     status: str = "ok"  # ok, FAIL or skipped
-    seconds: float | None = None
+    seconds: float | None = None  # wall time, including the sync of what the tool left unwritten
+    sync_seconds: float | None = None  # of which: the sync after the tool exited
     max_rss_kib: int | None = None
     repo_bytes: int | None = None  # allocated bytes of the repository, after commits
     restored_allocated: int | None = None  # allocated bytes of the checked-out file
@@ -65,14 +66,18 @@ class Settings:
 @dataclass(frozen=True)
 class Run:
     returncode: int
-    seconds: float
+    seconds: float  # until exit and sync
+    sync_seconds: float
     max_rss_kib: int
     stdout: str
     stderr_tail: str
 
 
 def run_measured(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> Run:
-    """Run a command to completion; its peak RSS comes from wait4 on its own pid."""
+    """Run a command to completion and sync: a phase is done when its writes are on disk,
+    whether the tool fsyncs them (snap, restic's and borg's repositories) or leaves them in
+    the page cache (restic's and borg's restored files). Its peak RSS comes from wait4 on
+    its own pid."""
     out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         err.write(f"$ {' '.join(argv)}\n".encode())
@@ -80,10 +85,19 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> 
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
+        exited = time.perf_counter()
+        os.sync()
+        finished = time.perf_counter()
     proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = err_path.read_text(errors="replace").strip().splitlines()
-    return Run(proc.returncode, seconds, usage.ru_maxrss, out_path.read_text(errors="replace"), stderr[-1])
+    return Run(
+        proc.returncode,
+        finished - started,
+        finished - exited,
+        usage.ru_maxrss,
+        out_path.read_text(errors="replace"),
+        stderr[-1],
+    )
 
 
 def drop_caches() -> str | None:
@@ -163,7 +177,7 @@ class ToolRun:
             drop_caches()
         make = self.tool.commit if phase.action == COMMIT else self.tool.checkout
         run = self.execute(make, ctx, cwd, phase.name)
-        m.seconds, m.max_rss_kib = run.seconds, run.max_rss_kib
+        m.seconds, m.sync_seconds, m.max_rss_kib = run.seconds, run.sync_seconds, run.max_rss_kib
         if run.returncode != 0:
             self.fail(m, f"exit {run.returncode}: {run.stderr_tail}")
         elif phase.action == COMMIT:

@@ -103,6 +103,24 @@ def iter_cuts(
         pos += length
 
 
+def cut_at(
+    params: ChunkerParams, buf: bytes | bytearray | memoryview, length: int, final: bool
+) -> bool | None:
+    """Whether the chunk starting at ``buf[0]`` ends after ``length`` bytes: True or False, or
+    None when ``buf`` does not tell. ``buf`` holds those bytes and, unless they end the data
+    (``final``), at least the byte after them, which decides whether the cut is there or
+    later."""
+    if final:
+        if len(buf) < length:
+            return None
+        buf = memoryview(buf)[:length]
+    elif len(buf) <= length:
+        return None
+    else:
+        buf = memoryview(buf)[: length + 1]
+    return next(iter_cuts(params, buf, True)) == length
+
+
 def _scan_args(params: ChunkerParams) -> tuple[int, int, int, int, int]:
     """fastcdc's derived values: (min, max, centre size, mask before it, mask after it)."""
     bits = round(math.log2(params.avg_size))

@@ -189,6 +189,40 @@ def test_iter_cuts_is_lazy_and_matches_cut() -> None:
     assert first == cut(SMALL_CHUNKER, data, True)[:5]
 
 
+@settings(max_examples=40)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 400_000),
+    zeros=st.booleans(),
+    fixed=st.booleans(),
+)
+def test_cut_at_tells_exactly_where_the_chunker_cuts(seed: int, size: int, zeros: bool, fixed: bool) -> None:
+    """cut_at answers from the chunk's bytes and the byte after them (or the end of the data)
+    what the chunker decides from its whole window: True at each true cut, False a byte before
+    or after it, None without the byte that decides."""
+    params = ChunkerParams("fixed", 20_000, 20_000, 20_000) if fixed else SMALL_CHUNKER
+    rng = random.Random(seed)
+    data = bytearray(rng.randbytes(size))
+    if zeros:  # long zero runs: cuts at max_size or where the scanner steps over zeros
+        at = rng.randrange(size)
+        n = rng.randrange(size - at + 1)
+        data[at : at + n] = bytes(n)
+    lengths = cut(params, data, True)
+    start = 0
+    for length in lengths:
+        end = start + length
+        final = end == size
+        window = memoryview(data)[start : end + 1]
+        assert chunker.cut_at(params, window, length, final) is True
+        if length > 1:
+            assert chunker.cut_at(params, window, length - 1, False) is False
+        if not final:
+            longer = memoryview(data)[start : end + 2]
+            assert chunker.cut_at(params, longer, length + 1, end + 1 == size) is False
+            assert chunker.cut_at(params, memoryview(data)[start:end], length, False) is None
+        start = end
+
+
 def test_small_inputs_are_one_chunk() -> None:
     for n in (1, 100, SMALL_CHUNKER.min_size):
         data = random.Random(n).randbytes(n)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snapstore import codec
-from snapstore.chunker import is_zero, iter_cuts, zero_period
+from snapstore.chunker import cut_at, is_zero, iter_cuts, zero_period
 from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, ZeroRun
 from snapstore.ops.blocks import Block, BlockPool
@@ -51,10 +51,11 @@ ZEROS = b"zeros"  # what a confirmation expects of a previous zero run
 
 
 class Kind(enum.Enum):
-    MISMATCH = 0  # not the expected chunk (a confirmation failed)
+    MISMATCH = 0  # not the expected chunk, and not cut where it ended (a confirmation failed)
     ZERO = 1  # all zero bytes: recorded as a zero run
     KNOWN = 2  # already stored (or being stored by another worker)
     NEW = 3  # stored by this commit: ``stored`` bytes in a pack
+    RECUT = 4  # not the expected chunk, but cut where it ended: a new chunk, not stored yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class Outcome:
     kind: Kind
     chunk_id: ChunkId = b""  # of a MISMATCH too, when its bytes were hashed
     stored: int = 0
+    recut: bool = False  # a confirmation whose bytes changed but whose cut did not
 
 
 @dataclass(slots=True)
@@ -342,11 +344,17 @@ class CommitPipeline:
                 if outcome.chunk_id:
                     self.hashed = (run[i].offset, run[i].length, outcome.chunk_id)
                 self._retract(len(jobs) - i)
-                self.pos = run[i].offset
-                if i == 0:  # changed here: the chunker takes over
-                    self.hint_failed_at = start
+                self.pos = self.hint_failed_at = run[i].offset  # the chunker takes over here
                 break
-            self.confirmed += 1
+            if outcome is not None and outcome.recut:
+                # Changed, but cut in the same place: a chunk the chunker would have cut too,
+                # and the pieces after it are still in step.
+                self.chunked_bytes += run[i].length
+                if outcome.kind is Kind.RECUT:
+                    view = job.block.slice(run[i].offset, run[i].end)  # type: ignore[union-attr]
+                    job.future = self.pool.submit(self._process, view, None, outcome.chunk_id)
+            else:
+                self.confirmed += 1
             self.cut_in_a_row = 0
             self.candidates.clear()
         return self.pos != start  # a zero run may take it past what is held
@@ -374,7 +382,13 @@ class CommitPipeline:
         known = None
         if self.hashed is not None and self.hashed[:2] == (start, length):
             known = self.hashed[2]  # the same bytes as a failed confirmation's
-        job = _Job(length, block, pool.submit(self._process, view, expected, known))
+        if expected is None or expected is ZEROS:
+            future = pool.submit(self._process, view, expected, known)
+        else:  # with the byte after it, if held: enough to tell whether it still ends there
+            window = block.slice(start, min(start + length + 1, block.end))
+            final = start + length == self.size
+            future = pool.submit(self._confirm_chunk, window, length, expected, known, final)
+        job = _Job(length, block, future)
         self.inflight.append(job)
         if drain:
             while len(self.inflight) > 64:
@@ -385,6 +399,19 @@ class CommitPipeline:
         job = _Job(length, None, None)
         self.inflight.append(job)
         return job
+
+    def _confirm_chunk(
+        self, window: memoryview, length: int, expected: ChunkId, known: ChunkId | None, final: bool
+    ) -> Outcome:
+        """On a worker: confirm that the ``length`` bytes at the start of ``window`` are the
+        previous chunk ``expected``. If not, whether they still end at a cut (then they are
+        the chunk the chunker would cut there: ``recut``); ``final``: they end the file."""
+        outcome = self._process(window[:length], expected, known)
+        if outcome.kind is not Kind.MISMATCH or cut_at(self.params, window, length, final) is not True:
+            return outcome
+        if not outcome.chunk_id:  # all zeros
+            return Outcome(Kind.ZERO, recut=True)
+        return Outcome(Kind.RECUT, outcome.chunk_id, recut=True)
 
     def _process(self, view: memoryview, expected: ChunkId | None, known: ChunkId | None = None) -> Outcome:
         """On a worker: classify one chunk (zeros are not hashed); hash it, and encode and
