@@ -3,6 +3,7 @@ full chunking gives (ops/hints.py explains why it can)."""
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
 from pathlib import Path
@@ -332,3 +333,36 @@ def test_an_insertion_is_confirmed_past_not_chunked(tmp_path: Path) -> None:
     assert second.chunked_bytes < 24 << 20, second.chunked_bytes
     assert second.confirmed_chunks >= first.chunks // 2
     assert second.new_chunks <= 3
+
+
+def test_in_place_edits_cost_only_the_chunks_they_touch(tmp_path: Path) -> None:
+    """Small rewrites of a 64 MiB file, some over a cut point (the cut moves: the chunker
+    takes over until it is back in step), some inside chunks, at the file's start, at read
+    block boundaries and mid-block: each costs the chunks it lands in, and everything else is
+    confirmed in place, even where a block's confirmations were queued before the previous
+    block's had settled."""
+    rng = random.Random(12)
+    data = bytearray(rng.randbytes(64 << 20))
+    path = tmp_path / "disk.img"
+    path.write_bytes(data)
+    Repository.init(tmp_path / "repo").close()
+    with Repository.open(tmp_path / "repo", Mode.WRITE) as r:
+        first = commit_file(r, path)
+        bounds = [0]
+        for _, _, length in _chunk_list(r, first.snapshot.id):
+            bounds.append(bounds[-1] + length)
+        touched = 0
+        inside = [0, 8 << 20, (16 << 20) + 4096, 47 << 20]
+        for at in inside:  # 4 KiB inside a chunk (its cut stays)
+            data[at : at + 4096] = rng.randbytes(4096)
+            i = max(k for k in range(len(bounds) - 1) if bounds[k] <= at)
+            touched += bounds[i + 1] - bounds[i]
+        for i in (1, *(bisect.bisect(bounds, at << 20) for at in (36, 44, 52))):  # their cuts move:
+            data[bounds[i] - 32 : bounds[i]] = rng.randbytes(32)  # the last 32 bytes of a chunk
+            touched += bounds[i + 1] - bounds[i - 1]
+        path.write_bytes(data)
+        second = commit_file(r, path)
+        checkout(r, second.snapshot, str(tmp_path / "out.img"))
+    assert (tmp_path / "out.img").read_bytes() == bytes(data)
+    assert second.chunked_bytes <= touched + (1 << 20), (second.chunked_bytes, touched)
+    assert second.confirmed_chunks >= first.chunks - 14  # 12 chunks touched

@@ -69,6 +69,7 @@ class HintCursor:
         self._ahead: deque[PrevChunk] = deque()  # in previous offsets
         self._behind: deque[PrevChunk] = deque(maxlen=self.BEHIND)
         self.shift = 0
+        self._passed = 0  # chunks moved behind since mark()
 
     def _fill(self, n: int) -> bool:
         while len(self._ahead) < n:
@@ -86,9 +87,22 @@ class HintCursor:
         offset -= self.shift
         while self._fill(1) and self._ahead[0].offset < offset:
             self._behind.append(self._ahead.popleft())
+            self._passed += 1
         if self._ahead and self._ahead[0].offset == offset:
             return self._moved(self._ahead[0])
         return None
+
+    def mark(self) -> int:
+        """A point to :meth:`restore` the cursor to: the chunks passed after it (up to BEHIND
+        of them) are offered again. No :meth:`reanchor` may come in between."""
+        self._passed = 0
+        return self.shift
+
+    def restore(self, shift: int) -> None:
+        """Offer again the chunks passed since :meth:`mark`, with the shift of then."""
+        for _ in range(min(self._passed, len(self._behind))):
+            self._ahead.appendleft(self._behind.pop())
+        self.shift = shift
 
     def run(self, offset: int, accept: Callable[[PrevChunk], bool], limit: int) -> list[PrevChunk]:
         """Back-to-back previous pieces from ``offset`` that ``accept`` takes (the run stops

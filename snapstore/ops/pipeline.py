@@ -12,8 +12,11 @@ Two shortcuts keep the work proportional to what changed:
 - Unchanged pieces: where the previous snapshot of the file had a chunk or a zero run
   starting at the current position, its byte range is checked instead of running the
   chunker: a chunk by hashing it, a zero run by its being a hole (ops/hints.py explains why
-  that gives the same chunk list). On the first mismatch the chunker takes over until a cut
-  lands on a previous boundary again.
+  that gives the same chunk list). A changed chunk whose cut did not move (its worker checks
+  with the byte after it) is simply a new chunk; where the cut moved the chunker takes over
+  until a cut lands on a previous boundary again. The main thread waits for a block's
+  confirmations only after queueing the next block's (taken back if the first fail), so
+  the workers always have hashing to do.
 - Holes: each cut depends only on the ``max_size`` bytes after its chunk's start, so inside
   a hole the cuts repeat with a fixed period (chunker.zero_period). Only a hole's first and
   last ``max_size`` bytes are materialised; its middle is stepped over.
@@ -38,7 +41,7 @@ from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, ZeroRun
 from snapstore.ops.blocks import Block, BlockPool
 from snapstore.ops.hints import HintCursor, PrevChunk
-from snapstore.ops.reader import Failed, Hole, InputReader, Piece
+from snapstore.ops.reader import Data, Failed, Hole, InputReader, Piece
 from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
 from snapstore.progress import Progress
 from snapstore.repo import Repository
@@ -71,6 +74,18 @@ class _Job:
     length: int
     block: Block | None  # None: a zero run (no bytes, no worker)
     future: Future[Outcome] | None
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """A move into the next block made before the current block's run was settled."""
+
+    left: Block  # the block moved out of, still pinned
+    piece: Data  # the block moved into, as the reader handed it over
+    carried_from: int  # the stream offset from which bytes were carried over
+    mark: int  # the hint cursor's, to take the move back
+    run: list[PrevChunk]  # the next block's run, queued
+    jobs: list[_Job]
 
 
 class _Claims:
@@ -126,6 +141,7 @@ class CommitPipeline:
         # Chunks cut out of step, to be looked up among the previous ones once hashed.
         self.candidates: deque[tuple[int, int, Future[Outcome]]] = deque()
         self.zero_pending = 0
+        self.pushback: list[Piece] = []  # a piece taken from the reader too early, to take again
         # What the commit reports.
         self.chunk_ids: set[ChunkId] = set()
         self.refs = self.new_chunks = self.new_raw = self.new_stored = 0
@@ -175,6 +191,10 @@ class CommitPipeline:
             if job.future is not None:
                 job.future.cancel()
         self.inflight.clear()
+        for piece in self.pushback:
+            if isinstance(piece, Data):
+                piece.block.unpin()
+        self.pushback.clear()
         self.reader.close()
         self.pool.shutdown(wait=True)
         self.confirm_pool.shutdown(wait=True)
@@ -231,6 +251,8 @@ class CommitPipeline:
 
     def _next_piece(self) -> Piece:
         """The reader's next piece; while waiting, outcomes are taken in (freeing blocks)."""
+        if self.pushback:
+            return self.pushback.pop()
         while True:
             piece = self.reader.next(timeout=0 if self.inflight else 0.05)
             if piece is not queue.Empty:
@@ -326,10 +348,30 @@ class CommitPipeline:
 
     def _confirm(self) -> bool:
         """Confirm the previous snapshot's pieces from the current position: chunks by hashing
-        their byte ranges, zero runs by their being holes. Returns whether any was."""
+        their byte ranges, zero runs by their being holes. Returns whether any was.
+
+        While one block's confirmations are hashed, the next block's are queued too when the
+        first run reaches the end of its block and the reader has the next block ready (so
+        the workers never wait for the main thread): taken back if the first run fails."""
         assert self.hints is not None
         start = self.pos
-        run = self.hints.run(start, self._confirmable, self.blocks.size)
+        pending = self._submit_run()
+        if pending is None:
+            return False
+        while True:
+            ahead = self._look_ahead()
+            if not self._settle(*pending, ahead):
+                return self.pos != start
+            if ahead is None:
+                return self.pos != start
+            pending = ahead.run, ahead.jobs
+
+    def _submit_run(self) -> tuple[list[PrevChunk], list[_Job]] | None:
+        """Queue the confirmation of every previous piece held from the current position."""
+        assert self.hints is not None
+        run = self.hints.run(self.pos, self._confirmable, self.blocks.size)
+        if not run:
+            return None
         jobs: list[_Job] = []
         for prev in run:
             if prev.chunk_id is None and self._in_hole(prev.offset, prev.end):
@@ -338,14 +380,70 @@ class CommitPipeline:
             else:
                 expected = ZEROS if prev.chunk_id is None else prev.chunk_id
                 jobs.append(self._queue_chunk(prev.length, expected=expected, drain=False))
+        return run, jobs
+
+    def _look_ahead(self) -> _Ahead | None:
+        """If the run just queued leaves nothing else to do in the current block (the next
+        previous chunk is only partly held) and the reader's next block follows it, move into
+        that block for now and queue its run. Settling the first run makes the move final or
+        takes it back."""
+        assert self.hints is not None
+        old = self.cur
+        if self.hole is not None or old.end - self.pos >= self.max_size:
+            return None
+        mark = self.hints.mark()  # the run just queued may fail: its chunks stay on offer
+        nxt = self.hints.at(self.pos)
+        if nxt is None or nxt.end <= old.end or self._in_hole(nxt.offset, nxt.end):
+            self.hints.restore(mark)
+            return None
+        taken = self.pushback.pop() if self.pushback else self.reader.next(timeout=0)
+        if taken is queue.Empty:
+            self.hints.restore(mark)
+            return None
+        piece: Piece = taken  # type: ignore[assignment]
+        if not isinstance(piece, Data) or piece.offset != old.end:
+            self.pushback.append(piece)
+            self.hints.restore(mark)
+            return None
+        ahead = _Ahead(old, piece, self.pos, mark, [], [])
+        self._carry(piece.block, old, piece.offset)
+        self.cur = piece.block
+        queued = self._submit_run()
+        if queued is None:  # cannot happen (the next chunk is held now), but stay safe
+            self._undo_ahead(ahead)
+            return None
+        ahead.run, ahead.jobs = queued
+        return ahead
+
+    def _undo_ahead(self, ahead: _Ahead) -> None:
+        """Take back a move into the next block: its queued jobs, the cursor, the piece (the
+        reader's order is kept: it is taken again next)."""
+        assert self.hints is not None
+        self._retract(len(ahead.jobs))
+        self.hints.restore(ahead.mark)
+        self.cur = ahead.left
+        self.pos = ahead.carried_from
+        self.pushback.append(ahead.piece)
+
+    def _settle(
+        self,
+        run: list[PrevChunk],
+        jobs: list[_Job],
+        ahead: _Ahead | None,
+    ) -> bool:
+        """Wait for ``run``'s confirmations. All good: a move ahead becomes final, and True.
+        A failure: it and what was queued after it are taken back, the chunker takes over
+        there, and False."""
         for i, job in enumerate(jobs):
             outcome = job.future.result() if job.future is not None else None
             if outcome is not None and outcome.kind is Kind.MISMATCH:
                 if outcome.chunk_id:
                     self.hashed = (run[i].offset, run[i].length, outcome.chunk_id)
+                if ahead is not None:
+                    self._undo_ahead(ahead)
                 self._retract(len(jobs) - i)
                 self.pos = self.hint_failed_at = run[i].offset  # the chunker takes over here
-                break
+                return False
             if outcome is not None and outcome.recut:
                 # Changed, but cut in the same place: a chunk the chunker would have cut too,
                 # and the pieces after it are still in step.
@@ -357,7 +455,11 @@ class CommitPipeline:
                 self.confirmed += 1
             self.cut_in_a_row = 0
             self.candidates.clear()
-        return self.pos != start  # a zero run may take it past what is held
+        if ahead is not None:
+            ahead.left.unpin()
+            self.progress.advance(ahead.piece.length)
+            self.layout.forget(ahead.carried_from)
+        return True
 
     def _retract(self, count: int) -> None:
         """Take back the last ``count`` jobs queued: they were not chunks after all (a new
@@ -365,7 +467,8 @@ class CommitPipeline:
         for _ in range(count):
             job = self.inflight.pop()
             if job.future is not None and job.block is not None:
-                self._count_new(job.future.result(), job.length)
+                if not job.future.cancel():
+                    self._count_new(job.future.result(), job.length)
                 job.block.unpin()
 
     # -- in flight ------------------------------------------------------------------------------
