@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated tools to run (default: snap,restic,borg,rdiff-backup)",
     )
     p.add_argument("--threads", type=int, default=None, help="passed to snap commit/checkout")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="run every phase this many times from the same state and report the median "
+        "(default 3; a phase of a second varies by 10%% from run to run)",
+    )
     p.add_argument("--warm", action="store_true", help="do not drop the page cache before each phase")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write all figures here")
     p.add_argument(
@@ -196,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         f"cache:      {cache_note}",
         f"image:      {format_size(plan.size)}, seed {args.seed}, {plan.data_fraction:.0%} data, "
         f"work dir {work_dir}",
+        f"runs:       each phase {max(1, args.runs)} time(s) from the same state; the median is reported",
         *tool_notes,
     ]
     if any(t.env is snap_env for t in tools):
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     work = build_workload(work_dir / "images", plan.size, args.seed, plan.data_fraction, plan.versions)
     print_workload(work)
 
-    results = run_all(tools, work, Settings(work_dir, cold), plan.phases)
+    results = run_all(tools, work, Settings(work_dir, cold, max(1, args.runs)), plan.phases)
     rows = print_results(results, [t.name for t in tools])
     rss_ok, rss_lines = rss_verdict(results, args.threads) if args.rss_check else (True, [])
     for line in rss_lines:

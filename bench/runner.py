@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class Measurement:
     status: str = "ok"  # ok, FAIL or skipped
     seconds: float | None = None  # wall time, including the sync of what the tool left unwritten
     sync_seconds: float | None = None  # of which: the sync after the tool exited
+    all_seconds: list[float] = field(default_factory=list)  # every run's (seconds is the median)
     max_rss_kib: int | None = None
     repo_bytes: int | None = None  # allocated bytes of the repository, after commits
     restored_allocated: int | None = None  # allocated bytes of the checked-out file
@@ -61,6 +63,7 @@ class Measurement:
 class Settings:
     work: Path
     cold: bool  # drop the page cache before each phase
+    runs: int = 1  # each phase is run this many times from the same state; the median counts
 
 
 @dataclass(frozen=True)
@@ -172,18 +175,53 @@ class ToolRun:
             when=BASE_TIME + 60 * VERSIONS.index(phase.version),
             ref=self.refs.get(phase.version, ""),
         )
-        cwd = self.stage(image) if phase.action == COMMIT else fresh_dir(ctx.out)
-        if self.settings.cold:
-            drop_caches()
         make = self.tool.commit if phase.action == COMMIT else self.tool.checkout
-        run = self.execute(make, ctx, cwd, phase.name)
-        m.seconds, m.sync_seconds, m.max_rss_kib = run.seconds, run.sync_seconds, run.max_rss_kib
-        if run.returncode != 0:
-            self.fail(m, f"exit {run.returncode}: {run.stderr_tail}")
+        saved = self.save_state() if phase.action == COMMIT and self.settings.runs > 1 else None
+        runs: list[Run] = []
+        for attempt in range(self.settings.runs):
+            if saved is not None and attempt:
+                self.restore_state(saved)  # the same repository the first run found
+            cwd = self.stage(image) if phase.action == COMMIT else fresh_dir(ctx.out)
+            if self.settings.cold:
+                drop_caches()
+            run = self.execute(make, ctx, cwd, phase.name)
+            runs.append(run)
+            if run.returncode != 0:
+                break
+            if phase.action == CHECKOUT and attempt + 1 < self.settings.runs:
+                self.after_checkout(m, ctx.out, image)  # every checkout is verified
+                if m.status != "ok":
+                    break
+        if saved is not None:
+            shutil.rmtree(saved, ignore_errors=True)
+        last = runs[-1]
+        m.seconds = statistics.median(r.seconds for r in runs)
+        m.sync_seconds = statistics.median(r.sync_seconds for r in runs)
+        m.all_seconds = [r.seconds for r in runs]
+        m.max_rss_kib = max(r.max_rss_kib for r in runs)
+        if m.status != "ok":
+            return
+        if last.returncode != 0:
+            self.fail(m, f"exit {last.returncode}: {last.stderr_tail}")
         elif phase.action == COMMIT:
-            self.after_commit(m, ctx, run.stdout)
+            self.after_commit(m, ctx, last.stdout)
         else:
             self.after_checkout(m, ctx.out, image)
+
+    def save_state(self) -> Path:
+        """A copy of the tool's repository and cache, to run a commit again from the same
+        state (sparse files stay sparse)."""
+        saved = fresh_dir(self.settings.work / "tools" / f"{self.tool.name}.saved")
+        for src in (self.ctx.repo, self.ctx.cache):
+            if src.exists():
+                subprocess.run(["cp", "-a", "--sparse=always", str(src), str(saved / src.name)], check=True)
+        return saved
+
+    def restore_state(self, saved: Path) -> None:
+        for dst in (self.ctx.repo, self.ctx.cache):
+            shutil.rmtree(dst, ignore_errors=True)
+            if (saved / dst.name).exists():
+                subprocess.run(["cp", "-a", "--sparse=always", str(saved / dst.name), str(dst)], check=True)
 
     def execute(self, make: Argv, ctx: Context, cwd: Path, label: str) -> Run:
         log = self.logs / label.replace(" ", "-")
