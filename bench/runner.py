@@ -179,8 +179,8 @@ class ToolRun:
         saved = self.save_state() if phase.action == COMMIT and self.settings.runs > 1 else None
         runs: list[Run] = []
         for attempt in range(self.settings.runs):
-            if saved is not None and attempt:
-                self.restore_state(saved)  # the same repository the first run found
+            if saved is not None:  # the state the phase started from; the last run gets the original
+                self.restore_state(saved, copy=attempt + 1 < self.settings.runs)
             cwd = self.stage(image) if phase.action == COMMIT else fresh_dir(ctx.out)
             if self.settings.cold:
                 drop_caches()
@@ -192,8 +192,8 @@ class ToolRun:
                 self.after_checkout(m, ctx.out, image)  # every checkout is verified
                 if m.status != "ok":
                     break
-        if saved is not None:
-            shutil.rmtree(saved, ignore_errors=True)
+        if saved is not None and saved.exists():  # a run failed before the last one
+            self.restore_state(saved, copy=False)
         last = runs[-1]
         m.seconds = statistics.median(r.seconds for r in runs)
         m.sync_seconds = statistics.median(r.sync_seconds for r in runs)
@@ -209,19 +209,27 @@ class ToolRun:
             self.after_checkout(m, ctx.out, image)
 
     def save_state(self) -> Path:
-        """A copy of the tool's repository and cache, to run a commit again from the same
-        state (sparse files stay sparse)."""
+        """Move the tool's repository and cache aside, to run a commit several times from
+        the same state."""
         saved = fresh_dir(self.settings.work / "tools" / f"{self.tool.name}.saved")
         for src in (self.ctx.repo, self.ctx.cache):
             if src.exists():
-                subprocess.run(["cp", "-a", "--sparse=always", str(src), str(saved / src.name)], check=True)
+                src.rename(saved / src.name)
         return saved
 
-    def restore_state(self, saved: Path) -> None:
+    def restore_state(self, saved: Path, copy: bool) -> None:
+        """Put the saved state back: a copy (sparse files stay sparse), or (the last run) the
+        original itself, so that the repository measured afterwards is exactly what the
+        tool made of it (a copy may turn preallocated space into holes)."""
         for dst in (self.ctx.repo, self.ctx.cache):
             shutil.rmtree(dst, ignore_errors=True)
-            if (saved / dst.name).exists():
-                subprocess.run(["cp", "-a", "--sparse=always", str(saved / dst.name), str(dst)], check=True)
+            src = saved / dst.name
+            if src.exists() and copy:
+                subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
+            elif src.exists():
+                src.rename(dst)
+        if not copy:
+            shutil.rmtree(saved, ignore_errors=True)
 
     def execute(self, make: Argv, ctx: Context, cwd: Path, label: str) -> Run:
         log = self.logs / label.replace(" ", "-")
