@@ -104,8 +104,7 @@ def rm(
     repo: RepoOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Remove snapshots (their space is freed by 'snap gc'). A snapshot whose manifest is
-    damaged can be removed by its id."""
+    """Remove snapshots, damaged ones too (by id); 'snap gc' then frees their space."""
     with open_repo(repo, Mode.READ if dry_run else Mode.WRITE) as r:
         targets, damaged = _resolve_all(r, snapshots)
         if not dry_run:
