@@ -393,16 +393,9 @@ class CommitPipeline:
             return None
         mark = self.hints.mark()  # the run just queued may fail: its chunks stay on offer
         nxt = self.hints.at(self.pos)
-        if nxt is None or nxt.end <= old.end or self._in_hole(nxt.offset, nxt.end):
-            self.hints.restore(mark)
-            return None
-        taken = self.pushback.pop() if self.pushback else self.reader.next(timeout=0)
-        if taken is queue.Empty:
-            self.hints.restore(mark)
-            return None
-        piece: Piece = taken  # type: ignore[assignment]
-        if not isinstance(piece, Data) or piece.offset != old.end:
-            self.pushback.append(piece)
+        needs_more = nxt is not None and nxt.end > old.end and not self._in_hole(nxt.offset, nxt.end)
+        piece = self._next_block_now(old) if needs_more else None
+        if piece is None:
             self.hints.restore(mark)
             return None
         ahead = _Ahead(old, piece, self.pos, mark, [], [])
@@ -414,6 +407,18 @@ class CommitPipeline:
             return None
         ahead.run, ahead.jobs = queued
         return ahead
+
+    def _next_block_now(self, old: Block) -> Data | None:
+        """The reader's next piece if it is ready and is the data right after ``old``; else
+        None (a piece taken is kept to be taken again)."""
+        taken = self.pushback.pop() if self.pushback else self.reader.next(timeout=0)
+        if taken is queue.Empty:
+            return None
+        piece: Piece = taken  # type: ignore[assignment]
+        if isinstance(piece, Data) and piece.offset == old.end:
+            return piece
+        self.pushback.append(piece)
+        return None
 
     def _undo_ahead(self, ahead: _Ahead) -> None:
         """Take back a move into the next block: its queued jobs, the cursor, the piece (the
