@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from snapstore import Mode, Repository, checkout, commit_file
 from snapstore.model import ChunkerParams, ChunkRef, EntryEnd, EntryStart, ZeroRun
 from snapstore.ops.hints import HintCursor, PrevChunk, confirmable_chunks
+from snapstore.ops.pipeline import CommitPipeline
 from snapstore.storage import fsio
 from tests.conftest import SMALL_CHUNKER
 
@@ -88,6 +89,18 @@ def test_hint_cursor_runs_and_resyncs() -> None:
     assert cursor.at(15) is None
     assert cursor.at(30) == chunks[2]
     assert cursor.run(0, everything, 1000) == []  # never goes backwards
+
+
+def test_hint_cursor_restores_to_a_mark() -> None:
+    chunks = [PrevChunk(i * 10, 10, bytes([i])) for i in range(6)]
+    cursor = HintCursor(iter(chunks))
+    assert cursor.at(10) == chunks[1]
+    mark = cursor.mark()
+    assert cursor.at(40) == chunks[4]  # passes chunks 1..3
+    assert cursor.at(20) is None
+    cursor.restore(mark)
+    assert cursor.at(10) == chunks[1] and cursor.at(20) == chunks[2]
+    assert cursor.at(0) is None  # passed before the mark: stays passed
 
 
 @settings(max_examples=25)
@@ -335,12 +348,17 @@ def test_an_insertion_is_confirmed_past_not_chunked(tmp_path: Path) -> None:
     assert second.new_chunks <= 3
 
 
-def test_in_place_edits_cost_only_the_chunks_they_touch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["as it comes", "never ready for a look-ahead"])
+def test_in_place_edits_cost_only_the_chunks_they_touch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
     """Small rewrites of a 64 MiB file, some over a cut point (the cut moves: the chunker
     takes over until it is back in step), some inside chunks, at the file's start, at read
     block boundaries and mid-block: each costs the chunks it lands in, and everything else is
     confirmed in place, even where a block's confirmations were queued before the previous
     block's had settled."""
+    if reader != "as it comes":  # every look-ahead is given up after peeking at the cursor
+        monkeypatch.setattr(CommitPipeline, "_next_block_now", lambda self, old: None)
     rng = random.Random(12)
     data = bytearray(rng.randbytes(64 << 20))
     path = tmp_path / "disk.img"
