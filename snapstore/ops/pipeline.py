@@ -221,12 +221,21 @@ class CommitPipeline:
             self.progress.advance(self.hole.end - self.hole.start)
             self._materialise(old)
             return True
+        carried_from = self.pos
+        self._enter(piece, old)
+        self._leave(old, piece, carried_from)
+        return True
+
+    def _enter(self, piece: Data, old: Block) -> None:
+        """Make ``piece``'s block the current one, the bytes not cut yet carried over."""
         self._carry(piece.block, old, piece.offset)
         self.cur = piece.block
+
+    def _leave(self, old: Block, piece: Data, carried_from: int) -> None:
+        """Let go of the block moved out of (for good): its pin, the layout before it."""
         old.unpin()
         self.progress.advance(piece.length)
-        self.layout.forget(self.pos)
-        return True
+        self.layout.forget(carried_from)
 
     def _materialise(self, old: Block) -> None:
         """Zeros of the current hole, up to max_size of them, after the bytes not cut yet:
@@ -360,9 +369,7 @@ class CommitPipeline:
             return False
         while True:
             ahead = self._look_ahead()
-            if not self._settle(*pending, ahead):
-                return self.pos != start
-            if ahead is None:
+            if not self._settle(*pending, ahead) or ahead is None:
                 return self.pos != start
             pending = ahead.run, ahead.jobs
 
@@ -399,8 +406,7 @@ class CommitPipeline:
             self.hints.restore(mark)
             return None
         ahead = _Ahead(old, piece, self.pos, mark, [], [])
-        self._carry(piece.block, old, piece.offset)
-        self.cur = piece.block
+        self._enter(piece, old)
         queued = self._submit_run()
         if queued is None:  # cannot happen (the next chunk is held now), but stay safe
             self._undo_ahead(ahead)
@@ -464,9 +470,7 @@ class CommitPipeline:
             self.cut_in_a_row = 0
             self.candidates.clear()
         if ahead is not None:
-            ahead.left.unpin()
-            self.progress.advance(ahead.piece.length)
-            self.layout.forget(ahead.carried_from)
+            self._leave(ahead.left, ahead.piece, ahead.carried_from)
         return True
 
     def _retract(self, count: int) -> None:
