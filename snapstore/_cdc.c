@@ -234,7 +234,120 @@ static PyObject *data_runs(PyObject *self, PyObject *args)
     return out;
 }
 
+/* First index j >= lo such that data[j..i) are all zero (i itself when data[i-1] is not). */
+static Py_ssize_t back_zeros(const uint8_t *data, Py_ssize_t i, Py_ssize_t lo)
+{
+    uint64_t word;
+    while (i > lo && ((uintptr_t)(data + i) & 7) != 0 && data[i - 1] == 0)
+        i--;
+    while (i - 8 >= lo) {
+        memcpy(&word, data + i - 8, 8);
+        if (word != 0)
+            break;
+        i -= 8;
+    }
+    while (i > lo && data[i - 1] == 0)
+        i--;
+    return i;
+}
+
+static int add_run(Py_ssize_t **runs, Py_ssize_t *count, Py_ssize_t *cap, Py_ssize_t a, Py_ssize_t b)
+{
+    if (*count + 2 > *cap) {
+        Py_ssize_t n = *cap ? 2 * *cap : 64;
+        Py_ssize_t *bigger = realloc(*runs, n * sizeof(Py_ssize_t));
+        if (bigger == NULL)
+            return -1;
+        *runs = bigger;
+        *cap = n;
+    }
+    (*runs)[(*count)++] = a;
+    (*runs)[(*count)++] = b;
+    return 0;
+}
+
+/* zero_runs(buffer, min_zeros) -> list of (start, end): the maximal runs of zero bytes at
+ * least min_zeros long, and those touching either end of the buffer whatever their length,
+ * in order. A run of min_zeros bytes holds a whole 8-byte word at every stride of
+ * min_zeros - 15 bytes (rounded down to whole words), so only those words are looked at
+ * until one is zero: a few hundred loads for a block of data without long runs. */
+static PyObject *zero_runs(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t min_zeros;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &min_zeros))
+        return NULL;
+    if (min_zeros < 1)
+        min_zeros = 1;
+    const uint8_t *data = (const uint8_t *)view.buf;
+    Py_ssize_t len = view.len;
+    Py_ssize_t *runs = NULL, count = 0, cap = 0;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t stride = ((min_zeros - 15) / 8) * 8;
+    Py_ssize_t pos = 0; /* everything before pos is done */
+    if (len > 0 && data[0] == 0) {
+        pos = skip_zeros(data, 0, len);
+        failed = add_run(&runs, &count, &cap, 0, pos);
+    }
+    while (!failed && pos < len) {
+        Py_ssize_t a = -1, b;
+        if (stride < 8) { /* short runs wanted: look at every byte */
+            Py_ssize_t i = pos;
+            while (i < len && data[i] != 0)
+                i++;
+            if (i >= len)
+                break;
+            a = i;
+            b = skip_zeros(data, i, len);
+        } else {
+            Py_ssize_t i = pos + ((8 - ((uintptr_t)(data + pos) & 7)) & 7); /* word-aligned */
+            for (; i + 8 <= len; i += stride) {
+                uint64_t word;
+                memcpy(&word, data + i, 8);
+                if (word == 0) {
+                    a = back_zeros(data, i, pos);
+                    b = skip_zeros(data, i, len);
+                    break;
+                }
+            }
+            if (a < 0)
+                break;
+        }
+        if (b - a >= min_zeros || b == len)
+            failed = add_run(&runs, &count, &cap, a, b);
+        pos = b;
+    }
+    if (!failed && len > 0 && data[len - 1] == 0 && (count == 0 || runs[count - 1] != len)) {
+        Py_ssize_t a = back_zeros(data, len, pos);
+        failed = add_run(&runs, &count, &cap, a, len);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (failed) {
+        free(runs);
+        return PyErr_NoMemory();
+    }
+    PyObject *list = PyList_New(count / 2);
+    if (list == NULL) {
+        free(runs);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < count / 2; k++) {
+        PyObject *pair = Py_BuildValue("(nn)", runs[2 * k], runs[2 * k + 1]);
+        if (pair == NULL) {
+            Py_DECREF(list);
+            free(runs);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k, pair);
+    }
+    free(runs);
+    return list;
+}
+
 static PyMethodDef methods[] = {
+    {"zero_runs", zero_runs, METH_VARARGS, "(start, end) of the zero runs of min_zeros+ and at either end."},
     {"data_runs", data_runs, METH_VARARGS, "(start, end) of the bytes between zero runs of min_zeros+."},
     {"is_zero", is_zero, METH_O, "Whether every byte of the buffer is zero."},
     {"set_gear", set_gear, METH_O, "Install the gear table (256 ints); True if zero runs can be skipped."},

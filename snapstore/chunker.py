@@ -6,8 +6,10 @@ silently ruins dedup against existing repositories, so tests pin golden cut poin
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
+import re
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -32,6 +34,7 @@ def _load_scanner() -> ModuleType | None:
 _cdc = _load_scanner()
 
 MAX_CHUNK_SIZE = 64 * 1024 * 1024
+MIN_ZERO_RUN = 4096
 ALGORITHMS = ("fastcdc", "fixed")
 
 
@@ -42,25 +45,29 @@ def validate(params: ChunkerParams) -> ChunkerParams:
     if params.algorithm == "fixed":
         if not 4096 <= params.avg_size <= MAX_CHUNK_SIZE:
             raise UsageError(f"fixed chunk size must be 4 KiB..64 MiB, not {params.avg_size}")
-        return params
+        return dataclasses.replace(params, zero_run=0) if params.zero_run else params
     if not (64 <= params.min_size <= params.avg_size <= params.max_size <= MAX_CHUNK_SIZE):
         raise UsageError("fastcdc needs 64 <= min <= avg <= max <= 64 MiB")
     if params.avg_size < 256 or params.max_size < 1024:
         raise UsageError("fastcdc needs avg >= 256 and max >= 1024")
+    if params.zero_run and not MIN_ZERO_RUN <= params.zero_run <= MAX_CHUNK_SIZE:
+        raise UsageError(f"a zero run must be 0 (off) or 4 KiB..64 MiB, not {params.zero_run}")
     return params
 
 
 def parse_spec(spec: str) -> ChunkerParams:
-    """``fastcdc``, ``fastcdc:MIN:AVG:MAX`` or ``fixed:SIZE`` (sizes in bytes or with K/M)."""
+    """``fastcdc``, ``fastcdc:MIN:AVG:MAX[:ZERORUN]`` or ``fixed:SIZE`` (sizes in bytes or
+    with K/M; ZERORUN 0 turns zero runs off)."""
     name, _, rest = spec.partition(":")
     if name == "fastcdc":
         if not rest:
             return validate(ChunkerParams())
         parts = rest.split(":")
-        if len(parts) != 3:
-            raise UsageError(f"{spec!r}: write fastcdc:MIN:AVG:MAX")
-        lo, avg, hi = (parse_size(p) for p in parts)
-        return validate(ChunkerParams("fastcdc", lo, avg, hi))
+        if len(parts) not in (3, 4):
+            raise UsageError(f"{spec!r}: write fastcdc:MIN:AVG:MAX or fastcdc:MIN:AVG:MAX:ZERORUN")
+        sizes = [parse_size(p) for p in parts]
+        zero_run = sizes[3] if len(sizes) == 4 else ChunkerParams().zero_run
+        return validate(ChunkerParams("fastcdc", sizes[0], sizes[1], sizes[2], zero_run))
     if name == "fixed" and rest:
         size = parse_size(rest)
         return validate(ChunkerParams("fixed", size, size, size))
@@ -143,6 +150,65 @@ def data_runs(data: bytes | bytearray | memoryview, min_zeros: int) -> list[tupl
         runs: list[tuple[int, int]] = _cdc.data_runs(data, min_zeros)
         return runs
     return [(0, len(data))] if len(data) else []  # pragma: no cover - depends on the build
+
+
+def zero_runs(data: bytes | bytearray | memoryview, min_zeros: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the maximal runs of zero bytes in ``data`` that are at least
+    ``min_zeros`` long, and of those touching either end of ``data`` whatever their length
+    (they may go on beyond it), in order."""
+    if _cdc is not None:
+        runs: list[tuple[int, int]] = _cdc.zero_runs(data, min_zeros)
+        return runs
+    return zero_runs_py(data, min_zeros)  # pragma: no cover - depends on the build
+
+
+def zero_runs_py(data: bytes | bytearray | memoryview, min_zeros: int) -> list[tuple[int, int]]:
+    """:func:`zero_runs` without the C scanner (slower: it copies the data)."""
+    raw = bytes(data)
+    out = [(m.start(), m.end()) for m in re.finditer(b"\\x00{%d,}" % max(1, min_zeros), raw)]
+    lead = len(raw) - len(raw.lstrip(b"\0"))
+    if lead and (not out or out[0][0] != 0):
+        out.insert(0, (0, lead))
+    trail = len(raw) - len(raw.rstrip(b"\0"))
+    if trail and (not out or out[-1][1] != len(raw)):
+        out.append((len(raw) - trail, len(raw)))
+    return out
+
+
+def stream_pieces(params: ChunkerParams, data: bytes | memoryview) -> list[tuple[int, bool]]:
+    """The whole of ``data`` as the pieces a commit records, in order: ``(length, True)``
+    for a zero run, ``(length, False)`` for a chunk (adjacent zero runs and all-zero chunks
+    merged into one run, as a manifest holds them). The reference that the commit
+    pipeline's streaming must reproduce."""
+    view = memoryview(data)
+    bounds: list[tuple[int, int, bool]] = []  # (start, end, is a zero run)
+    pos = 0
+    if params.zero_run:
+        for start, end in zero_runs(view, params.zero_run):
+            if end - start >= params.zero_run:
+                if start > pos:
+                    bounds.append((pos, start, False))
+                bounds.append((start, end, True))
+                pos = end
+    if pos < len(view):
+        bounds.append((pos, len(view), False))
+    pieces: list[tuple[int, bool]] = []
+
+    def add(length: int, zeros: bool) -> None:
+        if zeros and pieces and pieces[-1][1]:
+            pieces[-1] = (pieces[-1][0] + length, True)
+        else:
+            pieces.append((length, zeros))
+
+    for start, end, run in bounds:
+        if run:
+            add(end - start, True)
+            continue
+        at = start
+        for length in iter_cuts(params, view[start:end], True):
+            add(length, is_zero(view[at : at + length]))
+            at += length
+    return pieces
 
 
 def accelerated() -> bool:

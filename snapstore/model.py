@@ -13,12 +13,17 @@ Buffer = bytes | bytearray | memoryview  # bytes in memory, copied as little as 
 
 @dataclass(frozen=True)
 class ChunkerParams:
-    """How a file is split into chunks: ``fastcdc`` (content-defined) or ``fixed``."""
+    """How a file is split into chunks: ``fastcdc`` (content-defined) or ``fixed``.
+
+    ``zero_run`` (fastcdc only; 0 = off): every run of at least this many zero bytes is a
+    zero run of its own, and the data between two such runs is chunked from its first byte
+    (docs/FORMAT.md, "chunking")."""
 
     algorithm: str = "fastcdc"
     min_size: int = 256 * 1024
     avg_size: int = 1024 * 1024
     max_size: int = 4 * 1024 * 1024
+    zero_run: int = 64 * 1024
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,7 @@ def test_streaming_equals_one_call_default_params(blocks: list[int]) -> None:
 # fixed:SIZE ---------------------------------------------------------------------------------
 
 
-FIXED = ChunkerParams("fixed", 4096, 4096, 4096)
+FIXED = ChunkerParams("fixed", 4096, 4096, 4096, 0)
 
 
 def test_fixed_chunks_are_all_full_but_the_last() -> None:
@@ -332,10 +332,12 @@ def test_fixed_cut_points_do_not_depend_on_content() -> None:
         ("fastcdc:256K:1M:4M", ChunkerParams()),
         ("fastcdc:64:256:1024", ChunkerParams("fastcdc", 64, 256, 1024)),
         ("fastcdc:1M:1M:64M", ChunkerParams("fastcdc", MiB, MiB, 64 * MiB)),
-        ("fixed:1M", ChunkerParams("fixed", MiB, MiB, MiB)),
-        ("fixed:4K", ChunkerParams("fixed", 4096, 4096, 4096)),
-        ("fixed:4096", ChunkerParams("fixed", 4096, 4096, 4096)),
-        ("fixed:64M", ChunkerParams("fixed", 64 * MiB, 64 * MiB, 64 * MiB)),
+        ("fastcdc:4K:16K:64K:0", ChunkerParams("fastcdc", 4096, 16384, 65536, 0)),
+        ("fastcdc:256K:1M:4M:1M", ChunkerParams(zero_run=MiB)),
+        ("fixed:1M", ChunkerParams("fixed", MiB, MiB, MiB, 0)),
+        ("fixed:4K", ChunkerParams("fixed", 4096, 4096, 4096, 0)),
+        ("fixed:4096", ChunkerParams("fixed", 4096, 4096, 4096, 0)),
+        ("fixed:64M", ChunkerParams("fixed", 64 * MiB, 64 * MiB, 64 * MiB, 0)),
     ],
 )
 def test_parse_spec_valid(spec: str, expected: ChunkerParams) -> None:
@@ -356,7 +358,8 @@ def test_parse_spec_valid(spec: str, expected: ChunkerParams) -> None:
         "fixed:65M",  # above 64 MiB
         "fixed:abc",
         "fastcdc:1K:2K",
-        "fastcdc:1K:2K:4K:8K",
+        "fastcdc:1K:2K:4K:8K:16K",
+        "fastcdc:1K:2K:4K:1K",  # a zero run under 4 KiB
         "fastcdc:64K:16K:4K",  # not min <= avg <= max
         "fastcdc:4K:16K:8K",
         "fastcdc:32:256:1024",  # min below 64

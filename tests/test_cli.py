@@ -604,7 +604,13 @@ def test_json_outputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert res.code == 0, res.err
     doc = json.loads(res.out)
     assert doc["format_version"] == 1
-    assert doc["chunker"] == {"algorithm": "fastcdc", "min_size": 4096, "avg_size": 16384, "max_size": 65536}
+    assert doc["chunker"] == {
+        "algorithm": "fastcdc",
+        "min_size": 4096,
+        "avg_size": 16384,
+        "max_size": 65536,
+        "zero_run": 65536,
+    }
     src = tmp_path / "disk.img"
     data = random.Random(17).randbytes(500_000) + bytes(MiB)
     src.write_bytes(data)
@@ -618,7 +624,7 @@ def test_json_outputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert c1["new_chunks"] == c1["chunks"] > 0
     assert c1["zero_bytes"] >= MiB - 65536
     datetime.fromisoformat(c1["created"])
-    assert c1["read_bytes"] == len(data) and c1["chunked_bytes"] == len(data)
+    assert c1["read_bytes"] == len(data) and c1["chunked_bytes"] == len(data) - MiB  # the zeros: a run
     assert c1["confirmed_chunks"] == 0 and c1["pruned"] == []
     res = snap(capsys, "commit", src, "--json", "--repo", root)
     c2 = json.loads(res.out)

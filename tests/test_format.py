@@ -425,7 +425,7 @@ CONFIGS = [
         FORMAT_VERSION,
         "cd" * 16,
         "2024-01-01T00:00:00Z",
-        chunker=ChunkerParams("fixed", 4096, 4096, 4096),
+        chunker=ChunkerParams("fixed", 4096, 4096, 4096, 0),
         codec=CodecParams("zstd", 19),
         pack_target_size=1 << 20,
         quota_bytes=200 << 30,

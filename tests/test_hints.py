@@ -64,18 +64,18 @@ def test_confirmable_chunks_offer_all_but_the_last_piece() -> None:
     ]
     assert list(confirmable_chunks(records)) == [
         PrevChunk(0, 10, a),
-        PrevChunk(10, 20, b),
+        PrevChunk(10, 20, b, before_zeros=True),
         PrevChunk(30, 5, None),
         PrevChunk(35, 7, c),
     ]
     trailing_zeros = [EntryStart("f"), ChunkRef(a, 10), ZeroRun(5), EntryEnd(15, b"\0" * 32)]
-    assert list(confirmable_chunks(trailing_zeros)) == [PrevChunk(0, 10, a)]
+    assert list(confirmable_chunks(trailing_zeros)) == [PrevChunk(0, 10, a, before_zeros=True)]
     only_zeros = [EntryStart("f"), ZeroRun(5), EntryEnd(5, b"\0" * 32)]
     assert list(confirmable_chunks(only_zeros)) == []
     # The same size: the end of the file cut the last piece where it cuts it now.
     assert list(confirmable_chunks(records, size=52))[-1] == PrevChunk(42, 10, a)
     assert list(confirmable_chunks(trailing_zeros, size=15))[-1] == PrevChunk(10, 5, None)
-    assert list(confirmable_chunks(trailing_zeros, size=16)) == [PrevChunk(0, 10, a)]
+    assert list(confirmable_chunks(trailing_zeros, size=16)) == [PrevChunk(0, 10, a, True)]
 
 
 def test_hint_cursor_runs_and_resyncs() -> None:

@@ -358,10 +358,10 @@ def test_checkout_without_sparse_writes_every_byte(tmp_path: Path, repo: Reposit
 
 def test_checkout_is_sparse_where_the_source_was(tmp_path: Path) -> None:
     """Holes shorter than a chunk end up inside chunks that also hold data (default 1 MiB
-    chunks): the checkout still leaves them as holes, so it allocates about what the source
-    does; with sparse=False every byte is written."""
+    chunks, zero runs off): the checkout still leaves them as holes, so it allocates about
+    what the source does; with sparse=False every byte is written."""
     repo_path = tmp_path / "repo"
-    Repository.init(repo_path).close()
+    Repository.init(repo_path, chunker=ChunkerParams(zero_run=0)).close()
     src, out = tmp_path / "disk.img", tmp_path / "out.img"
     rng = random.Random(21)
     pieces = [(i * 3 * MiB, rng.randbytes(MiB)) for i in range(8)]  # 1 MiB data, 2 MiB hole

@@ -17,7 +17,7 @@ def init(
     repo: RepoOption = None,
     chunker: Annotated[
         str,
-        typer.Option(help="fastcdc (default), fastcdc:MIN:AVG:MAX, or fixed:SIZE (e.g. fixed:1M)."),
+        typer.Option(help="fastcdc (default), fastcdc:MIN:AVG:MAX[:ZERORUN], or fixed:SIZE (e.g. fixed:1M)."),
     ] = "fastcdc",
     level: Annotated[int, typer.Option(help="zstd compression level (1-22).")] = 3,
     shared: Annotated[
@@ -40,6 +40,7 @@ def init(
                     "min_size": c.chunker.min_size,
                     "avg_size": c.chunker.avg_size,
                     "max_size": c.chunker.max_size,
+                    "zero_run": c.chunker.zero_run,
                 },
                 "codec": {"name": c.codec.name, "level": c.codec.level},
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -36,6 +37,7 @@ def encode(config: Config) -> bytes:
             "min_size": config.chunker.min_size,
             "avg_size": config.chunker.avg_size,
             "max_size": config.chunker.max_size,
+            "zero_run": config.chunker.zero_run,
         },
         "hash": config.hash_name,
         "codec": {"name": config.codec.name, "level": config.codec.level},
@@ -88,6 +90,7 @@ def decode(data: bytes) -> Config:
                 min_size=_int(chunker["min_size"]),
                 avg_size=_int(chunker["avg_size"]),
                 max_size=_int(chunker["max_size"]),
+                zero_run=_int(chunker.get("zero_run", 0)),
             ),
             hash_name=str(doc["hash"]),
             codec=CodecParams(name=str(codec["name"]), level=_int(codec["level"])),
@@ -108,10 +111,9 @@ def decode(data: bytes) -> Config:
     if config.quota_bytes is not None and not 0 <= config.quota_bytes <= MAX_QUOTA:
         raise CorruptError("config", f"quota_bytes {config.quota_bytes} out of range")
     try:
-        validate(config.chunker)
+        return dataclasses.replace(config, chunker=validate(config.chunker))
     except UsageError as exc:
         raise CorruptError("config", f"chunker: {exc.message}") from exc
-    return config
 
 
 def _int(value: object) -> int:

@@ -24,6 +24,7 @@ class PrevChunk:
     offset: int
     length: int
     chunk_id: ChunkId | None  # None: a zero run
+    before_zeros: bool = False  # a chunk the previous snapshot had a zero run right after
 
     @property
     def end(self) -> int:
@@ -39,6 +40,8 @@ def confirmable_chunks(records: Iterable[ManifestRecord], size: int = -1) -> Ite
     for record in records:
         if isinstance(record, ChunkRef | ZeroRun):
             if held is not None:
+                if isinstance(record, ZeroRun) and held.chunk_id is not None:
+                    held = PrevChunk(held.offset, held.length, held.chunk_id, True)
                 yield held
             if isinstance(record, ChunkRef):
                 held = PrevChunk(offset, record.raw_size, record.chunk_id)
@@ -80,7 +83,7 @@ class HintCursor:
         return True
 
     def _moved(self, c: PrevChunk) -> PrevChunk:
-        return c if not self.shift else PrevChunk(c.offset + self.shift, c.length, c.chunk_id)
+        return c if not self.shift else PrevChunk(c.offset + self.shift, c.length, c.chunk_id, c.before_zeros)
 
     def at(self, offset: int) -> PrevChunk | None:
         """The previous chunk starting exactly at ``offset``, if any (drops those before)."""

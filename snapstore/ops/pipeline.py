@@ -41,7 +41,7 @@ from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, ZeroRun
 from snapstore.ops.blocks import Block, BlockPool
 from snapstore.ops.hints import HintCursor, PrevChunk
-from snapstore.ops.reader import Data, Failed, Hole, InputReader, Piece
+from snapstore.ops.reader import Data, Failed, Hole, InputReader, Piece, Run
 from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
 from snapstore.progress import Progress
 from snapstore.repo import Repository
@@ -126,6 +126,8 @@ class CommitPipeline:
         self.params = repo.config.chunker
         self.max_size = self.params.max_size
         self.period = zero_period(self.params)
+        self.zero_run = self.params.zero_run  # 0: zeros are chunked like any bytes
+        self.seg_final = False  # the data held ends where a zero run or the input ends
         self.level = repo.config.codec.level
         # Blocks hold up to max_size bytes not cut yet, then what is read (or zeros of a hole).
         self.read_size = max(READ_SIZE, self.max_size)
@@ -152,12 +154,19 @@ class CommitPipeline:
     def run(self, fd: int, size: int, path: Path) -> bytes:
         """Cut the whole file; returns its BLAKE3 digest."""
         self.size = size
-        self.layout = Layout(fd, size)
+        self.layout = Layout(fd, size, self.zero_run)
         self.digest = DigestWorker()
         # Direct reads land behind the carry area: it must keep them page-aligned.
         self.source = InputFile(fd, path, direct=self.max_size % PAGE == 0)
         self.reader = InputReader(
-            self.source, size, self.layout, self.blocks, self.max_size, self.read_size, self.digest
+            self.source,
+            size,
+            self.layout,
+            self.blocks,
+            self.max_size,
+            self.read_size,
+            self.digest,
+            self.zero_run,
         )
         self.pos = 0  # where the next chunk starts; every byte before is accounted for
         self.hole: Segment | None = None  # the hole being materialised, stretch by stretch
@@ -216,6 +225,13 @@ class CommitPipeline:
             return False
         if isinstance(piece, Failed):
             raise piece.error
+        if isinstance(piece, Run):
+            self._consume(final=True)  # the data before the run ends there
+            assert self.pos == piece.start, "runs lie between data"
+            self._queue_zeros(piece.end - piece.start)
+            self.pos = piece.end
+            self.progress.advance(piece.end - piece.start)
+            return True
         if isinstance(piece, Hole):
             self.hole = piece.segment
             self.progress.advance(self.hole.end - self.hole.start)
@@ -227,9 +243,11 @@ class CommitPipeline:
         return True
 
     def _enter(self, piece: Data, old: Block) -> None:
-        """Make ``piece``'s block the current one, the bytes not cut yet carried over."""
+        """Make ``piece``'s block the current one, the bytes not cut yet carried over (a
+        block may come in several pieces, its zero runs between them)."""
         self._carry(piece.block, old, piece.offset)
         self.cur = piece.block
+        self.cur.end = piece.offset + piece.length
 
     def _leave(self, old: Block, piece: Data, carried_from: int) -> None:
         """Let go of the block moved out of (for good): its pin, the layout before it."""
@@ -293,6 +311,8 @@ class CommitPipeline:
     def _step_over_hole(self) -> None:
         """Inside a hole with at least max_size zeros ahead, every chunk is ``period``
         zeros long: step over them without materialising them."""
+        if self.zero_run:
+            return  # holes are zero runs: the reader hands them over as such
         hole = self._hole_at(self.pos)
         if hole is None or self.pos + self.max_size > hole.end:
             return
@@ -308,7 +328,9 @@ class CommitPipeline:
     # -- cutting --------------------------------------------------------------------------------
 
     def _consume(self, final: bool) -> None:
-        """Cut chunks from the current position while their cut is certain (or ``final``)."""
+        """Cut chunks from the current position while their cut is certain (or ``final``:
+        the data held ends there)."""
+        self.seg_final = final
         while self.pos < self.cur.end:
             if self.hints is not None and self.pos != self.hint_failed_at and self._confirm():
                 continue
@@ -350,7 +372,15 @@ class CommitPipeline:
     def _confirmable(self, prev: PrevChunk) -> bool:
         """A previous zero run can be confirmed where it is a hole, or once its bytes are
         held (hashed: are they still zeros?); a previous chunk once its bytes are held,
-        unless they are a hole (zeros never match a stored chunk)."""
+        unless they are a hole (zeros never match a stored chunk).
+
+        With zero runs on, the reader finds the runs: only chunks are confirmed, and a chunk
+        that had a run after it only where a run follows again or once the byte after it is
+        held (its worker checks that the chunker would cut there without the run)."""
+        if self.zero_run:
+            if prev.chunk_id is None or prev.end > self.cur.end:
+                return False
+            return not (prev.before_zeros and prev.end == self.cur.end and not self.seg_final)
         if self._in_hole(prev.offset, prev.end):
             return prev.chunk_id is None
         return prev.end <= self.cur.end
@@ -386,7 +416,8 @@ class CommitPipeline:
                 self.pos += prev.length
             else:
                 expected = ZEROS if prev.chunk_id is None else prev.chunk_id
-                jobs.append(self._queue_chunk(prev.length, expected=expected, drain=False))
+                check = prev.before_zeros and self.zero_run > 0 and not self._ends_data(prev.end)
+                jobs.append(self._queue_chunk(prev.length, expected, drain=False, check_cut=check))
         return run, jobs
 
     def _look_ahead(self) -> _Ahead | None:
@@ -433,6 +464,7 @@ class CommitPipeline:
         self._retract(len(ahead.jobs))
         self.hints.restore(ahead.mark)
         self.cur = ahead.left
+        self.cur.end = ahead.piece.offset  # the same block, when it came in two pieces
         self.pos = ahead.carried_from
         self.pushback.append(ahead.piece)
 
@@ -485,7 +517,13 @@ class CommitPipeline:
 
     # -- in flight ------------------------------------------------------------------------------
 
-    def _queue_chunk(self, length: int, expected: ChunkId | None = None, drain: bool = True) -> _Job:
+    def _ends_data(self, offset: int) -> bool:
+        """Whether the data held ends at ``offset`` for certain (a run or the end follows)."""
+        return offset == self.cur.end and self.seg_final
+
+    def _queue_chunk(
+        self, length: int, expected: ChunkId | None = None, drain: bool = True, check_cut: bool = False
+    ) -> _Job:
         start = self.pos
         self.pos += length
         if self._in_hole(start, start + length):
@@ -501,8 +539,8 @@ class CommitPipeline:
             future = pool.submit(self._process, view, expected, known)
         else:  # with the byte after it, if held: enough to tell whether it still ends there
             window = block.slice(start, min(start + length + 1, block.end))
-            final = start + length == self.size
-            future = pool.submit(self._confirm_chunk, window, length, expected, known, final)
+            final = self._ends_data(start + length) if self.zero_run else start + length == self.size
+            future = pool.submit(self._confirm_chunk, window, length, expected, known, final, check_cut)
         job = _Job(length, block, future)
         self.inflight.append(job)
         if drain:
@@ -516,12 +554,26 @@ class CommitPipeline:
         return job
 
     def _confirm_chunk(
-        self, window: memoryview, length: int, expected: ChunkId, known: ChunkId | None, final: bool
+        self,
+        window: memoryview,
+        length: int,
+        expected: ChunkId,
+        known: ChunkId | None,
+        final: bool,
+        check_cut: bool,
     ) -> Outcome:
         """On a worker: confirm that the ``length`` bytes at the start of ``window`` are the
         previous chunk ``expected``. If not, whether they still end at a cut (then they are
-        the chunk the chunker would cut there: ``recut``); ``final``: they end the file."""
+        the chunk the chunker would cut there: ``recut``); ``final``: they end the data.
+        ``check_cut``: the same bytes confirm only if they end at a cut too (the previous
+        chunk ended at a zero run, which is gone)."""
         outcome = self._process(window[:length], expected, known)
+        if (
+            check_cut
+            and outcome.kind is not Kind.MISMATCH
+            and cut_at(self.params, window, length, final) is not True
+        ):
+            return Outcome(Kind.MISMATCH, outcome.chunk_id)
         if outcome.kind is not Kind.MISMATCH or cut_at(self.params, window, length, final) is not True:
             return outcome
         if not outcome.chunk_id:  # all zeros

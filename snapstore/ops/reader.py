@@ -8,6 +8,12 @@ read at a time: the kernel's readahead hints cost more CPU than they gained. Hol
 read: they are handed over as markers. The whole-file digest is fed
 here, in stream order, so every byte is read exactly once and hashed as read. A failure
 (unreadable input, a file that shrank) is handed over in place of the next piece.
+
+With zero runs on (``zero_run`` > 0, docs/FORMAT.md "chunking"), the reader also finds them:
+every maximal run of at least ``zero_run`` zero bytes, through holes and read zeros alike, is
+handed over as a :class:`Run` and its bytes never as data, so the chunker sees only the data
+between runs (holes shorter than a run are read: they are data). Zeros at the end of a block
+are held back until what follows tells whether they start a run.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import queue
 import threading
 from dataclasses import dataclass
 
+from snapstore.chunker import zero_runs
 from snapstore.ops.blocks import Block, BlockPool
 from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
 
@@ -33,11 +40,19 @@ class Hole:
 
 
 @dataclass(frozen=True, slots=True)
+class Run:
+    """A maximal run of zero bytes, at least ``zero_run`` long (zero-run mode only)."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     error: BaseException
 
 
-Piece = Data | Hole | Failed | None  # None: the end of the input
+Piece = Data | Hole | Run | Failed | None  # None: the end of the input
 
 
 class InputReader:
@@ -50,6 +65,7 @@ class InputReader:
         carry: int,
         read_size: int,
         digest: DigestWorker,
+        zero_run: int = 0,
     ) -> None:
         self._source, self._size = source, size
         self._layout = layout
@@ -57,6 +73,9 @@ class InputReader:
         self._carry = carry
         self._read_size = read_size
         self._digest = digest
+        self._zero_run = zero_run
+        self._zeros_from: int | None = None  # where the zeros up to the last byte read began
+        self._held: list[tuple[Block, int, int]] = []  # their bytes not handed over, pinned
         self._queue: queue.Queue[Piece] = queue.Queue()
         self._stop = threading.Event()
         self.read_bytes = 0
@@ -81,6 +100,7 @@ class InputReader:
                 return
             if isinstance(piece, Data):
                 piece.block.unpin()
+        self._drop_held()
 
     def _main(self) -> None:
         try:
@@ -89,10 +109,16 @@ class InputReader:
                 seg = self._layout.at(pos)
                 if seg.hole:
                     self._digest.update_zeros(seg.end - seg.start)
-                    self._queue.put(Hole(seg))
+                    if not self._zero_run:
+                        self._queue.put(Hole(seg))
+                    elif self._zeros_from is None:  # a hole of a run's length at least
+                        self._zeros_from = seg.start
+                    self._drop_held()
                 else:
                     self._read(seg)
                 pos = seg.end
+            if self._zeros_from is not None and not self._stop.is_set():
+                self._zeros_end(self._size)
             self._queue.put(None)
         except BaseException as exc:
             self._queue.put(Failed(exc))
@@ -113,8 +139,65 @@ class InputReader:
             block.start, block.end = offset - self._carry, offset + n
             block.pin()
             self._digest.update(block.view[self._carry : self._carry + n], block.unpin)
-            self._queue.put(Data(block, offset, n))
+            if self._zero_run:
+                self._split(block, offset, n)
+            else:
+                self._queue.put(Data(block, offset, n))
             offset += n
+
+    def _split(self, block: Block, offset: int, n: int) -> None:
+        """Hand over a block read in zero-run mode: its data as pieces, its runs as runs, the
+        zeros at its end held back (the caller's pin on the block is used up)."""
+        end = offset + n
+        runs = zero_runs(block.slice(offset, end), self._zero_run)
+        if self._zeros_from is not None and not (runs and runs[0][0] == 0):
+            self._zeros_end(offset)  # the zeros before this block end where it starts
+        start = offset  # the first byte not handed over yet
+        for a, b in runs:
+            a, b = a + offset, b + offset
+            if a == offset and self._zeros_from is not None:  # the zeros before go on
+                if b < end:
+                    start = self._zeros_end(b)
+                    continue
+            elif b == end or b - a >= self._zero_run:
+                self._put_data(block, start, a)
+                self._zeros_from = a
+                if b < end:
+                    start = self._zeros_end(b)
+                    continue
+            else:  # zeros at the start, shorter than a run: data
+                continue
+            if end - self._zeros_from < self._zero_run:  # zeros up to the end: hold them
+                block.pin()
+                self._held.append((block, a, end))
+            start = end
+        self._put_data(block, start, end)
+        block.unpin()
+
+    def _zeros_end(self, at: int) -> int:
+        """The zeros that began at ``_zeros_from`` end at ``at`` (the end of the input or a
+        byte that is not zero): a run, or data handed over after all. Returns where the data
+        after them starts."""
+        begin, self._zeros_from = self._zeros_from, None
+        assert begin is not None
+        if at - begin >= self._zero_run:
+            self._drop_held()
+            self._queue.put(Run(begin, at))
+            return at
+        held, self._held = self._held, []
+        for block, a, b in held:  # each keeps the pin it was held with
+            self._queue.put(Data(block, a, b - a))
+        return held[-1][2] if held else at
+
+    def _put_data(self, block: Block, start: int, end: int) -> None:
+        if end > start:
+            block.pin()
+            self._queue.put(Data(block, start, end - start))
+
+    def _drop_held(self) -> None:
+        held, self._held = self._held, []
+        for block, _, _ in held:
+            block.unpin()
 
     def _take(self) -> Block | None:
         while not self._stop.is_set():

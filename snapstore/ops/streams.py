@@ -33,8 +33,24 @@ class Segment:
     hole: bool
 
 
-def segments(fd: int, size: int) -> Iterator[Segment]:
-    """The input from 0 to ``size`` as data and holes, in order (holes are never read)."""
+def segments(fd: int, size: int, min_hole: int = 0) -> Iterator[Segment]:
+    """The input from 0 to ``size`` as data and holes, in order (holes are never read);
+    holes shorter than ``min_hole`` are data (read, as zeros)."""
+    held: Segment | None = None
+    for seg in _raw_segments(fd, size):
+        if seg.hole and seg.end - seg.start < min_hole:
+            seg = Segment(seg.start, seg.end, False)
+        if held is not None and not held.hole and not seg.hole:
+            held = Segment(held.start, seg.end, False)
+            continue
+        if held is not None:
+            yield held
+        held = seg
+    if held is not None:
+        yield held
+
+
+def _raw_segments(fd: int, size: int) -> Iterator[Segment]:
     pos = 0
     for offset, length in data_extents(fd, size):
         if offset > pos:
@@ -50,8 +66,8 @@ class Layout:
     more than what :meth:`forget` has not dropped; segments are read from SEEK_DATA/SEEK_HOLE
     lazily, as far ahead as asked."""
 
-    def __init__(self, fd: int, size: int) -> None:
-        self._source = segments(fd, size)
+    def __init__(self, fd: int, size: int, min_hole: int = 0) -> None:
+        self._source = segments(fd, size, min_hole)
         self._known: deque[Segment] = deque()
         self._lock = threading.Lock()  # the reader and the chunker share one layout
 
