@@ -170,6 +170,8 @@ class InputReader:
             if end - self._zeros_from < self._zero_run:  # zeros up to the end: hold them
                 block.pin()
                 self._held.append((block, a, end))
+            else:  # a run already: its bytes are not needed
+                self._drop_held()
             start = end
         self._put_data(block, start, end)
         block.unpin()
