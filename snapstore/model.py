@@ -17,7 +17,7 @@ class ChunkerParams:
 
     ``zero_run`` (fastcdc only; 0 = off): every run of at least this many zero bytes is a
     zero run of its own, and the data between two such runs is chunked from its first byte
-    (docs/FORMAT.md, "chunking")."""
+    (docs/FORMAT.md, "Chunker")."""
 
     algorithm: str = "fastcdc"
     min_size: int = 256 * 1024

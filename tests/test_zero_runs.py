@@ -1,4 +1,4 @@
-"""Zero runs (docs/FORMAT.md, "chunking"): every run of at least ``zero_run`` zero bytes is a
+"""Zero runs (docs/FORMAT.md, "Chunker"): every run of at least ``zero_run`` zero bytes is a
 zero run of its own and the data between runs is chunked from its first byte. The commit
 pipeline finds the runs while it streams (through holes, read zeros and block edges alike)
 and must give exactly the pieces :func:`snapstore.chunker.stream_pieces` gives."""

@@ -8,6 +8,11 @@ chunks: where the same range is all zeros again (a hole, known without reading i
 ends at a chunk boundary again and is confirmed without even hashing. The one exception is
 the file's last piece, which the end of the file may have cut short: it is offered only
 when the file has the same size as before (the end of the file cuts it in the same place).
+
+With zero runs (docs/FORMAT.md "chunker") the data between two runs is chunked on its own,
+so a chunk may also end because a run begins after it (``before_zeros``): the commit
+confirms such a chunk where a run begins there again, or once its worker has checked that
+the chunker cuts there anyway. The runs themselves are found in the bytes, not confirmed.
 """
 
 from __future__ import annotations

@@ -17,9 +17,14 @@ Two shortcuts keep the work proportional to what changed:
   until a cut lands on a previous boundary again. The main thread waits for a block's
   confirmations only after queueing the next block's (taken back if the first fail), so
   the workers always have hashing to do.
-- Holes: each cut depends only on the ``max_size`` bytes after its chunk's start, so inside
-  a hole the cuts repeat with a fixed period (chunker.zero_period). Only a hole's first and
-  last ``max_size`` bytes are materialised; its middle is stepped over.
+- Zero runs (``chunker.zero_run``, on by default): the reader hands over every run of that
+  many zero bytes or more (holes included) as a :class:`Run`, never as data; the data before
+  it is cut to its end, the run recorded, and the data after it cut from its first byte. No
+  chunk carries a hole's zeros, and none of them is hashed or compressed.
+- Holes with zero runs off: each cut depends only on the ``max_size`` bytes after its
+  chunk's start, so inside a hole the cuts repeat with a fixed period
+  (chunker.zero_period). Only a hole's first and last ``max_size`` bytes are materialised;
+  its middle is stepped over.
 
 Memory is bounded by the block pools (whatever the file size and the thread count): every
 chunk in flight lives in a pinned block.

@@ -9,7 +9,7 @@ read: they are handed over as markers. The whole-file digest is fed
 here, in stream order, so every byte is read exactly once and hashed as read. A failure
 (unreadable input, a file that shrank) is handed over in place of the next piece.
 
-With zero runs on (``zero_run`` > 0, docs/FORMAT.md "chunking"), the reader also finds them:
+With zero runs on (``zero_run`` > 0, docs/FORMAT.md "Chunker"), the reader also finds them:
 every maximal run of at least ``zero_run`` zero bytes, through holes and read zeros alike, is
 handed over as a :class:`Run` and its bytes never as data, so the chunker sees only the data
 between runs (holes shorter than a run are read: they are data). Zeros at the end of a block
