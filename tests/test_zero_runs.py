@@ -187,3 +187,53 @@ def test_zero_runs_store_less_and_skip_the_zeros(tmp_path: Path) -> None:
             if zero_run:
                 assert all(n <= 300_000 for n, zeros in pieces if not zeros)
     assert stored[64 * 1024] <= 300_000 < stored[0]
+
+
+def _edit_scenarios() -> dict[str, tuple[bytes, bytes]]:
+    """(before, after) pairs of the same size that move, fill, open and grow zero runs next
+    to unchanged data (in place: the chunks after an edit are found where they were)."""
+    rng = random.Random(11)
+    a, b, c = rng.randbytes(150_000), rng.randbytes(120_000), rng.randbytes(90_000)
+    fill = rng.randbytes(8192)
+    return {
+        # the chunk before the run ended there; now the data goes on (its cut must be checked)
+        "run filled with data": (a + bytes(8192) + b, a + fill + b),
+        # a run opens inside what was one chunk
+        "run opened inside a chunk": (a + b + c, a + b[:50_000] + bytes(9000) + b[59_000:] + c),
+        # the run shrinks below the run length: its zeros become data
+        "run shrunk below a run": (a + bytes(8192) + b, a + bytes(3000) + fill[:5192] + b),
+        # the run grows into the data before it
+        "run grown backwards": (a + bytes(8192) + b, a[:-5000] + bytes(13_192) + b),
+        # zeros written right after a run join it: the data after it starts later
+        "zeros joining a run": (a + bytes(8192) + b + c, a + bytes(11_192) + b[3000:] + c),
+        # a block (64 KiB reads) that starts with zeros too short for a run, then an edit
+        "short zeros at a block's start": (
+            a[:65535] + b"\x01" + bytes(100) + b,
+            a[:65535] + b"\x01" + bytes(100) + b[:1000] + fill + b[1000 + len(fill) :],
+        ),
+        # runs at the very start and the very end, then written over
+        "runs at both ends": (bytes(10_000) + a + bytes(10_000), fill[:5000] * 2 + a + fill[:5000] * 2),
+    }
+
+
+@pytest.mark.parametrize("scenario", list(_edit_scenarios()))
+@pytest.mark.parametrize("read_size", [64 * 1024, pipeline.READ_SIZE])
+def test_hinted_commit_around_zero_runs_gives_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: str, read_size: int
+) -> None:
+    """Each edit next to or inside a zero run: the hinted commit gives the reference pieces
+    and still confirms the chunks away from the edit."""
+    monkeypatch.setattr(pipeline, "READ_SIZE", read_size)
+    before, after = _edit_scenarios()[scenario]
+    path, repo_path = tmp_path / "disk.img", tmp_path / "repo"
+    Repository.init(repo_path, chunker=ZR_CHUNKER, pack_target_size=1 << 20).close()
+    with Repository.open(repo_path, Mode.WRITE) as r:
+        path.write_bytes(before)
+        first = commit_file(r, path, threads=2)
+        assert _pieces(r, first.snapshot.id) == stream_pieces(ZR_CHUNKER, before)
+        path.write_bytes(after)
+        res = commit_file(r, path, threads=2)
+        assert _pieces(r, res.snapshot.id) == stream_pieces(ZR_CHUNKER, after)
+        checkout(r, res.snapshot, str(tmp_path / "out.img"))
+    assert (tmp_path / "out.img").read_bytes() == after
+    assert len(after) == len(before) and res.confirmed_chunks >= 3
