@@ -120,7 +120,7 @@ def make_tools(threads: int | None) -> list[Tool]:
         snap_tool(
             "snap",
             None,
-            "defaults (FastCDC 256K/1M/4M, zstd 3; repo includes its 16 MiB reserve file)",
+            "defaults (FastCDC 256K/1M/4M, 64K zero runs, zstd 3; repo includes its 16 MiB reserve file)",
             threads,
         ),
         snap_tool("snap-fixed", "fixed:1M", "snap init --chunker fixed:1M (zstd 3)", threads),
