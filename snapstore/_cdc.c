@@ -155,6 +155,42 @@ static PyObject *is_zero(PyObject *self, PyObject *arg)
     return PyBool_FromLong(end == len);
 }
 
+/* Appends the pair (a, b) to a growing array of run bounds; -1 when out of memory. */
+static int add_run(Py_ssize_t **runs, Py_ssize_t *count, Py_ssize_t *cap, Py_ssize_t a, Py_ssize_t b)
+{
+    if (*count + 2 > *cap) {
+        Py_ssize_t n = *cap ? 2 * *cap : 64;
+        Py_ssize_t *bigger = realloc(*runs, n * sizeof(Py_ssize_t));
+        if (bigger == NULL)
+            return -1;
+        *runs = bigger;
+        *cap = n;
+    }
+    (*runs)[(*count)++] = a;
+    (*runs)[(*count)++] = b;
+    return 0;
+}
+
+/* The list of (start, end) pairs of runs[0..count); frees runs. */
+static PyObject *pair_list(Py_ssize_t *runs, Py_ssize_t count, int failed)
+{
+    if (failed) {
+        free(runs);
+        return PyErr_NoMemory();
+    }
+    PyObject *out = PyList_New(count / 2);
+    for (Py_ssize_t k = 0; out != NULL && k < count / 2; k++) {
+        PyObject *pair = Py_BuildValue("(nn)", runs[2 * k], runs[2 * k + 1]);
+        if (pair == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, k, pair);
+    }
+    free(runs);
+    return out;
+}
+
 /* data_runs(buffer, min_zeros) -> list of (start, end): the buffer's bytes without its zero
  * runs of at least min_zeros bytes (measured in whole 8-byte words at 8-byte offsets). */
 static PyObject *data_runs(PyObject *self, PyObject *args)
@@ -185,53 +221,19 @@ static PyObject *data_runs(PyObject *self, PyObject *args)
         if (zeros_end == len)
             zero_end = len;
         if (zero_end - zero_start >= min_zeros) {
-            if (zero_start > start) {
-                if (count + 2 > cap) {
-                    cap = cap ? 2 * cap : 64;
-                    Py_ssize_t *bigger = realloc(runs, cap * sizeof(Py_ssize_t));
-                    if (bigger == NULL) {
-                        failed = 1;
-                        break;
-                    }
-                    runs = bigger;
-                }
-                runs[count++] = start;
-                runs[count++] = zero_start;
+            if (zero_start > start && add_run(&runs, &count, &cap, start, zero_start) != 0) {
+                failed = 1;
+                break;
             }
             start = zero_end;
         }
         i = zero_end > i ? zero_end : i + 8;
     }
-    if (!failed && start < len) {
-        if (count + 2 > cap) {
-            Py_ssize_t *bigger = realloc(runs, (cap + 2) * sizeof(Py_ssize_t));
-            if (bigger == NULL)
-                failed = 1;
-            else
-                runs = bigger;
-        }
-        if (!failed) {
-            runs[count++] = start;
-            runs[count++] = len;
-        }
-    }
+    if (!failed && start < len)
+        failed = add_run(&runs, &count, &cap, start, len);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    if (failed) {
-        free(runs);
-        return PyErr_NoMemory();
-    }
-    PyObject *out = PyList_New(count / 2);
-    for (Py_ssize_t k = 0; out != NULL && k < count / 2; k++) {
-        PyObject *pair = Py_BuildValue("(nn)", runs[2 * k], runs[2 * k + 1]);
-        if (pair == NULL) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyList_SET_ITEM(out, k, pair);
-    }
-    free(runs);
-    return out;
+    return pair_list(runs, count, failed);
 }
 
 /* First index j >= lo such that data[j..i) are all zero (i itself when data[i-1] is not). */
@@ -249,21 +251,6 @@ static Py_ssize_t back_zeros(const uint8_t *data, Py_ssize_t i, Py_ssize_t lo)
     while (i > lo && data[i - 1] == 0)
         i--;
     return i;
-}
-
-static int add_run(Py_ssize_t **runs, Py_ssize_t *count, Py_ssize_t *cap, Py_ssize_t a, Py_ssize_t b)
-{
-    if (*count + 2 > *cap) {
-        Py_ssize_t n = *cap ? 2 * *cap : 64;
-        Py_ssize_t *bigger = realloc(*runs, n * sizeof(Py_ssize_t));
-        if (bigger == NULL)
-            return -1;
-        *runs = bigger;
-        *cap = n;
-    }
-    (*runs)[(*count)++] = a;
-    (*runs)[(*count)++] = b;
-    return 0;
 }
 
 /* zero_runs(buffer, min_zeros) -> list of (start, end): the maximal runs of zero bytes at
@@ -324,26 +311,7 @@ static PyObject *zero_runs(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    if (failed) {
-        free(runs);
-        return PyErr_NoMemory();
-    }
-    PyObject *list = PyList_New(count / 2);
-    if (list == NULL) {
-        free(runs);
-        return NULL;
-    }
-    for (Py_ssize_t k = 0; k < count / 2; k++) {
-        PyObject *pair = Py_BuildValue("(nn)", runs[2 * k], runs[2 * k + 1]);
-        if (pair == NULL) {
-            Py_DECREF(list);
-            free(runs);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, k, pair);
-    }
-    free(runs);
-    return list;
+    return pair_list(runs, count, failed);
 }
 
 static PyMethodDef methods[] = {
