@@ -573,13 +573,13 @@ class CommitPipeline:
         ``check_cut``: the same bytes confirm only if they end at a cut too (the previous
         chunk ended at a zero run, which is gone)."""
         outcome = self._process(window[:length], expected, known)
-        if (
-            check_cut
-            and outcome.kind is not Kind.MISMATCH
-            and cut_at(self.params, window, length, final) is not True
-        ):
-            return Outcome(Kind.MISMATCH, outcome.chunk_id)
-        if outcome.kind is not Kind.MISMATCH or cut_at(self.params, window, length, final) is not True:
+        matched = outcome.kind is not Kind.MISMATCH
+        if matched and not check_cut:
+            return outcome
+        cut = cut_at(self.params, window, length, final) is True
+        if matched:
+            return outcome if cut else Outcome(Kind.MISMATCH, outcome.chunk_id)
+        if not cut:
             return outcome
         if not outcome.chunk_id:  # all zeros
             return Outcome(Kind.ZERO, recut=True)
