@@ -60,9 +60,12 @@ def _all_hole(fd: int, pos: int, n: int) -> bool:
         return exc.errno == errno.ENXIO  # only a hole remains up to EOF
 
 
-def write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> None:
-    """A file of ``size`` bytes: holes except for ``pieces`` (offset, data)."""
+def write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]], *, sparse: bool = True) -> None:
+    """A file of ``size`` bytes: holes except for ``pieces`` (offset, data); with ``sparse``
+    False, written zeros instead of the holes."""
     with open(path, "wb") as f:
+        if not sparse:
+            f.write(bytes(size))
         f.truncate(size)
         for offset, data in pieces:
             f.seek(offset)

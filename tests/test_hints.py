@@ -18,6 +18,7 @@ from snapstore.ops.hints import HintCursor, PrevChunk, confirmable_chunks
 from snapstore.ops.pipeline import CommitPipeline
 from snapstore.storage import fsio
 from tests.conftest import SMALL_CHUNKER
+from tests.helpers import write_sparse
 
 
 def _chunk_list(repo: Repository, snapshot_id: bytes) -> list[tuple[str, object, int]]:
@@ -41,14 +42,6 @@ def _assert_hinted_equals_plain(hinted: Path, plain: Path, path: Path, out: Path
         p = commit_file(r, path, use_hints=False)
         plain_list = _chunk_list(r, p.snapshot.id)
     assert hinted_list == plain_list
-
-
-def _write_sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> None:
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for offset, data in pieces:
-            f.seek(offset)
-            f.write(data)
 
 
 def test_confirmable_chunks_offer_all_but_the_last_piece() -> None:
@@ -111,7 +104,7 @@ def test_hinted_commit_equals_full_chunking(tmp_path_factory: object, seed: int,
     size = rng.randrange(200_000, 1_500_000)
     base = bytearray(rng.randbytes(size))
     path = tmp / "disk.img"
-    _write_sparse(path, size, [(0, bytes(base))])
+    write_sparse(path, size, [(0, bytes(base))])
     hinted, plain = tmp / "hinted", tmp / "plain"
     for p in (hinted, plain):
         Repository.init(p, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
@@ -121,7 +114,7 @@ def test_hinted_commit_equals_full_chunking(tmp_path_factory: object, seed: int,
         at = rng.randrange(0, size)
         data = rng.randbytes(rng.randrange(1, 20_000))[: size - at]
         base[at : at + len(data)] = data
-    _write_sparse(path, size, [(0, bytes(base))])
+    write_sparse(path, size, [(0, bytes(base))])
     with Repository.open(hinted, Mode.WRITE) as r:
         h = commit_file(r, path, threads=2)
         hinted_list = _chunk_list(r, h.snapshot.id)
@@ -146,7 +139,7 @@ def test_hints_with_holes_and_growth(tmp_path: Path, chunker: ChunkerParams) -> 
         (8 << 20, rng.randbytes(2 << 20) + bytes(300_000)),
         (20 << 20, rng.randbytes(1 << 20)),
     ]
-    _write_sparse(path, size, pieces)
+    write_sparse(path, size, pieces)
     hinted, plain = tmp_path / "hinted", tmp_path / "plain"
     for p in (hinted, plain):
         Repository.init(p, chunker=chunker, pack_target_size=1 << 20).close()
@@ -154,7 +147,7 @@ def test_hints_with_holes_and_growth(tmp_path: Path, chunker: ChunkerParams) -> 
         commit_file(r, path)
     pieces[1] = (8 << 20, pieces[1][1][:500_000] + os.urandom(4096) + pieces[1][1][504_096:])
     pieces.append((23 << 20, rng.randbytes(200_000)))
-    _write_sparse(path, size + (1 << 20), pieces)
+    write_sparse(path, size + (1 << 20), pieces)
     with Repository.open(hinted, Mode.WRITE) as r:
         h = commit_file(r, path)
         hinted_list = _chunk_list(r, h.snapshot.id)
@@ -163,17 +156,6 @@ def test_hints_with_holes_and_growth(tmp_path: Path, chunker: ChunkerParams) -> 
         plain_list = _chunk_list(r, p.snapshot.id)
     assert hinted_list == plain_list
     assert h.confirmed_chunks > 10
-
-
-def _holey(path: Path, data_regions: list[tuple[int, bytes]], size: int, sparse: bool) -> None:
-    """Write ``data_regions`` into a file of ``size``; holes stay holes only if ``sparse``."""
-    with open(path, "wb") as f:
-        if not sparse:
-            f.write(bytes(size))
-        f.truncate(size)
-        for offset, data in data_regions:
-            f.seek(offset)
-            f.write(data)
 
 
 def _commit_list(repo_path: Path, path: Path) -> tuple[list[tuple[str, object, int]], int]:
@@ -194,7 +176,7 @@ def test_chunk_list_does_not_depend_on_the_hole_layout(tmp_path: Path) -> None:
     lists = []
     for sparse in (True, False):
         path, repo_path = tmp_path / f"f{sparse}", tmp_path / f"r{sparse}"
-        _holey(path, regions, size, sparse)
+        write_sparse(path, size, regions, sparse=sparse)
         Repository.init(repo_path).close()
         lists.append(_commit_list(repo_path, path)[0])
     assert lists[0] == lists[1]
@@ -211,8 +193,8 @@ def test_shifted_sparse_image_dedups(tmp_path: Path) -> None:
     shifted += [(off + shift, data) for off, data in regions[1:]]
     repo_path = tmp_path / "repo"
     Repository.init(repo_path).close()
-    _holey(tmp_path / "a", regions, size, True)
-    _holey(tmp_path / "b", shifted, size + shift, True)
+    write_sparse(tmp_path / "a", size, regions)
+    write_sparse(tmp_path / "b", size + shift, shifted)
     _, first = _commit_list(repo_path, tmp_path / "a")
     _, second = _commit_list(repo_path, tmp_path / "b")
     assert first > 15 << 20
@@ -243,13 +225,13 @@ def test_hinted_commit_with_holes_equals_full_chunking(
     hinted, plain = tmp / "hinted", tmp / "plain"
     for p in (hinted, plain):
         Repository.init(p, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
-    _holey(path, regions, size, True)
+    write_sparse(path, size, regions)
     with Repository.open(hinted, Mode.WRITE) as r:
         commit_file(r, path)
     for _ in range(edits):
         at = rng.randrange(0, size)
         regions.append((at, rng.randbytes(rng.randrange(1, 50_000))[: size - at]))
-    _holey(path, regions, size, True)
+    write_sparse(path, size, regions)
     with open(path, "r+b") as f:  # punch some data out again: new holes where data was
         for _ in range(hole_edits):
             at = rng.randrange(0, size) & ~4095

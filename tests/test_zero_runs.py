@@ -19,6 +19,7 @@ from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
 from snapstore.ops import pipeline
 from snapstore.storage import fsio
 from tests.conftest import SMALL_CHUNKER
+from tests.helpers import write_sparse
 
 # 4 KiB runs with 4-64 KiB chunks: runs are common in small test files.
 ZR_CHUNKER = dataclasses.replace(SMALL_CHUNKER, zero_run=4096)
@@ -65,16 +66,6 @@ def _pieces(repo: Repository, snapshot_id: bytes) -> list[tuple[int, bool]]:
         elif isinstance(r, ZeroRun):
             out.append((r.length, True))
     return out
-
-
-def _write(path: Path, size: int, regions: list[tuple[int, bytes]], sparse: bool) -> None:
-    with open(path, "wb") as f:
-        if not sparse:
-            f.write(bytes(size))
-        f.truncate(size)
-        for offset, data in regions:
-            f.seek(offset)
-            f.write(data)
 
 
 def _regions(rng: random.Random, size: int) -> list[tuple[int, bytes]]:
@@ -134,7 +125,7 @@ def _commit_gives_the_reference_pieces(
     regions = _regions(rng, size)
     path, repo_path = tmp / "disk.img", tmp / "repo"
     Repository.init(repo_path, chunker=ZR_CHUNKER, pack_target_size=1 << 20).close()
-    _write(path, size, regions, sparse)
+    write_sparse(path, size, regions, sparse=sparse)
     with Repository.open(repo_path, Mode.WRITE) as r:
         first = commit_file(r, path, threads=2)
         assert _pieces(r, first.snapshot.id) == stream_pieces(ZR_CHUNKER, path.read_bytes())
@@ -142,7 +133,7 @@ def _commit_gives_the_reference_pieces(
         at = rng.randrange(0, size)
         data = rng.choice([bytes(rng.randrange(1, 20_000)), rng.randbytes(rng.randrange(1, 20_000))])
         regions.append((at, data[: size - at]))
-    _write(path, size, regions, sparse)
+    write_sparse(path, size, regions, sparse=sparse)
     with open(path, "r+b") as f:
         for _ in range(punches):
             fsio.punch_hole(f.fileno(), rng.randrange(0, size) & ~4095, rng.randrange(4096, 300_000))
@@ -168,7 +159,7 @@ def test_zero_runs_store_less_and_skip_the_zeros(tmp_path: Path) -> None:
         (i << 20, rng.randbytes(300_000) + bytes(200_000) + rng.randbytes(100_000)) for i in range(0, 24, 2)
     ]
     path = tmp_path / "disk.img"
-    _write(path, size, regions, sparse=True)
+    write_sparse(path, size, regions)
     stored = {}
     for zero_run in (0, 64 * 1024):
         repo_path = tmp_path / f"repo{zero_run}"
@@ -179,7 +170,7 @@ def test_zero_runs_store_less_and_skip_the_zeros(tmp_path: Path) -> None:
             data = bytearray(path.read_bytes())
             data[(6 << 20) + 1000 : (6 << 20) + 1100] = rng.randbytes(100)
             edited = tmp_path / "edited.img"
-            _write(edited, size, [(o, bytes(data[o : o + len(d)])) for o, d in regions], sparse=True)
+            write_sparse(edited, size, [(o, bytes(data[o : o + len(d)])) for o, d in regions])
             res = commit_file(r, edited)
             stored[zero_run] = res.new_raw_bytes
             pieces = _pieces(r, res.snapshot.id)
