@@ -191,51 +191,6 @@ static PyObject *pair_list(Py_ssize_t *runs, Py_ssize_t count, int failed)
     return out;
 }
 
-/* data_runs(buffer, min_zeros) -> list of (start, end): the buffer's bytes without its zero
- * runs of at least min_zeros bytes (measured in whole 8-byte words at 8-byte offsets). */
-static PyObject *data_runs(PyObject *self, PyObject *args)
-{
-    Py_buffer view;
-    Py_ssize_t min_zeros;
-    if (!PyArg_ParseTuple(args, "y*n", &view, &min_zeros))
-        return NULL;
-    if (min_zeros < 8)
-        min_zeros = 8;
-    const uint8_t *data = (const uint8_t *)view.buf;
-    Py_ssize_t len = view.len;
-    Py_ssize_t *runs = NULL, count = 0, cap = 0;
-    int failed = 0;
-    Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t start = 0, i = (8 - ((uintptr_t)data & 7)) & 7; /* word-aligned scan from i */
-    if (i > len)
-        i = len;
-    while (i + 8 <= len) {
-        uint64_t word;
-        memcpy(&word, data + i, 8);
-        if (word != 0) {
-            i += 8;
-            continue;
-        }
-        Py_ssize_t zeros_end = skip_zeros(data, i, len);
-        Py_ssize_t zero_start = i, zero_end = zeros_end & ~(Py_ssize_t)7; /* whole words */
-        if (zeros_end == len)
-            zero_end = len;
-        if (zero_end - zero_start >= min_zeros) {
-            if (zero_start > start && add_run(&runs, &count, &cap, start, zero_start) != 0) {
-                failed = 1;
-                break;
-            }
-            start = zero_end;
-        }
-        i = zero_end > i ? zero_end : i + 8;
-    }
-    if (!failed && start < len)
-        failed = add_run(&runs, &count, &cap, start, len);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    return pair_list(runs, count, failed);
-}
-
 /* First index j >= lo such that data[j..i) are all zero (i itself when data[i-1] is not). */
 static Py_ssize_t back_zeros(const uint8_t *data, Py_ssize_t i, Py_ssize_t lo)
 {
@@ -316,7 +271,6 @@ static PyObject *zero_runs(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"zero_runs", zero_runs, METH_VARARGS, "(start, end) of the zero runs of min_zeros+ and at either end."},
-    {"data_runs", data_runs, METH_VARARGS, "(start, end) of the bytes between zero runs of min_zeros+."},
     {"is_zero", is_zero, METH_O, "Whether every byte of the buffer is zero."},
     {"set_gear", set_gear, METH_O, "Install the gear table (256 ints); True if zero runs can be skipped."},
     {"next_cut", next_cut, METH_VARARGS, "Length of the chunk at start (fastcdc's rule)."},

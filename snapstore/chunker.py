@@ -146,10 +146,18 @@ def is_zero(data: bytes | bytearray | memoryview) -> bool:
 def data_runs(data: bytes | bytearray | memoryview, min_zeros: int) -> list[tuple[int, int]]:
     """``(start, end)`` of the parts of ``data`` between its zero runs of at least
     ``min_zeros`` bytes (a checkout leaves those as holes). Without the C scanner: all of it."""
-    if _cdc is not None:
-        runs: list[tuple[int, int]] = _cdc.data_runs(data, min_zeros)
-        return runs
-    return [(0, len(data))] if len(data) else []  # pragma: no cover - depends on the build
+    if _cdc is None:  # pragma: no cover - depends on the build
+        return [(0, len(data))] if len(data) else []
+    runs: list[tuple[int, int]] = []
+    pos = 0
+    for start, end in _cdc.zero_runs(data, min_zeros):
+        if end - start >= min_zeros:
+            if start > pos:
+                runs.append((pos, start))
+            pos = end
+    if pos < len(data):
+        runs.append((pos, len(data)))
+    return runs
 
 
 def zero_runs(data: bytes | bytearray | memoryview, min_zeros: int) -> list[tuple[int, int]]:
