@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import cast
 
 from snapstore.errors import InputChangedError, InputError
-from snapstore.extents import data_extents
+from snapstore.extents import MIN_HOLE, data_extents
 from snapstore.hashing import StreamHasher
 from snapstore.model import Buffer
 from snapstore.storage.fsio import PAGE, cached, open_direct
@@ -35,30 +35,21 @@ class Segment:
 
 def segments(fd: int, size: int, min_hole: int = 0) -> Iterator[Segment]:
     """The input from 0 to ``size`` as data and holes, in order (holes are never read);
-    holes shorter than ``min_hole`` are data (read, as zeros)."""
-    held: Segment | None = None
-    for seg in _raw_segments(fd, size):
-        if seg.hole and seg.end - seg.start < min_hole:
-            seg = Segment(seg.start, seg.end, False)
-        if held is not None and not held.hole and not seg.hole:
-            held = Segment(held.start, seg.end, False)
-            continue
-        if held is not None:
-            yield held
-        held = seg
-    if held is not None:
-        yield held
-
-
-def _raw_segments(fd: int, size: int) -> Iterator[Segment]:
+    holes shorter than ``min_hole`` are data (read, as zeros): data_extents merges those
+    between data, and one at either end of the file joins the data next to it."""
     pos = 0
-    for offset, length in data_extents(fd, size):
+    for offset, length in data_extents(fd, size, max(MIN_HOLE, min_hole)):
+        end = offset + length
+        if offset - pos < min_hole:
+            offset = pos
+        if size - end < min_hole:
+            end = size
         if offset > pos:
             yield Segment(pos, offset, True)
-        yield Segment(offset, offset + length, False)
-        pos = offset + length
+        yield Segment(offset, end, False)
+        pos = end
     if pos < size:
-        yield Segment(pos, size, True)
+        yield Segment(pos, size, size - pos >= min_hole)
 
 
 class Layout:
