@@ -8,8 +8,13 @@ Run from the repository root::
     python bench/bench.py --rss-check 8G        # snap's peak memory on a sparse 8 GiB image
     python bench/bench.py --profile             # also: the machine's limits, where snap's time goes
     python bench/bench.py --tools snap,snap-fixed,borg   # FastCDC against fixed-size chunks
+    python bench/bench.py --workload real       # only the image of real files
 
-It builds a seeded, sparse, ext4-looking raw image (half holes; random, log-text, inode-table
+Two workloads (--workload, default both). real (bench/realdata.py; needs root for a loop
+mount): a raw ext4 image filled with a seeded selection of this machine's own files
+(executables, libraries, text, compressed archives), and versions made by a day of guest use
+inside the file system (logs appended, large files rewritten in their middle, files deleted and
+created, a package upgrade replacing whole directories). synthetic: a seeded, sparse, ext4-looking raw image (half holes; random, log-text, inode-table
 and explicit-zero data) in --work, then versions v2 and v3 (2.5% rewritten in place by
 scattered 4 KiB..1 MiB writes) and "shifted" (v3 with 5000 bytes inserted near the start).
 Each tool gets its own fresh repository and runs: commit v1, v2, v3, shifted, then checkout
@@ -29,15 +34,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shlex
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import limits
+from realdata import RealDataUnavailable, build_real_workload
 from report import (
     machine_info,
     print_failures,
@@ -75,6 +83,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("bench-work"), help="work directory (./bench-work)")
     p.add_argument("--size", type=size_arg, default=GiB, help="image size, e.g. 64M or 1G (default 1G)")
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    p.add_argument(
+        "--workload",
+        choices=("both", "real", "synthetic"),
+        default="both",
+        help="real: an ext4 image of this machine's files changed as a guest changes it (needs root "
+        "for the loop mount); synthetic: the generated image; both (default; synthetic alone "
+        "where real cannot be built)",
+    )
     p.add_argument(
         "--tools",
         default="snap,restic,borg,rdiff-backup",
@@ -176,14 +192,36 @@ class Plan:
     data_fraction: float
     versions: tuple[str, ...]
     phases: tuple[Phase, ...]
+    workloads: tuple[str, ...] = ("synthetic",)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     if args.rss_check is None:
-        return Plan(args.tools, args.size, 0.5, VERSIONS, PHASES)
+        kinds = ("synthetic", "real") if args.workload == "both" else (args.workload,)
+        return Plan(args.tools, args.size, 0.5, VERSIONS, PHASES, kinds)
     size = args.rss_check
     rss_phases = (Phase(COMMIT, "v1"), Phase(CHECKOUT, "v1"))
     return Plan("snap", size, min(0.5, RSS_DATA_BYTES / size), ("v1",), rss_phases)
+
+
+def build(kind: str, plan: Plan, work_dir: Path, seed: int, explicit: bool) -> Workload | None:
+    """The workload of ``kind``; None (with a note) when the real one cannot be built and was
+    not asked for alone."""
+    progress(f"generating the {kind} workload ...")
+    if kind == "synthetic":
+        return build_workload(work_dir / "images", plan.size, seed, plan.data_fraction, plan.versions)
+    # Built in a child process: the parent's peak RSS would otherwise show in every tool's
+    # (a forked child starts with its parent's resident pages counted in ru_maxrss).
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            images = work_dir / "images"
+            return pool.submit(build_real_workload, images, plan.size, seed, versions=plan.versions).result()
+    except RealDataUnavailable as exc:
+        if explicit:
+            print(f"bench.py: the real-data workload cannot be built here: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
+        print(f"== workload: real: skipped ({exc})")
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,16 +249,26 @@ def main(argv: list[str] | None = None) -> int:
     print_header(
         machine, {t.name: t.version() for t in tools}, {t.name: t.note for t in tools}, settings_lines
     )
-    progress("generating the workload ...")
-    work = build_workload(work_dir / "images", plan.size, args.seed, plan.data_fraction, plan.versions)
-    print_workload(work)
-
-    results = run_all(tools, work, Settings(work_dir, cold, max(1, args.runs)), plan.phases)
-    rows = print_results(results, [t.name for t in tools])
+    results: list[Measurement] = []
+    rows: list[dict[str, Any]] = []
+    workloads: list[Workload] = []
+    for kind in plan.workloads:
+        built = build(kind, plan, work_dir, args.seed, explicit=args.workload == kind)
+        if built is None:
+            continue
+        work = built
+        workloads.append(work)
+        print_workload(work)
+        measured = run_all(tools, work, Settings(work_dir, cold, max(1, args.runs)), plan.phases)
+        for m in measured:
+            m.workload = work.kind
+        rows += [row | {"workload": work.kind} for row in print_results(measured, [t.name for t in tools])]
+        results += measured
     rss_ok, rss_lines = rss_verdict(results, args.threads) if args.rss_check else (True, [])
     for line in rss_lines:
         print(line)
-    profile_doc = run_profile(args, tools, work, work_dir, cold, results) if args.profile else None
+    last = [m for m in results if m.workload == work.kind]  # the profile is of the last workload
+    profile_doc = run_profile(args, tools, work, work_dir, cold, last) if args.profile else None
     print_failures(results)
     source_after = source_state()
     if source_after != machine["snapstore"]:
@@ -233,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {"cold_cache": cold, "size": plan.size, "seed": args.seed, "threads": args.threads},
             "tools": {t.name: {"version": t.version(), "note": t.note} for t in tools},
             "skipped_tools": tool_notes,
-            "workload": workload_doc(work),
+            "workloads": [workload_doc(w) for w in workloads],
             "results": [m.as_dict() for m in results],
             "ratios": rows,
             "rss_check": {"target_mib": RSS_TARGET_MIB, "ok": rss_ok} if args.rss_check else None,
@@ -288,6 +336,8 @@ def run_profile(
 
 def workload_doc(work: Workload) -> dict[str, Any]:
     return {
+        "kind": work.kind,
+        "notes": work.notes,
         "images": {
             i.name: {"size": i.size, "allocated": i.allocated, "blake3": i.digest}
             for i in work.images.values()

@@ -106,14 +106,16 @@ def print_header(
 
 
 def print_workload(work: Workload) -> None:
-    print("== workload")
+    print(f"== workload: {work.kind}")
     for image in work.images.values():
         print(
             f"{image.name:<8} {_mib(image.size):>9} MiB, {_mib(image.allocated):>8} MiB allocated, "
             f"blake3 {image.digest[:16]}  {image.path}"
         )
     mix = ", ".join(f"{kind} {_mib(n)} MiB" for kind, n in work.composition.items())
-    print(f"v1 regions: {mix}")
+    print(f"v1 {'regions' if work.kind == 'synthetic' else 'files'}: {mix}")
+    for note in work.notes:
+        print(note)
     if work.writes_per_version:
         print(
             f"v2, v3: each {work.writes_per_version} scattered in-place writes of 4 KiB..1 MiB "

@@ -48,6 +48,7 @@ class Measurement:
     repo_bytes: int | None = None  # allocated bytes of the repository, after commits
     restored_allocated: int | None = None  # allocated bytes of the checked-out file
     detail: str = ""
+    workload: str = "synthetic"  # which workload's images (bench/workload.py, bench/realdata.py)
 
     @property
     def mb_per_s(self) -> float | None:

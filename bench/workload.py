@@ -62,6 +62,8 @@ class Workload:
     composition: dict[str, int] = field(default_factory=dict)  # bytes of v1 per kind
     writes_per_version: int = 0
     seconds: float = 0.0
+    kind: str = "synthetic"  # or "real" (bench/realdata.py)
+    notes: list[str] = field(default_factory=list)  # how the versions were made, when not synthetic
 
 
 def build_workload(

@@ -4,6 +4,7 @@ two runs of every phase."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,8 @@ def test_benchmark_runs_and_verifies_every_checkout(tmp_path: Path) -> None:
         "--profile",
         "--runs",
         "2",
+        "--workload",
+        "synthetic",
         "--tools",
         ",".join(tools),
         "--work",
@@ -54,3 +57,33 @@ def test_benchmark_runs_and_verifies_every_checkout(tmp_path: Path) -> None:
     profile = json.loads(report.read_text())["profile"]
     assert [p["phase"] for p in profile["phases"]] == [r["phase"] for r in results if r["tool"] == "snap"]
     assert all(0 < p["floor_seconds"] < 60 for p in profile["phases"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="the real-data workload mounts a loop device (root)")
+def test_real_data_workload_is_a_changing_file_system_that_snap_restores(tmp_path: Path) -> None:
+    report = tmp_path / "results.json"
+    args = ["--size", "64M", "--warm", "--runs", "1", "--workload", "real", "--tools", "snap"]
+    args += ["--json", str(report)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), *args, "--work", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if "cannot be built here" in done.stderr:
+        pytest.skip(done.stderr.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "== workload: real" in done.stdout and "FAIL" not in done.stdout
+    (workload,) = json.loads(report.read_text())["workloads"]
+    assert workload["kind"] == "real"
+    images = workload["images"]
+    assert list(images) == ["v1", "v2", "v3", "shifted"]
+    assert len({image["blake3"] for image in images.values()}) == 4  # every version changed
+    assert sum(workload["composition"].values()) > 16 * 1024 * 1024  # real files, not holes
+    with open(tmp_path / "w" / "images" / "real-v1.img", "rb") as f:
+        f.seek(1024 + 0x38)
+        assert f.read(2) == b"\x53\xef"  # an ext4 superblock
+    results = json.loads(report.read_text())["results"]
+    assert len(results) == 6 and all(r["status"] == "ok" and r["workload"] == "real" for r in results)
