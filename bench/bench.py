@@ -10,13 +10,15 @@ Run from the repository root::
     python bench/bench.py --tools snap,snap-fixed,borg   # FastCDC against fixed-size chunks
     python bench/bench.py --workload real       # only the image of real files
 
-Two workloads (--workload, default both). real (bench/realdata.py; needs root for a loop
-mount): a raw ext4 image filled with a seeded selection of this machine's own files
-(executables, libraries, text, compressed archives), and versions made by a day of guest use
-inside the file system (logs appended, large files rewritten in their middle, files deleted and
-created, a package upgrade replacing whole directories). synthetic: a seeded, sparse, ext4-looking raw image (half holes; random, log-text, inode-table
-and explicit-zero data) in --work, then versions v2 and v3 (2.5% rewritten in place by
-scattered 4 KiB..1 MiB writes) and "shifted" (v3 with 5000 bytes inserted near the start).
+Two workloads (--workload, default both), each built in --work:
+- real (bench/realdata.py; needs root for a loop mount): a raw ext4 image filled with a seeded
+  selection of this machine's own files (executables, libraries, text, compressed archives);
+  v2 and v3 made by a day of guest use inside the file system (logs appended, large files
+  rewritten in their middle, files deleted and created, a package upgrade replacing whole
+  directories); "shifted" (v3 with 5000 bytes inserted near the start).
+- synthetic: a seeded, sparse, ext4-looking raw image (half holes; random, log-text,
+  inode-table and explicit-zero data), then v2 and v3 (2.5% rewritten in place by scattered
+  4 KiB..1 MiB writes) and "shifted" likewise.
 Each tool gets its own fresh repository and runs: commit v1, v2, v3, shifted, then checkout
 v1 and v3, each checkout verified byte for byte. For every phase it reports MB/s (logical size /
 wall time until the phase's writes are on disk: the tool's run plus a sync, since some tools
