@@ -56,9 +56,19 @@ from report import (
     print_workload,
     source_state,
 )
-from runner import CHECKOUT, COMMIT, PHASES, Measurement, Phase, Settings, ToolRun, drop_caches
+from runner import (
+    CHECKOUT,
+    COMMIT,
+    PHASES,
+    Measurement,
+    Phase,
+    Settings,
+    ToolRun,
+    drop_caches,
+    phases_for,
+)
 from tools import Tool, compile_snap, make_tools, snap_env
-from workload import VERSIONS, Workload, build_workload
+from workload import VERSIONS, Workload, build_workload, describe, sparse_copy
 
 from snapstore.errors import UsageError
 from snapstore.units import format_size, parse_size
@@ -97,6 +107,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tools",
         default="snap,restic,borg,rdiff-backup",
         help="comma-separated tools to run (default: snap,restic,borg,rdiff-backup)",
+    )
+    p.add_argument(
+        "--image",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="instead of a generated workload: your own versions of an image, oldest first "
+        "(committed in order, then the oldest and newest checked out)",
     )
     p.add_argument("--threads", type=int, default=None, help="passed to snap commit/checkout")
     p.add_argument(
@@ -195,9 +214,13 @@ class Plan:
     versions: tuple[str, ...]
     phases: tuple[Phase, ...]
     workloads: tuple[str, ...] = ("synthetic",)
+    images: tuple[Path, ...] = ()  # --image
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
+    if args.image:
+        names = tuple(f"v{i}" for i in range(1, len(args.image) + 1))
+        return Plan(args.tools, 0, 0.0, names, phases_for(names), ("user",), tuple(args.image))
     if args.rss_check is None:
         kinds = ("synthetic", "real") if args.workload == "both" else (args.workload,)
         return Plan(args.tools, args.size, 0.5, VERSIONS, PHASES, kinds)
@@ -206,10 +229,33 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return Plan("snap", size, min(0.5, RSS_DATA_BYTES / size), ("v1",), rss_phases)
 
 
+def user_workload(paths: tuple[Path, ...], directory: Path) -> Workload:
+    """The user's images as v1..vN: hard-linked into the work directory (the tools commit a
+    file of one name), or sparse-copied where the image is on another file system."""
+    directory.mkdir(parents=True, exist_ok=True)
+    work = Workload(kind="user")
+    for number, path in enumerate(paths, 1):
+        if not path.is_file():
+            print(f"bench.py: {path}: not a regular file", file=sys.stderr)
+            raise SystemExit(2)
+        name = f"v{number}"
+        linked = directory / f"user-{name}.img"
+        linked.unlink(missing_ok=True)
+        try:
+            os.link(path, linked)
+        except OSError:
+            sparse_copy(path, linked)
+        work.images[name] = describe(name, linked)
+        work.notes.append(f"{name}: {path}")
+    return work
+
+
 def build(kind: str, plan: Plan, work_dir: Path, seed: int, explicit: bool) -> Workload | None:
     """The workload of ``kind``; None (with a note) when the real one cannot be built and was
     not asked for alone."""
     progress(f"generating the {kind} workload ...")
+    if kind == "user":
+        return user_workload(plan.images, work_dir / "images")
     if kind == "synthetic":
         return build_workload(work_dir / "images", plan.size, seed, plan.data_fraction, plan.versions)
     # Built in a child process: the parent's peak RSS would otherwise show in every tool's
@@ -270,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in rss_lines:
         print(line)
     last = [m for m in results if m.workload == work.kind]  # the profile is of the last workload
-    profile_doc = run_profile(args, tools, work, work_dir, cold, last) if args.profile else None
+    phases = tuple(p for p in plan.phases if p.version in work.images)
+    profile_doc = run_profile(args, tools, work, work_dir, cold, last, phases) if args.profile else None
     print_failures(results)
     source_after = source_state()
     if source_after != machine["snapstore"]:
@@ -301,6 +348,7 @@ def run_profile(
     work_dir: Path,
     cold: bool,
     results: list[Measurement],
+    phases: tuple[Phase, ...],
 ) -> dict[str, Any] | None:
     """Print the machine's limits and snap's profile (see bench/limits.py)."""
     snap = next((t for t in tools if t.name == "snap"), None)
@@ -311,7 +359,6 @@ def run_profile(
     machine = limits.measure(work, work_dir, snap, cold)
     perf = limits.have_perf()
     progress("profiling snap" + (" under perf ..." if perf else " (perf is not installed) ..."))
-    phases = tuple(p for p in PHASES if p.version in work.images)
     rows = limits.profile_snap(snap, work, work_dir, phases, cold, perf)
     timed = {m.phase: m.seconds for m in results if m.tool == "snap" and m.seconds is not None}
     print("== machine limits (measured on the workload's data)")

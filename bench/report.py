@@ -113,7 +113,8 @@ def print_workload(work: Workload) -> None:
             f"blake3 {image.digest[:16]}  {image.path}"
         )
     mix = ", ".join(f"{kind} {_mib(n)} MiB" for kind, n in work.composition.items())
-    print(f"v1 {'regions' if work.kind == 'synthetic' else 'files'}: {mix}")
+    if mix:
+        print(f"v1 {'regions' if work.kind == 'synthetic' else 'files'}: {mix}")
     for note in work.notes:
         print(note)
     if work.writes_per_version:

@@ -35,6 +35,13 @@ PHASES = (
 )
 
 
+def phases_for(versions: tuple[str, ...]) -> tuple[Phase, ...]:
+    """Phases for a user's own images (``--image``): commit each in order, then check out the
+    oldest and the newest."""
+    checkouts = dict.fromkeys((versions[0], versions[-1]))
+    return (*(Phase(COMMIT, v) for v in versions), *(Phase(CHECKOUT, v) for v in checkouts))
+
+
 @dataclass
 class Measurement:
     tool: str
@@ -173,7 +180,7 @@ class ToolRun:
         ctx = replace(
             self.ctx,
             label=phase.version,
-            when=BASE_TIME + 60 * VERSIONS.index(phase.version),
+            when=BASE_TIME + 60 * list(self.workload.images).index(phase.version),
             ref=self.refs.get(phase.version, ""),
         )
         make = self.tool.commit if phase.action == COMMIT else self.tool.checkout

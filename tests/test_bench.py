@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -87,3 +88,25 @@ def test_real_data_workload_is_a_changing_file_system_that_snap_restores(tmp_pat
         assert f.read(2) == b"\x53\xef"  # an ext4 superblock
     results = json.loads(report.read_text())["results"]
     assert len(results) == 6 and all(r["status"] == "ok" and r["workload"] == "real" for r in results)
+
+
+def test_users_own_images_are_committed_in_order_and_checked_out(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    first = rng.randbytes(3 << 20)
+    images = [tmp_path / "monday.img", tmp_path / "tuesday.img"]
+    images[0].write_bytes(first)
+    images[1].write_bytes(first[:1000000] + rng.randbytes(4096) + first[1004096:])
+    report = tmp_path / "results.json"
+    args = ["--image", *map(str, images), "--tools", "snap", "--warm", "--runs", "1"]
+    args += ["--json", str(report)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), *args, "--work", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(report.read_text())["results"]
+    assert [r["phase"] for r in results] == ["commit v1", "commit v2", "checkout v1", "checkout v2"]
+    assert all(r["status"] == "ok" and r["workload"] == "user" for r in results)
