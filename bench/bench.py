@@ -54,6 +54,7 @@ from report import (
     print_header,
     print_results,
     print_workload,
+    scaling_table,
     source_state,
 )
 from runner import (
@@ -132,6 +133,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also time the machine's building blocks, each snap phase's floor, and (with perf) "
         "where snap's CPU time goes",
+    )
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also: snap's commit and checkout of v1 with 1, 2, ... threads (one per core at most), "
+        "on the last workload",
     )
     p.add_argument(
         "--rss-check",
@@ -318,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     last = [m for m in results if m.workload == work.kind]  # the profile is of the last workload
     phases = tuple(p for p in plan.phases if p.version in work.images)
     profile_doc = run_profile(args, tools, work, work_dir, cold, last, phases) if args.profile else None
+    scaling = run_scaling(work, Settings(work_dir, cold, max(1, args.runs))) if args.scaling else []
+    results += scaling
     print_failures(results)
     source_after = source_state()
     if source_after != machine["snapstore"]:
@@ -339,6 +348,23 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     failed = any(m.status == "FAIL" for m in results)
     return 1 if failed or not rss_ok else 0
+
+
+def run_scaling(work: Workload, settings: Settings) -> list[Measurement]:
+    """snap's first commit and its checkout with 1..cores threads: how speed scales with cores."""
+    cores = len(os.sched_getaffinity(0))
+    phases = (Phase(COMMIT, "v1"), Phase(CHECKOUT, "v1"))
+    measured: list[Measurement] = []
+    for threads in range(1, cores + 1):
+        (snap,) = [t for t in make_tools(threads) if t.name == "snap"]
+        progress(f"running snap with {threads} thread(s) ...")
+        for m in ToolRun(snap, work, settings).run(phases):
+            m.workload, m.threads = work.kind, threads
+            measured.append(m)
+    print(f"== scaling with threads ({work.kind} workload, v1; MB/s, peak RSS MiB)")
+    for line in scaling_table(measured):
+        print(line)
+    return measured
 
 
 def run_profile(

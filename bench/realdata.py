@@ -4,13 +4,14 @@ machine, and later versions made by what a guest does to its file system.
 v1 is a sparse file formatted ext4 and mounted through a loop device (root only), filled with
 a seeded selection of the machine's own files: executables and libraries, text (sources,
 documentation, scripts) and already compressed archives (.deb, .gz, .xz, .zip, images), up to
-``data_fraction`` of the size. Each later version is a copy of the one before, mounted and
-changed the way a day of use changes a guest: log files appended to, large files rewritten in
-their middle (a database page, a VM's swap), some files deleted, new files written, and a
-package upgrade that replaces every file of a few directories by a new version (mostly the
-old bytes, with scattered edits and insertions, written beside and renamed over as dpkg
-does). Deleted blocks keep their old bytes, as on a disk without discard. "shifted" is v3 with
-a few bytes inserted near the start, as for the synthetic workload.
+``data_fraction`` of the size (at most MAX_DATA: a large image is mostly empty space). Each
+later version is a copy of the one before, mounted and changed the way a day of use changes a
+guest: log files appended to, large files rewritten in their middle (a database page, a VM's
+swap), some files deleted, new files written, and a package upgrade that replaces every file
+of a few directories by a new version (mostly the old bytes, with scattered edits and
+insertions, written beside and renamed over as dpkg does). Deleted blocks keep their old
+bytes, as on a disk without discard. "shifted" is v3 with a few bytes inserted near the start,
+as for the synthetic workload.
 
 The files differ from machine to machine; the selection and every change depend only on the
 seed and the machine's files, so the same machine gives the same workload.
@@ -45,6 +46,7 @@ SOURCE_ROOTS = (
 )
 MIN_FILE, MAX_FILE = 512, 48 * MiB
 MAX_CANDIDATES = 400_000  # files looked at, at most (bounds the walk on a large machine)
+MAX_DATA = 4 * 1024 * MiB  # a larger image is mostly sparse (its files spread over the disk)
 DAILY_FRACTION = 0.02  # of the data, changed by each later version
 COMPRESSED = (".deb", ".gz", ".xz", ".bz2", ".zst", ".zip", ".whl", ".jar", ".png", ".jpg", ".woff2")
 TEXT = (".py", ".h", ".c", ".txt", ".md", ".html", ".js", ".css", ".json", ".xml", ".sh", ".pl", ".rst")
@@ -83,7 +85,7 @@ def build_real_workload(
     rng = random.Random(f"{seed}/real/select")
     pool = candidates()
     rng.shuffle(pool)
-    budget = int(size * data_fraction)
+    budget = min(int(size * data_fraction), MAX_DATA)
     chosen = take(pool, budget)
     taken = set(chosen)
     spare = [s for s in pool if s not in taken]

@@ -182,6 +182,26 @@ def results_table(results: list[Measurement], tools: list[str]) -> list[str]:
     return lines
 
 
+def scaling_table(results: list[Measurement]) -> list[str]:
+    """One row per thread count: each phase's MB/s and peak RSS, and the speed-up over one thread."""
+    phases = list(dict.fromkeys(m.phase for m in results))
+    header = "threads  " + "".join(f"| {p:<28}" for p in phases)
+    lines = [header.rstrip(), "         " + "| MB/s     RSS MiB  speed-up    " * len(phases)]
+    one = {m.phase: m.mb_per_s for m in results if m.threads == 1}
+    for threads in sorted({m.threads or 0 for m in results}):
+        cells = []
+        for phase in phases:
+            m = next((r for r in results if r.threads == threads and r.phase == phase), None)
+            if m is None or m.mb_per_s is None:
+                cells.append(f"| {'FAIL' if m else '-':<28}")
+                continue
+            base = one.get(phase)
+            gain = f"{m.mb_per_s / base:.2f}x" if base else "-"
+            cells.append(f"| {m.mb_per_s:<8.1f} {_mib((m.max_rss_kib or 0) * 1024):<8} {gain:<10}")
+        lines.append((f"{threads:<9}" + "".join(cells)).rstrip())
+    return lines
+
+
 def ratios(results: list[Measurement], peers: list[str]) -> list[dict[str, Any]]:
     """snap MB/s / peer MB/s (above 1: snap is faster) and snap repo / peer repo (below 1:
     snap's is smaller), per phase and peer."""

@@ -56,6 +56,7 @@ class Measurement:
     restored_allocated: int | None = None  # allocated bytes of the checked-out file
     detail: str = ""
     workload: str = "synthetic"  # which workload's images (bench/workload.py, bench/realdata.py)
+    threads: int | None = None  # --threads given to the tool (the scaling table); None: its default
 
     @property
     def mb_per_s(self) -> float | None:
