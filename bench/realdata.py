@@ -97,8 +97,7 @@ def build_real_workload(
     notes = [f"v1: {len(chosen)} files from this machine ({_mib(sum(s.size for s in chosen))} MiB)"]
     for prev, name in itertools.pairwise(versions):
         if name == "shifted":
-            write_shifted(paths[prev], paths[name], seed)
-            notes.append(f"shifted: {prev} with 5000 bytes inserted at 64 KiB (all later bytes move)")
+            write_shifted(paths[prev], paths[name], seed)  # print_workload describes it
             continue
         sparse_copy(paths[prev], paths[name])
         with mounted(paths[name]) as root:
@@ -295,7 +294,7 @@ def _upgrade(files: list[Path], rng: random.Random, budget: int) -> int:
         directory = rng.choice(directories)
         directories.remove(directory)
         for path in sorted(directory.iterdir()):
-            if not path.is_file() or path.is_symlink() or done >= budget:
+            if not path.is_file() or path.is_symlink() or path.stat().st_size > budget - done + MiB:
                 continue
             data = bytearray(path.read_bytes())
             for _ in range(1 + len(data) // (256 * KiB)):
