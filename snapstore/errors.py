@@ -66,17 +66,6 @@ class UnknownSnapshotError(NotFoundError):
         self.ref = ref
 
 
-class SnapshotRemovedError(NotFoundError):
-    """A snapshot found a moment ago whose manifest is gone: it was removed meanwhile."""
-
-    def __init__(self, short_id: str) -> None:
-        super().__init__(
-            f"snapshot {short_id} was removed while it was being read",
-            hint="list snapshots with 'snap log'",
-        )
-        self.short_id = short_id
-
-
 class RepositoryNotFoundError(NotFoundError):
     def __init__(self, path: Path | None) -> None:
         where = f"at {path}" if path is not None else "here or in any parent directory"
@@ -111,6 +100,24 @@ class CorruptError(RepositoryError):
         super().__init__(f"{what} is corrupt: {detail}", hint=hint)
         self.what = what
         self.detail = detail
+
+
+class SnapshotRemovedError(NotFoundError, CorruptError):
+    """A snapshot found a moment ago whose manifest is gone: it was removed meanwhile (``snap
+    rm`` beside a reader). Not found (exit 3) for the user; it stays a CorruptError (its
+    manifest is missing) for callers that catch those."""
+
+    exit_code = NotFoundError.exit_code
+
+    def __init__(self, short_id: str) -> None:
+        SnapstoreError.__init__(
+            self,
+            f"snapshot {short_id} was removed while it was being read",
+            hint="list snapshots with 'snap log'",
+        )
+        self.what = f"manifest {short_id}"
+        self.detail = "missing"
+        self.short_id = short_id
 
 
 class IntegrityError(SnapstoreError):

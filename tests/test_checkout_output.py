@@ -38,8 +38,33 @@ def committed(tmp_path: Path, repo_path: Path) -> tuple[Path, str, bytes]:
 # durability -------------------------------------------------------------------------------
 
 
-_CALL = re.compile(r"^\d+\s+(\w+)\((.*)\)\s+=\s+(-?\d+)")
+_DONE = re.compile(r"^(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+)")
+_STARTED = re.compile(r"^(\d+)\s+(\w+)\((.*?),? <unfinished \.\.\.>")
+_RESUMED = re.compile(r"^(\d+)\s+<\.\.\. (\w+) resumed>.*\)\s+=\s+(-?\d+)")
 _FD_PATH = re.compile(r"^\d+<(.*)>$")
+
+
+def traced_calls(log: str) -> list[tuple[str, str, int, int]]:
+    """(name, first argument, line it started on, line it returned on) of every call in an
+    ``strace -f -y`` log that returned 0; a call another thread interrupted is joined up."""
+    calls, started = [], {}
+    for i, line in enumerate(log.splitlines()):
+        if m := _DONE.match(line):
+            _, name, args, result = m.groups()
+            begun = i
+        elif m := _STARTED.match(line):
+            started[m.group(1)] = (m.group(2), m.group(3), i)
+            continue
+        elif (m := _RESUMED.match(line)) and m.group(1) in started:
+            name, args, begun = started.pop(m.group(1))
+            result = m.group(3)
+        else:
+            continue
+        if result == "0":
+            first = args.split(", ")[0]
+            fd = _FD_PATH.match(first)
+            calls.append((name, fd.group(1) if fd else first.strip('"'), begun, i))
+    return calls
 
 
 def test_checkout_output_is_fsynced_renamed_then_its_directory_fsynced(
@@ -81,18 +106,13 @@ def test_checkout_output_is_fsynced_renamed_then_its_directory_fsynced(
         pytest.skip(f"ptrace is not permitted here: {done.stderr.decode().strip()}")
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == data
-    calls = []  # (name, first argument) of every completed call
-    for line in log.read_text().splitlines():
-        m = _CALL.match(line)
-        if m and m.group(3) == "0":
-            first = m.group(2).split(", ")[0]
-            fd = _FD_PATH.match(first)
-            calls.append((m.group(1), fd.group(1) if fd else first.strip('"')))
-    renames = [i for i, (name, arg) in enumerate(calls) if name.startswith("rename") and TEMP_MARK in arg]
+    calls = traced_calls(log.read_text())
+    renames = [c for c in calls if c[0].startswith("rename") and TEMP_MARK in c[1]]
     assert len(renames) == 1, calls
-    at = renames[0]
-    synced_before = {arg for name, arg in calls[:at] if name in ("fsync", "fdatasync")}
-    synced_after = {arg for name, arg in calls[at + 1 :] if name in ("fsync", "fdatasync")}
+    _, _, rename_began, rename_done = renames[0]
+    syncs = [c for c in calls if c[0] in ("fsync", "fdatasync")]
+    synced_before = {arg for _, arg, _, done in syncs if done < rename_began}
+    synced_after = {arg for _, arg, began, _ in syncs if began > rename_done}
     assert any(TEMP_MARK in Path(p).name and Path(p).parent == out_dir for p in synced_before), calls
     assert str(out_dir) in synced_after, calls
     assert not [p for p in out_dir.iterdir() if TEMP_MARK in p.name]
