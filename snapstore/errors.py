@@ -31,9 +31,11 @@ class UsageError(SnapstoreError):
 
 class AmbiguousIdError(UsageError):
     def __init__(self, prefix: str, candidates: list[str]) -> None:
-        shown = ", ".join(c[:12] for c in candidates[:5])
+        shown = distinct_prefixes(candidates)
+        more = ", ..." if len(shown) > 5 else ""
         super().__init__(
-            f"snapshot id {prefix!r} is ambiguous: it matches {len(candidates)} snapshots ({shown})",
+            f"snapshot id {prefix!r} is ambiguous: it matches {len(shown)} snapshots "
+            f"({', '.join(shown[:5])}{more})",
             hint="give more characters of the id",
         )
         self.prefix = prefix
@@ -98,6 +100,24 @@ class CorruptError(RepositoryError):
         super().__init__(f"{what} is corrupt: {detail}", hint=hint)
         self.what = what
         self.detail = detail
+
+
+class SnapshotRemovedError(NotFoundError, CorruptError):
+    """A snapshot found a moment ago whose manifest is gone: it was removed meanwhile (``snap
+    rm`` beside a reader). Not found (exit 3) for the user; it stays a CorruptError (its
+    manifest is missing) for callers that catch those."""
+
+    exit_code = NotFoundError.exit_code
+
+    def __init__(self, short_id: str) -> None:
+        SnapstoreError.__init__(
+            self,
+            f"snapshot {short_id} was removed while it was being read",
+            hint="list snapshots with 'snap log'",
+        )
+        self.what = f"manifest {short_id}"
+        self.detail = "missing"
+        self.short_id = short_id
 
 
 class IntegrityError(SnapstoreError):
@@ -168,12 +188,17 @@ class QuotaError(SnapstoreError):
 class NoSpaceError(SnapstoreError):
     exit_code = 8
 
-    def __init__(self, where: str) -> None:
-        super().__init__(
-            f"no space left on device while writing {where}",
-            hint="free space with 'snap rm' + 'snap gc' or 'snap prune'",
+    def __init__(self, where: str, *, output: bool = False) -> None:
+        """``output``: the disk that filled up is the one of a checkout's output, not the
+        repository's (removing snapshots would not help)."""
+        hint = (
+            "free space where the output goes, or write it elsewhere"
+            if output
+            else "free space with 'snap rm' + 'snap gc' or 'snap prune'"
         )
+        super().__init__(f"no space left on device while writing {where}", hint=hint)
         self.where = where
+        self.output = output
 
 
 class InputChangedError(SnapstoreError):
@@ -210,11 +235,22 @@ class StorageIOError(SnapstoreError):
         self.reason = reason
 
 
-def translate_os_error(exc: OSError, where: str) -> SnapstoreError:
-    """Map an OSError met on the repository's own files to a snapstore error."""
+def translate_os_error(exc: OSError, where: str, *, output: bool = False) -> SnapstoreError:
+    """Map an OSError met on the repository's own files (or, ``output``, on a checkout's
+    output) to a snapstore error."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpaceError(where)
+        return NoSpaceError(where, output=output)
     return StorageIOError(where, exc.strerror or str(exc))
+
+
+def distinct_prefixes(hex_ids: list[str], shortest: int = 12) -> list[str]:
+    """The ids as listings show them (``shortest`` digits), longer where that many digits
+    would not tell them apart; the same id twice is shown once."""
+    unique = sorted(set(hex_ids))
+    n = shortest
+    while n < max((len(h) for h in unique), default=0) and len({h[:n] for h in unique}) < len(unique):
+        n += 1
+    return [h[:n] for h in unique]
 
 
 EXIT_CODES: dict[str, int] = {

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +22,7 @@ from snapstore.errors import (
     CorruptError,
     IntegrityError,
     RepositoryNotFoundError,
+    SnapshotRemovedError,
     SnapstoreError,
     UnknownSnapshotError,
     UnsupportedFormatError,
@@ -69,7 +72,13 @@ def find_root(start: Path) -> Path | None:
     """The nearest ``.snapstore`` directory at or above ``start``."""
     for directory in (start, *start.parents):
         candidate = directory / REPO_DIR_NAME
-        if (candidate / "config").is_file():
+        try:
+            st = os.stat(candidate / "config")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:  # e.g. a .snapstore this user may not search: say so
+            raise translate_os_error(exc, str(candidate)) from exc
+        if stat.S_ISREG(st.st_mode):
             return candidate
     return None
 
@@ -329,6 +338,8 @@ class Repository:
         for sid in self.snapshots.list_ids():
             try:
                 infos.append(self.snapshots.load_info(sid))
+            except SnapshotRemovedError:
+                continue  # removed since it was listed
             except (CorruptError, IntegrityError) as exc:
                 damaged.append((sid, exc))
         return sorted(infos, key=lambda s: (s.created, s.hex)), damaged

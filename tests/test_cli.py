@@ -7,6 +7,7 @@ inside); a few run the real command in a subprocess (``run_snap``).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -24,7 +25,7 @@ from typer.testing import CliRunner
 
 from snapstore import Mode, Repository, checkout, commit_file
 from snapstore.cli.app import app, main
-from snapstore.errors import SnapstoreError
+from snapstore.errors import AmbiguousIdError, SnapstoreError, distinct_prefixes
 from snapstore.format import manifest as mf
 from snapstore.format.pack import RECORD_HEADER_SIZE
 from snapstore.model import ChunkRef, EntryEnd, EntryStart
@@ -698,3 +699,163 @@ def test_checkout_to_a_closed_pipe(base: Base) -> None:
     assert proc.wait(timeout=60) == 0
     assert "Traceback" not in err
     assert err == ""
+
+
+# I/O and permission errors: one line, the documented exit code (issue 11) -----------------
+
+
+def test_checkout_to_a_full_stdout(base: Base) -> None:
+    """``checkout -o - > /dev/full`` is a full disk where the output goes: exit 8, one line,
+    and no advice to remove snapshots (the repository is not what is full)."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    sid = next(iter(base.snaps))
+    for args in (["checkout", sid, "-o", "-"], ["log", "--json"]):
+        with open("/dev/full", "wb") as full:
+            done = subprocess.run(
+                [*SNAP, *args, "--repo", str(base.root)],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                timeout=120,
+                check=False,
+            )
+        line = assert_error(Result(done.returncode, "", done.stderr.decode()), 8)
+        assert "no space left" in line and "snap rm" not in line, line
+
+
+@pytest.mark.root
+def test_full_disk_on_the_output_does_not_advise_snap_rm(
+    tmp_path: Path, tmpfs: Path, repo_path: Path
+) -> None:
+    src = tmp_path / "big.img"
+    src.write_bytes(random.Random(21).randbytes(48 * MiB))
+    done = run_snap("commit", str(src), "--repo", str(repo_path))
+    assert done.returncode == 0, done.stderr
+    sid = done.stdout.decode().strip()
+    out = tmpfs / "out.img"
+    line = assert_error(run_snap("checkout", sid, "-o", str(out), "--repo", str(repo_path)), 8)
+    assert str(out) in line and "snap rm" not in line and "output" in line, line
+    assert not out.exists() and os.listdir(tmpfs) == []  # no temp file left
+
+
+def _drop_dac_capabilities() -> None:
+    """In the child: root without the capabilities that bypass file permissions, so a mode-0
+    directory is refused as it would be to any user (the interpreter lives under /root, so
+    the child cannot simply become nobody)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, dropped from the bounding set
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def run_snap_unprivileged(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``snap`` as a user to whom permissions apply (root drops its DAC capabilities)."""
+    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
+    return subprocess.run(
+        [*SNAP, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+        preexec_fn=_drop_dac_capabilities if IS_ROOT else None,
+    )
+
+
+@pytest.fixture
+def closed_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nobody may read or search (its mode is restored afterwards)."""
+    path = tmp_path / "closed"
+    path.mkdir()
+    path.chmod(0)
+    try:
+        yield path
+    finally:
+        path.chmod(0o700)
+
+
+def test_output_inside_an_unsearchable_directory(base: Base, closed_dir: Path) -> None:
+    sid = next(iter(base.snaps))
+    out = closed_dir / "sub" / "out.img"
+    line = assert_error(run_snap_unprivileged("checkout", sid, "-o", str(out), "--repo", str(base.root)), 11)
+    assert str(out) in line and "ermission denied" in line, line
+
+
+def test_discovery_through_an_unreadable_snapstore(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / ".snapstore").mkdir(parents=True)
+    (work / ".snapstore").chmod(0)
+    try:
+        for command in ("log", "stats"):
+            line = assert_error(run_snap_unprivileged(command, cwd=work), 11)
+            assert ".snapstore" in line and "ermission denied" in line, line
+    finally:
+        (work / ".snapstore").chmod(0o700)
+
+
+def test_size_walk_over_an_unreadable_directory(base: Base) -> None:
+    """gc and stats count the repository's allocated blocks: a directory in it they may not
+    read is named in one line (exit 11), not a traceback."""
+    hidden = base.root / "tmp" / "closed"
+    hidden.mkdir(parents=True, exist_ok=True)
+    hidden.chmod(0)
+    try:
+        for command in ("stats", "gc"):
+            line = assert_error(run_snap_unprivileged(command, "--repo", str(base.root)), 11)
+            assert str(hidden) in line and "ermission denied" in line, line
+    finally:
+        hidden.chmod(0o700)
+    base.intact()
+
+
+def test_index_offset_beyond_any_file(capsys: pytest.CaptureFixture[str], base: Base) -> None:
+    """An index entry whose offset no file can have (>= 2^63) is a corrupt index (exit 4 for
+    checkout, a reported problem for verify), not an OverflowError."""
+    sid = next(iter(base.snaps))
+    with Repository.open(base.root, Mode.WRITE) as repo:
+        cid = next(r.chunk_id for r in repo.iter_records(bytes.fromhex(sid)) if isinstance(r, ChunkRef))
+        loc = repo.get_location(cid)
+        assert loc is not None
+        with repo.index.write() as w:
+            w.put(cid, dataclasses.replace(loc, offset=(1 << 63) + 16))
+    line = assert_error(snap(capsys, "checkout", sid, "-o", base.tmp / "o.img", "--repo", base.root), 4)
+    assert "index is corrupt" in line and "offset" in line, line
+    res = snap(capsys, "verify", "--repo", base.root)
+    assert res.code == 5 and "Traceback" not in res.err, res.err
+    assert "offset" in res.out, res.out
+    assert not (base.tmp / "o.img").exists()
+
+
+def test_snapshot_removed_while_being_checked_out(
+    capsys: pytest.CaptureFixture[str], base: Base, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An rm between a checkout's resolving the id and its reading the manifest says so
+    (not found, exit 3), not that the manifest is corrupt."""
+    sid = next(iter(base.snaps))
+    resolve = Repository.resolve
+    gone = base.tmp / "removed-manifest"
+
+    def resolve_then_rm(self: Repository, ref: str, *, name: str | None = None) -> object:
+        found = resolve(self, ref, name=name)
+        os.rename(self.snapshots.path(found.id), gone)  # as 'snap rm' unpublishes it
+        return found
+
+    monkeypatch.setattr(Repository, "resolve", resolve_then_rm)
+    line = assert_error(snap(capsys, "checkout", sid[:8], "-o", base.tmp / "o.img", "--repo", base.root), 3)
+    assert f"snapshot {sid[:12]} was removed while it was being read" in line, line
+    assert "corrupt" not in line
+    monkeypatch.undo()
+    os.rename(gone, base.root / "snapshots" / sid)
+    base.intact()
+
+
+def test_ambiguous_ids_sharing_twelve_digits_are_told_apart() -> None:
+    a = "5e946211d0b7" + "a" * 52
+    b = "5e946211d0b7" + "b" * 52
+    message = AmbiguousIdError("5e94", [a, b, b]).message
+    assert "matches 2 snapshots" in message
+    assert "5e946211d0b7a" in message and "5e946211d0b7b" in message, message
+    ids = ["abcdef" * 10 + "0000", "123456" * 10 + "0000"]
+    assert distinct_prefixes(ids) == ["123456123456", "abcdefabcdef"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import sys
+from contextlib import suppress
 
 import click
 import typer
@@ -19,7 +21,7 @@ from snapstore.cli.pin_cmd import pin, unpin
 from snapstore.cli.snapshots_cmd import log, rm, show
 from snapstore.cli.space_cmd import gc, prune
 from snapstore.cli.stats_cmd import stats
-from snapstore.errors import SnapstoreError, UsageError
+from snapstore.errors import SnapstoreError, UsageError, translate_os_error
 
 EXIT_INTERRUPTED = 130
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt (glibc malloc.h)
@@ -74,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # met writing the command's own output (stdout), where no
+        # operation translated it: a full disk there is exit 8, anything else one line too
+        if exc.errno == errno.EPIPE:
+            return 0
+        error = translate_os_error(exc, exc.filename or "standard output", output=True)
+        print(error_line(error), file=sys.stderr)
+        return error.exit_code
 
 
 def run() -> None:
@@ -87,11 +96,15 @@ def _exit_now(code: int) -> None:
     by now, and the teardown (freeing every object of every module) cost 30 ms a command."""
     try:
         sys.stdout.flush()
-        sys.stderr.flush()
     except BrokenPipeError:  # the reader went away (``snap log | head``): nothing to tell
         pass
-    except OSError:  # stdout is gone some other way: exit as Python would
-        sys.exit(code or 1)
+    except OSError as exc:  # stdout could not take what was left (a full disk, an I/O error)
+        error = translate_os_error(exc, "standard output", output=True)
+        with suppress(OSError):
+            print(error_line(error), file=sys.stderr)
+        code = code or error.exit_code
+    with suppress(OSError):
+        sys.stderr.flush()
     os._exit(code)
 
 

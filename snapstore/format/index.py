@@ -12,7 +12,7 @@ import struct
 from snapstore.chunker import MAX_CHUNK_SIZE
 from snapstore.codec import CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
-from snapstore.format.pack import PACK_HEADER_SIZE
+from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
 from snapstore.model import ChunkLocation
 
 INDEX_VERSION = 1
@@ -21,6 +21,7 @@ LOCATION_SIZE = _LOCATION.size  # 37
 _GARBAGE_KEY = struct.Struct("<16sQ")  # pack id, offset
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
+MAX_FILE_OFFSET = (1 << 63) - 1  # the largest offset a file can have (off_t)
 REPAIR_HINT = "the index is derived data: 'snap repair' rebuilds it from the packs"
 
 
@@ -42,6 +43,8 @@ def decode_location(data: bytes) -> ChunkLocation:
         raise _corrupt(f"chunk entry with implausible sizes raw={raw} stored={stored}")
     if offset < PACK_HEADER_SIZE:
         raise _corrupt(f"chunk entry at offset {offset}, inside the pack header")
+    if offset + RECORD_HEADER_SIZE + stored > MAX_FILE_OFFSET:
+        raise _corrupt(f"chunk entry at offset {offset}, beyond any file's end")
     return ChunkLocation(pack_id, offset, stored, raw, codec, refs)
 
 
@@ -53,6 +56,8 @@ def decode_garbage_key(data: bytes) -> tuple[bytes, int]:
     if len(data) != _GARBAGE_KEY.size:
         raise _corrupt(f"garbage key of {len(data)} bytes")
     pack_id, offset = _GARBAGE_KEY.unpack(data)
+    if not PACK_HEADER_SIZE <= offset <= MAX_FILE_OFFSET:
+        raise _corrupt(f"garbage key at offset {offset}, outside any pack's records")
     return pack_id, offset
 
 

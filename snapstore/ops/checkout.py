@@ -2,13 +2,16 @@
 
 Chunks are fetched, decompressed and hashed by a thread pool and written in order by the
 main thread. Zero runs become holes (sparse output) and are never read from the store.
-The output is a temp file next to OUT, renamed over OUT only when complete and verified.
+The output is a temp file next to OUT, private to its owner until it is complete and
+verified; it then gets the snapshot's permission bits, is made durable and is renamed over
+OUT (fsync of the file, rename, fsync of the directory).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,22 +73,24 @@ def checkout(
 ) -> CheckoutResult:
     if out == "-":
         stream = sys.stdout.buffer
-        zeros = _run(repo, snapshot, _StreamOutput(stream), threads, progress)
-        stream.flush()
+        try:
+            zeros = _run(repo, snapshot, _StreamOutput(stream), threads, progress)
+            stream.flush()
+        except BrokenPipeError:
+            raise  # the reader went away: the CLI ends quietly
+        except OSError as exc:  # e.g. stdout is a full disk (> /dev/full)
+            raise translate_os_error(exc, "standard output", output=True) from exc
         return CheckoutResult(snapshot, "-", snapshot.size, zeros)
     target = Path(out)
-    if target.is_dir():
-        raise UsageError(f"{target} is a directory", hint="give the output file's path")
-    if target.exists() and not force:
-        raise OutputExistsError(target)
+    _check_target(target, force)
     clean_stale_temps(target)
     tmp = target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:  # owner-only until its mode is set from the snapshot's, just before the rename
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileNotFoundError as exc:
         raise UsageError(f"{target.parent} does not exist") from exc
     except OSError as exc:
-        raise translate_os_error(exc, str(tmp)) from exc
+        raise translate_os_error(exc, str(tmp), output=True) from exc
     try:
         try:
             output = _FileOutput(fd, sparse, snapshot.size)
@@ -93,31 +98,61 @@ def checkout(
             output.finish(snapshot.size)
         finally:
             os.close(fd)
-        os.replace(tmp, target)
+        fsio.rename_durable(tmp, target, output=True)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise translate_os_error(exc, str(target)) from exc
+        raise translate_os_error(exc, str(target), output=True) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return CheckoutResult(snapshot, str(target), snapshot.size, zeros)
 
 
+def output_mode(entry: EntryStart | None) -> int:
+    """The mode a checkout's output gets: the snapshot's permission bits (never setuid,
+    setgid or sticky), or owner-only where the snapshot has none that make sense."""
+    if entry is None or not 0 <= entry.mode <= 0o7777:
+        return 0o600
+    return entry.mode & 0o777
+
+
+def _check_target(target: Path, force: bool) -> None:
+    """OUT may be replaced: it does not exist, or ``force`` and it is not a directory."""
+    try:
+        st = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # (a missing parent directory is told when the temp file is created)
+    except OSError as exc:  # e.g. a directory on the way that this user may not search
+        raise translate_os_error(exc, str(target), output=True) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{target} is a directory", hint="give the output file's path")
+    if not force:
+        raise OutputExistsError(target)
+
+
 def clean_stale_temps(target: Path) -> None:
-    """Remove temp files that killed checkouts to ``target`` left behind."""
+    """Remove temp files that killed checkouts to ``target`` left behind: only this user's
+    own regular files (never followed through a symlink) whose process is gone, so that
+    root never deletes another user's file that merely has a temp file's name."""
     prefix = f".{target.name}{TEMP_MARK}"
+    euid = os.geteuid()
     with suppress(OSError):
         for entry in os.scandir(target.parent if str(target.parent) else "."):
-            if entry.name.startswith(prefix):
-                pid = entry.name[len(prefix) :].split("-", 1)[0]
-                if pid.isdigit() and not _alive(int(pid)):
-                    Path(entry.path).unlink(missing_ok=True)
+            if not entry.name.startswith(prefix):
+                continue
+            pid = entry.name[len(prefix) :].split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            with suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == euid:
+                    os.unlink(entry.path)
 
 
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or no process could have it
         return False
     except PermissionError:
         return True
@@ -136,7 +171,11 @@ class _FileOutput:
         self.sparse = sparse
         self.pos = 0  # everything before is written
         self.written_back = 0  # writeback started up to here
+        self.mode = output_mode(None)  # until the entry tells
         os.ftruncate(fd, size)  # one hole to start with; a size the filesystem refuses fails now
+
+    def entry(self, record: EntryStart) -> None:
+        self.mode = output_mode(record)
 
     def place(self, data: Buffer, offset: int) -> None:
         """Write one chunk at ``offset``; when sparse, its zero runs are left as holes (the
@@ -163,7 +202,9 @@ class _FileOutput:
         self.pos += length  # sparse: a hole (the file is extended to its size at the end)
 
     def finish(self, size: int) -> None:
+        """Complete the file and make it durable (the caller renames it into place)."""
         os.ftruncate(self.fd, size)
+        os.fchmod(self.fd, self.mode)
         os.fsync(self.fd)
 
 
@@ -175,6 +216,9 @@ class _StreamOutput:
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
+
+    def entry(self, record: EntryStart) -> None:
+        pass  # a stream has no mode of its own
 
     def place(self, data: Buffer, offset: int) -> None:
         raise AssertionError("a stream is written in order")
@@ -263,6 +307,7 @@ def _run(
                     entries += 1
                     if entries > 1:
                         raise CorruptError(f"snapshot {snapshot.hex[:12]}", "several entries")
+                    output.entry(record)
                 elif isinstance(record, EntryEnd):
                     while pending:
                         emit(*pending.popleft())

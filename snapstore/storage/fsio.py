@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -90,14 +91,17 @@ def write_durable(path: Path, data: bytes, mode: int) -> None:
         raise translate_os_error(exc, str(path)) from exc
 
 
-def rename_durable(src: Path, dst: Path) -> None:
+def rename_durable(src: Path, dst: Path, *, output: bool = False) -> None:
+    """Rename ``src`` (already fsynced) to ``dst`` and fsync the directories, so the rename
+    survives a power cut. ``output``: ``dst`` is a checkout's output, not a repository file
+    (a full disk there is not the repository's)."""
     try:
         os.rename(src, dst)
         fsync_dir(dst.parent)
         if src.parent != dst.parent:
             fsync_dir(src.parent)
     except OSError as exc:
-        raise translate_os_error(exc, str(dst)) from exc
+        raise translate_os_error(exc, str(dst), output=output) from exc
 
 
 def punch_hole(fd: int, offset: int, length: int) -> None:
@@ -167,7 +171,9 @@ def cached(fd: int, offset: int, length: int) -> bool:
 
 
 def allocated_bytes(path: Path) -> int:
-    """Disk usage of a file or tree as ``du`` counts it: allocated blocks, not apparent size."""
+    """Disk usage of a file or tree as ``du`` counts it: allocated blocks, not apparent size.
+    What is removed while it is counted is not counted; what cannot be read (permissions, an
+    I/O error) is a snapstore error naming it."""
     total = 0
     for st in _walk_stats(path):
         total += st.st_blocks * 512
@@ -177,13 +183,18 @@ def allocated_bytes(path: Path) -> int:
 def _walk_stats(path: Path) -> Iterator[os.stat_result]:
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    yield st
-    if os.path.isdir(path) and not os.path.islink(path):
+        if not stat.S_ISDIR(st.st_mode):  # symlinks are not followed
+            yield st
+            return
         with os.scandir(path) as it:
-            for entry in it:
-                yield from _walk_stats(Path(entry.path))
+            entries = [Path(entry.path) for entry in it]
+    except (FileNotFoundError, NotADirectoryError):
+        return  # removed (or replaced) meanwhile
+    except OSError as exc:
+        raise translate_os_error(exc, str(path)) from exc
+    yield st
+    for entry in entries:
+        yield from _walk_stats(entry)
 
 
 def reserve_space(path: Path, size: int, mode: int) -> bool:

@@ -10,7 +10,13 @@ from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
-from snapstore.errors import CorruptError, IntegrityError, translate_os_error
+from snapstore.errors import (
+    CorruptError,
+    IntegrityError,
+    SnapshotRemovedError,
+    SnapstoreError,
+    translate_os_error,
+)
 from snapstore.format import manifest as fmt
 from snapstore.hashing import StreamHasher
 from snapstore.model import ManifestRecord, SnapshotId, SnapshotInfo
@@ -132,7 +138,7 @@ class SnapshotStore:
                 f.seek(size - fmt.FOOTER_SIZE - length)
                 return fmt.decode_trailer(snapshot_id, f.read(length), what)
         except FileNotFoundError as exc:
-            raise CorruptError(what, "missing") from exc
+            raise _vanished(snapshot_id, what, where) from exc
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
 
@@ -145,7 +151,7 @@ class SnapshotStore:
         try:
             f = open(path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115
         except FileNotFoundError as exc:
-            raise CorruptError(what, "missing") from exc
+            raise _vanished(snapshot_id, what, where) from exc
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
         with f:
@@ -175,6 +181,15 @@ class _HashingReader:
     def read_rest(self) -> None:
         while self.read(_READ_BUFFER):
             pass
+
+
+def _vanished(snapshot_id: SnapshotId, what: str, where: str) -> SnapstoreError:
+    """A manifest that is not there: a published one was listed a moment ago, so it was
+    removed meanwhile (``snap rm`` beside this reader); a pending or trashed one is
+    damage."""
+    if where:
+        return CorruptError(what, "missing")
+    return SnapshotRemovedError(snapshot_id.hex()[:12])
 
 
 def _hex_names(directory: Path, prefix: str) -> list[SnapshotId]:
