@@ -81,7 +81,7 @@ def _acquire_env(
                     raise StorageIOError("index", "it is open read-only in this process")
                 _OPEN[key] = (env, dbs, users + 1, held)
                 return env, dbs, key
-            _check_files(dir_fd, mode)
+            _check_files(dir_fd, mode, readonly)
             pinned = fsio.pinned(dir_fd)
             lmdb_file.check(pinned, fmt.REPAIR_HINT)  # before LMDB maps and trusts it
             try:
@@ -113,7 +113,7 @@ def _acquire_env(
                 os.close(dir_fd)
 
 
-def _check_files(dir_fd: int, mode: int) -> None:
+def _check_files(dir_fd: int, mode: int, readonly: bool) -> None:
     """Refuse an index whose data or lock file is not a regular file (a link out of the
     repository, a FIFO); create a missing lock file (never through a link)."""
     for name in (lmdb_file.DATA_FILE, _LOCK_FILE):
@@ -125,11 +125,16 @@ def _check_files(dir_fd: int, mode: int) -> None:
             raise translate_os_error(exc, "index") from exc
         if not stat.S_ISREG(st.st_mode):
             raise CorruptError("index", f"{name} is not a regular file", hint=fmt.REPAIR_HINT)
-    # There already (checked above), or a read-only repository: LMDB copes.
-    with suppress(OSError):
+    try:
         os.close(
             fsio.open_file(_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode, what="index", dir_fd=dir_fd)
         )
+    except FileExistsError:
+        pass  # checked above
+    except OSError as exc:
+        if not readonly:
+            raise translate_os_error(exc, "index") from exc
+        # a reader of a read-only repository: LMDB copes without it
 
 
 def _open_dbs(env: Any, readonly: bool) -> dict[bytes, Any]:

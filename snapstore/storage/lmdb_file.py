@@ -90,10 +90,10 @@ def pad(index_dir: Path) -> None:
         end = check(index_dir, "")
         if not end:
             return
-        fd = fsio.open_file(index_dir / DATA_FILE, os.O_WRONLY, what="index")
+        fd = fsio.open_file(index_dir / DATA_FILE, os.O_RDONLY, what="index")
         try:
             if os.fstat(fd).st_size < end + PAD_BYTES:
-                os.ftruncate(fd, end + PAD_BYTES)
+                os.truncate(fsio.pinned(fd), end + PAD_BYTES)  # the file open as fd, no link
         finally:
             os.close(fd)
     except (OSError, CorruptError):
