@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -102,17 +103,35 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
 
 
 def remove_leftovers(tmp: Path) -> None:
-    """Delete unfinished manifests (``part-*``) and index builds (``index-*``) in ``tmp/``."""
+    """Delete unfinished manifests (``part-*``) and index builds (``index-*``) in ``tmp/``
+    (only entries of ``tmp/`` itself: a link there is removed, never followed)."""
     try:
-        for entry in os.scandir(tmp):
-            if entry.name.startswith("part-"):
-                Path(entry.path).unlink(missing_ok=True)
-            elif entry.name.startswith(INDEX_BUILD):
-                shutil.rmtree(entry.path)
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # pinned (storage/dirs.py)
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise translate_os_error(exc, str(tmp)) from exc
+        raise translate_os_error(exc, fsio.shown(tmp)) from exc
+    try:
+        for name in os.listdir(fd):
+            if name.startswith(("part-", INDEX_BUILD)):
+                _remove_entry(fd, name)
+    except OSError as exc:
+        raise translate_os_error(exc, fsio.shown(tmp)) from exc
+    finally:
+        os.close(fd)
+
+
+def _remove_entry(dir_fd: int, name: str) -> None:
+    """Remove ``name`` from the directory open as ``dir_fd``: a directory with what it holds
+    (descending by descriptor, following no link), anything else itself."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def recount(index: Index, snapshots: SnapshotStore) -> tuple[SnapshotId, ...]:
@@ -178,30 +197,33 @@ def _chunk_ok(packs: PackStore, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
 def build_index(root: Path, file_mode: int, packs: PackStore, snapshots: SnapshotStore) -> RebuildReport:
     """Build a new index in ``tmp/index-<random>/`` and move it to ``index/`` (replacing any
     there) only when it is whole: a killed build never leaves a partial index in place."""
-    tmp = root / "tmp"
+    tmp = snapshots.tmp_dir  # pinned, like root (see storage/dirs.py)
     build = tmp / f"{INDEX_BUILD}{secrets.token_hex(8)}"
     try:
         build.mkdir(mode=fsio.dir_mode(file_mode))
     except OSError as exc:
-        raise translate_os_error(exc, str(build)) from exc
+        raise translate_os_error(exc, fsio.shown(build)) from exc
     index = Index(build, mode=file_mode, create=True)
     try:
         report = rebuild(index, packs, snapshots)
     finally:
         index.close()
     target = root / "index"
-    old = tmp / f"{INDEX_BUILD}old-{secrets.token_hex(8)}"
+    old = f"{INDEX_BUILD}old-{secrets.token_hex(8)}"
     try:
         fsio.fsync_dir(build)
-        if os.path.lexists(target):
-            os.rename(target, old)
+        if os.path.lexists(target):  # whatever it is (a link is moved, not followed)
+            os.rename(target, tmp / old)
         os.rename(build, target)
         fsio.fsync_dir(root)
         fsio.fsync_dir(tmp)
-        if os.path.lexists(old):
-            shutil.rmtree(old)
+        tmp_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _remove_entry(tmp_fd, old)
+        finally:
+            os.close(tmp_fd)
     except OSError as exc:
-        raise translate_os_error(exc, str(target)) from exc
+        raise translate_os_error(exc, fsio.shown(target)) from exc
     return report
 
 
@@ -250,7 +272,7 @@ def open_index(
     path = root / "index"
     problem = "the index is missing"
     try:
-        present = (path / "data.mdb").exists()
+        present = os.path.lexists(path / "data.mdb")
     except OSError as exc:
         raise translate_os_error(exc, str(path)) from exc
     if present and not rebuild:

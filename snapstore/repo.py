@@ -24,6 +24,7 @@ from snapstore.errors import (
     RepositoryNotFoundError,
     SnapshotRemovedError,
     SnapstoreError,
+    StorageIOError,
     UnknownSnapshotError,
     UnsupportedFormatError,
     UsageError,
@@ -45,6 +46,7 @@ from snapstore.model import (
 )
 from snapstore.storage import fsio
 from snapstore.storage.appender import PackAppender
+from snapstore.storage.dirs import RepoDirs
 from snapstore.storage.index import Index
 from snapstore.storage.lock import DATA, WRITE, Lock
 from snapstore.storage.packstore import PackStore
@@ -54,7 +56,6 @@ from snapstore.storage.snapshots import PENDING, ManifestWriter, SnapshotStore
 log = logging.getLogger(__name__)
 REPO_DIR_NAME = ".snapstore"
 RESERVE_SIZE = 16 * 1024 * 1024
-_LAYOUT = ("packs", "snapshots", "tmp", "locks", "pins")
 
 
 class Mode(enum.Enum):
@@ -85,19 +86,36 @@ def find_root(start: Path) -> Path | None:
 
 class Repository:
     def __init__(
-        self, root: Path, config: Config, mode: Mode, locks: list[Lock], *, rebuild_index: bool = False
+        self,
+        dirs: RepoDirs,
+        config: Config,
+        mode: Mode,
+        locks: list[Lock],
+        *,
+        rebuild_index: bool = False,
     ) -> None:
-        self.root = root
+        self.root = dirs.root  # as the user named it (messages); files are reached through dirs
+        self.dirs = dirs
         self.config = config
         self.mode = mode
         self._locks = locks
         self.file_mode = 0o644 if config.shared else 0o600
-        self.packs = PackStore(root / "packs", self.file_mode)
-        self.snapshots = SnapshotStore(root / "snapshots", root / "tmp", self.file_mode)
-        self.pins = PinStore(root / "pins", self.file_mode)
-        opened = recovery.open_index(
-            root, self.file_mode, self.packs, self.snapshots, writes=mode.writes, rebuild=rebuild_index
-        )
+        self.packs = PackStore(dirs.path("packs"), self.file_mode, shown_root=dirs.root / "packs")
+        self.snapshots = SnapshotStore(dirs.path("snapshots"), dirs.path("tmp"), self.file_mode)
+        self.pins = PinStore(dirs.path("pins"), self.file_mode)
+        self._usable_packs: dict[bytes, bool] = {}  # pack id -> whether a commit may dedup against it
+        try:
+            opened = recovery.open_index(
+                dirs.path(),
+                self.file_mode,
+                self.packs,
+                self.snapshots,
+                writes=mode.writes,
+                rebuild=rebuild_index,
+            )
+        except BaseException:
+            self.packs.close()
+            raise
         self.index = opened.index
         self.index_problem = opened.problem  # why a temporary index is used (None: the repository's)
         self.rebuild_report = opened.report
@@ -144,14 +162,18 @@ class Repository:
         dir_mode = fsio.dir_mode(file_mode)
         try:
             root.mkdir(mode=dir_mode, parents=True, exist_ok=True)
-            for name in (*_LAYOUT, "index"):
-                (root / name).mkdir(mode=dir_mode, exist_ok=True)
-            Index(root / "index", mode=file_mode, create=True).close()
-            fsio.reserve_space(root / "reserve", RESERVE_SIZE, file_mode)
+            (root / "index").mkdir(mode=dir_mode, exist_ok=True)
         except OSError as exc:
             raise translate_os_error(exc, str(root)) from exc
-        # The config is written last: a directory without it is not a repository yet.
-        fsio.write_durable(root / "config", config_fmt.encode(config), file_mode)
+        dirs = RepoDirs(root)
+        try:
+            dirs.open_layout(dir_mode)
+            Index(dirs.path() / "index", mode=file_mode, create=True).close()
+            fsio.reserve_space(dirs.path() / "reserve", RESERVE_SIZE, file_mode)
+            # The config is written last: a directory without it is not a repository yet.
+            fsio.write_durable(dirs.path() / "config", config_fmt.encode(config), file_mode)
+        finally:
+            dirs.close()
         return cls.open(root, Mode.WRITE)
 
     @classmethod
@@ -160,25 +182,29 @@ class Repository:
         (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests."""
         if rebuild_index and mode is not Mode.EXCLUSIVE:
             raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
-        config = load_config(root)
-        file_mode = 0o644 if config.shared else 0o600
+        dirs = _open_dirs(root)
         locks: list[Lock] = []
         try:
+            config = load_config(root, dirs.path())
+            file_mode = 0o644 if config.shared else 0o600
+            # Writers create what is missing; readers find it empty.
+            dirs.open_layout(fsio.dir_mode(file_mode) if mode.writes else None)
             if mode is not Mode.READ:
-                lock = Lock(root / "locks" / WRITE, file_mode)
+                lock = Lock(dirs.path("locks") / WRITE, file_mode)
                 lock.acquire(exclusive=True, repo=root, what="another writer")
                 locks.append(lock)
-            data = Lock(root / "locks" / DATA, file_mode)
+            data = Lock(dirs.path("locks") / DATA, file_mode)
             data.acquire(
                 exclusive=mode is Mode.EXCLUSIVE,
                 repo=root,
                 what="a running checkout or verify" if mode is Mode.EXCLUSIVE else "gc or prune",
             )
             locks.append(data)
-            return cls(root, config, mode, locks, rebuild_index=rebuild_index)
+            return cls(dirs, config, mode, locks, rebuild_index=rebuild_index)
         except BaseException:
             for lock in reversed(locks):
                 lock.release()
+            dirs.close()
             raise
 
     def upgrade(self) -> None:
@@ -195,6 +221,7 @@ class Repository:
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
+        self.dirs.close()
 
     @property
     def interrupted_writer(self) -> str | None:
@@ -212,7 +239,7 @@ class Repository:
 
     def save_config(self, config: Config) -> None:
         self._require(Mode.WRITE)
-        fsio.write_durable(self.root / "config", config_fmt.encode(config), self.file_mode)
+        fsio.write_durable(self.dirs.path() / "config", config_fmt.encode(config), self.file_mode)
         self.config = config
 
     def _require(self, mode: Mode) -> None:
@@ -230,7 +257,23 @@ class Repository:
             return r.get(chunk_id)
 
     def has_chunk(self, chunk_id: ChunkId) -> bool:
-        return self.get_location(chunk_id) is not None
+        """Whether the chunk is stored where it can be read: a chunk indexed in a pack that
+        is not a readable regular file (replaced by a directory, say) is not, and a commit
+        stores it again (its index entry then moves, keeping its count). Checked once per
+        pack, not per chunk."""
+        if self._appender.get(chunk_id) is not None:
+            return True
+        with self.index.read() as r:
+            loc = r.get(chunk_id)
+        return loc is not None and self._pack_usable(loc.pack_id)
+
+    def _pack_usable(self, pack_id: bytes) -> bool:
+        usable = self._usable_packs.get(pack_id)
+        if usable is None:
+            usable = self._usable_packs[pack_id] = self.packs.usable(pack_id)
+            if not usable:
+                log.warning("pack %s cannot be read; its chunks are stored again", pack_id.hex())
+        return usable
 
     def get_chunk(self, chunk_id: ChunkId, loc: ChunkLocation | None = None) -> Buffer:
         """A chunk's plaintext, checked against its id (``loc``: where it is, if known)."""
@@ -379,22 +422,38 @@ class Repository:
         return fsio.allocated_bytes(self.root)
 
     def release_reserve(self) -> None:
-        fsio.remove(self.root / "reserve", "the reserve file")
+        fsio.remove(self.dirs.path() / "reserve", "the reserve file")
 
     def restore_reserve(self) -> bool:
-        return fsio.reserve_space(self.root / "reserve", RESERVE_SIZE, self.file_mode)
+        return fsio.reserve_space(self.dirs.path() / "reserve", RESERVE_SIZE, self.file_mode)
 
 
-def load_config(root: Path) -> Config:
-    path = root / "config"
+def _open_dirs(root: Path) -> RepoDirs:
     try:
-        data = path.read_bytes()
+        return RepoDirs(root)
+    except StorageIOError as exc:
+        if not root.is_dir():
+            raise RepositoryNotFoundError(root) from exc
+        raise
+
+
+def load_config(root: Path, pinned_root: Path | None = None) -> Config:
+    """The config of the repository at ``root`` (read through ``pinned_root`` when given)."""
+    path = (pinned_root or root) / "config"
+    try:
+        fd = fsio.open_file(path, os.O_RDONLY, what=f"{root / 'config'}")
+        try:
+            data = b""
+            while len(data) <= config_fmt.MAX_CONFIG_SIZE and (part := os.read(fd, 1 << 16)):
+                data += part
+        finally:
+            os.close(fd)
     except FileNotFoundError as exc:
         raise RepositoryNotFoundError(root) from exc
-    except (IsADirectoryError, NotADirectoryError) as exc:
+    except NotADirectoryError as exc:
         raise RepositoryNotFoundError(root) from exc
     except OSError as exc:
-        raise translate_os_error(exc, str(path)) from exc
+        raise translate_os_error(exc, str(root / "config")) from exc
     version = config_fmt.peek_version(data)
     if version != FORMAT_VERSION:
         raise UnsupportedFormatError(root, version, FORMAT_VERSION)

@@ -171,7 +171,8 @@ class Prefetch:
         if fd is None:
             if len(self._files) >= self._max_open:
                 os.close(self._files.pop(next(iter(self._files))))
-            fd = self._files[path] = os.open(path, os.O_RDONLY)
+            # A hint only: never through a link, never blocking on a FIFO planted as a pack.
+            fd = self._files[path] = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         return fd
 
 

@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
+from dataclasses import replace
 
 from snapstore.model import Buffer, ChunkId, ChunkLocation
 from snapstore.storage.index import Index
@@ -126,7 +127,9 @@ class PackAppender:
             pack.sync(upto)
         with self._index.write() as w:
             for chunk_id in ids:
-                w.put(chunk_id, self.pending[chunk_id])
+                loc = self.pending[chunk_id]
+                old = w.get(chunk_id)  # stored again: its old pack could not be read
+                w.put(chunk_id, loc if old is None else replace(loc, refcount=old.refcount))
         pack.indexed_size = max(pack.indexed_size, upto)  # what an abort must keep
         for chunk_id in ids:
             self.pending.pop(chunk_id, None)

@@ -1,12 +1,18 @@
-"""Durable file operations: the one place that fsyncs, renames, punches holes and counts blocks.
+"""Durable file operations: the one place that opens repository files, fsyncs, renames,
+punches holes and counts blocks.
 
 Stored files are never modified in place: they are added (temp file, fsync, rename, fsync
-the directory), hole-punched, or removed.
+the directory), hole-punched, or removed. Every file and directory inside a repository is
+opened by :func:`open_file` or :func:`open_dir`: without following a symbolic link, without
+blocking on a FIFO, and checked to be a regular file or a directory (docs/FORMAT.md,
+"trust"): a hostile repository cannot make snapstore write outside it or hang.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -14,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
-from snapstore.errors import translate_os_error
+from snapstore.errors import CorruptError, translate_os_error
 from snapstore.model import Buffer
 
 FALLOC_FL_KEEP_SIZE = 0x01
@@ -45,6 +51,71 @@ def dir_mode(file_mode: int) -> int:
     return 0o755 if file_mode & 0o044 else 0o700
 
 
+_PROC_FD = "/proc/self/fd/"
+
+
+def open_file(
+    path: Path | str, flags: int, mode: int = 0o600, *, what: str, dir_fd: int | None = None
+) -> int:
+    """Open a repository file (``path`` relative to ``dir_fd`` when given) as ``flags`` ask,
+    never through a symbolic link and never blocking on a FIFO; CorruptError naming ``what``
+    unless it is a regular file. Other failures are the OSError (FileNotFoundError...)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
+            raise CorruptError(what, _not_regular(exc.errno), hint=_HINT) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptError(what, "not a regular file", hint=_HINT)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_dir(path: Path | str, *, what: str, dir_fd: int | None = None) -> int:
+    """Open a repository directory (``path`` relative to ``dir_fd`` when given), never
+    through a symbolic link; CorruptError naming ``what`` unless it is a directory."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise CorruptError(
+                what, "not a directory (a symbolic link or another kind of file)", hint=_HINT
+            ) from exc
+        raise
+
+
+_HINT = "snapstore never follows links or reads special files inside a repository; remove or restore it"
+
+
+def _not_regular(err: int) -> str:
+    return "a symbolic link, not a regular file" if err == errno.ELOOP else "not a regular file"
+
+
+def pinned(fd: int) -> Path:
+    """A path that names the directory open as ``fd`` itself: the kernel resolves it to that
+    directory whatever is renamed or planted meanwhile along the path it was opened by."""
+    return Path(f"{_PROC_FD}{fd}")
+
+
+def shown(path: Path | str) -> str:
+    """``path`` as a user knows it: a :func:`pinned` directory replaced by where it is."""
+    text = str(path)
+    if not text.startswith(_PROC_FD):
+        return text
+    number, _, rest = text[len(_PROC_FD) :].partition("/")
+    try:
+        real = os.readlink(_PROC_FD + number)
+    except OSError:
+        return text
+    return f"{real}/{rest}" if rest else real
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -64,6 +135,8 @@ def remove(path: Path, where: str) -> None:
     """Remove a file if it exists; any other failure is a snapstore error."""
     try:
         path.unlink(missing_ok=True)
+    except IsADirectoryError:
+        return  # not a file this repository wrote: left for the user
     except OSError as exc:
         raise translate_os_error(exc, where) from exc
 
@@ -88,7 +161,7 @@ def write_durable(path: Path, data: bytes, mode: int) -> None:
     except OSError as exc:
         with suppress(OSError):
             tmp.unlink()
-        raise translate_os_error(exc, str(path)) from exc
+        raise translate_os_error(exc, shown(path)) from exc
 
 
 def rename_durable(src: Path, dst: Path, *, output: bool = False) -> None:
@@ -101,7 +174,7 @@ def rename_durable(src: Path, dst: Path, *, output: bool = False) -> None:
         if src.parent != dst.parent:
             fsync_dir(src.parent)
     except OSError as exc:
-        raise translate_os_error(exc, str(dst), output=output) from exc
+        raise translate_os_error(exc, shown(dst), output=output) from exc
 
 
 def punch_hole(fd: int, offset: int, length: int) -> None:
@@ -204,8 +277,8 @@ def reserve_space(path: Path, size: int, mode: int) -> bool:
     The reserve is only room kept for a later gc on a full disk: failing to make it is never
     an error of the command that tried (the next rm, gc or prune tries again)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, mode)
-    except OSError:
+        fd = open_file(path, os.O_WRONLY | os.O_CREAT, mode, what="the reserve file")
+    except (OSError, CorruptError):
         return False
     try:
         os.posix_fallocate(fd, 0, size)

@@ -8,19 +8,20 @@ write transaction is atomic and durable when it commits.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
-from snapstore.errors import CorruptError, NoSpaceError, StorageIOError
+from snapstore.errors import CorruptError, NoSpaceError, StorageIOError, translate_os_error
 from snapstore.format import index as fmt
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
-from snapstore.storage import lmdb_file
+from snapstore.storage import fsio, lmdb_file
 
 CHUNK_ID_SIZE = 32
 _MAX_META = 64
@@ -48,45 +49,92 @@ def _translate(exc: lmdb.Error, where: str) -> Exception:
 
 
 # py-lmdb allows one Environment per path per process: opens of the same index share it.
-_OPEN: dict[str, tuple[Any, dict[bytes, Any], int]] = {}
+# Keyed by the directory's (device, inode); each holds the directory's descriptor.
+_OPEN: dict[tuple[int, int], tuple[Any, dict[bytes, Any], int, int]] = {}
 _OPEN_LOCK = threading.Lock()
+_LOCK_FILE = "lock.mdb"
 
 
-def _acquire_env(path: Path, mode: int, create: bool, readonly: bool) -> tuple[Any, dict[bytes, Any]]:
+def _acquire_env(
+    path: Path, mode: int, create: bool, readonly: bool
+) -> tuple[Any, dict[bytes, Any], tuple[int, int]]:
     """The process's environment of the index at ``path`` (shared: LMDB allows one per
-    process). A read-only one never takes LMDB's writer mutex: a reader never waits for a
-    writer's transaction, and works on a read-only filesystem."""
-    key = os.path.realpath(path)
-    with _OPEN_LOCK:
-        if key in _OPEN:
-            env, dbs, users = _OPEN[key]
-            if env.flags()["readonly"] and not readonly:
-                raise StorageIOError("index", "it is open read-only in this process")
-            _OPEN[key] = (env, dbs, users + 1)
-            return env, dbs
-        lmdb_file.check(path, fmt.REPAIR_HINT)  # before LMDB maps and trusts it
-        try:
-            env = lmdb.open(
-                key,
-                map_size=MAP_SIZE,
-                subdir=True,
-                max_dbs=len(_DBS),
-                create=create and not readonly,
-                readonly=readonly,
-                mode=mode,
-                readahead=False,
-                max_readers=256,
-            )
+    process), and its key. A read-only one never takes LMDB's writer mutex: a reader never
+    waits for a writer's transaction, and works on a read-only filesystem.
+
+    LMDB opens its files by name and follows links: the directory is opened here without
+    following one and LMDB is given its pinned path; its two files are checked to be
+    regular files (or absent) first, and the lock file is created here if missing
+    (docs/FORMAT.md, "trust")."""
+    try:
+        dir_fd = fsio.open_dir(path, what="index directory")
+    except OSError as exc:
+        raise translate_os_error(exc, "index") from exc
+    owned = True  # closed here unless shared or handed to _OPEN
+    try:
+        st = os.fstat(dir_fd)
+        key = (st.st_dev, st.st_ino)
+        with _OPEN_LOCK:
+            if key in _OPEN:
+                env, dbs, users, held = _OPEN[key]
+                if env.flags()["readonly"] and not readonly:
+                    raise StorageIOError("index", "it is open read-only in this process")
+                _OPEN[key] = (env, dbs, users + 1, held)
+                return env, dbs, key
+            _check_files(dir_fd, mode, readonly)
+            pinned = fsio.pinned(dir_fd)
+            lmdb_file.check(pinned, fmt.REPAIR_HINT)  # before LMDB maps and trusts it
             try:
-                _check_tree(env, path)
-                dbs = _open_dbs(env, readonly)
-            except BaseException:
-                env.close()
-                raise
-        except lmdb.Error as exc:
-            raise _translate(exc, "index") from exc
-        _OPEN[key] = (env, dbs, 1)
-        return env, dbs
+                env = lmdb.open(
+                    str(pinned),
+                    map_size=MAP_SIZE,
+                    subdir=True,
+                    max_dbs=len(_DBS),
+                    create=create and not readonly,
+                    readonly=readonly,
+                    mode=mode,
+                    readahead=False,
+                    max_readers=256,
+                )
+                try:
+                    _check_tree(env, pinned)
+                    dbs = _open_dbs(env, readonly)
+                except BaseException:
+                    env.close()
+                    raise
+            except lmdb.Error as exc:
+                raise _translate(exc, "index") from exc
+            _OPEN[key] = (env, dbs, 1, dir_fd)
+            owned = False
+            return env, dbs, key
+    finally:
+        if owned:
+            with suppress(OSError):
+                os.close(dir_fd)
+
+
+def _check_files(dir_fd: int, mode: int, readonly: bool) -> None:
+    """Refuse an index whose data or lock file is not a regular file (a link out of the
+    repository, a FIFO); create a missing lock file (never through a link)."""
+    for name in (lmdb_file.DATA_FILE, _LOCK_FILE):
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise translate_os_error(exc, "index") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptError("index", f"{name} is not a regular file", hint=fmt.REPAIR_HINT)
+    try:
+        os.close(
+            fsio.open_file(_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode, what="index", dir_fd=dir_fd)
+        )
+    except FileExistsError:
+        pass  # checked above
+    except OSError as exc:
+        if not readonly:
+            raise translate_os_error(exc, "index") from exc
+        # a reader of a read-only repository: LMDB copes without it
 
 
 def _open_dbs(env: Any, readonly: bool) -> dict[bytes, Any]:
@@ -119,21 +167,22 @@ def _check_tree(env: Any, path: Path) -> None:
     raise StorageIOError("index", "it kept changing while it was checked")
 
 
-def _release_env(path: Path) -> None:
-    key = os.path.realpath(path)
+def _release_env(key: tuple[int, int]) -> None:
     with _OPEN_LOCK:
-        env, dbs, users = _OPEN[key]
+        env, dbs, users, dir_fd = _OPEN[key]
         if users > 1:
-            _OPEN[key] = (env, dbs, users - 1)
+            _OPEN[key] = (env, dbs, users - 1, dir_fd)
         else:
             del _OPEN[key]
             env.close()
+            os.close(dir_fd)
 
 
 class Index:
     def __init__(self, path: Path, *, mode: int, create: bool, readonly: bool = False) -> None:
         self.path = path
-        self._env, self._db = _acquire_env(path, mode, create, readonly)
+        self._env, self._db, self._key = _acquire_env(path, mode, create, readonly)
+        self._pinned = fsio.pinned(_OPEN[self._key][3])  # where LMDB opened it
         self._closed = False
         try:
             if create:
@@ -151,7 +200,7 @@ class Index:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _release_env(self.path)
+            _release_env(self._key)
 
     @contextmanager
     def read(self) -> Iterator[IndexTxn]:
@@ -170,7 +219,7 @@ class Index:
                 yield IndexWriteTxn(txn, self._db)
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
-        lmdb_file.pad(self.path)
+        lmdb_file.pad(self._pinned)
 
 
 class IndexTxn:

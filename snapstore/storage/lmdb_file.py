@@ -23,6 +23,7 @@ import struct
 from pathlib import Path
 
 from snapstore.errors import CorruptError, translate_os_error
+from snapstore.storage import fsio
 
 DATA_FILE = "data.mdb"
 PAD_BYTES = 256 * 1024
@@ -41,7 +42,7 @@ def check(index_dir: Path, hint: str) -> int:
     path = index_dir / DATA_FILE
     page = mmap.PAGESIZE
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(fsio.open_file(path, os.O_RDONLY, what="index"), "rb") as f:
             head = f.read(2 * page)
             size = os.fstat(f.fileno()).st_size
     except FileNotFoundError:
@@ -85,11 +86,16 @@ def pad(index_dir: Path) -> None:
     """Make sure :data:`PAD_BYTES` of zeros follow the last page (sparse: no disk space).
     Best effort: after a committed transaction, failing here must not fail the command
     (the next write tries again)."""
-    path = index_dir / DATA_FILE
     try:
         end = check(index_dir, "")
-        if end and os.stat(path).st_size < end + PAD_BYTES:
-            os.truncate(path, end + PAD_BYTES)
+        if not end:
+            return
+        fd = fsio.open_file(index_dir / DATA_FILE, os.O_RDONLY, what="index")
+        try:
+            if os.fstat(fd).st_size < end + PAD_BYTES:
+                os.truncate(fsio.pinned(fd), end + PAD_BYTES)  # the file open as fd, no link
+        finally:
+            os.close(fd)
     except (OSError, CorruptError):
         return
 
@@ -112,7 +118,7 @@ def check_tree(index_dir: Path, txn_id: int, hint: str) -> set[int]:
     page = mmap.PAGESIZE
     seen: set[int] = set()
     try:
-        fd = os.open(index_dir / DATA_FILE, os.O_RDONLY)
+        fd = fsio.open_file(index_dir / DATA_FILE, os.O_RDONLY, what="index")
     except OSError as exc:
         raise translate_os_error(exc, "index") from exc
     try:

@@ -25,6 +25,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from snapstore.errors import LockedError, translate_os_error
+from snapstore.storage import fsio
 
 WRITE = "write"
 DATA = "data"
@@ -42,10 +43,11 @@ class Lock:
         self.interrupted_holder: str | None = None
 
     def acquire(self, *, exclusive: bool, repo: Path, what: str) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, self._mode)
+        name = f"lock file {repo / 'locks' / self.path.name}"
+        try:  # never through a link (a planted locks/write -> ~/.bashrc would be cut to "{}")
+            fd = fsio.open_file(self.path, os.O_RDWR | os.O_CREAT, self._mode, what=name)
         except OSError as exc:
-            raise translate_os_error(exc, str(self.path)) from exc
+            raise translate_os_error(exc, name) from exc
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -54,7 +56,7 @@ class Lock:
             raise LockedError(repo, holder) from None
         except OSError as exc:  # e.g. ENOLCK: the filesystem does not support locks
             os.close(fd)
-            raise translate_os_error(exc, str(self.path)) from exc
+            raise translate_os_error(exc, name) from exc
         if exclusive and self.path.name == WRITE:
             self.interrupted_holder = describe_holder(_read_record(fd), live_only=False)
             info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv[:2])}

@@ -3,20 +3,26 @@ hole-punched (dead chunk records) or removed whole (docs/FORMAT.md, "packs" and 
 
 from __future__ import annotations
 
+import errno
+import itertools
+import logging
 import os
+import re
 import secrets
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
-from snapstore.errors import CorruptError, translate_os_error
+from snapstore.errors import CorruptError, SnapstoreError, StorageIOError, translate_os_error
 from snapstore.format import pack as fmt
 from snapstore.model import Buffer, ChunkLocation, PackId
 from snapstore.storage import fsio
 
-_OPEN_FILES = 64
+log = logging.getLogger(__name__)
+_OPEN_FILES = 64  # pack descriptors kept open by the whole process (every thread)
 _SCAN_BLOCK = 8 << 20
 
 
@@ -30,11 +36,25 @@ class PackWriter:
     def __init__(self, path: Path, pack_id: PackId, mode: int) -> None:
         self.path = path
         self.pack_id = pack_id
+        self._dir = -1
+        self._fd = -1
         try:
-            path.parent.mkdir(mode=fsio.dir_mode(mode), exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with suppress(FileExistsError):
+                os.mkdir(path.parent, fsio.dir_mode(mode))
+            self._dir = fsio.open_dir(path.parent, what=f"pack directory {fsio.shown(path.parent)}")
+            self._fd = fsio.open_file(
+                path.name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                mode,
+                what=f"pack {pack_id.hex()}",
+                dir_fd=self._dir,
+            )
         except OSError as exc:
-            raise translate_os_error(exc, str(path)) from exc
+            self._close_dir()
+            raise translate_os_error(exc, fsio.shown(path)) from exc
+        except BaseException:
+            self._close_dir()
+            raise
         self.size = 0
         self.durable_size = 0  # bytes made durable by sync(); index entries may point below it
         self.indexed_size = 0  # bytes the index points into (set by the repository); kept by abort
@@ -44,6 +64,12 @@ class PackWriter:
         except BaseException:
             self.abort()
             raise
+
+    def _close_dir(self) -> None:
+        if self._dir >= 0:
+            with suppress(OSError):
+                os.close(self._dir)
+            self._dir = -1
 
     def _fail(self, exc: OSError) -> Exception:
         self._broken = self._broken or exc
@@ -76,7 +102,7 @@ class PackWriter:
         try:
             os.fsync(self._fd)
             if not self.durable_size:
-                fsio.fsync_dir(self.path.parent)
+                os.fsync(self._dir)
         except OSError as exc:
             raise self._fail(exc) from exc
         self.durable_size = max(self.durable_size, upto)
@@ -93,6 +119,7 @@ class PackWriter:
             raise self._fail(exc) from exc
         finally:
             self._fd = -1
+        self._close_dir()
 
     def abort(self) -> None:
         """Drop what no index entry points at (a failed commit): the whole pack, or after a
@@ -101,97 +128,214 @@ class PackWriter:
             with suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
-        if self.indexed_size:
-            with suppress(OSError):
-                fd = os.open(self.path, os.O_WRONLY)
-                try:
-                    os.ftruncate(fd, self.indexed_size)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        else:
-            # Left behind if this fails: gc removes packs no index entry points into.
-            with suppress(OSError):
-                self.path.unlink()
+        if self._dir < 0:
+            return  # sealed, or aborted already
+        try:
+            if self.indexed_size:
+                with suppress(OSError, CorruptError):
+                    fd = fsio.open_file(self.path.name, os.O_WRONLY, what="pack", dir_fd=self._dir)
+                    try:
+                        os.ftruncate(fd, self.indexed_size)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            else:
+                # Left behind if this fails: gc removes packs no index entry points into.
+                with suppress(OSError):
+                    os.unlink(self.path.name, dir_fd=self._dir)
+        finally:
+            self._close_dir()
+
+
+class _Open:
+    """A cached pack descriptor and how many reads use it right now."""
+
+    __slots__ = ("dropped", "fd", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.users = 1
+        self.dropped = False  # evicted or forgotten while in use: closed by its last user
+
+
+class OpenPacks:
+    """The process's open pack descriptors, shared by every thread: at most ``limit`` kept
+    open (least recently used closed first), plus those being read right now. A descriptor
+    is never closed while another thread reads from it."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[int, PackId], _Open] = OrderedDict()
+
+    def acquire(self, key: tuple[int, PackId], opener: Callable[[], int]) -> _Open:
+        """The entry of ``key``, opened by ``opener`` if it is not cached; release() it."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.users += 1
+                self._entries.move_to_end(key)
+                return entry
+        fd = opener()  # outside the lock: other threads read meanwhile
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:  # another thread opened it meanwhile
+                entry.users += 1
+                self._entries.move_to_end(key)
+            else:
+                entry = self._entries[key] = _Open(fd)
+                fd = -1
+                self._trim(self._limit)
+        if fd >= 0:
+            os.close(fd)
+        return entry
+
+    def release(self, entry: _Open) -> None:
+        with self._lock:
+            entry.users -= 1
+            if entry.dropped and not entry.users:
+                _close(entry.fd)
+
+    def trim(self, keep: int = 0) -> None:
+        """Close idle descriptors until at most ``keep`` are cached (too many open files)."""
+        with self._lock:
+            self._trim(keep)
+
+    def drop(self, match: Callable[[tuple[int, PackId]], bool]) -> None:
+        """Forget the descriptors whose key matches (closed once no read uses them)."""
+        with self._lock:
+            for key in [k for k in self._entries if match(k)]:
+                self._discard(key)
+
+    def _trim(self, keep: int) -> None:
+        over = len(self._entries) - keep
+        for key in list(self._entries):  # least recently used first
+            if over <= 0:
+                return
+            if not self._entries[key].users:
+                self._discard(key)
+                over -= 1
+
+    def _discard(self, key: tuple[int, PackId]) -> None:
+        entry = self._entries.pop(key)
+        entry.dropped = True
+        if not entry.users:
+            _close(entry.fd)
+
+
+def _close(fd: int) -> None:
+    with suppress(OSError):
+        os.close(fd)
+
+
+OPEN_PACKS = OpenPacks(_OPEN_FILES)
+_STORES = itertools.count()
+_PACK_NAME = re.compile(r"([0-9a-f]{32})\.pack")
+_SUB_NAME = re.compile(r"[0-9a-f]{2}")
 
 
 class PackStore:
-    def __init__(self, root: Path, file_mode: int) -> None:
-        self.root = root
+    def __init__(self, root: Path, file_mode: int, *, shown_root: Path | None = None) -> None:
+        self.root = root  # pinned (storage/dirs.py): every open goes through it
+        self.shown_root = shown_root or root  # packs/ as the user knows it
         self.file_mode = file_mode
-        self._local = threading.local()  # each thread its own LRU of open packs
-        self._all_fds: set[int] = set()
-        self._fds_lock = threading.Lock()
+        self._token = next(_STORES)  # this store's keys in OPEN_PACKS
+        self._warned: set[str] = set()  # stray or unusable entries already reported
 
     def path(self, pack_id: PackId) -> Path:
-        h = pack_id.hex()
-        return self.root / h[:2] / f"{h}.pack"
+        """Where a pack is, as the user knows it (messages, read-only hints)."""
+        return _pack_path(self.shown_root, pack_id)
+
+    def _pinned(self, pack_id: PackId) -> Path:
+        return _pack_path(self.root, pack_id)
 
     def create(self) -> PackWriter:
         pack_id = secrets.token_bytes(16)
-        return PackWriter(self.path(pack_id), pack_id, self.file_mode)
+        return PackWriter(self._pinned(pack_id), pack_id, self.file_mode)
 
     def iter_pack_ids(self) -> Iterator[PackId]:
+        """Every pack on disk. Names outside ``<xx>/<pack id>.pack`` (lowercase hex) and
+        entries that are not regular files (directories, links, FIFOs) are left out, with one
+        warning each: their chunks cannot be read."""
         try:
-            subs = sorted(e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False))
+            with os.scandir(self.root) as it:
+                entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise translate_os_error(exc, str(self.root)) from exc
-        for sub in subs:
+            raise translate_os_error(exc, fsio.shown(self.root)) from exc
+        for sub, is_dir in entries:
+            if not (is_dir and _SUB_NAME.fullmatch(sub)):
+                self._warn(sub, "not a pack directory")
+                continue
             try:
-                names = sorted(os.listdir(self.root / sub))
+                with os.scandir(self.root / sub) as it:
+                    names = sorted((e.name, e.is_file(follow_symlinks=False)) for e in it)
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                raise translate_os_error(exc, str(self.root / sub)) from exc
-            for name in names:
-                stem, dot, suffix = name.partition(".")
-                if not (dot and suffix == "pack" and len(stem) == 32 and stem[:2] == sub):
-                    continue
-                try:
-                    pack_id = bytes.fromhex(stem)
-                except ValueError:
-                    continue
-                if pack_id.hex() == stem:  # the name path() gives it
-                    yield pack_id
+                raise translate_os_error(exc, fsio.shown(self.root / sub)) from exc
+            for name, is_file in names:
+                match = _PACK_NAME.fullmatch(name)
+                if not match or not name.startswith(sub):
+                    self._warn(f"{sub}/{name}", "not a pack name")
+                elif not is_file:
+                    self._warn(f"{sub}/{name}", "not a regular file; its chunks cannot be read")
+                else:
+                    yield bytes.fromhex(match.group(1))
 
-    def _fd(self, pack_id: PackId) -> int:
-        files: OrderedDict[PackId, int] | None = getattr(self._local, "files", None)
-        if files is None:
-            files = self._local.files = OrderedDict()
-        fd = files.get(pack_id)
-        if fd is not None:
-            files.move_to_end(pack_id)
-            return fd
+    def _warn(self, name: str, why: str) -> None:
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning("ignoring %s in %s: %s", repr(name), self.shown_root, why)
+
+    def _open(self, pack_id: PackId, flags: int) -> int:
+        """A descriptor of a pack, through no link (``packs/<xx>`` included)."""
+        what = f"pack {pack_id.hex()}"
+        path = self._pinned(pack_id)
+        sub = fsio.open_dir(path.parent, what=what)
         try:
-            fd = os.open(self.path(pack_id), os.O_RDONLY)
-        except FileNotFoundError as exc:
-            raise CorruptError(f"pack {pack_id.hex()}", "missing") from exc
-        except OSError as exc:
-            raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
-        with self._fds_lock:
-            self._all_fds.add(fd)
-        files[pack_id] = fd
-        if len(files) > _OPEN_FILES:
-            self._close_fd(files.popitem(last=False)[1])
-        return fd
+            return fsio.open_file(path.name, flags, what=what, dir_fd=sub)
+        finally:
+            os.close(sub)
 
-    def _close_fd(self, fd: int) -> None:
-        with self._fds_lock:
-            self._all_fds.discard(fd)
-        with suppress(OSError):
-            os.close(fd)
+    def _open_for_reading(self, pack_id: PackId) -> int:
+        what = f"pack {pack_id.hex()}"
+        for attempt in range(2):
+            try:
+                return self._open(pack_id, os.O_RDONLY)
+            except FileNotFoundError as exc:
+                raise CorruptError(what, "missing") from exc
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and not attempt:
+                    OPEN_PACKS.trim()  # close idle packs, and try once more
+                    continue
+                raise _translate(exc, what) from exc
+        raise AssertionError("unreachable")
+
+    def usable(self, pack_id: PackId) -> bool:
+        """Whether a pack can be opened for reading as a regular file (a commit may dedup
+        against its chunks)."""
+        try:
+            OPEN_PACKS.release(
+                OPEN_PACKS.acquire((self._token, pack_id), lambda: self._open_for_reading(pack_id))
+            )
+        except SnapstoreError:
+            return False
+        return True
 
     def read_record(self, loc: ChunkLocation, chunk_id: bytes) -> memoryview:
         """The stored payload of the record at ``loc`` (a view, not a copy), after checking
         its header."""
         what = f"chunk {chunk_id.hex()[:16]} in pack {loc.pack_id.hex()[:16]}"
         size = fmt.RECORD_HEADER_SIZE + loc.stored_size
+        entry = OPEN_PACKS.acquire((self._token, loc.pack_id), lambda: self._open_for_reading(loc.pack_id))
         try:
-            data = os.pread(self._fd(loc.pack_id), size, loc.offset)
+            data = os.pread(entry.fd, size, loc.offset)
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
+        finally:
+            OPEN_PACKS.release(entry)
         header = fmt.decode_record_header(data, what)
         if header.chunk_id != chunk_id or header.stored_size != loc.stored_size or len(data) != size:
             raise CorruptError(what, "record does not match the index")
@@ -201,7 +345,7 @@ class PackStore:
         """Raise CorruptError unless the pack starts with a valid pack header."""
         what = f"pack {pack_id.hex()}"
         try:
-            with open(self.path(pack_id), "rb") as f:
+            with os.fdopen(self._open(pack_id, os.O_RDONLY), "rb") as f:
                 header = f.read(fmt.PACK_HEADER_SIZE)
         except FileNotFoundError as exc:
             raise CorruptError(what, "missing") from exc
@@ -216,10 +360,9 @@ class PackStore:
         header is not checked here (see :meth:`check_header`): each record carries its own
         magic and checksum, and each chunk is checked against its id when it is read, so a
         damaged pack header costs no chunk."""
-        path = self.path(pack_id)
         what = f"pack {pack_id.hex()}"
         try:
-            with open(path, "rb") as f:
+            with os.fdopen(self._open(pack_id, os.O_RDONLY), "rb") as f:
                 fd = f.fileno()
                 file_size = os.fstat(fd).st_size
                 pos = fmt.PACK_HEADER_SIZE
@@ -246,7 +389,7 @@ class PackStore:
     def rewrite_header(self, pack_id: PackId) -> None:
         """Write the pack header again (repair: its 16 bytes are the same in every pack)."""
         try:
-            fd = os.open(self.path(pack_id), os.O_WRONLY)
+            fd = self._open(pack_id, os.O_WRONLY)
             try:
                 os.pwrite(fd, fmt.encode_pack_header(), 0)
                 os.fsync(fd)
@@ -269,9 +412,10 @@ class PackStore:
         self._modify(pack_id, cut)
 
     def _modify(self, pack_id: PackId, change: Callable[[int], None]) -> None:
-        """Apply ``change`` to a stored pack and fsync it; a pack already gone is left so."""
+        """Apply ``change`` to a stored pack and fsync it; a pack already gone, or one that
+        is not a regular file (left for the user, with a warning), is left so."""
         try:
-            fd = os.open(self.path(pack_id), os.O_WRONLY)
+            fd = self._open(pack_id, os.O_WRONLY)
             try:
                 change(fd)
                 os.fsync(fd)
@@ -279,44 +423,64 @@ class PackStore:
                 os.close(fd)
         except FileNotFoundError:
             return
+        except CorruptError as exc:
+            self._warn(pack_id.hex(), exc.detail)
         except OSError as exc:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
     def sizes(self, pack_id: PackId) -> tuple[int, int]:
-        """(allocated bytes, length) of a pack; (0, 0) if it is gone."""
+        """(allocated bytes, length) of a pack; (0, 0) if it is gone or not a regular file."""
+        path = self._pinned(pack_id)
         try:
-            st = os.stat(self.path(pack_id))
-        except FileNotFoundError:
+            sub = fsio.open_dir(path.parent, what=f"pack {pack_id.hex()}")
+            try:
+                st = os.stat(path.name, dir_fd=sub, follow_symlinks=False)
+            finally:
+                os.close(sub)
+        except (FileNotFoundError, CorruptError):
             return 0, 0
         except OSError as exc:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            return 0, 0
         return st.st_blocks * 512, st.st_size
 
     def delete(self, pack_id: PackId) -> None:
         self.forget(pack_id)
-        path = self.path(pack_id)
+        path = self._pinned(pack_id)
         try:
-            path.unlink()
-            fsio.fsync_dir(path.parent)
+            sub = fsio.open_dir(path.parent, what=f"pack {pack_id.hex()}")
+            try:
+                os.unlink(path.name, dir_fd=sub)
+                os.fsync(sub)
+            finally:
+                os.close(sub)
         except FileNotFoundError:
             return
         except OSError as exc:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
     def forget(self, pack_id: PackId) -> None:
-        """Close this thread's cached descriptor of a pack (before it is deleted)."""
-        files: OrderedDict[PackId, int] | None = getattr(self._local, "files", None)
-        fd = files.pop(pack_id, None) if files else None
-        if fd is not None:
-            self._close_fd(fd)
+        """Close the cached descriptor of a pack (before it is deleted)."""
+        key = (self._token, pack_id)
+        OPEN_PACKS.drop(lambda k: k == key)
 
     def close(self) -> None:
-        with self._fds_lock:
-            fds, self._all_fds = self._all_fds, set()
-        for fd in fds:
-            with suppress(OSError):
-                os.close(fd)
-        self._local = threading.local()
+        token = self._token
+        OPEN_PACKS.drop(lambda k: k[0] == token)
+
+
+def _pack_path(root: Path, pack_id: PackId) -> Path:
+    h = pack_id.hex()
+    return root / h[:2] / f"{h}.pack"
+
+
+def _translate(exc: OSError, what: str) -> SnapstoreError:
+    error = translate_os_error(exc, what)
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        error = StorageIOError(what, "too many open files")
+        error.hint = "raise the limit of open files ('ulimit -n') or use fewer threads (--threads)"
+    return error
 
 
 def _next_data(fd: int, pos: int, size: int) -> int:

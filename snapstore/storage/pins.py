@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from contextlib import suppress
 from pathlib import Path
 
 from snapstore.errors import translate_os_error
 from snapstore.model import SnapshotId
 from snapstore.storage import fsio
+from snapstore.storage.snapshots import id_names
 
 
 class PinStore:
@@ -17,24 +16,15 @@ class PinStore:
         self.file_mode = file_mode
 
     def list(self) -> set[SnapshotId]:
-        pins: set[SnapshotId] = set()
-        try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return pins
-        except OSError as exc:
-            raise translate_os_error(exc, str(self.root)) from exc
-        for name in names:
-            if len(name) == 64:
-                with suppress(ValueError):
-                    pins.add(bytes.fromhex(name))
-        return pins
+        """The pinned snapshot ids. Other names (not lowercase hex of an id) are ignored
+        silently: a stray pin protects nothing and costs nothing."""
+        return set(id_names(self.root, "")[0])
 
     def pin(self, snapshot_id: SnapshotId) -> None:
         try:
             self.root.mkdir(mode=fsio.dir_mode(self.file_mode), exist_ok=True)
         except OSError as exc:
-            raise translate_os_error(exc, str(self.root)) from exc
+            raise translate_os_error(exc, fsio.shown(self.root)) from exc
         fsio.write_durable(self.root / snapshot_id.hex(), b"", self.file_mode)
 
     def unpin(self, snapshot_id: SnapshotId) -> None:
@@ -44,4 +34,4 @@ class PinStore:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise translate_os_error(exc, str(self.root)) from exc
+            raise translate_os_error(exc, fsio.shown(self.root)) from exc

@@ -3,7 +3,9 @@ registers it, ``tmp/trash-<id>`` while a removal unregisters it (docs/FORMAT.md,
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import suppress
@@ -22,8 +24,10 @@ from snapstore.hashing import StreamHasher
 from snapstore.model import ManifestRecord, SnapshotId, SnapshotInfo
 from snapstore.storage import fsio
 
+log = logging.getLogger(__name__)
 PENDING = "pending-"
 TRASH = "trash-"
+_ID = re.compile(r"[0-9a-f]{64}")  # a snapshot id as it names files: lowercase hex, nothing else
 _READ_BUFFER = 1 << 20
 _WRITE_BUFFER = 1 << 20
 
@@ -37,7 +41,7 @@ class ManifestWriter:
         self._pending: Path | None = None  # where finish() moved it
         self._buffer = bytearray()
         try:  # the mode as the umask allows, like every other repository file
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            self._fd = fsio.open_file(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, what="manifest")
         except OSError as exc:
             raise translate_os_error(exc, "manifest") from exc
         self._hasher = StreamHasher()
@@ -95,6 +99,7 @@ class SnapshotStore:
         self.root = root
         self.tmp_dir = tmp_dir
         self.file_mode = file_mode
+        self._warned: set[str] = set()  # stray names already reported
 
     def path(self, snapshot_id: SnapshotId) -> Path:
         return self.root / snapshot_id.hex()
@@ -103,13 +108,21 @@ class SnapshotStore:
         return ManifestWriter(self.tmp_dir, self.file_mode)
 
     def list_ids(self) -> list[SnapshotId]:
-        return _hex_names(self.root, "")
+        return self._list(self.root, "")
 
     def list_pending(self) -> list[SnapshotId]:
-        return _hex_names(self.tmp_dir, PENDING)
+        return self._list(self.tmp_dir, PENDING)
 
     def list_trash(self) -> list[SnapshotId]:
-        return _hex_names(self.tmp_dir, TRASH)
+        return self._list(self.tmp_dir, TRASH)
+
+    def _list(self, directory: Path, prefix: str) -> list[SnapshotId]:
+        found, stray = id_names(directory, prefix)
+        new = sorted(set(stray) - self._warned)
+        if new:
+            self._warned.update(new)
+            warn_stray(directory, new, "snapshot ids")
+        return found
 
     def publish(self, snapshot_id: SnapshotId) -> None:
         """The atomic step that makes a snapshot exist."""
@@ -130,7 +143,7 @@ class SnapshotStore:
         path = Path(where) if where else self.path(snapshot_id)
         what = f"manifest {snapshot_id.hex()[:12]}"
         try:
-            with open(path, "rb") as f:
+            with os.fdopen(fsio.open_file(path, os.O_RDONLY, what=what), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 fmt.check_header(f.read(fmt.HEADER_SIZE), what)
                 f.seek(max(0, size - fmt.FOOTER_SIZE))
@@ -149,7 +162,7 @@ class SnapshotStore:
         what = f"manifest {snapshot_id.hex()[:12]}"
         hasher = StreamHasher()
         try:
-            f = open(path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115
+            f = os.fdopen(fsio.open_file(path, os.O_RDONLY, what=what), "rb", buffering=_READ_BUFFER)
         except FileNotFoundError as exc:
             raise _vanished(snapshot_id, what, where) from exc
         except OSError as exc:
@@ -192,16 +205,32 @@ def _vanished(snapshot_id: SnapshotId, what: str, where: str) -> SnapstoreError:
     return SnapshotRemovedError(snapshot_id.hex()[:12])
 
 
-def _hex_names(directory: Path, prefix: str) -> list[SnapshotId]:
+def id_names(directory: Path, prefix: str) -> tuple[list[bytes], list[str]]:
+    """The ids named by ``<prefix><lowercase hex id>`` entries of ``directory`` (sorted), and
+    the other names starting with ``prefix`` (stray: never read, never indexed). Only
+    lowercase hex of the exact length is an id: ``bytes.fromhex`` would also take white
+    space and capitals, giving ids of the wrong length or a second name for one id."""
     ids = []
+    stray = []
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
-        return []
+        return [], []
     except OSError as exc:
-        raise translate_os_error(exc, str(directory)) from exc
+        raise translate_os_error(exc, fsio.shown(directory)) from exc
     for name in names:
-        if name.startswith(prefix) and len(name) == len(prefix) + 64:
-            with suppress(ValueError):
-                ids.append(bytes.fromhex(name[len(prefix) :]))
-    return sorted(ids)
+        if not name.startswith(prefix):
+            continue
+        if _ID.fullmatch(name, len(prefix)):
+            ids.append(bytes.fromhex(name[len(prefix) :]))
+        else:
+            stray.append(name)
+    return sorted(ids), stray
+
+
+def warn_stray(directory: Path, names: list[str], what: str) -> None:
+    """One warning line for names in a repository directory outside the grammar."""
+    shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    log.warning(
+        "ignoring %d stray name(s) in %s (not %s): %s", len(names), fsio.shown(directory), what, shown
+    )
