@@ -20,7 +20,7 @@ import lmdb
 import pytest
 
 from snapstore import Mode, Repository, commit_file
-from snapstore.errors import CorruptError
+from snapstore.errors import CorruptError, DamagedManifestsError
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
 from snapstore.model import ChunkRef
 from snapstore.ops import gc
@@ -534,7 +534,8 @@ def test_a_killed_index_rebuild_leaves_no_partial_index(
 
 
 def test_rebuilt_counts_keep_a_damaged_manifests_chunks(repo: Path, base: Base) -> None:
-    """Counting a damaged manifest as far as it reads keeps gc from freeing its chunks."""
+    """Counting a damaged manifest as far as it reads keeps gc from freeing its chunks (and
+    while it is damaged gc frees nothing at all: it may name any chunk)."""
     sid = next(iter(snapshots_of(base, "other")))
     path = repo / "snapshots" / sid
     flip(path, path.stat().st_size - 30)  # its trailer: every chunk record still reads
@@ -543,8 +544,12 @@ def test_rebuilt_counts_keep_a_damaged_manifests_chunks(repo: Path, base: Base) 
     code, doc = _repair(repo)
     assert code == DAMAGED and doc["damaged_manifests"] == [sid]
     with Repository.open(repo, Mode.EXCLUSIVE) as r:
-        plan = gc.plan_for(r)
-        assert plan.dead_chunks == () and plan.delete_packs == ()
+        with r.index.read() as t:
+            counts = {cid: loc.refcount for cid, loc in t.iter_locations()}
+        assert all(counts.values())  # every chunk counted, the damaged manifest's too
+        with pytest.raises(DamagedManifestsError) as blocked:
+            gc.plan_for(r)
+        assert blocked.value.snapshot_ids == [bytes.fromhex(sid)]
     flip(path, path.stat().st_size - 30)  # undone: the snapshot is whole again
     checks_out(repo, base, set(base.digests))
 
