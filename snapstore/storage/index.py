@@ -45,7 +45,10 @@ def _translate(exc: lmdb.Error, where: str) -> Exception:
         | lmdb.BadDbiError,
     ):
         return CorruptError(where, text, hint=fmt.REPAIR_HINT)
-    return StorageIOError(where, text)
+    error = StorageIOError(where, text)
+    if isinstance(exc, lmdb.TxnFullError):
+        error.hint = "transactions are batched to stay far below this limit; 'snap repair' rebuilds the index"
+    return error
 
 
 # py-lmdb allows one Environment per path per process: opens of the same index share it.
