@@ -327,8 +327,8 @@ class Repository:
             return list(r.iter_damaged())
 
     def list_snapshots(self, *, skip_damaged: bool = False) -> list[SnapshotInfo]:
-        """Every published snapshot, oldest first. A damaged manifest is a CorruptError, or
-        with ``skip_damaged`` is left out (with a warning)."""
+        """Every published snapshot, oldest first (SnapshotInfo.order). A damaged manifest is
+        a CorruptError, or with ``skip_damaged`` is left out (with a warning)."""
         infos, damaged = self._load_infos()
         if damaged and not skip_damaged:
             raise damaged[0][1]
@@ -344,7 +344,7 @@ class Repository:
                 infos.append(self.snapshots.load_info(sid))
             except (CorruptError, IntegrityError) as exc:
                 damaged.append((sid, exc))
-        return sorted(infos, key=lambda s: (s.created, s.hex)), damaged
+        return sorted(infos, key=lambda s: s.order), damaged
 
     def resolve(self, ref: str, *, name: str | None = None) -> SnapshotInfo:
         """The snapshot ``ref`` names. A damaged manifest does not stop the others from being

@@ -28,6 +28,10 @@ from snapstore.storage.index import Index
 from snapstore.storage.snapshots import PENDING, TRASH
 
 Entries = dict[bytes, ChunkLocation | CorruptError]
+MANIFEST_ADVICE = (
+    "restore the file if you can, then 'snap repair' (gc frees nothing while a manifest "
+    "cannot be read whole), or give the snapshot up with 'snap rm ID'"
+)
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ def _chunks_of(repo: Repository, sid: SnapshotId, where: str, problems: list[Pro
             if isinstance(record, ChunkRef):
                 distinct.add(record.chunk_id)
     except (CorruptError, IntegrityError) as exc:
-        problems.append(Problem("manifest", exc.message, (sid,)))
+        problems.append(Problem("manifest", f"{exc.message}; {MANIFEST_ADVICE}", (sid,)))
     return distinct
 
 
