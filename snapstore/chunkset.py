@@ -27,6 +27,11 @@ class ChunkIdSet:
             raise ValueError("packed chunk ids must be a multiple of 32 bytes")
         self._data = memoryview(packed)
 
+    @property
+    def packed(self) -> memoryview:
+        """The ids back to back, 32 bytes each."""
+        return self._data
+
     def __len__(self) -> int:
         return len(self._data) // ID_SIZE
 
