@@ -68,6 +68,8 @@ class ChunkIdSet:
 def collect(chunk_ids: Iterable[ChunkId]) -> ChunkIdSet:
     """The distinct ids of ``chunk_ids`` (any order, repeats allowed). Memory: 32 bytes per
     id while they are read (64 while sorted runs are merged) plus one run of objects."""
+    if isinstance(chunk_ids, set | frozenset):  # distinct already, and held as objects anyway
+        return ChunkIdSet(b"".join(sorted(chunk_ids)))
     runs: list[bytes] = []
     run: list[ChunkId] = []
     for chunk_id in chunk_ids:
