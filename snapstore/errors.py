@@ -120,6 +120,21 @@ class SnapshotRemovedError(NotFoundError, CorruptError):
         self.short_id = short_id
 
 
+class DamagedManifestsError(RepositoryError):
+    """gc (prune, quota pruning) refuses to free anything: manifests that cannot be read
+    whole may name any chunk (docs/FORMAT.md, "index")."""
+
+    def __init__(self, snapshot_ids: list[bytes]) -> None:
+        shown = ", ".join(s.hex()[:12] for s in snapshot_ids[:5])
+        more = f" and {len(snapshot_ids) - 5} more" if len(snapshot_ids) > 5 else ""
+        super().__init__(
+            f"nothing can be freed while the manifest of {len(snapshot_ids)} snapshot(s) cannot be "
+            f"read whole ({shown}{more}): the chunks it names are not known",
+            hint="restore the manifest file (then 'snap repair'), or give the snapshot up with 'snap rm ID'",
+        )
+        self.snapshot_ids = snapshot_ids
+
+
 class IntegrityError(SnapstoreError):
     """Data read back does not match its hash."""
 

@@ -29,7 +29,7 @@ def resolve(ref: str, snapshots: Iterable[SnapshotInfo], *, name: str | None = N
     if ref == LATEST:
         if not candidates:
             raise UnknownSnapshotError(ref if name is None else f"latest of {name}")
-        return max(candidates, key=lambda s: (s.created, s.hex))
+        return max(candidates, key=lambda s: s.order)
     if len(ref) < MIN_PREFIX or not set(ref) <= _HEX:
         raise UsageError(
             f"{ref!r} is not a snapshot id",

@@ -107,7 +107,14 @@ class SnapshotInfo:
     chunk_refs: int
     hostname: str = ""
     source: str = ""
+    sequence: int | None = None  # one more than the highest of the snapshots before it
 
     @property
     def hex(self) -> str:
         return self.id.hex()
+
+    @property
+    def order(self) -> tuple[bool, int, datetime, str]:
+        """Sort key, oldest first: by sequence (a clock running behind cannot make a new
+        snapshot older than the others); snapshots written without one come first, by time."""
+        return (self.sequence is not None, self.sequence or 0, self.created, self.hex)

@@ -4,17 +4,21 @@ every writing command."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
 import shutil
 import stat
 import tempfile
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from snapstore import codec
+from snapstore import chunkset, codec
+from snapstore.chunkset import ChunkIdSet
 from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
+from snapstore.format import index as fmt
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import ChunkId, ChunkLocation, ChunkRef, SnapshotId
 from snapstore.storage import fsio
@@ -34,14 +38,17 @@ class RebuildReport:
     damaged_manifests: tuple[SnapshotId, ...] = ()  # counted as far as they could be read
 
 
+BATCH = 50_000  # chunk ids per index transaction: far from LMDB's limit of dirty pages
+
+
 def chunk_set(
     snapshots: SnapshotStore, snapshot_id: SnapshotId, where: str = "", *, damaged_ok: bool = False
-) -> set[ChunkId]:
-    """The distinct chunk ids a manifest names (memory: ~90 bytes per distinct chunk).
+) -> ChunkIdSet:
+    """The distinct chunk ids a manifest names (memory: 32 bytes per chunk, see chunkset).
 
     With ``damaged_ok`` a damaged manifest gives the chunks named before the damage instead
     of an error: counting them keeps gc from freeing what it may still need."""
-    ids, damage = _read_chunk_set(snapshots, snapshot_id, where)
+    ids, damage = read_chunk_set(snapshots, snapshot_id, where)
     if damage is not None:
         if not damaged_ok:
             raise damage
@@ -49,18 +56,69 @@ def chunk_set(
     return ids
 
 
-def _read_chunk_set(
+def read_chunk_set(
     snapshots: SnapshotStore, snapshot_id: SnapshotId, where: str = ""
-) -> tuple[set[ChunkId], CorruptError | IntegrityError | None]:
+) -> tuple[ChunkIdSet, CorruptError | IntegrityError | None]:
     """The chunks a manifest names (before the damage, if any) and the damage."""
-    ids: set[ChunkId] = set()
-    try:
-        for record in snapshots.iter_records(snapshot_id, where=where):
-            if isinstance(record, ChunkRef):
-                ids.add(record.chunk_id)
-    except (CorruptError, IntegrityError) as exc:
-        return ids, exc
-    return ids, None
+    damage: CorruptError | IntegrityError | None = None
+
+    def upto_damage() -> Iterator[ChunkId]:
+        nonlocal damage
+        try:
+            for record in snapshots.iter_records(snapshot_id, where=where):
+                if isinstance(record, ChunkRef):
+                    yield record.chunk_id
+        except (CorruptError, IntegrityError) as exc:
+            damage = exc
+
+    ids = chunkset.collect(upto_damage())
+    return ids, damage
+
+
+def count(
+    index: Index, snapshot_id: SnapshotId, ids: ChunkIdSet, counted: bool, *, strict: bool = False
+) -> None:
+    """Make the snapshot's references counted (``counted``) or not, in batched transactions
+    (docs/FORMAT.md, "index"): each adds or subtracts one batch of ``ids`` (ascending) and
+    records in the counted table how far it got, so that a count killed half way is taken
+    up where it stopped, in either direction, by whoever counts the snapshot next.
+
+    ``strict``: a chunk missing from the index is an error (a commit counting what it
+    stored); otherwise its count is kept in the lost table."""
+    with index.read() as r:
+        state = r.count_state(snapshot_id)
+    # (sign, done): the first ``done`` ids have had ``sign`` applied to a base state, which
+    # is "not counted" for +1 and "counted" for -1.
+    if state is True:
+        sign, done = -1, 0
+    elif state is False:
+        sign, done = 1, 0
+    else:
+        sign, last = state
+        done = ids.position(last)
+        done += done < len(ids) and ids[done] == last
+    if (sign > 0) == counted:  # forward: apply ``sign`` to the rest
+        final = counted
+        while True:
+            stop = min(len(ids), done + BATCH)
+            with index.write() as w:
+                w.add_refs(ids.iter_from(done, stop), sign, strict=strict)
+                if stop == len(ids):
+                    w.set_counted(snapshot_id, final)
+                else:
+                    w.set_counting(snapshot_id, sign, ids[stop - 1])
+            if stop == len(ids):
+                return
+            done = stop
+    while done > 0:  # backward: undo what was applied, the last batch first
+        begin = max(0, done - BATCH)
+        with index.write() as w:
+            w.add_refs(ids.iter_from(begin, done), -sign, strict=strict)
+            if begin == 0:
+                w.set_counted(snapshot_id, counted)
+            else:
+                w.set_counting(snapshot_id, sign, ids[begin - 1])
+        done = begin
 
 
 def recover(index: Index, snapshots: SnapshotStore) -> None:
@@ -68,7 +126,11 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
 
     - ``tmp/pending-<id>``: a commit died before publishing; its counts are rolled back.
     - ``tmp/trash-<id>``: a removal died after unpublishing; its counts are dropped.
-    - a published manifest that is not counted (index lost an update): it is counted.
+    - a recount that did not finish is done again.
+    - a published manifest that is not counted (index lost an update), or whose count was
+      killed half way: it is counted. One that cannot be read whole is counted as far as it
+      reads and listed in the damaged table (gc frees nothing meanwhile); one listed there
+      that reads whole again (restored) makes all counts be recomputed.
     - a counted snapshot with no manifest anywhere: reference counts are recounted.
     - ``tmp/part-*``: manifests a commit never finished; ``tmp/index-*``: index builds that
       never finished; deleted.
@@ -80,9 +142,7 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
                 counted = r.is_counted(sid)
             if counted:
                 refs = chunk_set(snapshots, sid, where=str(tmp / f"{prefix}{sid.hex()}"), damaged_ok=True)
-                with index.write() as w:
-                    w.add_refs(refs, -1, strict=False)
-                    w.set_counted(sid, False)
+                count(index, sid, refs, False)
             if prefix == PENDING:
                 snapshots.discard_pending(sid)
             else:
@@ -91,15 +151,45 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
     published = set(snapshots.list_ids())
     with index.read() as r:
         counted_ids = set(r.iter_counted())
-    if counted_ids - published:
+        unfinished = r.get_meta(fmt.RECOUNT) is not None
+        damaged = set(r.iter_damaged())
+    if unfinished or counted_ids - published:
         log.warning("index counts snapshots that no longer exist; recounting references")
         recount(index, snapshots)
         return
-    for sid in sorted(published - counted_ids):
-        refs = chunk_set(snapshots, sid, damaged_ok=True)
+    for sid in sorted(damaged & published):
+        if read_chunk_set(snapshots, sid)[1] is None:
+            log.warning("manifest %s reads whole again; recounting references", sid.hex()[:12])
+            recount(index, snapshots)
+            return
+    if damaged - published:
         with index.write() as w:
-            w.add_refs(refs, +1, strict=False)
-            w.set_counted(sid, True)
+            for sid in damaged - published:
+                w.set_damaged(sid, False)
+    with index.read() as r:
+        whole = {sid for sid in published if r.count_state(sid) is True}
+    for sid in sorted(published - whole):
+        _count_published(index, snapshots, sid)
+
+
+def _count_published(
+    index: Index, snapshots: SnapshotStore, sid: SnapshotId, *, warn: bool = True
+) -> SnapshotId | None:
+    """Count a published manifest as far as it reads; one that does not read whole is listed
+    in the damaged table (and returned; ``warn``: with a warning)."""
+    refs, damage = read_chunk_set(snapshots, sid)
+    if damage is not None and warn:
+        log.warning(
+            "%s; counting the %d chunks it names before the damage; gc is blocked until it is "
+            "restored or removed",
+            damage.message,
+            len(refs),
+        )
+    if damage is not None:
+        with index.write() as w:
+            w.set_damaged(sid, True)
+    count(index, sid, refs, True)
+    return None if damage is None else sid
 
 
 def remove_leftovers(tmp: Path) -> None:
@@ -135,23 +225,25 @@ def _remove_entry(dir_fd: int, name: str) -> None:
 
 
 def recount(index: Index, snapshots: SnapshotStore) -> tuple[SnapshotId, ...]:
-    """Recompute every reference count from the published manifests; return the manifests
-    that are damaged (counted as far as they could be read: the caller reports them)."""
+    """Recompute every reference count from the published manifests, in batched transactions
+    (a mark in the index makes recovery start again if this is killed); return the manifests
+    that are damaged (counted as far as they could be read, and listed in the damaged table:
+    the caller reports them)."""
     with index.write() as w:
-        for chunk_id, loc in list(w.iter_locations()):
-            if loc.refcount:
-                w.put(chunk_id, replace(loc, refcount=0))
-        for sid in list(w.iter_counted()):
-            w.set_counted(sid, False)
+        w.put_meta(fmt.RECOUNT, b"\x01")
+        w.clear_counted()
         w.clear_lost()
+        w.clear_damaged()
+    start: bytes | None = b""
+    while start is not None:
+        with index.write() as w:
+            start = w.zero_refcounts(start, BATCH)
     damaged = []
     for sid in snapshots.list_ids():
-        refs, damage = _read_chunk_set(snapshots, sid)
-        if damage is not None:
-            damaged.append(sid)  # counted as far as it reads; the caller reports it
-        with index.write() as w:
-            w.add_refs(refs, +1, strict=False)
-            w.set_counted(sid, True)
+        if _count_published(index, snapshots, sid, warn=False) is not None:
+            damaged.append(sid)
+    with index.write() as w:
+        w.delete_meta(fmt.RECOUNT)
     return tuple(damaged)
 
 
@@ -169,19 +261,21 @@ def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> Rebuild
             packs.check_header(pack_id)
         except CorruptError as exc:
             damaged_packs.append(exc.message)
-        with index.write() as w:
-            for offset, header in packs.scan(pack_id):
-                loc = ChunkLocation(pack_id, offset, header.stored_size, header.raw_size, header.codec, 0)
-                kept = w.get(header.chunk_id)
-                if kept is None:
-                    w.put(header.chunk_id, loc)
-                    chunks += 1
-                    continue
-                duplicates += 1
-                if _chunk_ok(packs, header.chunk_id, kept):
-                    w.put_garbage(pack_id, offset, header.record_size)
-                elif _chunk_ok(packs, header.chunk_id, loc):
-                    w.put(header.chunk_id, loc)
+        scan = packs.scan(pack_id)
+        while batch := list(itertools.islice(scan, BATCH)):
+            with index.write() as w:
+                for offset, header in batch:
+                    loc = ChunkLocation(pack_id, offset, header.stored_size, header.raw_size, header.codec, 0)
+                    kept = w.get(header.chunk_id)
+                    if kept is None:
+                        w.put(header.chunk_id, loc)
+                        chunks += 1
+                        continue
+                    duplicates += 1
+                    if _chunk_ok(packs, header.chunk_id, kept):
+                        w.put_garbage(pack_id, offset, header.record_size)
+                    elif _chunk_ok(packs, header.chunk_id, loc):
+                        w.put(header.chunk_id, loc)
     damaged_manifests = recount(index, snapshots)
     return RebuildReport(chunks, duplicates, tuple(damaged_packs), damaged_manifests)
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from snapstore import codec, ids, recovery
+from snapstore import chunkset, codec, ids, recovery
 from snapstore.chunker import validate
 from snapstore.errors import (
     CorruptError,
@@ -327,10 +327,8 @@ class Repository:
         self.flush()
         snapshot_id = writer.finish(trailer)
         try:
-            with self.index.write() as w:
-                if not w.is_counted(snapshot_id):
-                    w.add_refs(chunk_ids, +1)
-                    w.set_counted(snapshot_id, True)
+            ids = chunkset.collect(chunk_ids)
+            recovery.count(self.index, snapshot_id, ids, True, strict=True)
             self.snapshots.publish(snapshot_id)
         except BaseException:
             self._roll_back(snapshot_id)
@@ -345,29 +343,44 @@ class Repository:
             return
         pending = str(self.snapshots.tmp_dir / f"{PENDING}{snapshot_id.hex()}")
         try:
-            with self.index.write() as w:
-                if w.is_counted(snapshot_id):
-                    refs = recovery.chunk_set(self.snapshots, snapshot_id, pending, damaged_ok=True)
-                    w.add_refs(refs, -1, strict=False)
-                    w.set_counted(snapshot_id, False)
+            with self.index.read() as r:
+                counted = r.is_counted(snapshot_id)
+            if counted:
+                refs = recovery.chunk_set(self.snapshots, snapshot_id, pending, damaged_ok=True)
+                recovery.count(self.index, snapshot_id, refs, False)
             self.snapshots.discard_pending(snapshot_id)
         except SnapstoreError:
             pass
 
     def remove_snapshot(self, snapshot_id: SnapshotId) -> None:
-        """Unpublish (atomic rename to tmp/), uncount, unpin, then delete the manifest."""
+        """Unpublish (atomic rename to tmp/), uncount (in batches), unpin, then delete the
+        manifest. A damaged manifest counted whole before it was damaged names chunks it can
+        no longer tell: all counts are then recomputed, so that none of them stays held."""
         self._require(Mode.WRITE)
-        refs = recovery.chunk_set(self.snapshots, snapshot_id, damaged_ok=True)
+        refs, damage = recovery.read_chunk_set(self.snapshots, snapshot_id)
+        with self.index.read() as r:
+            listed = snapshot_id in set(r.iter_damaged())
+        if damage is not None:
+            log.warning("%s; removing it", damage.message)
         self.snapshots.trash(snapshot_id)
-        with self.index.write() as w:
-            w.add_refs(refs, -1, strict=False)
-            w.set_counted(snapshot_id, False)
+        recovery.count(self.index, snapshot_id, refs, False)
+        if listed:
+            with self.index.write() as w:
+                w.set_damaged(snapshot_id, False)
         self.pins.unpin(snapshot_id)
         self.snapshots.purge_trash(snapshot_id)
+        if damage is not None and not listed:
+            recovery.recount(self.index, self.snapshots)
+
+    def damaged_manifests(self) -> list[SnapshotId]:
+        """Published snapshots whose manifest could not be read whole when it was counted:
+        the chunks they name are not known, so gc must free nothing (see ops/gc.py)."""
+        with self.index.read() as r:
+            return list(r.iter_damaged())
 
     def list_snapshots(self, *, skip_damaged: bool = False) -> list[SnapshotInfo]:
-        """Every published snapshot, oldest first. A damaged manifest is a CorruptError, or
-        with ``skip_damaged`` is left out (with a warning)."""
+        """Every published snapshot, oldest first (SnapshotInfo.order). A damaged manifest is
+        a CorruptError, or with ``skip_damaged`` is left out (with a warning)."""
         infos, damaged = self._load_infos()
         if damaged and not skip_damaged:
             raise damaged[0][1]
@@ -385,7 +398,7 @@ class Repository:
                 continue  # removed since it was listed
             except (CorruptError, IntegrityError) as exc:
                 damaged.append((sid, exc))
-        return sorted(infos, key=lambda s: (s.created, s.hex)), damaged
+        return sorted(infos, key=lambda s: s.order), damaged
 
     def resolve(self, ref: str, *, name: str | None = None) -> SnapshotInfo:
         """The snapshot ``ref`` names. A damaged manifest does not stop the others from being

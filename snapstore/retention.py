@@ -1,6 +1,8 @@
 """Which snapshots to keep (pure: snapshots and ``now`` in, a plan out).
 
-Rules follow restic's meaning: ``keep_last`` keeps the newest N; each calendar rule keeps the
+"Newest" is by the snapshots' order (their sequence, then time: see SnapshotInfo.order), so
+a commit made with the clock running behind is still the newest. Rules follow restic's
+meaning: ``keep_last`` keeps the newest N; each calendar rule keeps the
 newest snapshot of each of the N most recent hours/days/weeks/months/years that have one;
 ``keep_within`` keeps everything created less than that long before ``now``. Rules apply per
 snapshot name. Pinned snapshots and the newest snapshot of every name are always kept.
@@ -64,7 +66,7 @@ def protected(
     for s in snapshots:
         if s.id in pinned:
             reasons[s.id].append("pinned")
-        if s.name not in newest or (s.created, s.hex) > (newest[s.name].created, newest[s.name].hex):
+        if s.name not in newest or s.order > newest[s.name].order:
             newest[s.name] = s
     for s in newest.values():
         reasons[s.id].append("newest of its name")
@@ -88,7 +90,7 @@ def plan(
     for s in snapshots:
         by_name[s.name].append(s)
     for group in by_name.values():
-        group.sort(key=lambda s: (s.created, s.hex), reverse=True)  # newest first
+        group.sort(key=lambda s: s.order, reverse=True)  # newest first
         for s in group[: policy.last]:
             reasons[s.id].append(f"last {policy.last}")
         for rule, bucket in _BUCKETS:
@@ -106,5 +108,5 @@ def plan(
                 if now - s.created < policy.within:
                     reasons[s.id].append("within")
     keep = {sid: tuple(r) for sid, r in reasons.items() if r}
-    drop = tuple(s for s in sorted(snapshots, key=lambda s: (s.created, s.hex)) if s.id not in keep)
+    drop = tuple(s for s in sorted(snapshots, key=lambda s: s.order) if s.id not in keep)
     return RetentionPlan(keep=keep, drop=drop)

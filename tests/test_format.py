@@ -374,6 +374,10 @@ GOOD_TRAILER = {
         b'{"name":"a","created":"2024-01-01T00:00:00.000000Z","message":"","size":NaN,'
         b'"entries":1,"chunk_refs":1}',
         _trailer({k: v for k, v in GOOD_TRAILER.items() if k != "name"}),
+        _trailer({**GOOD_TRAILER, "sequence": 0}),
+        _trailer({**GOOD_TRAILER, "sequence": -3}),
+        _trailer({**GOOD_TRAILER, "sequence": "next"}),
+        _trailer({**GOOD_TRAILER, "sequence": mf.MAX_SEQUENCE + 1}),
     ],
 )
 def test_bad_trailers_are_rejected(body: bytes) -> None:
@@ -383,7 +387,20 @@ def test_bad_trailers_are_rejected(body: bytes) -> None:
 
 def test_trailer_accepts_a_good_body() -> None:
     info = mf.decode_trailer(CID, _trailer(GOOD_TRAILER), "m")
-    assert info.id == CID and info.size == 1 and info.hostname == ""
+    assert info.id == CID and info.size == 1 and info.hostname == "" and info.sequence is None
+
+
+def test_trailer_sequence_round_trips_and_is_left_out_when_absent() -> None:
+    """``sequence`` is an ignorable JSON field (format version unchanged): written only when
+    given, so a manifest without it keeps its bytes (and id)."""
+    with_seq = build_manifest([], sequence=42)
+    assert b'"sequence":42' in with_seq
+    assert parse_manifest(with_seq)[1].sequence == 42  # type: ignore[attr-defined]
+    without = build_manifest([])
+    assert b"sequence" not in without and parse_manifest(without)[1].sequence is None  # type: ignore[attr-defined]
+    # An old reader's view: every field it knows is there with the same value.
+    old, new = json.loads(without[17:-12]), json.loads(with_seq[17:-12])
+    assert {k: v for k, v in new.items() if k != "sequence"} == old
 
 
 def test_header_and_footer_rejections() -> None:

@@ -402,3 +402,27 @@ def test_stats_lists_every_snapshot_with_exclusive_bytes(five: Five) -> None:
     # holds none: v4 keeps all it introduced, and what v4 replaced v2 shares)
     assert all(0 <= by_id[sid] < st["stored_bytes"] // 3 for sid in five.ids)
     assert by_id[five.ids[0]] > 4 * MiB and by_id[five.ids[-1]] > 4 * MiB
+
+
+def test_a_commit_with_the_clock_behind_is_still_the_newest(tmp_path: Path) -> None:
+    """Issue 11, point 10: snapshots are ordered by their sequence, not by a clock that can
+    run behind: the last commit is 'latest', listed last, and kept by --keep-last."""
+    repo = tmp_path / "repo"
+    Repository.init(repo).close()
+    src = tmp_path / "disk"
+    rng = random.Random(10)
+    stamps = [datetime(2024, 5, 1, 12, tzinfo=UTC), datetime(2024, 5, 2, 12, tzinfo=UTC)]
+    stamps.append(datetime(2023, 1, 1, tzinfo=UTC))  # the clock runs behind
+    ids = []
+    with Repository.open(repo, Mode.WRITE) as r:
+        for when in stamps:
+            src.write_bytes(rng.randbytes(200_000))
+            ids.append(commit_file(r, src, name="disk", now=when).snapshot.hex)
+    assert log_ids(repo) == ids
+    shown = snap_json("show", "latest", "-r", str(repo))
+    assert shown["id"] == ids[2]
+    res = snap_json("prune", "--keep-last", "2", "-r", str(repo))
+    assert [d["id"] for d in res["drop"]] == [ids[0]]
+    assert log_ids(repo) == ids[1:]
+    with Repository.open(repo) as r:
+        assert [s.sequence for s in r.list_snapshots()] == [2, 3]

@@ -9,6 +9,7 @@ have one) and check the invariants prune relies on.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -354,3 +355,17 @@ def test_calendar_rule_keeps_at_most_n_per_name(rule: str, snaps: list[SnapshotI
         ]
         buckets = {BUCKETS[rule](s.created) for s in snaps if s.name == name}
         assert len(by_rule) == min(n, len(buckets))
+
+
+def test_newest_is_by_sequence_then_time() -> None:
+    """A snapshot with a sequence is newer than every one without; among those with one the
+    higher sequence is newer whatever the clock said (issue 11, point 10)."""
+    old = snap(at("2024-06-01 10:00"), tag="old")  # written before sequences existed
+    a = replace(snap(at("2024-06-10 10:00"), tag="a"), sequence=1)
+    b = replace(snap(at("2024-06-11 10:00"), tag="b"), sequence=2)
+    behind = replace(snap(at("2024-01-01 00:00"), tag="behind"), sequence=3)
+    snaps = [old, a, b, behind]
+    p = plan(snaps, KeepPolicy(last=2), NOW)
+    assert set(p.keep) == {b.id, behind.id} and p.drop == (old, a)
+    assert protected(snaps, set())[behind.id] == ["newest of its name"]
+    assert sorted(snaps, key=lambda s: s.order) == [old, a, b, behind]

@@ -20,7 +20,7 @@ import lmdb
 import pytest
 
 from snapstore import Mode, Repository, commit_file
-from snapstore.errors import CorruptError
+from snapstore.errors import CorruptError, DamagedManifestsError
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
 from snapstore.model import ChunkRef
 from snapstore.ops import gc
@@ -534,7 +534,8 @@ def test_a_killed_index_rebuild_leaves_no_partial_index(
 
 
 def test_rebuilt_counts_keep_a_damaged_manifests_chunks(repo: Path, base: Base) -> None:
-    """Counting a damaged manifest as far as it reads keeps gc from freeing its chunks."""
+    """Counting a damaged manifest as far as it reads keeps gc from freeing its chunks (and
+    while it is damaged gc frees nothing at all: it may name any chunk)."""
     sid = next(iter(snapshots_of(base, "other")))
     path = repo / "snapshots" / sid
     flip(path, path.stat().st_size - 30)  # its trailer: every chunk record still reads
@@ -543,8 +544,12 @@ def test_rebuilt_counts_keep_a_damaged_manifests_chunks(repo: Path, base: Base) 
     code, doc = _repair(repo)
     assert code == DAMAGED and doc["damaged_manifests"] == [sid]
     with Repository.open(repo, Mode.EXCLUSIVE) as r:
-        plan = gc.plan_for(r)
-        assert plan.dead_chunks == () and plan.delete_packs == ()
+        with r.index.read() as t:
+            counts = {cid: loc.refcount for cid, loc in t.iter_locations()}
+        assert all(counts.values())  # every chunk counted, the damaged manifest's too
+        with pytest.raises(DamagedManifestsError) as blocked:
+            gc.plan_for(r)
+        assert blocked.value.snapshot_ids == [bytes.fromhex(sid)]
     flip(path, path.stat().st_size - 30)  # undone: the snapshot is whole again
     checks_out(repo, base, set(base.digests))
 
@@ -588,3 +593,66 @@ def test_a_snapshot_with_a_damaged_manifest_can_be_removed(repo: Path, base: Bas
     checks_out(repo, base, snapshots_of(base, "disk"))
     res = cli("log", "--json", "-r", repo)
     assert res.code == 0 and {s["id"] for s in res.json()} == snapshots_of(base, "disk")
+
+
+def test_header_flip_then_repair_then_gc_loses_nothing(repo: Path, base: Base) -> None:
+    """Issue 11, point 1: the documented path (verify says repair, repair, gc) with one byte
+    of a manifest's header flipped frees nothing: gc refuses (exit 4) naming the snapshot and
+    both ways out. Restoring the byte + repair gives the snapshot back byte for byte; 'snap
+    rm' of it instead lets gc free its space."""
+    sid = next(iter(snapshots_of(base, "other")))
+    path = repo / "snapshots" / sid
+    flip(path, 3)  # the magic
+    before = pack_bytes(repo)
+    assert_damage(repo, "manifest", {sid})
+    code, doc = _repair(repo)
+    assert code == DAMAGED and doc["damaged_manifests"] == [sid]
+    for args in (("gc",), ("gc", "--dry-run"), ("prune", "--keep-last", "1")):
+        res = cli(*args, "-r", repo)
+        line = one_error_line(res.err)
+        assert res.code == 4, res.err
+        assert sid[:12] in line and "snap rm" in line and "restore" in line, line
+    assert pack_bytes(repo) == before  # not one byte freed
+    assert len(list((repo / "snapshots").iterdir())) == 3
+    flip(path, 3)  # restored
+    code, doc = _repair(repo)
+    assert code == 0 and doc["damaged_manifests"] == [], doc
+    assert verify(repo)[0] == 0
+    checks_out(repo, base, set(base.digests))
+    res = cli("gc", "-r", repo)  # nothing is garbage: nothing goes
+    assert res.code == 0, res.err
+    assert pack_bytes(repo) == before
+    checks_out(repo, base, set(base.digests))
+
+
+def test_rm_of_a_damaged_manifest_then_gc_frees_its_space(repo: Path, base: Base) -> None:
+    """Giving the damaged snapshot up (by id) lifts the gc block; gc then frees what only it
+    named, and the others check out."""
+    sid = next(iter(snapshots_of(base, "other")))
+    flip(repo / "snapshots" / sid, 3)
+    assert _repair(repo)[0] == DAMAGED
+    only_it = chunk_of(base.path, {sid})
+    res = cli("rm", sid[:10], "-r", repo)
+    assert res.code == 0, res.err
+    res = cli("gc", "--json", "-r", repo)
+    assert res.code == 0, res.err
+    assert res.json()["dead_chunks"] > 0
+    with Repository.open(repo) as r:
+        assert not r.has_chunk(only_it)
+    assert verify(repo)[0] == 0
+    checks_out(repo, base, set(base.digests) - {sid})
+
+
+def test_a_flipped_counted_manifest_removed_frees_what_it_held(repo: Path, base: Base) -> None:
+    """A manifest counted whole and damaged afterwards (no repair in between): rm cannot tell
+    which chunks it named, so counts are recomputed and none of its chunks stays held."""
+    sid = next(iter(snapshots_of(base, "other")))
+    flip(repo / "snapshots" / sid, 3)
+    only_it = chunk_of(base.path, {sid})
+    res = cli("rm", sid[:10], "-r", repo)
+    assert res.code == 0, res.err
+    assert cli("gc", "-r", repo).code == 0
+    with Repository.open(repo) as r:
+        assert not r.has_chunk(only_it)
+    assert verify(repo)[0] == 0
+    checks_out(repo, base, set(base.digests) - {sid})

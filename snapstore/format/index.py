@@ -23,6 +23,11 @@ _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 MAX_FILE_OFFSET = (1 << 63) - 1  # the largest offset a file can have (off_t)
 REPAIR_HINT = "the index is derived data: 'snap repair' rebuilds it from the packs"
+# A value of the counted table: empty when the snapshot's references are counted; while a
+# count runs in batches, a sign and the last chunk id (in ascending order) it was applied to.
+COUNTED = b""
+_ADDING, _SUBTRACTING = b"+", b"-"
+RECOUNT = b"recount"  # meta key: present while every count is being recomputed
 
 
 def _corrupt(detail: str) -> CorruptError:
@@ -79,3 +84,19 @@ def decode_u32(data: bytes) -> int:
     if len(data) != _U32.size:
         raise _corrupt(f"a u32 of {len(data)} bytes")
     return int(_U32.unpack(data)[0])
+
+
+def encode_counting(sign: int, last: bytes) -> bytes:
+    """The counted value of a count under way: ``sign`` +1 (the references of the chunk ids
+    up to ``last`` are added, the others not) or -1 (those up to ``last`` are subtracted,
+    the others still counted)."""
+    return (_ADDING if sign > 0 else _SUBTRACTING) + last
+
+
+def decode_counted(data: bytes) -> tuple[int, bytes] | None:
+    """None for a counted snapshot, or (sign, last chunk id) of a count under way."""
+    if not data:
+        return None
+    if len(data) != 33 or data[:1] not in (_ADDING, _SUBTRACTING):
+        raise _corrupt(f"counted value of {len(data)} bytes")
+    return (1 if data[:1] == _ADDING else -1), bytes(data[1:])

@@ -42,6 +42,7 @@ MAX_JSON = 1 << 20
 # What decoding damaged JSON can raise: bad syntax or fields, Infinity as an int, deep nesting.
 _BAD_JSON = (ValueError, KeyError, TypeError, OverflowError, RecursionError)
 MAX_SIZE = 1 << 62
+MAX_SEQUENCE = 1 << 62
 
 
 def _json(doc: dict[str, Any]) -> bytes:
@@ -85,19 +86,21 @@ def encode_trailer(
     chunk_refs: int,
     hostname: str,
     source: str,
+    sequence: int | None = None,
 ) -> bytes:
-    body = _json(
-        {
-            "name": name,
-            "created": created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "message": message,
-            "size": size,
-            "entries": entries,
-            "chunk_refs": chunk_refs,
-            "hostname": hostname,
-            "source": source,
-        }
-    )
+    doc: dict[str, Any] = {
+        "name": name,
+        "created": created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "message": message,
+        "size": size,
+        "entries": entries,
+        "chunk_refs": chunk_refs,
+        "hostname": hostname,
+        "source": source,
+    }
+    if sequence is not None:
+        doc["sequence"] = sequence
+    body = _json(doc)
     return TAG_TRAILER + body + _FOOTER.pack(len(body), END_MAGIC)
 
 
@@ -151,11 +154,14 @@ def decode_trailer(snapshot_id: bytes, body: bytes, what: str) -> SnapshotInfo:
             chunk_refs=int(doc["chunk_refs"]),
             hostname=str(doc.get("hostname", "")),
             source=str(doc.get("source", "")),
+            sequence=None if doc.get("sequence") is None else int(doc["sequence"]),
         )
     except _BAD_JSON as exc:
         raise CorruptError(what, f"bad trailer ({exc})") from exc
     if not 0 <= info.size <= MAX_SIZE:
         raise CorruptError(what, f"implausible size {info.size}")
+    if info.sequence is not None and not 0 < info.sequence <= MAX_SEQUENCE:
+        raise CorruptError(what, f"implausible sequence {info.sequence}")
     return info
 
 

@@ -74,7 +74,9 @@ def commit_file(
         started = time.perf_counter()
         writer = repo.manifest_writer()
         try:
-            hints = _hints(repo, name or path.name, size) if use_hints else None
+            known = repo.list_snapshots(skip_damaged=True)
+            sequence = 1 + max((s.sequence or 0 for s in known), default=0)
+            hints = _hints(repo, known, name or path.name, size) if use_hints else None
             job = CommitPipeline(repo, writer, progress, hints, threads or default_threads())
             writer.add(
                 EntryStart(
@@ -99,6 +101,7 @@ def commit_file(
                 chunk_refs=job.refs,
                 hostname=socket.gethostname(),
                 source=str(path.absolute()),
+                sequence=sequence,
             )
             snapshot_id = repo.register_snapshot(writer, trailer, job.chunk_ids)
         except BaseException as exc:
@@ -123,8 +126,9 @@ def commit_file(
         os.close(fd)
 
 
-def _hints(repo: Repository, name: str, size: int) -> HintCursor | None:
-    same = [s for s in repo.list_snapshots(skip_damaged=True) if s.name == name and s.entries == 1]
+def _hints(repo: Repository, known: list[SnapshotInfo], name: str, size: int) -> HintCursor | None:
+    """Hints from the newest snapshot of ``name`` among ``known`` (oldest first)."""
+    same = [s for s in known if s.name == name and s.entries == 1]
     if not same:
         return None
     return HintCursor(confirmable_chunks(repo.iter_records(same[-1].id), size))

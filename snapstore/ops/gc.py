@@ -7,7 +7,8 @@ Plan (pure, from the index and the pack list) then apply, in the order docs/FORM
    where a commit could bring it back to life);
 2. packs with no live chunk left are removed whole;
 3. dead ranges in the other packs are hole-punched (fallocate), then struck off the list.
-Killed at any point, a rerun finishes the job; a kept snapshot never loses a chunk.
+Killed at any point, a rerun finishes the job; a kept snapshot never loses a chunk. While a
+published manifest cannot be read whole, gc frees nothing (it may name any chunk).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from snapstore.errors import DamagedManifestsError
 from snapstore.format.pack import RECORD_HEADER_SIZE
 from snapstore.model import ChunkId, ChunkLocation, PackId
 from snapstore.repo import Mode, Repository
@@ -109,6 +111,11 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def plan_for(repo: Repository) -> GcPlan:
+    """The plan for the repository as it is. While a published manifest cannot be read whole
+    (the index's damaged table), nothing is planned: DamagedManifestsError."""
+    damaged = repo.damaged_manifests()
+    if damaged:
+        raise DamagedManifestsError(damaged)
     sizes, lengths = {}, {}
     for pack_id in repo.packs.iter_pack_ids():
         sizes[pack_id], lengths[pack_id] = repo.packs.sizes(pack_id)
@@ -120,6 +127,9 @@ def apply(repo: Repository, gc_plan: GcPlan) -> None:
     """Carry out a plan (the repository must be opened EXCLUSIVE)."""
     if repo.mode is not Mode.EXCLUSIVE:
         raise AssertionError("gc needs the repository opened EXCLUSIVE")
+    damaged = repo.damaged_manifests()
+    if damaged:
+        raise DamagedManifestsError(damaged)
     punch_by_pack: dict[PackId, list[PackRange]] = defaultdict(list)
     for rng in gc_plan.punch:
         punch_by_pack[rng.pack_id].append(rng)

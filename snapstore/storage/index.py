@@ -1,5 +1,6 @@
 """The LMDB index (the only lmdb importer): chunk id -> location and reference count, the
-set of snapshots whose references are counted, and gc's garbage list.
+set of snapshots whose references are counted (or being counted), gc's garbage list, and
+the snapshots whose manifest could not be read whole (gc frees nothing while there are any).
 
 The index is derived data: it can be rebuilt from packs and manifests (see repair). Each
 write transaction is atomic and durable when it commits.
@@ -27,8 +28,8 @@ CHUNK_ID_SIZE = 32
 _MAX_META = 64
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as used
-_DBS = (b"chunks", b"counted", b"garbage", b"meta", b"lost")
-_OPTIONAL = (b"garbage", b"lost")  # a reader of an index without them finds them empty
+_DBS = (b"chunks", b"counted", b"garbage", b"meta", b"lost", b"damaged")
+_OPTIONAL = (b"garbage", b"lost", b"damaged")  # a reader of an index without them finds them empty
 
 
 def _translate(exc: lmdb.Error, where: str) -> Exception:
@@ -45,7 +46,10 @@ def _translate(exc: lmdb.Error, where: str) -> Exception:
         | lmdb.BadDbiError,
     ):
         return CorruptError(where, text, hint=fmt.REPAIR_HINT)
-    return StorageIOError(where, text)
+    error = StorageIOError(where, text)
+    if isinstance(exc, lmdb.TxnFullError):
+        error.hint = "transactions are batched to stay far below this limit; 'snap repair' rebuilds the index"
+    return error
 
 
 # py-lmdb allows one Environment per path per process: opens of the same index share it.
@@ -233,6 +237,7 @@ class IndexTxn:
         self._garbage = dbs[b"garbage"]
         self._meta = dbs[b"meta"]
         self._lost = dbs[b"lost"]
+        self._damaged = dbs[b"damaged"]
 
     def get(self, chunk_id: ChunkId) -> ChunkLocation | None:
         if len(chunk_id) != CHUNK_ID_SIZE:  # LMDB refuses empty and over-long keys
@@ -263,9 +268,28 @@ class IndexTxn:
         return int(self._txn.stat(self._chunks)["entries"])
 
     def is_counted(self, snapshot_id: SnapshotId) -> bool:
+        """Whether the snapshot's references are counted, wholly or (a count under way) in part."""
         if len(snapshot_id) != CHUNK_ID_SIZE:
             return False
         return self._txn.get(snapshot_id, db=self._counted) is not None
+
+    def count_state(self, snapshot_id: SnapshotId) -> tuple[int, bytes] | bool:
+        """False: not counted; True: counted; (sign, last chunk id): a count under way."""
+        if len(snapshot_id) != CHUNK_ID_SIZE:
+            return False
+        value = self._txn.get(snapshot_id, db=self._counted)
+        if value is None:
+            return False
+        state = fmt.decode_counted(bytes(value[:34]))  # a longer value is damage
+        return True if state is None else state
+
+    def iter_damaged(self) -> Iterator[SnapshotId]:
+        """Published snapshots whose manifest could not be read whole when it was counted."""
+        if self._damaged is None:
+            return
+        with self._txn.cursor(db=self._damaged) as cur:
+            for key in cur.iternext(keys=True, values=False):
+                yield _chunk_key(key)
 
     def iter_counted(self) -> Iterator[SnapshotId]:
         with self._txn.cursor(db=self._counted) as cur:
@@ -358,9 +382,47 @@ class IndexWriteTxn(IndexTxn):
 
     def set_counted(self, snapshot_id: SnapshotId, counted: bool) -> None:
         if counted:
-            self._txn.put(snapshot_id, b"", db=self._counted)
+            self._txn.put(snapshot_id, fmt.COUNTED, db=self._counted)
         else:
             self._txn.delete(snapshot_id, db=self._counted)
+
+    def set_counting(self, snapshot_id: SnapshotId, sign: int, last: bytes) -> None:
+        """Record how far a batched count of the snapshot got (see count_state)."""
+        self._txn.put(snapshot_id, fmt.encode_counting(sign, last), db=self._counted)
+
+    def clear_counted(self) -> None:
+        self._txn.drop(self._counted, delete=False)
+
+    def set_damaged(self, snapshot_id: SnapshotId, damaged: bool) -> None:
+        if damaged:
+            self._txn.put(snapshot_id, b"", db=self._damaged)
+        else:
+            self._txn.delete(snapshot_id, db=self._damaged)
+
+    def clear_damaged(self) -> None:
+        self._txn.drop(self._damaged, delete=False)
+
+    def delete_meta(self, key: bytes) -> None:
+        self._txn.delete(key, db=self._meta)
+
+    def zero_refcounts(self, start: bytes, limit: int) -> bytes | None:
+        """Set the reference count of at most ``limit`` chunks, from key ``start`` on, to 0;
+        return the key to start the next batch at (None: done)."""
+        keys: list[bytes] = []
+        following: bytes | None = None
+        with self._txn.cursor(db=self._chunks) as cur:
+            found = cur.set_range(start) if start else cur.first()
+            while found:
+                if len(keys) >= limit:
+                    following = bytes(cur.key())
+                    break
+                keys.append(bytes(cur.key()))
+                found = cur.next()
+        for key in keys:
+            loc = self.get(_chunk_key(key))
+            if loc is not None and loc.refcount:
+                self._txn.put(key, fmt.encode_location(replace(loc, refcount=0)), db=self._chunks)
+        return following
 
     def put_garbage(self, pack_id: PackId, offset: int, length: int) -> None:
         self._txn.put(fmt.encode_garbage_key(pack_id, offset), fmt.encode_u64(length), db=self._garbage)
@@ -373,5 +435,5 @@ class IndexWriteTxn(IndexTxn):
 
     def clear(self) -> None:
         """Empty every table but meta (before a rebuild)."""
-        for name in (self._chunks, self._counted, self._garbage, self._lost):
+        for name in (self._chunks, self._counted, self._garbage, self._lost, self._damaged):
             self._txn.drop(name, delete=False)
