@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import time
@@ -216,3 +217,31 @@ def flip(path: Path, offset: int, xor: int = 0x01) -> None:
         assert len(byte) == 1, f"{path} has no byte at {offset}"
         f.seek(offset)
         f.write(bytes([byte[0] ^ xor]))
+
+
+def snap_limited(
+    *args: str | Path,
+    timeout: float,
+    rlimits: dict[int, int] | None = None,
+    umask: int | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """The real ``snap`` command under resource limits (``resource.RLIMIT_*`` -> value) and
+    a timeout (a hang raises TimeoutExpired), without the caller's SNAP_REPO."""
+
+    def limits() -> None:
+        for which, value in (rlimits or {}).items():
+            resource.setrlimit(which, (value, value))
+        if umask is not None:
+            os.umask(umask)
+
+    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
+    return subprocess.run(
+        [*SNAP, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+        preexec_fn=limits,
+        check=False,
+    )

@@ -10,11 +10,26 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("restic", "borg", "rdiff-backup")
+
+
+def bench(*args: str | Path, work: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run bench/bench.py with ``args`` in ``work``; its output and its --json report ({} if none)."""
+    report = work / "results.json"
+    argv = [sys.executable, str(ROOT / "bench" / "bench.py"), *map(str, args)]
+    done = subprocess.run(
+        [*argv, "--work", str(work / "w"), "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return done, json.loads(report.read_text()) if report.exists() else {}
 
 
 @pytest.mark.slow
@@ -63,21 +78,14 @@ def test_benchmark_runs_and_verifies_every_checkout(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="the real-data workload mounts a loop device (root)")
 def test_real_data_workload_is_a_changing_file_system_that_snap_restores(tmp_path: Path) -> None:
-    report = tmp_path / "results.json"
-    args = ["--size", "64M", "--warm", "--runs", "1", "--workload", "real", "--tools", "snap"]
-    args += ["--json", str(report)]
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), *args, "--work", str(tmp_path / "w")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done, doc = bench(
+        "--size", "64M", "--warm", "--runs", "1", "--workload", "real", "--tools", "snap", work=tmp_path
     )
     if "cannot be built here" in done.stderr:
         pytest.skip(done.stderr.strip().splitlines()[-1])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "== workload: real" in done.stdout and "FAIL" not in done.stdout
-    (workload,) = json.loads(report.read_text())["workloads"]
+    (workload,) = doc["workloads"]
     assert workload["kind"] == "real"
     images = workload["images"]
     assert list(images) == ["v1", "v2", "v3", "shifted"]
@@ -86,7 +94,7 @@ def test_real_data_workload_is_a_changing_file_system_that_snap_restores(tmp_pat
     with open(tmp_path / "w" / "images" / "real-v1.img", "rb") as f:
         f.seek(1024 + 0x38)
         assert f.read(2) == b"\x53\xef"  # an ext4 superblock
-    results = json.loads(report.read_text())["results"]
+    results = doc["results"]
     assert len(results) == 6 and all(r["status"] == "ok" and r["workload"] == "real" for r in results)
 
 
@@ -96,17 +104,8 @@ def test_users_own_images_are_committed_in_order_and_checked_out(tmp_path: Path)
     images = [tmp_path / "monday.img", tmp_path / "tuesday.img"]
     images[0].write_bytes(first)
     images[1].write_bytes(first[:1000000] + rng.randbytes(4096) + first[1004096:])
-    report = tmp_path / "results.json"
-    args = ["--image", *map(str, images), "--tools", "snap", "--warm", "--runs", "1"]
-    args += ["--json", str(report)]
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), *args, "--work", str(tmp_path / "w")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done, doc = bench("--image", *images, "--tools", "snap", "--warm", "--runs", "1", work=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    results = json.loads(report.read_text())["results"]
+    results = doc["results"]
     assert [r["phase"] for r in results] == ["commit v1", "commit v2", "checkout v1", "checkout v2"]
     assert all(r["status"] == "ok" and r["workload"] == "user" for r in results)

@@ -25,8 +25,8 @@ from snapstore import Mode, Repository, commit_file
 from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
 from snapstore.model import EntryEnd, EntryStart, ZeroRun
-from tests.conftest import SMALL_CHUNKER, SNAP
-from tests.helpers import one_error_line
+from tests.conftest import SMALL_CHUNKER
+from tests.helpers import one_error_line, snap_limited
 
 MEMORY_LIMIT = 512 << 20
 TIMEOUT = 60
@@ -36,21 +36,8 @@ def snap(
     *args: str | Path, cwd: Path | None = None, umask: int | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """The real command, under a memory limit and a timeout."""
-
-    def limits() -> None:
-        resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
-        if umask is not None:
-            os.umask(umask)
-
-    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
-    return subprocess.run(
-        [*SNAP, *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        timeout=TIMEOUT,
-        preexec_fn=limits,
-        check=False,
+    return snap_limited(
+        *args, timeout=TIMEOUT, rlimits={resource.RLIMIT_DATA: MEMORY_LIMIT}, umask=umask, cwd=cwd
     )
 
 

@@ -17,26 +17,15 @@ import pytest
 from snapstore import Mode, Repository, commit_file
 from snapstore.format import pack as pack_fmt
 from snapstore.model import ChunkLocation
-from tests.conftest import SMALL_CHUNKER, SNAP
-from tests.helpers import one_error_line
+from tests.conftest import SMALL_CHUNKER
+from tests.helpers import one_error_line, snap_limited
 
 TIMEOUT = 20  # a hang is a failure; every command here finishes in well under a second or two
 
 
 def snap(*args: str | Path, limit_files: int | None = None) -> subprocess.CompletedProcess[bytes]:
-    def limits() -> None:
-        if limit_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit_files, limit_files))
-
-    env = {k: v for k, v in os.environ.items() if k != "SNAP_REPO"}
-    return subprocess.run(
-        [*SNAP, *map(str, args)],
-        env=env,
-        capture_output=True,
-        timeout=TIMEOUT,
-        preexec_fn=limits,
-        check=False,
-    )
+    rlimits = {resource.RLIMIT_NOFILE: limit_files} if limit_files is not None else {}
+    return snap_limited(*args, timeout=TIMEOUT, rlimits=rlimits)
 
 
 def clean(res: subprocess.CompletedProcess[bytes]) -> None:
