@@ -193,16 +193,27 @@ def test_stray_names_break_nothing_and_count_nothing(repo: Path, tmp_path: Path)
 # -- a pack replaced by a directory -----------------------------------------------------------
 
 
-def test_pack_replaced_by_directory(tmp_path: Path) -> None:
+def _committed(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository holding one commit of a new file in a single pack; (repository, file)."""
     root = tmp_path / "repo"
     Repository.init(root, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
     src = tmp_path / "disk.img"
     src.write_bytes(os.urandom(600_000))
     assert snap("commit", src, "-r", root).returncode == 0
+    return root, src
+
+
+def _replace_the_pack_by_a_directory(root: Path) -> Path:
     [sub] = [p for p in (root / "packs").iterdir()]
     [pack] = list(sub.iterdir())
     pack.unlink()
     pack.mkdir()
+    return pack
+
+
+def test_pack_replaced_by_directory(tmp_path: Path) -> None:
+    root, src = _committed(tmp_path)
+    pack = _replace_the_pack_by_a_directory(root)
     res = snap("repair", "-r", root)
     clean(res)
     assert res.returncode in (0, 5), res.stderr.decode()  # the chunks are gone: repair may report it
@@ -218,16 +229,9 @@ def test_pack_replaced_by_directory(tmp_path: Path) -> None:
 
 
 def test_commit_does_not_dedup_against_an_unreadable_pack(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
-    Repository.init(root, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
-    src = tmp_path / "disk.img"
-    src.write_bytes(os.urandom(600_000))
-    assert snap("commit", src, "-r", root).returncode == 0
+    root, src = _committed(tmp_path)
     before = refcounts(root)
-    [sub] = [p for p in (root / "packs").iterdir()]
-    [pack] = list(sub.iterdir())
-    pack.unlink()
-    pack.mkdir()  # no repair: the index still points into it
+    _replace_the_pack_by_a_directory(root)  # no repair: the index still points into it
     res = snap("commit", src, "-r", root)
     assert res.returncode == 0, res.stderr.decode()
     after = refcounts(root)
