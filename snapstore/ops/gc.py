@@ -110,12 +110,18 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def plan_for(repo: Repository) -> GcPlan:
-    """The plan for the repository as it is. While a published manifest cannot be read whole
-    (the index's damaged table), nothing is planned: DamagedManifestsError."""
+def refuse_while_damaged(repo: Repository) -> None:
+    """DamagedManifestsError while a published manifest cannot be read whole (the index's
+    damaged table): it may name any chunk, so nothing may be freed."""
     damaged = repo.damaged_manifests()
     if damaged:
         raise DamagedManifestsError(damaged)
+
+
+def plan_for(repo: Repository) -> GcPlan:
+    """The plan for the repository as it is. While a published manifest cannot be read whole
+    (the index's damaged table), nothing is planned: DamagedManifestsError."""
+    refuse_while_damaged(repo)
     sizes, lengths = {}, {}
     for pack_id in repo.packs.iter_pack_ids():
         sizes[pack_id], lengths[pack_id] = repo.packs.sizes(pack_id)
@@ -127,9 +133,7 @@ def apply(repo: Repository, gc_plan: GcPlan) -> None:
     """Carry out a plan (the repository must be opened EXCLUSIVE)."""
     if repo.mode is not Mode.EXCLUSIVE:
         raise AssertionError("gc needs the repository opened EXCLUSIVE")
-    damaged = repo.damaged_manifests()
-    if damaged:
-        raise DamagedManifestsError(damaged)
+    refuse_while_damaged(repo)
     punch_by_pack: dict[PackId, list[PackRange]] = defaultdict(list)
     for rng in gc_plan.punch:
         punch_by_pack[rng.pack_id].append(rng)

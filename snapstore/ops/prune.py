@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from snapstore import retention
-from snapstore.errors import DamagedManifestsError, LockedError, QuotaError
+from snapstore.errors import LockedError, QuotaError
 from snapstore.model import SnapshotId, SnapshotInfo
 from snapstore.ops import gc
 from snapstore.ops.space import freed_by_removing
@@ -50,9 +50,7 @@ def plan(
     quota_bytes: int | None = None,
     protect: frozenset[SnapshotId] = frozenset(),
 ) -> PrunePlan:
-    damaged = repo.damaged_manifests()
-    if damaged:
-        raise DamagedManifestsError(damaged)  # before anything is dropped
+    gc.refuse_while_damaged(repo)  # before anything is dropped
     snapshots = repo.list_snapshots()
     pinned = repo.pins.list() | protect
     rp = retention.plan(snapshots, policy, now, pinned)
