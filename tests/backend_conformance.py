@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import re
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -38,6 +39,17 @@ PART_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789._-"
 valid_parts = st.text(PART_CHARS, min_size=1, max_size=20).filter(lambda p: not p.startswith("."))
 valid_names = st.lists(valid_parts, min_size=1, max_size=4).map("/".join)
 FIXTURE_OK = settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+VALID_NAME = re.compile(
+    rf"[a-z0-9_-][a-z0-9._-]{{0,{MAX_PART - 1}}}(/[a-z0-9_-][a-z0-9._-]{{0,{MAX_PART - 1}}})*"
+)
+bad_pieces = st.sampled_from(["", ".", "..", ".x", "A", " ", "\x00", "\\", "é", "\n", "x" * (MAX_PART + 1)])
+invalid_names = st.one_of(
+    st.text(max_size=30).filter(lambda n: not VALID_NAME.fullmatch(n)),
+    st.tuples(st.lists(valid_parts, max_size=2), bad_pieces, st.lists(valid_parts, max_size=2)).map(
+        lambda t: "/".join([*t[0], t[1], *t[2]]) if t[1] in ("", ".", "..", ".x") else "/".join(t[0]) + t[1]
+    ),
+)
 
 INVALID_NAMES = [
     "",
@@ -210,6 +222,16 @@ class BackendConformance:
             with pytest.raises(ObjectNameError) as info:
                 call()
             assert info.value.exit_code == 2
+        assert list(backend.list()) == []
+
+    @FIXTURE_OK
+    @given(name=invalid_names)
+    def test_invalid_names_always_refused(self, backend: Backend, name: str) -> None:
+        assert not VALID_NAME.fullmatch(name)
+        with pytest.raises(ObjectNameError):
+            backend.put(name, b"x")
+        with pytest.raises(ObjectNameError):
+            backend.get(name)
         assert list(backend.list()) == []
 
     @FIXTURE_OK
