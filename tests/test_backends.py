@@ -247,3 +247,17 @@ def test_local_backend_usable_from_threads_while_listing(local: LocalBackend) ->
     for t in pool:
         t.join(timeout=60)
     assert seen == [[f"a/{i:03d}" for i in range(50)]] * 4
+
+
+def test_memory_list_spans_batches() -> None:
+    backend = MemoryBackend()
+    names = [f"packs/{i % 7}/{i:05d}.pack" for i in range(2500)]
+    for name in names:
+        backend.put(name, b"")
+    backend.put("packs0", b"")  # sorts after every "packs/..." name: not under "packs/"
+    assert list(backend.list("packs/")) == sorted(names)
+    assert list(backend.list("packs/3/")) == sorted(n for n in names if n.startswith("packs/3/"))
+    listing = backend.list()
+    first = [next(listing) for _ in range(1500)]
+    backend.delete(sorted(names)[2000])  # removed before the listing reaches it: not listed
+    assert first + list(listing) == sorted([*names, "packs0"])[:2000] + sorted([*names, "packs0"])[2001:]
