@@ -98,6 +98,8 @@ class BackendConformance:
         streamed: list[Buffer] = [data[:7], memoryview(data)[7:50_000], b"", data[50_000:]]
         backend.put("packs/ab/streamed.pack", iter(streamed))
         backend.put("empty", b"")
+        backend.put("wide", memoryview(data[:400]).cast("I"))  # 100 items, 400 bytes
+        assert backend.get("wide") == data[:400]
         assert backend.get("snapshots/one") == data
         assert backend.get("snapshots/two") == data[:10]
         assert backend.get("snapshots/three") == data[5:20]
@@ -299,7 +301,8 @@ class BackendConformance:
         writer.checkpoint()
         assert writer.size == 250_000
         assert backend.get("packs/ab/x.pack", 0, 250_000) == data[:250_000]  # checkpointed bytes read back
-        assert writer.write(data[250_000:]) == 250_000
+        assert writer.write(memoryview(data[250_000:]).cast("Q")) == 250_000  # 8-byte items
+        assert writer.size == len(data)
         writer.seal()
         writer.seal()
         with pytest.raises(ValueError):

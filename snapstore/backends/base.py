@@ -159,11 +159,10 @@ def put_refusing(backend: Backend, name: str) -> None:
 
 
 def parts_of(data: Data) -> Iterator[Buffer]:
-    """``data`` as an iterator of parts (one part when it is a buffer)."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        yield data
-    else:
-        yield from data
+    """``data`` as an iterator of byte parts (one part when it is a buffer); a memoryview
+    of wider items is seen as its bytes."""
+    for part in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:
+        yield part.cast("B") if isinstance(part, memoryview) and part.format != "B" else part
 
 
 # -- names (pure) --------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class _MemoryAppendWriter(AppendWriter):
         if not self._open:
             raise ValueError(f"stored object {self._name!r}: written after seal or abort")
         offset = self._backend._append(self._name, self._body, data)
-        self.size = offset + len(data)
+        self.size = offset + memoryview(data).nbytes
         return offset
 
     def checkpoint(self) -> None:
