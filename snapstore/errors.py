@@ -29,6 +29,15 @@ class UsageError(SnapstoreError):
     exit_code = 2
 
 
+class ObjectNameError(UsageError):
+    """A name a storage backend does not accept (docs/BACKENDS.md, "names")."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"invalid stored object name {name!r}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
 class AmbiguousIdError(UsageError):
     def __init__(self, prefix: str, candidates: list[str]) -> None:
         shown = distinct_prefixes(candidates)
@@ -76,6 +85,14 @@ class RepositoryNotFoundError(NotFoundError):
         self.path = path
 
 
+class ObjectNotFoundError(NotFoundError):
+    """A storage backend holds no object of that name (docs/BACKENDS.md)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"stored object {name!r} does not exist")
+        self.name = name
+
+
 class RepositoryError(SnapstoreError):
     """The repository cannot be used as it is (format, structure)."""
 
@@ -100,6 +117,24 @@ class CorruptError(RepositoryError):
         super().__init__(f"{what} is corrupt: {detail}", hint=hint)
         self.what = what
         self.detail = detail
+
+
+class ObjectExistsError(RepositoryError):
+    """A storage backend was asked to put an object that exists (objects are immutable)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"stored object {name!r} exists already", hint="objects are never replaced")
+        self.name = name
+
+
+class ShortObjectError(CorruptError):
+    """A ranged get reaches past the end of a stored object."""
+
+    def __init__(self, name: str, size: int, end: int) -> None:
+        super().__init__(f"stored object {name!r}", f"{size} bytes long, bytes up to {end} asked for")
+        self.name = name
+        self.size = size
+        self.end = end
 
 
 class SnapshotRemovedError(NotFoundError, CorruptError):
