@@ -8,6 +8,7 @@ cut, a chunk id or a zero run fails."""
 from __future__ import annotations
 
 import random
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,6 +96,10 @@ def _records_digest(repo: Repository, snapshot_id: bytes) -> str:
     return h.hexdigest()[:32]
 
 
+PUBLISHED_ID = (
+    "0924cf3eff6ec13d9f10395d88feeffd3948be9330a2ab878fc6a24e0d333ca5"  # manifest_writer + encode_trailer
+)
+
 GOLDEN: dict[str, list[tuple[str, int, int]]] = {
     # (records digest, chunk refs, zero bytes) of each commit of _versions, in order
     "zero_run=65536": [
@@ -128,3 +133,34 @@ def test_commit_gives_the_recorded_chunk_lists(tmp_path: Path, zero_run: int, th
             result = commit_file(repo, path, name=name, threads=threads, now=NOW)
             got.append((_records_digest(repo, result.snapshot.id), result.chunks, result.zero_bytes))
     assert got == GOLDEN[f"zero_run={zero_run}"]
+
+
+def test_publish_snapshot_writes_the_bytes_commit_wrote(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repository's builder writes the manifest commit wrote itself before (header,
+    records, trailer): the same snapshot id, recorded from ae414e2's encoding."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "golden-host")
+    data = _rand(10, 5000)
+    cid, _ = repo.put_chunk(data)
+    builder = repo.begin_snapshot()
+    builder.start_entry("disk.img", 0o640, 1_700_000_000_123_456_789)
+    builder.add_chunk(cid, len(data))
+    builder.add_zeros(4096)
+    builder.add_chunk(cid, len(data))
+    builder.end_entry(2 * len(data) + 4096, bytes(range(32)))
+    info = repo.publish_snapshot(
+        builder, name="disk.img", created=NOW, message="m", source="/src/disk.img", sequence=7
+    )
+    assert (info.name, info.size, info.entries, info.chunk_refs, info.sequence) == (
+        "disk.img",
+        14096,
+        1,
+        2,
+        7,
+    )
+    assert info.hostname == "golden-host" and info.source == "/src/disk.img" and info.created == NOW
+    assert info.id.hex() == PUBLISHED_ID
+    with repo.index.read() as r:
+        loc = r.get(cid)
+    assert loc is not None and loc.refcount == 1  # counted once, though named twice
