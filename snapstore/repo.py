@@ -10,6 +10,7 @@ import enum
 import logging
 import os
 import secrets
+import socket
 import stat
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from snapstore.errors import (
 )
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt
+from snapstore.format import manifest as manifest_fmt
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import (
     Buffer,
@@ -44,6 +46,7 @@ from snapstore.model import (
     SnapshotId,
     SnapshotInfo,
 )
+from snapstore.snapshotbuilder import SnapshotBuilder
 from snapstore.storage import fsio
 from snapstore.storage.appender import PackAppender
 from snapstore.storage.dirs import RepoDirs
@@ -334,6 +337,39 @@ class Repository:
             self._roll_back(snapshot_id)
             raise
         return snapshot_id
+
+    # -- building a snapshot (commit): the repository writes every byte of the manifest ---
+
+    def begin_snapshot(self) -> SnapshotBuilder:
+        """A new snapshot to append records to (then :meth:`publish_snapshot`, or its
+        ``abort()`` after a failure)."""
+        return SnapshotBuilder(self.manifest_writer())
+
+    def publish_snapshot(
+        self,
+        builder: SnapshotBuilder,
+        *,
+        name: str,
+        created: datetime,
+        message: str,
+        source: str,
+        sequence: int | None,
+    ) -> SnapshotInfo:
+        """Close ``builder``'s manifest with its trailer and publish it (packs, then index and
+        counts, then one atomic rename: :meth:`register_snapshot`)."""
+        trailer = manifest_fmt.encode_trailer(
+            name=name,
+            created=created,
+            message=message,
+            size=builder.size,
+            entries=builder.entries,
+            chunk_refs=builder.chunk_refs,
+            hostname=socket.gethostname(),
+            source=source,
+            sequence=sequence,
+        )
+        snapshot_id = self.register_snapshot(builder.writer, trailer, builder.chunk_ids)
+        return self.snapshots.load_info(snapshot_id)
 
     def _roll_back(self, snapshot_id: SnapshotId) -> None:
         """After a failed registration, undo what recovery would undo for a killed commit

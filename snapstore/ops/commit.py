@@ -1,14 +1,14 @@
 """commit: one file -> one snapshot (the pipeline that cuts and stores it is ops/pipeline.py).
 
-This module checks the input, writes the manifest around the pipeline's chunk records, and
-registers the snapshot in the order docs/FORMAT.md requires. When the file has a previous
+This module checks the input, begins a snapshot in the repository, appends its entry around
+the pipeline's chunk records, and has the repository publish it (the repository writes the
+manifest's bytes, in the order docs/FORMAT.md requires). When the file has a previous
 snapshot of the same name, its chunk list is handed to the pipeline as hints.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import time
 from dataclasses import dataclass
@@ -22,8 +22,7 @@ from snapstore.errors import (
     NoSpaceError,
     SnapstoreError,
 )
-from snapstore.format.manifest import encode_trailer
-from snapstore.model import EntryEnd, EntryStart, SnapshotInfo
+from snapstore.model import SnapshotInfo
 from snapstore.ops.hints import HintCursor, confirmable_chunks
 from snapstore.ops.pipeline import CommitPipeline
 from snapstore.progress import NULL_PROGRESS, Progress
@@ -72,55 +71,49 @@ def commit_file(
         os.set_blocking(fd, True)
         size = before.st_size if stat.S_ISREG(before.st_mode) else os.lseek(fd, 0, os.SEEK_END)
         started = time.perf_counter()
-        writer = repo.manifest_writer()
+        builder = repo.begin_snapshot()
         try:
             known = repo.list_snapshots(skip_damaged=True)
             sequence = 1 + max((s.sequence or 0 for s in known), default=0)
             hints = _hints(repo, known, name or path.name, size) if use_hints else None
-            job = CommitPipeline(repo, writer, progress, hints, threads or default_threads())
-            writer.add(
-                EntryStart(
-                    path=_entry_name(name or path.name),
-                    mode=stat.S_IMODE(before.st_mode),
-                    mtime_ns=before.st_mtime_ns,
-                )
+            job = CommitPipeline(repo, builder, progress, hints, threads or default_threads())
+            builder.start_entry(
+                path=_entry_name(name or path.name),
+                mode=stat.S_IMODE(before.st_mode),
+                mtime_ns=before.st_mtime_ns,
             )
             progress.start(size, f"commit {path.name}")
             digest = job.run(fd, size, path)
             after = os.fstat(fd)
             if _changed(before, after):
                 raise InputChangedError(path)
-            writer.add(EntryEnd(size, digest))
-            created = now or datetime.now(UTC)
-            trailer = encode_trailer(
+            builder.end_entry(size, digest)
+            info = repo.publish_snapshot(
+                builder,
                 name=name or path.name,
-                created=created,
+                created=now or datetime.now(UTC),
                 message=message,
-                size=size,
-                entries=1,
-                chunk_refs=job.refs,
-                hostname=socket.gethostname(),
                 source=str(path.absolute()),
                 sequence=sequence,
             )
-            snapshot_id = repo.register_snapshot(writer, trailer, job.chunk_ids)
         except BaseException as exc:
-            writer.abort()
+            builder.abort()
             _keep_what_is_stored(repo, exc)
             raise
         finally:
             progress.finish()
+        stats = job.stats
         return CommitResult(
-            snapshot=repo.snapshots.load_info(snapshot_id),
-            chunks=job.refs,
-            new_chunks=job.new_chunks,
-            new_raw_bytes=job.new_raw,
-            new_stored_bytes=job.new_stored,
-            zero_bytes=job.zero_bytes,
+            snapshot=info,
+            chunks=builder.chunk_refs,
+            new_chunks=stats.new_chunks,
+            new_raw_bytes=stats.new_raw,
+            new_stored_bytes=stats.new_stored,
+            zero_bytes=stats.zero_bytes,
             seconds=time.perf_counter() - started,
-            confirmed_chunks=job.confirmed,
-            read_bytes=job.read_bytes,
-            chunked_bytes=job.chunked_bytes,
+            confirmed_chunks=stats.confirmed,
+            read_bytes=stats.read_bytes,
+            chunked_bytes=stats.chunked_bytes,
         )
     finally:
         os.close(fd)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from snapstore.directio import PAGE, cached, open_direct
 from snapstore.errors import InputChangedError, InputError
 from snapstore.extents import MIN_HOLE, data_extents
 from snapstore.hashing import StreamHasher
 from snapstore.model import Buffer
-from snapstore.storage.fsio import PAGE, cached, open_direct
 
 _DONE = object()
 _MERGE = 4 * 1024 * 1024  # adjacent ranges asked for together, up to this much

@@ -1,0 +1,114 @@
+"""What the commit's workers do with one chunk, on a thread pool: classify it (zeros,
+already stored, new), hash it, and compress and store a new one; or confirm that a byte
+range is still a previous snapshot's chunk (docs/FORMAT.md, "confirmation").
+
+blake3, zstd and the C scanner release the GIL, so workers run in parallel. A worker only
+reads its chunk's bytes (in a pinned block) and returns an :class:`Outcome`; the main thread
+takes outcomes back in stream order (ops/inflight.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass
+
+from snapstore import codec
+from snapstore.chunker import cut_at, is_zero
+from snapstore.hashing import chunk_id
+from snapstore.model import ChunkerParams, ChunkId
+from snapstore.repo import Repository
+
+ZEROS = b"zeros"  # what a confirmation expects of a previous zero run
+
+
+class Kind(enum.Enum):
+    MISMATCH = 0  # not the expected chunk, and not cut where it ended (a confirmation failed)
+    ZERO = 1  # all zero bytes: recorded as a zero run
+    KNOWN = 2  # already stored (or being stored by another worker)
+    NEW = 3  # stored by this commit: ``stored`` bytes in a pack
+    RECUT = 4  # not the expected chunk, but cut where it ended: a new chunk, not stored yet
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: Kind
+    chunk_id: ChunkId = b""  # of a MISMATCH too, when its bytes were hashed
+    stored: int = 0
+    recut: bool = False  # a confirmation whose bytes changed but whose cut did not
+
+
+class Claims:
+    """Chunk ids a worker is compressing, so that a chunk met twice is compressed once."""
+
+    def __init__(self) -> None:
+        self._ids: set[ChunkId] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, cid: ChunkId) -> bool:
+        with self._lock:
+            if cid in self._ids:
+                return False
+            self._ids.add(cid)
+            return True
+
+    def release(self, cid: ChunkId) -> None:
+        with self._lock:
+            self._ids.discard(cid)
+
+
+class ChunkWorker:
+    """The work done on a worker thread for one chunk (shared by every worker of a commit)."""
+
+    def __init__(self, repo: Repository, params: ChunkerParams, level: int) -> None:
+        self.repo = repo
+        self.params = params
+        self.level = level
+        self.claims = Claims()
+
+    def confirm_chunk(
+        self,
+        window: memoryview,
+        length: int,
+        expected: ChunkId,
+        known: ChunkId | None,
+        final: bool,
+        check_cut: bool,
+    ) -> Outcome:
+        """Confirm that the ``length`` bytes at the start of ``window`` are the previous
+        chunk ``expected``. If not, whether they still end at a cut (then they are the chunk
+        the chunker would cut there: ``recut``); ``final``: they end the data.
+        ``check_cut``: the same bytes confirm only if they end at a cut too (the previous
+        chunk ended at a zero run, which is gone)."""
+        outcome = self.process(window[:length], expected, known)
+        matched = outcome.kind is not Kind.MISMATCH
+        if matched and not check_cut:
+            return outcome
+        cut = cut_at(self.params, window, length, final) is True
+        if matched:
+            return outcome if cut else Outcome(Kind.MISMATCH, outcome.chunk_id)
+        if not cut:
+            return outcome
+        if not outcome.chunk_id:  # all zeros
+            return Outcome(Kind.ZERO, recut=True)
+        return Outcome(Kind.RECUT, outcome.chunk_id, recut=True)
+
+    def process(self, view: memoryview, expected: ChunkId | None, known: ChunkId | None = None) -> Outcome:
+        """Classify one chunk (zeros are not hashed); hash it, and encode and store it if it
+        is new. ``expected``: ZEROS or the chunk id it must have; ``known``: its id, already
+        computed from these very bytes."""
+        if view[0] == 0 and view[-1] == 0 and is_zero(view):
+            return Outcome(Kind.ZERO if expected in (None, ZEROS) else Kind.MISMATCH)
+        if expected is ZEROS:
+            return Outcome(Kind.MISMATCH)
+        cid = known or chunk_id(view)
+        if expected is not None and cid != expected:
+            return Outcome(Kind.MISMATCH, cid)
+        if self.repo.has_chunk(cid) or not self.claims.claim(cid):
+            return Outcome(Kind.KNOWN, cid)
+        try:
+            codec_id, payload = codec.encode(view, self.level)
+            stored = self.repo.put_encoded(cid, codec_id, len(view), payload)
+        finally:
+            self.claims.release(cid)
+        return Outcome(Kind.NEW, cid, stored)
