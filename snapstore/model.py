@@ -45,6 +45,7 @@ class Config:
     pack_target_size: int = 64 * 1024 * 1024
     quota_bytes: int | None = None
     shared: bool = False
+    cipher: str = "none"  # format 2: how payloads are encrypted (reserved: only "none" exists)
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,7 @@ def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> Rebuild
             packs.check_header(pack_id)
         except CorruptError as exc:
             damaged_packs.append(exc.message)
-        scan = packs.scan(pack_id)
+        scan = packs.records(pack_id)
         while batch := list(itertools.islice(scan, BATCH)):
             with index.write() as w:
                 for offset, header in batch:

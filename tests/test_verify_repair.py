@@ -461,7 +461,7 @@ def test_repair_never_deletes_pack_data(repo: Path, base: Base) -> None:
     changed = [name for name in before if before[name] != after[name]]
     assert changed == [pack.name]
     data = pack.read_bytes()
-    assert data[:PACK_HEADER_SIZE] == b"SNAPPACK\x01\x00\x00\x00\x00\x00\x00\x00"
+    assert data[:PACK_HEADER_SIZE] == b"SNAPPACK\x02\x00\x00\x00\x00\x00\x00\x00"
     flip(pack, 2)  # undo our flip: the rest of the pack is byte for byte what it was
     assert (
         hashlib.sha256(pack.read_bytes()[PACK_HEADER_SIZE:]).hexdigest()
