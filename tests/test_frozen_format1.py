@@ -53,7 +53,12 @@ def test_frozen_format1_repository_accepts_a_new_commit(frozen: Path, tmp_path: 
     data = bytearray(base.read_bytes())
     data[500_000:500_100] = b"x" * 100
     base.write_bytes(data)
+    packs_before = set((frozen / "packs").rglob("*.pack"))
     new = snap_ok("commit", str(base), "-r", str(frozen), "--name", "vm.img").decode().strip()
+    assert json.loads((frozen / "config").read_text())["format_version"] == 1  # no silent upgrade
+    (new_pack,) = set((frozen / "packs").rglob("*.pack")) - packs_before
+    assert new_pack.read_bytes()[:12] == b"SNAPPACK\x01\x00\x00\x00"  # a format-1 pack, no trailer
+    assert new_pack.read_bytes()[-64:-56] != b"SNAPTABL"
     out = tmp_path / "new.out"
     snap_ok("checkout", new, "-r", str(frozen), "-o", str(out))
     assert out.read_bytes() == data

@@ -24,7 +24,7 @@ from snapstore.storage import fsio
 log = logging.getLogger(__name__)
 _OPEN_FILES = 64  # pack descriptors kept open by the whole process (every thread)
 _SCAN_BLOCK = 8 << 20
-_TAIL_READ = 64 << 10  # a pack's last bytes read at once: its footer and, mostly, its whole table
+_TAIL_READ = 16 << 10  # a pack's last bytes read at once: its footer and, mostly, its whole table
 
 
 class PackWriter:
