@@ -100,10 +100,10 @@ class RepositoryError(SnapstoreError):
 
 
 class UnsupportedFormatError(RepositoryError):
-    def __init__(self, path: Path, found: object, supported: int) -> None:
+    def __init__(self, path: Path, found: object, supported: tuple[int, ...]) -> None:
         super().__init__(
             f"{path}: repository format version {found!r} is not supported "
-            f"(this snap reads version {supported})",
+            f"(this snap reads versions {', '.join(map(str, supported))})",
             hint="upgrade snapstore",
         )
         self.found = found

@@ -45,6 +45,7 @@ class Config:
     pack_target_size: int = 64 * 1024 * 1024
     quota_bytes: int | None = None
     shared: bool = False
+    cipher: str = "none"  # format 2: how payloads are encrypted (reserved: only "none" exists)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ChunkLocation:
     raw_size: int  # plaintext bytes
     codec: int  # CODEC_NONE or CODEC_ZSTD
     refcount: int = 0  # number of snapshots whose manifest names this chunk
+    owners: bytes = bytes(32)  # XOR of the ids of those snapshots: the one id when refcount is 1
 
 
 # Manifest records -------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def count(
         while True:
             stop = min(len(ids), done + BATCH)
             with index.write() as w:
-                w.add_refs(ids.iter_from(done, stop), sign, strict=strict)
+                w.add_refs(ids.iter_from(done, stop), sign, snapshot_id, strict=strict)
                 if stop == len(ids):
                     w.set_counted(snapshot_id, final)
                 else:
@@ -113,7 +113,7 @@ def count(
     while done > 0:  # backward: undo what was applied, the last batch first
         begin = max(0, done - BATCH)
         with index.write() as w:
-            w.add_refs(ids.iter_from(begin, done), -sign, strict=strict)
+            w.add_refs(ids.iter_from(begin, done), -sign, snapshot_id, strict=strict)
             if begin == 0:
                 w.set_counted(snapshot_id, counted)
             else:
@@ -155,6 +155,10 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
         damaged = set(r.iter_damaged())
     if unfinished or counted_ids - published:
         log.warning("index counts snapshots that no longer exist; recounting references")
+        recount(index, snapshots)
+        return
+    if index.version < fmt.INDEX_VERSION:
+        log.info("upgrading the index to version %d (a recount of every reference)", fmt.INDEX_VERSION)
         recount(index, snapshots)
         return
     for sid in sorted(damaged & published):
@@ -238,12 +242,16 @@ def recount(index: Index, snapshots: SnapshotStore) -> tuple[SnapshotId, ...]:
     while start is not None:
         with index.write() as w:
             start = w.zero_refcounts(start, BATCH)
+    with index.write() as w:
+        w.reset_sizes()
     damaged = []
     for sid in snapshots.list_ids():
         if _count_published(index, snapshots, sid, warn=False) is not None:
             damaged.append(sid)
     with index.write() as w:
         w.delete_meta(fmt.RECOUNT)
+        w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))  # an index of version 1 is upgraded
+    index.version = fmt.INDEX_VERSION
     return tuple(damaged)
 
 
@@ -261,7 +269,7 @@ def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> Rebuild
             packs.check_header(pack_id)
         except CorruptError as exc:
             damaged_packs.append(exc.message)
-        scan = packs.scan(pack_id)
+        scan = packs.records(pack_id)
         while batch := list(itertools.islice(scan, BATCH)):
             with index.write() as w:
                 for offset, header in batch:

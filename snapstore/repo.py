@@ -31,7 +31,7 @@ from snapstore.errors import (
     UsageError,
     translate_os_error,
 )
-from snapstore.format import FORMAT_VERSION
+from snapstore.format import FORMAT_VERSION, READABLE_VERSIONS
 from snapstore.format import config as config_fmt
 from snapstore.format import manifest as manifest_fmt
 from snapstore.hashing import chunk_id as hash_chunk
@@ -103,7 +103,9 @@ class Repository:
         self.mode = mode
         self._locks = locks
         self.file_mode = 0o644 if config.shared else 0o600
-        self.packs = PackStore(dirs.path("packs"), self.file_mode, shown_root=dirs.root / "packs")
+        self.packs = PackStore(
+            dirs.path("packs"), self.file_mode, config.format_version, shown_root=dirs.root / "packs"
+        )
         self.snapshots = SnapshotStore(dirs.path("snapshots"), dirs.path("tmp"), self.file_mode)
         self.pins = PinStore(dirs.path("pins"), self.file_mode)
         self._usable_packs: dict[bytes, bool] = {}  # pack id -> whether a commit may dedup against it
@@ -504,6 +506,6 @@ def load_config(root: Path, pinned_root: Path | None = None) -> Config:
     except OSError as exc:
         raise translate_os_error(exc, str(root / "config")) from exc
     version = config_fmt.peek_version(data)
-    if version != FORMAT_VERSION:
-        raise UnsupportedFormatError(root, version, FORMAT_VERSION)
+    if version not in READABLE_VERSIONS:
+        raise UnsupportedFormatError(root, version, READABLE_VERSIONS)
     return config_fmt.decode(data)

@@ -54,7 +54,7 @@ def dump_index(index_dir: Path) -> object:
 
 
 def _short(buffer: Any) -> str:
-    return bytes(buffer).hex() if len(buffer) <= 64 else f"<{len(buffer)} bytes>"
+    return bytes(buffer).hex() if len(buffer) <= 128 else f"<{len(buffer)} bytes>"
 
 
 def run(*args: str) -> dict[str, Any]:

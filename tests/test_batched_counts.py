@@ -35,11 +35,16 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     original = IndexWriteTxn.add_refs
 
     def add_refs(
-        self: IndexWriteTxn, chunk_ids: Iterable[ChunkId], delta: int, *, strict: bool = True
+        self: IndexWriteTxn,
+        chunk_ids: Iterable[ChunkId],
+        delta: int,
+        snapshot_id: bytes,
+        *,
+        strict: bool = True,
     ) -> None:
         ids = list(chunk_ids)
         sizes.append(len(ids))
-        original(self, ids, delta, strict=strict)
+        original(self, ids, delta, snapshot_id, strict=strict)
 
     monkeypatch.setattr(IndexWriteTxn, "add_refs", add_refs)
     return sizes
@@ -50,12 +55,17 @@ def _kill_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
     original = IndexWriteTxn.add_refs
 
     def add_refs(
-        self: IndexWriteTxn, chunk_ids: Iterable[ChunkId], delta: int, *, strict: bool = True
+        self: IndexWriteTxn,
+        chunk_ids: Iterable[ChunkId],
+        delta: int,
+        snapshot_id: bytes,
+        *,
+        strict: bool = True,
     ) -> None:
         if left[0] == 0:
             raise Killed
         left[0] -= 1
-        original(self, chunk_ids, delta, strict=strict)
+        original(self, chunk_ids, delta, snapshot_id, strict=strict)
 
     monkeypatch.setattr(IndexWriteTxn, "add_refs", add_refs)
 
@@ -137,7 +147,7 @@ def test_a_count_killed_half_way_is_finished_either_way(tmp_path: Path, small_ba
         with r.index.read() as t:
             before = {cid: loc.refcount for cid, loc in t.iter_locations()}
         with r.index.write() as w:  # half way through an uncount
-            w.add_refs(refs.iter_from(0, 10), -1)
+            w.add_refs(refs.iter_from(0, 10), -1, ids[2])
             w.set_counting(ids[2], -1, refs[9])
         recovery.count(r.index, ids[2], refs, True)  # back to counted: undoes the 10
         with r.index.read() as t:

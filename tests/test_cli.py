@@ -280,11 +280,11 @@ def test_unsupported_format_version(capsys: pytest.CaptureFixture[str], base: Ba
     config = base.root / "config"
     original = config.read_bytes()
     doc = json.loads(original)
-    doc["format_version"] = 2
+    doc["format_version"] = 3
     config.write_text(json.dumps(doc))
     for args in (["log"], ["checkout", "latest", "-o", base.tmp / "o"], ["commit", config]):
         line = assert_error(snap(capsys, *args, "--repo", base.root), 4)
-        assert "format version 2" in line
+        assert "format version 3" in line
     assert_error(run_snap("log", "--repo", str(base.root)), 4)
     config.write_bytes(original)
     base.intact()
@@ -604,7 +604,7 @@ def test_json_outputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     res = snap(capsys, "init", root, "--chunker", "fastcdc:4K:16K:64K", "--json")
     assert res.code == 0, res.err
     doc = json.loads(res.out)
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert doc["chunker"] == {
         "algorithm": "fastcdc",
         "min_size": 4096,

@@ -43,19 +43,24 @@ CID = bytes(range(32))
 
 
 def test_pack_header_round_trip_and_rejections() -> None:
-    header = pack.encode_pack_header()
+    header = pack.encode_pack_header(FORMAT_VERSION)
     assert len(header) == pack.PACK_HEADER_SIZE == 16
-    pack.check_pack_header(header, "p")
-    pack.check_pack_header(header + b"more", "p")
+    assert pack.check_pack_header(header, "p", repo_version=FORMAT_VERSION) == FORMAT_VERSION
+    assert pack.check_pack_header(header + b"more", "p", repo_version=FORMAT_VERSION) == FORMAT_VERSION
+    # a repository of format 2 holds packs of format 1 too; one of format 1 no pack of format 2
+    assert pack.check_pack_header(pack.encode_pack_header(1), "p", repo_version=2) == 1
+    with pytest.raises(CorruptError):
+        pack.check_pack_header(pack.encode_pack_header(2), "p", repo_version=1)
     for bad in (
         header[:-1],
         b"",
         b"SNAPPACX" + header[8:],
         header[:8] + struct.pack("<I", FORMAT_VERSION + 1) + header[12:],
+        header[:8] + struct.pack("<I", 0) + header[12:],
         header[:12] + b"\x00\x00\x01\x00",  # reserved must be 0
     ):
         with pytest.raises(CorruptError):
-            pack.check_pack_header(bad, "p")
+            pack.check_pack_header(bad, "p", repo_version=FORMAT_VERSION)
 
 
 @settings(max_examples=100)
@@ -478,8 +483,8 @@ def _edit(change: dict[str, object]) -> bytes:
 
 
 def test_config_unknown_version() -> None:
-    data = _edit({"format_version": 2})
-    assert cfg.peek_version(data) == 2
+    data = _edit({"format_version": 3})
+    assert cfg.peek_version(data) == 3
     with pytest.raises(CorruptError):
         cfg.decode(data)
     assert cfg.peek_version(_edit({"format_version": KeyError})) is None

@@ -22,6 +22,7 @@ import blake3
 import pytest
 
 from snapstore import Mode, Repository, commit_file
+from snapstore.format import FORMAT_VERSION
 from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
 from snapstore.model import EntryEnd, EntryStart, ZeroRun
@@ -278,7 +279,7 @@ def test_a_4_eib_zero_run_does_not_hang(repo: Path, tmp_path: Path) -> None:
 def test_packs_with_huge_size_fields(repo: Path, tmp_path: Path) -> None:
     """Records whose (checksummed) headers claim 4 GiB or run past the end of the pack are
     never indexed: repair, verify and checkout stay within the memory limit."""
-    header = pack_fmt.encode_pack_header()
+    header = pack_fmt.encode_pack_header(FORMAT_VERSION)
     huge = struct.pack("<4s32sB3xII", b"SNCK", b"\1" * 32, 0, 0xFFFFFFFF, 0xFFFFFFFF)
     huge += struct.pack("<I", zlib.crc32(huge))
     torn = pack_fmt.encode_record_header(b"\2" * 32, 0, 60 << 20, 60 << 20) + b"only this"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from snapstore import Mode, Repository, commit_file
+from snapstore.format import FORMAT_VERSION
 from snapstore.format import pack as pack_fmt
 from snapstore.model import ChunkLocation
 from tests.conftest import SMALL_CHUNKER
@@ -101,7 +102,9 @@ def test_planted_link_leaves_the_outside_untouched(repo: Path, tmp_path: Path, w
     if where == "packs/<xx>":
         sub = sorted(p for p in (repo / "packs").iterdir())[0]
         shutil.copytree(sub, outside / "packsub")
-        (outside / "packsub" / f"{sub.name}{'0' * 30}.pack").write_bytes(pack_fmt.encode_pack_header())
+        (outside / "packsub" / f"{sub.name}{'0' * 30}.pack").write_bytes(
+            pack_fmt.encode_pack_header(FORMAT_VERSION)
+        )
         where = f"packs/{sub.name}"
         target = outside / "packsub"
     elif where == "tmp":

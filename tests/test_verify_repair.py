@@ -223,28 +223,30 @@ def _raw_entry(root: Path, chunk_id: bytes) -> bytes:
         env.close()
 
 
-@pytest.mark.parametrize("damage", ["short", "codec", "huge-size", "offset", "refcount"])
+@pytest.mark.parametrize("damage", ["short", "codec", "huge-size", "offset", "refcount", "owners"])
 def test_corrupt_index_entry(repo: Path, base: Base, damage: str) -> None:
     other = snapshots_of(base, "other")
     victim = chunk_of(repo, other)
     raw = _raw_entry(repo, victim)
-    pack_id, offset, stored, size, codec, refs = struct.unpack("<16sQIIBI", raw)
+    entry = "<16sQIIBI32s"  # index version 2: ... refcount, owners
+    pack_id, offset, stored, size, codec, refs, owners = struct.unpack(entry, raw)
     value, kind = {
         "short": (raw[:-1], "index"),
-        "codec": (struct.pack("<16sQIIBI", pack_id, offset, stored, size, 9, refs), "index"),
+        "codec": (struct.pack(entry, pack_id, offset, stored, size, 9, refs, owners), "index"),
         "huge-size": (
-            struct.pack("<16sQIIBI", pack_id, offset, 0xFFFFFFF0, 0xFFFFFFFF, codec, refs),
+            struct.pack(entry, pack_id, offset, 0xFFFFFFF0, 0xFFFFFFFF, codec, refs, owners),
             "index",
         ),
-        "offset": (struct.pack("<16sQIIBI", pack_id, offset + 1, stored, size, codec, refs), "pack"),
-        "refcount": (struct.pack("<16sQIIBI", pack_id, offset, stored, size, codec, refs + 1), "refcount"),
+        "offset": (struct.pack(entry, pack_id, offset + 1, stored, size, codec, refs, owners), "pack"),
+        "refcount": (struct.pack(entry, pack_id, offset, stored, size, codec, refs + 1, owners), "refcount"),
+        "owners": (struct.pack(entry, pack_id, offset, stored, size, codec, refs, bytes(32)), "refcount"),
     }[damage]
     _edit_index(repo, victim, value)
     assert_damage(repo, kind, other)
     # A checkout of an affected snapshot fails cleanly (or, for a count, is unaffected).
     out = repo.parent / "out"
     res = cli("checkout", next(iter(other)), "-o", out, "-r", repo)
-    if damage == "refcount":
+    if damage in ("refcount", "owners"):
         assert (
             res.code == 0 and hashlib.sha256(out.read_bytes()).hexdigest() == base.digests[next(iter(other))]
         )
@@ -461,7 +463,7 @@ def test_repair_never_deletes_pack_data(repo: Path, base: Base) -> None:
     changed = [name for name in before if before[name] != after[name]]
     assert changed == [pack.name]
     data = pack.read_bytes()
-    assert data[:PACK_HEADER_SIZE] == b"SNAPPACK\x01\x00\x00\x00\x00\x00\x00\x00"
+    assert data[:PACK_HEADER_SIZE] == b"SNAPPACK\x02\x00\x00\x00\x00\x00\x00\x00"
     flip(pack, 2)  # undo our flip: the rest of the pack is byte for byte what it was
     assert (
         hashlib.sha256(pack.read_bytes()[PACK_HEADER_SIZE:]).hexdigest()

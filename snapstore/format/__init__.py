@@ -1,3 +1,5 @@
 """Bytes <-> model for every file in a repository (pure). docs/FORMAT.md is the spec."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what `snap init` writes
+READABLE_VERSIONS = (1, 2)  # repository formats this snap reads and writes
+MANIFEST_VERSION = 1  # manifests are the same in formats 1 and 2

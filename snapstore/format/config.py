@@ -8,7 +8,7 @@ from typing import Any
 
 from snapstore.chunker import validate
 from snapstore.errors import CorruptError, UsageError
-from snapstore.format import FORMAT_VERSION
+from snapstore.format import READABLE_VERSIONS
 from snapstore.hashing import StreamHasher
 from snapstore.model import ChunkerParams, CodecParams, Config
 
@@ -45,6 +45,8 @@ def encode(config: Config) -> bytes:
         "quota_bytes": config.quota_bytes,
         "shared": config.shared,
     }
+    if config.format_version >= 2:
+        doc["cipher"] = config.cipher
     doc["checksum"] = _checksum(doc)
     return _canonical(doc)
 
@@ -68,7 +70,7 @@ def peek_version(data: bytes) -> object:
 
 
 def decode(data: bytes) -> Config:
-    """Parse a config whose version is FORMAT_VERSION (check :func:`peek_version` first)."""
+    """Parse a config of a version this snap reads (check :func:`peek_version` first)."""
     doc = _object(data)
     if "checksum" in doc:
         checksum = doc.pop("checksum")
@@ -97,11 +99,14 @@ def decode(data: bytes) -> Config:
             pack_target_size=_int(doc["pack_target_size"]),
             quota_bytes=None if doc.get("quota_bytes") is None else _int(doc["quota_bytes"]),
             shared=bool(doc.get("shared", False)),
+            cipher=str(doc.get("cipher", "none")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptError("config", f"missing or bad field {exc}") from exc
-    if config.format_version != FORMAT_VERSION:
+    if config.format_version not in READABLE_VERSIONS:
         raise CorruptError("config", f"format_version {config.format_version}")
+    if config.cipher != "none" or (config.format_version < 2 and "cipher" in doc):
+        raise CorruptError("config", f"unknown cipher {config.cipher!r}")
     if config.hash_name != "blake3-256" or config.codec.name != "zstd":
         raise CorruptError("config", f"unknown hash {config.hash_name!r} or codec {config.codec.name!r}")
     if not 1 << 20 <= config.pack_target_size <= 1 << 32:

@@ -15,9 +15,15 @@ from snapstore.errors import CorruptError
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
 from snapstore.model import ChunkLocation
 
-INDEX_VERSION = 1
-_LOCATION = struct.Struct("<16sQIIBI")  # pack id, offset, stored, raw, codec, refcount
-LOCATION_SIZE = _LOCATION.size  # 37
+INDEX_VERSION = 2  # 1: no owners, no exclusive table, no totals (upgraded by a recount)
+READABLE_INDEX_VERSIONS = (1, 2)
+_LOCATION_V1 = struct.Struct("<16sQIIBI")  # pack id, offset, stored, raw, codec, refcount
+_LOCATION = struct.Struct("<16sQIIBI32s")  # ... and owners (XOR of the referring snapshot ids)
+LOCATION_SIZE = _LOCATION.size  # 69
+_LOST = struct.Struct("<I32s")  # reference count, owners
+_TOTALS = struct.Struct("<4q")  # live chunks, their raw bytes, their pack bytes, unreferenced pack bytes
+_I64 = struct.Struct("<q")
+TOTALS = b"totals"  # meta key
 _GARBAGE_KEY = struct.Struct("<16sQ")  # pack id, offset
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
@@ -35,13 +41,20 @@ def _corrupt(detail: str) -> CorruptError:
 
 
 def encode_location(loc: ChunkLocation) -> bytes:
-    return _LOCATION.pack(loc.pack_id, loc.offset, loc.stored_size, loc.raw_size, loc.codec, loc.refcount)
+    return _LOCATION.pack(
+        loc.pack_id, loc.offset, loc.stored_size, loc.raw_size, loc.codec, loc.refcount, loc.owners
+    )
 
 
 def decode_location(data: bytes) -> ChunkLocation:
-    if len(data) != _LOCATION.size:
+    """A chunk entry of index version 2, or of version 1 (its owners unknown: zero)."""
+    if len(data) == _LOCATION.size:
+        pack_id, offset, stored, raw, codec, refs, owners = _LOCATION.unpack(data)
+    elif len(data) == _LOCATION_V1.size:
+        pack_id, offset, stored, raw, codec, refs = _LOCATION_V1.unpack(data)
+        owners = bytes(32)
+    else:
         raise _corrupt(f"chunk entry of {len(data)} bytes")
-    pack_id, offset, stored, raw, codec, refs = _LOCATION.unpack(data)
     if codec not in CODEC_NAMES:
         raise _corrupt(f"chunk entry with unknown codec {codec}")
     if not (0 < raw <= MAX_CHUNK_SIZE and 0 < stored <= raw) or (codec == CODEC_NONE and stored != raw):
@@ -50,7 +63,7 @@ def decode_location(data: bytes) -> ChunkLocation:
         raise _corrupt(f"chunk entry at offset {offset}, inside the pack header")
     if offset + RECORD_HEADER_SIZE + stored > MAX_FILE_OFFSET:
         raise _corrupt(f"chunk entry at offset {offset}, beyond any file's end")
-    return ChunkLocation(pack_id, offset, stored, raw, codec, refs)
+    return ChunkLocation(pack_id, offset, stored, raw, codec, refs, owners)
 
 
 def encode_garbage_key(pack_id: bytes, offset: int) -> bytes:
@@ -100,3 +113,45 @@ def decode_counted(data: bytes) -> tuple[int, bytes] | None:
     if len(data) != 33 or data[:1] not in (_ADDING, _SUBTRACTING):
         raise _corrupt(f"counted value of {len(data)} bytes")
     return (1 if data[:1] == _ADDING else -1), bytes(data[1:])
+
+
+def encode_lost(count: int, owners: bytes) -> bytes:
+    return _LOST.pack(count, owners)
+
+
+def decode_lost(data: bytes) -> tuple[int, bytes]:
+    """(reference count, owners) of a lost chunk; an entry of index version 1 is a bare count."""
+    if len(data) == _U32.size:
+        return decode_u32(data), bytes(32)
+    if len(data) != _LOST.size:
+        raise _corrupt(f"lost entry of {len(data)} bytes")
+    count, owners = _LOST.unpack(data)
+    return int(count), bytes(owners)
+
+
+def encode_totals(totals: tuple[int, int, int, int]) -> bytes:
+    return _TOTALS.pack(*totals)
+
+
+def decode_totals(data: bytes) -> tuple[int, int, int, int]:
+    if len(data) != _TOTALS.size:
+        raise _corrupt(f"totals of {len(data)} bytes")
+    totals = _TOTALS.unpack(data)
+    if min(totals) < 0:
+        raise _corrupt("negative totals")
+    return totals
+
+
+def encode_i64(n: int) -> bytes:
+    return _I64.pack(n)
+
+
+def decode_i64(data: bytes) -> int:
+    if len(data) != _I64.size:
+        raise _corrupt(f"an i64 of {len(data)} bytes")
+    return int(_I64.unpack(data)[0])
+
+
+def xor_id(a: bytes, b: bytes) -> bytes:
+    """Owners with one snapshot id added or taken out (XOR is its own inverse)."""
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(32, "little")

@@ -17,7 +17,7 @@ from typing import Any
 
 from snapstore.chunker import MAX_CHUNK_SIZE
 from snapstore.errors import CorruptError
-from snapstore.format import FORMAT_VERSION
+from snapstore.format import MANIFEST_VERSION
 from snapstore.model import (
     ChunkRef,
     EntryEnd,
@@ -54,7 +54,7 @@ def _json(doc: dict[str, Any]) -> bytes:
 
 
 def encode_header() -> bytes:
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, 0)
+    return _HEADER.pack(MAGIC, MANIFEST_VERSION, 0)
 
 
 def encode_record(record: ManifestRecord) -> bytes:
@@ -122,7 +122,7 @@ def check_header(data: bytes, what: str) -> None:
     magic, version, reserved = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptError(what, "bad manifest magic")
-    if version != FORMAT_VERSION:
+    if version != MANIFEST_VERSION:
         raise CorruptError(what, f"manifest format version {version}")
     if reserved:
         raise CorruptError(what, "reserved bytes of the manifest header are not 0")

@@ -1,20 +1,26 @@
-"""Pack files: a header, then chunk records appended one after another (docs/FORMAT.md, "packs").
+"""Pack files: a header, then chunk records appended one after another, and in format 2 a
+trailer (docs/FORMAT.md, "packs").
 
 A chunk record is a 52-byte header followed by ``stored_size`` payload bytes. The header
 carries the chunk id, so the index can be rebuilt from the packs alone, and a CRC-32 of its
 own bytes, so a scanner can tell a real record from torn or zeroed (hole-punched) bytes.
+The trailer lists every record of the pack, so that the index is rebuilt from a pack's last
+bytes instead of from all of them.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import blake3
 
 from snapstore.chunker import MAX_CHUNK_SIZE
 from snapstore.codec import CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
-from snapstore.format import FORMAT_VERSION
+from snapstore.format import READABLE_VERSIONS
 
 PACK_MAGIC = b"SNAPPACK"
 PACK_HEADER = struct.Struct("<8sII")  # magic, format version, reserved (0)
@@ -37,20 +43,23 @@ class RecordHeader:
         return RECORD_HEADER_SIZE + self.stored_size
 
 
-def encode_pack_header() -> bytes:
-    return PACK_HEADER.pack(PACK_MAGIC, FORMAT_VERSION, 0)
+def encode_pack_header(version: int) -> bytes:
+    return PACK_HEADER.pack(PACK_MAGIC, version, 0)
 
 
-def check_pack_header(data: bytes, what: str) -> None:
+def check_pack_header(data: bytes, what: str, *, repo_version: int) -> int:
+    """The pack's format version, after checking its header: a repository of format N holds
+    packs of versions 1..N."""
     if len(data) < PACK_HEADER_SIZE:
         raise CorruptError(what, "shorter than a pack header")
     magic, version, reserved = PACK_HEADER.unpack_from(data)
     if magic != PACK_MAGIC:
         raise CorruptError(what, "bad pack magic")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or version > repo_version:
         raise CorruptError(what, f"pack format version {version}")
     if reserved:
         raise CorruptError(what, "reserved bytes of the pack header are not 0")
+    return int(version)
 
 
 def encode_record_header(chunk_id: bytes, codec: int, raw_size: int, stored_size: int) -> bytes:
@@ -94,3 +103,77 @@ def find_record(buf: bytes, start: int) -> int:
             pos += 1
             continue
         return pos
+
+
+# -- the trailer (format 2) ------------------------------------------------------------------------
+
+TRAILER_MAGIC = b"SNAPTABL"
+_ENTRY = struct.Struct("<32sQIIB7x")  # chunk id, record offset, raw size, stored size, codec
+TABLE_ENTRY_SIZE = _ENTRY.size  # 56
+_FOOTER = struct.Struct("<8sIIQQ32s")  # magic, reserved, reserved, entries, table offset, BLAKE3
+FOOTER_SIZE = _FOOTER.size  # 64
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    chunk_id: bytes
+    offset: int  # of the record header
+    raw_size: int
+    stored_size: int
+    codec: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + RECORD_HEADER_SIZE + self.stored_size
+
+
+def encode_table_entry(chunk_id: bytes, offset: int, codec: int, raw_size: int, stored_size: int) -> bytes:
+    return _ENTRY.pack(chunk_id, offset, raw_size, stored_size, codec)
+
+
+def encode_trailer(table: bytes, table_offset: int) -> bytes:
+    """The trailer for the encoded entries ``table`` (in record order), to be written at
+    ``table_offset``: the table, then the footer that ends the pack."""
+    count, rest = divmod(len(table), TABLE_ENTRY_SIZE)
+    if rest:
+        raise ValueError("a table is whole entries")
+    footer = _FOOTER.pack(TRAILER_MAGIC, 0, 0, count, table_offset, blake3.blake3(table).digest())
+    return table + footer
+
+
+def encode_table(entries: Iterable[TableEntry]) -> bytes:
+    return b"".join(
+        encode_table_entry(e.chunk_id, e.offset, e.codec, e.raw_size, e.stored_size) for e in entries
+    )
+
+
+def decode_footer(data: bytes, file_size: int) -> tuple[int, int, bytes] | None:
+    """(entries, table offset, table hash) from a pack's last FOOTER_SIZE bytes, or None when
+    they are not a footer that fits a file of ``file_size`` bytes (no trailer: scan the pack)."""
+    if len(data) != FOOTER_SIZE:
+        return None
+    magic, res1, res2, count, table_offset, digest = _FOOTER.unpack(data)
+    if magic != TRAILER_MAGIC or res1 or res2:
+        return None
+    if table_offset < PACK_HEADER_SIZE or table_offset + count * TABLE_ENTRY_SIZE + FOOTER_SIZE != file_size:
+        return None
+    return count, table_offset, digest
+
+
+def decode_table(table: bytes, digest: bytes, table_offset: int, what: str) -> list[TableEntry]:
+    """The entries of a table whose footer gave ``digest``. A table that does not match its
+    hash, or whose records overlap, are out of order or run into the table, is damage
+    (CorruptError): the pack is then scanned instead."""
+    if blake3.blake3(table).digest() != digest:
+        raise CorruptError(what, "pack trailer does not match its hash")
+    entries = []
+    end = PACK_HEADER_SIZE
+    for chunk_id, offset, raw_size, stored_size, codec in _ENTRY.iter_unpack(table):
+        entry = TableEntry(chunk_id, offset, raw_size, stored_size, codec)
+        if offset < end or entry.end > table_offset:
+            raise CorruptError(what, "pack trailer lists records out of place")
+        if codec not in CODEC_NAMES or raw_size > MAX_CHUNK_SIZE or stored_size > raw_size:
+            raise CorruptError(what, "pack trailer lists an implausible record")
+        entries.append(entry)
+        end = entry.end
+    return entries

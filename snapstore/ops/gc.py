@@ -159,9 +159,8 @@ def apply(repo: Repository, gc_plan: GcPlan) -> None:
     for rng in gc_plan.truncate:
         repo.packs.truncate(rng.pack_id, rng.offset)
     # 3. Punch dead ranges, then strike them (and ranges of removed packs) off the list.
-    for ranges in punch_by_pack.values():
-        for rng in ranges:
-            repo.packs.punch(rng.pack_id, rng.offset, rng.length)
+    for pack_id, ranges in punch_by_pack.items():
+        repo.packs.punch(pack_id, [(rng.offset, rng.length) for rng in ranges])
     with repo.index.read() as r:
         done = list(r.iter_garbage())
     for start in range(0, len(done), _BATCH):

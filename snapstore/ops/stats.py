@@ -30,17 +30,21 @@ class RepoStats:
 
 
 def repo_stats(repo: Repository, snapshots: list[SnapshotInfo]) -> RepoStats:
-    chunks = live = raw = stored = garbage = 0
     with repo.index.read() as r:
-        for _, loc in r.iter_locations():
-            chunks += 1
-            size = RECORD_HEADER_SIZE + loc.stored_size
-            if loc.refcount:
-                live += 1
-                raw += loc.raw_size
-                stored += size
-            else:
-                garbage += size
+        chunks = r.chunk_count()
+        kept = r.totals() if r.sizes_ready() else None
+        if kept is not None:  # kept up to date as snapshots come and go
+            live, raw, stored, garbage = kept
+        else:  # an index of version 1, or a recount under way: one pass over it
+            live = raw = stored = garbage = 0
+            for _, loc in r.iter_locations():
+                size = RECORD_HEADER_SIZE + loc.stored_size
+                if loc.refcount:
+                    live += 1
+                    raw += loc.raw_size
+                    stored += size
+                else:
+                    garbage += size
     return RepoStats(
         snapshots=len(snapshots),
         logical_bytes=sum(s.size for s in snapshots),

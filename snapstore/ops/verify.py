@@ -26,10 +26,11 @@ from typing import BinaryIO
 from snapstore import recovery
 from snapstore.chunkset import ChunkIdSet
 from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
+from snapstore.format.pack import RECORD_HEADER_SIZE
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
-from snapstore.storage.index import Index
+from snapstore.storage.index import Index, IndexTxn
 from snapstore.storage.snapshots import PENDING, TRASH
 
 MANIFEST_ADVICE = (
@@ -215,17 +216,20 @@ def _chunks_of(repo: Repository, sid: SnapshotId, where: str, problems: list[Pro
     return ids
 
 
-def _grouped(runs: _ManifestRuns) -> Iterator[tuple[ChunkId, tuple[SnapshotId, ...], int]]:
-    """Each chunk the manifests name: the published snapshots naming it and its expected count."""
+def _grouped(runs: _ManifestRuns) -> Iterator[tuple[ChunkId, tuple[SnapshotId, ...], int, int]]:
+    """Each chunk the manifests name: the published snapshots naming it, its expected count
+    and its expected owners (the XOR of the counted snapshots' ids, as an integer)."""
     for chunk_id, group in itertools.groupby(runs.merged(), key=lambda item: item[0]):
         users = []
-        expected = 0
+        expected = owners = 0
         for _, i in group:
             _, sid, published, state = runs.files[i]
             if published:
                 users.append(sid)
-            expected += _counts(state, chunk_id)
-        yield chunk_id, tuple(users), expected
+            if _counts(state, chunk_id):
+                expected += 1
+                owners ^= int.from_bytes(sid, "little")
+        yield chunk_id, tuple(users), expected, owners
 
 
 class _Chooser:
@@ -270,10 +274,12 @@ def _check_all(
     entry's record (read, and decoded and hashed when chosen). Returns the entries seen."""
     missing: dict[PackId, tuple[int, set[SnapshotId]]] = {}
     entries = 0
+    sizes = _KeptSizes()
     with index.read() as r:
+        kept = r.sizes_ready()  # owners and sizes are kept (not in an index of version 1)
         named = _grouped(runs)
         lost_left = iter(sorted(lost.items()))
-        for chunk_id, entry, users, expected, in_lost in _union(r.iter_entries(), named, lost_left):
+        for chunk_id, entry, users, expected, owners, in_lost in _union(r.iter_entries(), named, lost_left):
             if entry is not None:
                 entries += 1
             if isinstance(entry, CorruptError):
@@ -303,6 +309,10 @@ def _check_all(
                         users,
                     )
                 )
+            elif kept and int.from_bytes(entry.owners, "little") != owners:
+                detail = f"chunk {chunk_id.hex()[:16]}: its owners do not match the snapshots naming it"
+                problems.append(Problem("refcount", detail, users))
+            sizes.add(entry, expected, owners)
             if entry.pack_id not in on_disk:
                 count, hit = missing.get(entry.pack_id, (0, set()))
                 missing[entry.pack_id] = (count + 1, hit | set(users))
@@ -313,6 +323,7 @@ def _check_all(
                 progress.advance(1)
             elif decode:
                 progress.advance(entry.raw_size)
+        sizes.check(r, [sid for _, sid, _, state in runs.files if state is True], problems)
     for pack_id in sorted(missing):
         count, hit = missing[pack_id]
         detail = f"pack {pack_id.hex()} is missing ({count} chunks)"
@@ -320,27 +331,58 @@ def _check_all(
     return entries
 
 
+class _KeptSizes:
+    """The totals and exclusive sizes the index should keep, from the pass over its entries."""
+
+    def __init__(self) -> None:
+        self.totals = [0, 0, 0, 0]
+        self.exclusive: dict[int, int] = {}
+
+    def add(self, entry: ChunkLocation, expected: int, owners: int) -> None:
+        size = RECORD_HEADER_SIZE + entry.stored_size
+        if entry.refcount:
+            self.totals[0] += 1
+            self.totals[1] += entry.raw_size
+            self.totals[2] += size
+        else:
+            self.totals[3] += size
+        if expected == 1:
+            self.exclusive[owners] = self.exclusive.get(owners, 0) + size
+
+    def check(self, r: IndexTxn, counted: list[SnapshotId], problems: list[Problem]) -> None:
+        if not r.sizes_ready():
+            return
+        if list(r.totals() or ()) != self.totals:
+            problems.append(Problem("refcount", "the index's totals do not match its entries"))
+        for sid in counted:
+            if r.exclusive(sid) != self.exclusive.get(int.from_bytes(sid, "little"), 0):
+                detail = f"the exclusive size kept for snapshot {sid.hex()[:12]} is wrong"
+                problems.append(Problem("refcount", detail, (sid,)))
+
+
 def _union(
     entries: Iterator[tuple[bytes, ChunkLocation | CorruptError]],
-    named: Iterator[tuple[ChunkId, tuple[SnapshotId, ...], int]],
+    named: Iterator[tuple[ChunkId, tuple[SnapshotId, ...], int, int]],
     lost: Iterator[tuple[ChunkId, int]],
-) -> Iterator[tuple[bytes, ChunkLocation | CorruptError | None, tuple[SnapshotId, ...], int, int | None]]:
+) -> Iterator[
+    tuple[bytes, ChunkLocation | CorruptError | None, tuple[SnapshotId, ...], int, int, int | None]
+]:
     """Merge three ascending streams by chunk id: (id, index entry or None, users, expected
-    count, count in the lost table or None)."""
+    count, expected owners, count in the lost table or None)."""
     end = (b"\xff" * 33,)
     e = next(entries, None) or (end[0], None)
-    n = next(named, None) or (end[0], (), 0)
+    n = next(named, None) or (end[0], (), 0, 0)
     k = next(lost, None) or (end[0], None)
     while min(e[0], n[0], k[0]) != end[0]:
         key = min(e[0], n[0], k[0])
         entry = e[1] if e[0] == key else None
-        users, expected = (n[1], n[2]) if n[0] == key else ((), 0)
+        users, expected, owners = (n[1], n[2], n[3]) if n[0] == key else ((), 0, 0)
         in_lost = k[1] if k[0] == key else None
-        yield key, entry, users, expected, in_lost
+        yield key, entry, users, expected, owners, in_lost
         if e[0] == key:
             e = next(entries, None) or (end[0], None)
         if n[0] == key:
-            n = next(named, None) or (end[0], (), 0)
+            n = next(named, None) or (end[0], (), 0, 0)
         if k[0] == key:
             k = next(lost, None) or (end[0], None)
 

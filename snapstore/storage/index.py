@@ -21,6 +21,7 @@ import lmdb
 
 from snapstore.errors import CorruptError, NoSpaceError, StorageIOError, translate_os_error
 from snapstore.format import index as fmt
+from snapstore.format.pack import RECORD_HEADER_SIZE
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.storage import fsio, lmdb_file
 
@@ -28,8 +29,13 @@ CHUNK_ID_SIZE = 32
 _MAX_META = 64
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as used
-_DBS = (b"chunks", b"counted", b"garbage", b"meta", b"lost", b"damaged")
-_OPTIONAL = (b"garbage", b"lost", b"damaged")  # a reader of an index without them finds them empty
+_DBS = (b"chunks", b"counted", b"garbage", b"meta", b"lost", b"damaged", b"exclusive")
+_OPTIONAL = (
+    b"garbage",
+    b"lost",
+    b"damaged",
+    b"exclusive",
+)  # a reader of an index without them finds them empty
 
 
 def _translate(exc: lmdb.Error, where: str) -> Exception:
@@ -193,10 +199,12 @@ class Index:
                 with self.write() as w:
                     if w.get_meta(b"version") is None:
                         w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))
+                        w.put_meta(fmt.TOTALS, fmt.encode_totals((0, 0, 0, 0)))
             with self.read() as r:
                 version = r.get_meta(b"version")
-            if version is None or fmt.decode_u64(version) != fmt.INDEX_VERSION:
+            if version is None or fmt.decode_u64(version) not in fmt.READABLE_INDEX_VERSIONS:
                 raise CorruptError("index", "missing or unknown index version", hint=fmt.REPAIR_HINT)
+            self.version = fmt.decode_u64(version)  # 1: a writer's recovery upgrades it (a recount)
         except BaseException:
             self.close()
             raise
@@ -220,7 +228,9 @@ class Index:
         """A write transaction, committed (durably) when the block ends without error."""
         try:
             with self._env.begin(write=True, buffers=True) as txn:
-                yield IndexWriteTxn(txn, self._db)
+                w = IndexWriteTxn(txn, self._db)
+                yield w
+                w.flush_sizes()
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
         lmdb_file.pad(self._pinned)
@@ -238,6 +248,7 @@ class IndexTxn:
         self._meta = dbs[b"meta"]
         self._lost = dbs[b"lost"]
         self._damaged = dbs[b"damaged"]
+        self._exclusive = dbs[b"exclusive"]
 
     def get(self, chunk_id: ChunkId) -> ChunkLocation | None:
         if len(chunk_id) != CHUNK_ID_SIZE:  # LMDB refuses empty and over-long keys
@@ -304,20 +315,44 @@ class IndexTxn:
                 pack_id, offset = fmt.decode_garbage_key(key)
                 yield pack_id, offset, fmt.decode_u64(value)
 
-    def get_lost(self, chunk_id: ChunkId) -> int | None:
-        """The reference count of a chunk snapshots name but no pack holds (its data was
-        lost or found damaged), or None."""
+    def get_lost(self, chunk_id: ChunkId) -> tuple[int, bytes] | None:
+        """(reference count, owners) of a chunk snapshots name but no pack holds (its data
+        was lost or found damaged), or None."""
         if len(chunk_id) != CHUNK_ID_SIZE or self._lost is None:
             return None
         value = self._txn.get(chunk_id, db=self._lost)
-        return None if value is None else fmt.decode_u32(value)
+        return None if value is None else fmt.decode_lost(bytes(value[:40]))
 
     def iter_lost(self) -> Iterator[tuple[ChunkId, int]]:
         if self._lost is None:
             return
         with self._txn.cursor(db=self._lost) as cur:
             for key, value in cur:
-                yield _chunk_key(key), fmt.decode_u32(value)
+                yield _chunk_key(key), fmt.decode_lost(bytes(value[:40]))[0]
+
+    def sizes_ready(self) -> bool:
+        """Whether the exclusive sizes and totals are kept (index version 2, no recount
+        under way): else they are computed from the manifests."""
+        version = self.get_meta(b"version")
+        return (
+            version is not None
+            and fmt.decode_u64(version) >= 2
+            and self.get_meta(fmt.RECOUNT) is None
+            and self.get_meta(fmt.TOTALS) is not None
+        )
+
+    def exclusive(self, snapshot_id: SnapshotId) -> int | None:
+        """Pack bytes only this snapshot references (when :meth:`sizes_ready`)."""
+        if len(snapshot_id) != CHUNK_ID_SIZE or self._exclusive is None:
+            return None
+        value = self._txn.get(snapshot_id, db=self._exclusive)
+        return 0 if value is None else max(0, fmt.decode_i64(bytes(value[:9])))
+
+    def totals(self) -> tuple[int, int, int, int] | None:
+        """(live chunks, their raw bytes, their pack bytes, pack bytes of unreferenced
+        chunks), when :meth:`sizes_ready`."""
+        value = self.get_meta(fmt.TOTALS)
+        return None if value is None else fmt.decode_totals(value)
 
     def get_meta(self, key: bytes) -> bytes | None:
         value = self._txn.get(key, db=self._meta)
@@ -335,48 +370,125 @@ def _chunk_key(key: Any) -> bytes:
 
 
 class IndexWriteTxn(IndexTxn):
-    def delete(self, chunk_id: ChunkId) -> None:
-        self._txn.delete(chunk_id, db=self._chunks)
+    """Writes of one transaction. Every change of a chunk entry goes through :meth:`_store`,
+    which keeps the totals and the exclusive sizes (docs/FORMAT.md, "sizes") in step; they
+    are written once, when the transaction ends (:meth:`flush_sizes`)."""
 
-    def add_refs(self, chunk_ids: Iterable[ChunkId], delta: int, *, strict: bool = True) -> None:
-        """Add ``delta`` to the reference count of each (distinct) chunk id. A chunk missing
-        from the index is an error when ``strict``; otherwise its count is kept in the lost
-        table (recounting a damaged repository: verify reports it), so that a commit that
-        stores the chunk again takes the count over."""
+    def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
+        super().__init__(txn, dbs)
+        self._totals = [0, 0, 0, 0]  # deltas of the four totals
+        self._excl: dict[SnapshotId, int] = {}  # deltas of exclusive sizes
+        self._uncounted: set[SnapshotId] = set()  # their exclusive entry goes
+
+    def _store(self, chunk_id: ChunkId, old: ChunkLocation | None, new: ChunkLocation | None) -> None:
+        for loc, sign in ((old, -1), (new, 1)):
+            if loc is None:
+                continue
+            size = RECORD_HEADER_SIZE + loc.stored_size
+            if loc.refcount:
+                self._totals[0] += sign
+                self._totals[1] += sign * loc.raw_size
+                self._totals[2] += sign * size
+            else:
+                self._totals[3] += sign * size
+        if new is None:
+            self._txn.delete(chunk_id, db=self._chunks)
+        else:
+            self._txn.put(chunk_id, fmt.encode_location(new), db=self._chunks)
+
+    def _own(self, owner: bytes, size: int) -> None:
+        self._excl[owner] = self._excl.get(owner, 0) + size
+
+    def flush_sizes(self) -> None:
+        """Write what this transaction changed of the totals and exclusive sizes."""
+        if any(self._totals):
+            value = self.get_meta(fmt.TOTALS)
+            if value is not None:  # an index of version 1 has none until its recount
+                old = fmt.decode_totals(value)
+                new = tuple(max(0, a + b) for a, b in zip(old, self._totals, strict=True))
+                self.put_meta(fmt.TOTALS, fmt.encode_totals((new[0], new[1], new[2], new[3])))
+        for sid, delta in self._excl.items():
+            if delta and sid not in self._uncounted and self._exclusive is not None:
+                value = self._txn.get(sid, db=self._exclusive)
+                total = delta + (0 if value is None else fmt.decode_i64(bytes(value[:9])))
+                self._txn.put(sid, fmt.encode_i64(total), db=self._exclusive)
+        for sid in self._uncounted:
+            self._txn.delete(sid, db=self._exclusive)
+        self._totals = [0, 0, 0, 0]
+        self._excl.clear()
+        self._uncounted.clear()
+
+    def delete(self, chunk_id: ChunkId) -> None:
+        self._store(chunk_id, self.get(chunk_id), None)
+
+    def add_refs(
+        self, chunk_ids: Iterable[ChunkId], delta: int, snapshot_id: SnapshotId, *, strict: bool = True
+    ) -> None:
+        """Add ``delta`` (+1 or -1) to the reference count of each (distinct) chunk id that
+        ``snapshot_id`` names. A chunk missing from the index is an error when ``strict``;
+        otherwise its count is kept in the lost table (recounting a damaged repository:
+        verify reports it), so that a commit that stores the chunk again takes it over.
+
+        The chunk's owners (XOR of the ids naming it) tell whose exclusive size changes: a
+        chunk going from 1 to 2 references leaves its one owner's, from 2 to 1 joins the
+        remaining owner's."""
         for chunk_id in chunk_ids:
             loc = self.get(chunk_id)
-            if loc is not None:
-                self.put(chunk_id, replace(loc, refcount=max(0, loc.refcount + delta)))
+            if loc is None:
+                if strict:
+                    raise CorruptError(
+                        "index", f"no entry for referenced chunk {chunk_id.hex()[:16]}", hint=fmt.REPAIR_HINT
+                    )
+                if len(chunk_id) == CHUNK_ID_SIZE:
+                    refs, owners = self.get_lost(chunk_id) or (0, bytes(32))
+                    self.put_lost(chunk_id, max(0, refs + delta), fmt.xor_id(owners, snapshot_id))
                 continue
-            if strict:
-                raise CorruptError(
-                    "index", f"no entry for referenced chunk {chunk_id.hex()[:16]}", hint=fmt.REPAIR_HINT
-                )
-            if len(chunk_id) == CHUNK_ID_SIZE:
-                self.put_lost(chunk_id, max(0, (self.get_lost(chunk_id) or 0) + delta))
+            refs = loc.refcount + delta
+            if refs < 0:
+                continue  # counted twice down: nothing to take away
+            owners = fmt.xor_id(loc.owners, snapshot_id)
+            size = RECORD_HEADER_SIZE + loc.stored_size
+            if delta > 0 and loc.refcount == 0:
+                self._own(snapshot_id, size)
+            elif delta > 0 and loc.refcount == 1:
+                self._own(loc.owners, -size)
+            elif delta < 0 and refs == 0:
+                self._own(snapshot_id, -size)
+            elif delta < 0 and refs == 1:
+                self._own(owners, size)
+            self._store(chunk_id, loc, replace(loc, refcount=refs, owners=owners))
 
     def put(self, chunk_id: ChunkId, loc: ChunkLocation) -> None:
-        """Index a chunk. One the lost table counts takes over that count."""
-        lost = self.get_lost(chunk_id)
-        if lost is not None:
-            self._txn.delete(chunk_id, db=self._lost)
-            if not loc.refcount:
-                loc = replace(loc, refcount=lost)
-        self._txn.put(chunk_id, fmt.encode_location(loc), db=self._chunks)
+        """Index a chunk at ``loc``. A chunk indexed already keeps its count and owners (it was
+        stored again: its old pack could not be read); one the lost table counts takes that
+        count over."""
+        old = self.get(chunk_id)
+        if old is not None:
+            loc = replace(loc, refcount=old.refcount, owners=old.owners)
+        else:
+            lost = self.get_lost(chunk_id)
+            if lost is not None:
+                self._txn.delete(chunk_id, db=self._lost)
+                loc = replace(loc, refcount=lost[0], owners=lost[1])
+                if lost[0] == 1:
+                    self._own(lost[1], RECORD_HEADER_SIZE + loc.stored_size)
+        self._store(chunk_id, old, loc)
 
     def drop(self, chunk_id: ChunkId) -> None:
         """Unindex a chunk whose data is damaged, keeping its count in the lost table."""
         loc = self.get(chunk_id)
         if loc is not None:
-            self._txn.delete(chunk_id, db=self._chunks)
-            self.put_lost(chunk_id, loc.refcount)
+            if loc.refcount == 1:
+                self._own(loc.owners, -(RECORD_HEADER_SIZE + loc.stored_size))
+            self._store(chunk_id, loc, None)
+            self.put_lost(chunk_id, loc.refcount, loc.owners)
 
     def clear_lost(self) -> None:
         self._txn.drop(self._lost, delete=False)
 
-    def put_lost(self, chunk_id: ChunkId, count: int) -> None:
+    def put_lost(self, chunk_id: ChunkId, count: int, owners: bytes) -> None:
         if count:
-            self._txn.put(chunk_id, fmt.encode_u32(count), db=self._lost)
+            self._txn.put(chunk_id, fmt.encode_lost(count, owners), db=self._lost)
         else:
             self._txn.delete(chunk_id, db=self._lost)
 
@@ -385,6 +497,7 @@ class IndexWriteTxn(IndexTxn):
             self._txn.put(snapshot_id, fmt.COUNTED, db=self._counted)
         else:
             self._txn.delete(snapshot_id, db=self._counted)
+            self._uncounted.add(snapshot_id)
 
     def set_counting(self, snapshot_id: SnapshotId, sign: int, last: bytes) -> None:
         """Record how far a batched count of the snapshot got (see count_state)."""
@@ -420,9 +533,17 @@ class IndexWriteTxn(IndexTxn):
                 found = cur.next()
         for key in keys:
             loc = self.get(_chunk_key(key))
-            if loc is not None and loc.refcount:
-                self._txn.put(key, fmt.encode_location(replace(loc, refcount=0)), db=self._chunks)
+            if loc is not None:  # every entry written again: one of index version 1 gets owners
+                self._store(key, loc, replace(loc, refcount=0, owners=bytes(32)))
         return following
+
+    def reset_sizes(self) -> None:
+        """Start the totals and exclusive sizes again from nothing counted (a recount, after
+        every reference count was set to 0): every indexed chunk is unreferenced."""
+        self._txn.drop(self._exclusive, delete=False)
+        garbage = sum(RECORD_HEADER_SIZE + loc.stored_size for _, loc in self.iter_locations())
+        self.put_meta(fmt.TOTALS, fmt.encode_totals((0, 0, 0, garbage)))
+        self._totals = [0, 0, 0, 0]
 
     def put_garbage(self, pack_id: PackId, offset: int, length: int) -> None:
         self._txn.put(fmt.encode_garbage_key(pack_id, offset), fmt.encode_u64(length), db=self._garbage)
@@ -435,5 +556,7 @@ class IndexWriteTxn(IndexTxn):
 
     def clear(self) -> None:
         """Empty every table but meta (before a rebuild)."""
-        for name in (self._chunks, self._counted, self._garbage, self._lost, self._damaged):
+        for name in (self._chunks, self._counted, self._garbage, self._lost, self._damaged, self._exclusive):
             self._txn.drop(name, delete=False)
+        self.put_meta(fmt.TOTALS, fmt.encode_totals((0, 0, 0, 0)))
+        self._totals = [0, 0, 0, 0]

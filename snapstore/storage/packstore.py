@@ -24,6 +24,7 @@ from snapstore.storage import fsio
 log = logging.getLogger(__name__)
 _OPEN_FILES = 64  # pack descriptors kept open by the whole process (every thread)
 _SCAN_BLOCK = 8 << 20
+_TAIL_READ = 16 << 10  # a pack's last bytes read at once: its footer and, mostly, its whole table
 
 
 class PackWriter:
@@ -33,9 +34,10 @@ class PackWriter:
     successful fsync is unknown (a failed fsync may have dropped those pages), so it can no
     longer be synced or sealed, only aborted back to what the index already points at."""
 
-    def __init__(self, path: Path, pack_id: PackId, mode: int) -> None:
+    def __init__(self, path: Path, pack_id: PackId, mode: int, version: int) -> None:
         self.path = path
         self.pack_id = pack_id
+        self._table = bytearray() if version >= 2 else None  # the trailer's entries, so far
         self._dir = -1
         self._fd = -1
         try:
@@ -60,7 +62,7 @@ class PackWriter:
         self.indexed_size = 0  # bytes the index points into (set by the repository); kept by abort
         self._broken: OSError | None = None  # the failure that broke it
         try:
-            self._write(fmt.encode_pack_header())
+            self._write(fmt.encode_pack_header(version))
         except BaseException:
             self.abort()
             raise
@@ -93,6 +95,8 @@ class PackWriter:
         offset = self.size
         stored_size = len(payload)
         self._write(fmt.encode_record_header(chunk_id, codec, raw_size, stored_size), payload)
+        if self._table is not None:
+            self._table += fmt.encode_table_entry(chunk_id, offset, codec, raw_size, stored_size)
         return ChunkLocation(self.pack_id, offset, stored_size, raw_size, codec, 0)
 
     def sync(self, upto: int) -> None:
@@ -112,6 +116,9 @@ class PackWriter:
         a sealed pack does nothing."""
         if self._fd < 0 and self._broken is None:
             return
+        if self._table is not None:
+            self._write(fmt.encode_trailer(bytes(self._table), self.size))
+            self._table = None
         self.sync(self.size)
         try:
             os.close(self._fd)
@@ -235,8 +242,9 @@ _SUB_NAME = re.compile(r"[0-9a-f]{2}")
 
 
 class PackStore:
-    def __init__(self, root: Path, file_mode: int, *, shown_root: Path | None = None) -> None:
+    def __init__(self, root: Path, file_mode: int, version: int, *, shown_root: Path | None = None) -> None:
         self.root = root  # pinned (storage/dirs.py): every open goes through it
+        self.version = version  # the repository's format: packs of version 2 and up have trailers
         self.shown_root = shown_root or root  # packs/ as the user knows it
         self.file_mode = file_mode
         self._token = next(_STORES)  # this store's keys in OPEN_PACKS
@@ -251,7 +259,7 @@ class PackStore:
 
     def create(self) -> PackWriter:
         pack_id = secrets.token_bytes(16)
-        return PackWriter(self._pinned(pack_id), pack_id, self.file_mode)
+        return PackWriter(self._pinned(pack_id), pack_id, self.file_mode, self.version)
 
     def iter_pack_ids(self) -> Iterator[PackId]:
         """Every pack on disk. Names outside ``<xx>/<pack id>.pack`` (lowercase hex) and
@@ -345,13 +353,38 @@ class PackStore:
         """Raise CorruptError unless the pack starts with a valid pack header."""
         what = f"pack {pack_id.hex()}"
         try:
-            with os.fdopen(self._open(pack_id, os.O_RDONLY), "rb") as f:
-                header = f.read(fmt.PACK_HEADER_SIZE)
+            fd = self._open(pack_id, os.O_RDONLY)
+            try:
+                header = os.pread(fd, fmt.PACK_HEADER_SIZE, 0)
+            finally:
+                os.close(fd)
         except FileNotFoundError as exc:
             raise CorruptError(what, "missing") from exc
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
-        fmt.check_pack_header(header, what)
+        fmt.check_pack_header(header, what, repo_version=self.version)
+
+    def records(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
+        """Every record of a pack with its offset: from its trailer (a few reads at its end)
+        where it has a whole one, else by :meth:`scan`."""
+        what = f"pack {pack_id.hex()}"
+        try:
+            fd = self._open(pack_id, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        try:
+            table = _read_table(fd, what)
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        finally:
+            os.close(fd)
+        if table is None:
+            yield from self.scan(pack_id)
+            return
+        for e in table[1]:
+            yield e.offset, fmt.RecordHeader(e.chunk_id, e.codec, e.raw_size, e.stored_size)
 
     def scan(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
         """Every valid record of a pack with its offset, skipping zeroed or damaged bytes.
@@ -363,24 +396,7 @@ class PackStore:
         what = f"pack {pack_id.hex()}"
         try:
             with os.fdopen(self._open(pack_id, os.O_RDONLY), "rb") as f:
-                fd = f.fileno()
-                file_size = os.fstat(fd).st_size
-                pos = fmt.PACK_HEADER_SIZE
-                while pos + fmt.RECORD_HEADER_SIZE <= file_size:
-                    pos = _next_data(fd, pos, file_size)
-                    if pos < 0:
-                        return
-                    try:
-                        header = fmt.decode_record_header(os.pread(fd, fmt.RECORD_HEADER_SIZE, pos), what)
-                    except CorruptError:
-                        window = os.pread(fd, _SCAN_BLOCK, pos)
-                        found = fmt.find_record(window, 1)
-                        pos += found if found > 0 else max(1, len(window) - fmt.RECORD_HEADER_SIZE)
-                        continue
-                    if pos + header.record_size > file_size:
-                        return
-                    yield pos, header
-                    pos += header.record_size
+                yield from _scan_fd(f.fileno(), what)
         except FileNotFoundError:
             return  # removed meanwhile (a gc beside a reader building a temporary index)
         except OSError as exc:
@@ -391,31 +407,63 @@ class PackStore:
         try:
             fd = self._open(pack_id, os.O_WRONLY)
             try:
-                os.pwrite(fd, fmt.encode_pack_header(), 0)
+                os.pwrite(fd, fmt.encode_pack_header(self.version), 0)
                 os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
-    def punch(self, pack_id: PackId, offset: int, length: int) -> None:
-        """Free ``[offset, offset+length)`` of a pack (it reads as zeros), durably."""
-        self._modify(pack_id, lambda fd: fsio.punch_hole(fd, offset, length))
+    def punch(self, pack_id: PackId, ranges: list[tuple[int, int]]) -> None:
+        """Free the ``(offset, length)`` ranges of a pack (they read as zeros), durably. A
+        trailer is first written again without the records in them, so that it never lists a
+        punched record."""
+
+        def punch(fd: int) -> None:
+            if self.version >= 2:
+                self._retable(fd, lambda e: not any(o < e.end and e.offset < o + n for o, n in ranges))
+            for offset, length in ranges:
+                fsio.punch_hole(fd, offset, length)
+
+        self._modify(pack_id, punch)
 
     def truncate(self, pack_id: PackId, length: int) -> None:
-        """Cut a pack back to ``length`` bytes (never below its header), durably."""
+        """Cut a pack's records back to the first ``length`` bytes (never below its header),
+        durably; a trailer is written again after them, listing the records kept."""
+        length = max(length, fmt.PACK_HEADER_SIZE)
 
         def cut(fd: int) -> None:
-            if os.fstat(fd).st_size > max(length, fmt.PACK_HEADER_SIZE):
-                os.ftruncate(fd, max(length, fmt.PACK_HEADER_SIZE))
+            if self.version >= 2:
+                self._retable(fd, lambda e: e.end <= length, cut_at=length)
+            elif os.fstat(fd).st_size > length:
+                os.ftruncate(fd, length)
 
         self._modify(pack_id, cut)
+
+    def _retable(self, fd: int, keep: Callable[[fmt.TableEntry], bool], *, cut_at: int | None = None) -> None:
+        """Write the trailer of an open pack again with the records ``keep`` accepts, after
+        its records (or after the first ``cut_at`` bytes)."""
+        what = "pack"
+        found = _read_table(fd, what)
+        if found is None:
+            entries = [
+                fmt.TableEntry(h.chunk_id, off, h.raw_size, h.stored_size, h.codec)
+                for off, h in _scan_fd(fd, what)
+            ]
+            end = entries[-1].end if entries else fmt.PACK_HEADER_SIZE
+        else:
+            end, entries = found
+        if cut_at is not None:
+            end = min(end, cut_at)
+        kept = [e for e in entries if keep(e) and e.end <= end]
+        os.ftruncate(fd, end)
+        fsio.pwritev_all(fd, [fmt.encode_trailer(fmt.encode_table(kept), end)], end)
 
     def _modify(self, pack_id: PackId, change: Callable[[int], None]) -> None:
         """Apply ``change`` to a stored pack and fsync it; a pack already gone, or one that
         is not a regular file (left for the user, with a warning), is left so."""
         try:
-            fd = self._open(pack_id, os.O_WRONLY)
+            fd = self._open(pack_id, os.O_RDWR)
             try:
                 change(fd)
                 os.fsync(fd)
@@ -429,7 +477,8 @@ class PackStore:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
 
     def sizes(self, pack_id: PackId) -> tuple[int, int]:
-        """(allocated bytes, length) of a pack; (0, 0) if it is gone or not a regular file."""
+        """(allocated bytes, length) of a pack; (0, 0) if it is gone or not a regular file.
+        The length of a pack with a trailer ends where its records end."""
         path = self._pinned(pack_id)
         try:
             sub = fsio.open_dir(path.parent, what=f"pack {pack_id.hex()}")
@@ -443,7 +492,19 @@ class PackStore:
             raise translate_os_error(exc, f"pack {pack_id.hex()}") from exc
         if not stat.S_ISREG(st.st_mode):
             return 0, 0
-        return st.st_blocks * 512, st.st_size
+        length = st.st_size
+        if self.version >= 2:
+            with suppress(FileNotFoundError, CorruptError):
+                fd = self._open(pack_id, os.O_RDONLY)
+                try:
+                    footer = fmt.decode_footer(
+                        os.pread(fd, fmt.FOOTER_SIZE, max(0, length - fmt.FOOTER_SIZE)), length
+                    )
+                finally:
+                    os.close(fd)
+                if footer is not None:
+                    length = footer[1]
+        return st.st_blocks * 512, length
 
     def delete(self, pack_id: PackId) -> None:
         self.forget(pack_id)
@@ -481,6 +542,52 @@ def _translate(exc: OSError, what: str) -> SnapstoreError:
         error = StorageIOError(what, "too many open files")
         error.hint = "raise the limit of open files ('ulimit -n') or use fewer threads (--threads)"
     return error
+
+
+def _scan_fd(fd: int, what: str) -> Iterator[tuple[int, fmt.RecordHeader]]:
+    """The records :meth:`PackStore.scan` finds, in an open pack."""
+    file_size = os.fstat(fd).st_size
+    pos = fmt.PACK_HEADER_SIZE
+    while pos + fmt.RECORD_HEADER_SIZE <= file_size:
+        pos = _next_data(fd, pos, file_size)
+        if pos < 0:
+            return
+        try:
+            header = fmt.decode_record_header(os.pread(fd, fmt.RECORD_HEADER_SIZE, pos), what)
+        except CorruptError:
+            window = os.pread(fd, _SCAN_BLOCK, pos)
+            found = fmt.find_record(window, 1)
+            pos += found if found > 0 else max(1, len(window) - fmt.RECORD_HEADER_SIZE)
+            continue
+        if pos + header.record_size > file_size:
+            return
+        yield pos, header
+        pos += header.record_size
+
+
+def _read_table(fd: int, what: str) -> tuple[int, list[fmt.TableEntry]] | None:
+    """(where the records end, the trailer's entries) of an open pack, in one or two reads
+    of its end; None when it has no whole trailer (a pack of format 1, a pack a commit was
+    killed writing, a damaged trailer: scan it)."""
+    size = os.fstat(fd).st_size
+    if size < fmt.PACK_HEADER_SIZE + fmt.FOOTER_SIZE:
+        return None
+    tail_at = max(fmt.PACK_HEADER_SIZE, size - _TAIL_READ)
+    tail = os.pread(fd, size - tail_at, tail_at)
+    footer = fmt.decode_footer(tail[-fmt.FOOTER_SIZE :], size)
+    if footer is None:
+        return None
+    count, table_offset, digest = footer
+    length = count * fmt.TABLE_ENTRY_SIZE
+    if table_offset >= tail_at:
+        table = tail[table_offset - tail_at : table_offset - tail_at + length]
+    else:
+        table = os.pread(fd, length, table_offset)
+    try:
+        return table_offset, fmt.decode_table(table, digest, table_offset, what)
+    except CorruptError as exc:
+        log.warning("%s; scanning the pack instead", exc.message)
+        return None
 
 
 def _next_data(fd: int, pos: int, size: int) -> int:

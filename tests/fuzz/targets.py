@@ -24,6 +24,7 @@ import lmdb
 
 from snapstore import codec
 from snapstore.chunker import MAX_CHUNK_SIZE
+from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt
 from snapstore.format import index as index_fmt
 from snapstore.format import manifest as mf
@@ -90,7 +91,7 @@ def fuzz_manifest_file(data: bytes) -> None:
 
 
 def fuzz_pack_header(data: bytes) -> None:
-    pack_fmt.check_pack_header(data, "pack")
+    pack_fmt.check_pack_header(data, "pack", repo_version=FORMAT_VERSION)
 
 
 def fuzz_record_header(data: bytes) -> None:
@@ -100,9 +101,9 @@ def fuzz_record_header(data: bytes) -> None:
 
 
 def fuzz_pack_file(data: bytes) -> None:
-    """A whole pack through the pack store: header check, scan, and every record it finds
-    read back and decoded against its id."""
-    store = PackStore(_SCRATCH / "packs", 0o600)
+    """A whole pack through the pack store: header check, its records (from its trailer or
+    a scan), and every record found read back and decoded against its id."""
+    store = PackStore(_SCRATCH / "packs", 0o600, FORMAT_VERSION)
     pack_id = b"\x5a" * 16
     path = store.path(pack_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ def fuzz_pack_file(data: bytes) -> None:
         try:
             store.check_header(pack_id)
         finally:
-            for offset, header in store.scan(pack_id):
+            for offset, header in store.records(pack_id):  # the trailer's, or scanned
                 loc = ChunkLocation(pack_id, offset, header.stored_size, header.raw_size, header.codec)
                 payload = store.read_record(loc, header.chunk_id)
                 try:
@@ -203,11 +204,16 @@ def _manifest() -> bytes:
 
 
 def _pack() -> bytes:
-    parts = [pack_fmt.encode_pack_header()]
+    parts = [pack_fmt.encode_pack_header(FORMAT_VERSION)]
+    table = b""
+    offset = pack_fmt.PACK_HEADER_SIZE
     for content in (b"hello world " * 100, os.urandom(3000), b""):
         codec_id, payload = codec.encode(content, 3)
         parts.append(pack_fmt.encode_record_header(chunk_id(content), codec_id, len(content), len(payload)))
         parts.append(payload)
+        table += pack_fmt.encode_table_entry(chunk_id(content), offset, codec_id, len(content), len(payload))
+        offset += pack_fmt.RECORD_HEADER_SIZE + len(payload)
+    parts.append(pack_fmt.encode_trailer(table, offset))  # a pack of format 2 ends with its trailer
     return b"".join(parts)
 
 
@@ -239,7 +245,7 @@ def seeds(name: str) -> list[bytes]:
         "manifest_trailer": [manifest[manifest.rindex(b"T{") + 1 : -mf.FOOTER_SIZE]],
         "manifest_footer": [struct.pack("<I", len(manifest)) + manifest[-mf.FOOTER_SIZE :]],
         "manifest_file": [manifest],
-        "pack_header": [pack_fmt.encode_pack_header()],
+        "pack_header": [pack_fmt.encode_pack_header(FORMAT_VERSION)],
         "record_header": [_pack()[pack_fmt.PACK_HEADER_SIZE :]],
         "pack_file": [_pack()],
         "index_records": [location, index_fmt.encode_garbage_key(b"\2" * 16, 99)],

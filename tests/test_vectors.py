@@ -1,0 +1,157 @@
+"""Golden vectors of format 2 (docs/FORMAT.md points here): every structure written to disk is
+built from fixed inputs and compared byte for byte with the files in tests/data/vectors, and
+each file is decoded back to those inputs. A change to any byte on disk fails here first; it
+must come with FORMAT.md, new vectors (``SNAP_WRITE_VECTORS=1 pytest tests/test_vectors.py``)
+and, when old readers would misread the new bytes, a new format version."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import blake3
+import pytest
+
+from snapstore import codec
+from snapstore.format import FORMAT_VERSION
+from snapstore.format import config as config_fmt
+from snapstore.format import index as index_fmt
+from snapstore.format import manifest as mf
+from snapstore.format import pack as pack_fmt
+from snapstore.model import (
+    ChunkerParams,
+    ChunkLocation,
+    ChunkRef,
+    CodecParams,
+    Config,
+    EntryEnd,
+    EntryStart,
+    ManifestRecord,
+    ZeroRun,
+)
+
+VECTORS = Path(__file__).parent / "data" / "vectors"
+TEXT = b"snapstore keeps the history of large binary files. " * 40  # compresses
+RAW = bytes(range(256)) * 3  # stored raw (codec 0)
+# A zstd frame of TEXT as zstandard wrote it when the vectors were made: compressors may
+# change their output between versions, decoders may not, so the frame itself is the vector.
+ZSTD_FRAME_FILE = "text.zst"
+
+CONFIG = Config(
+    format_version=FORMAT_VERSION,
+    repository_id="00112233445566778899aabbccddeeff",
+    created="2026-12-03T00:00:00Z",
+    chunker=ChunkerParams("fastcdc", 256 << 10, 1 << 20, 4 << 20, 64 << 10),
+    codec=CodecParams("zstd", 3),
+    pack_target_size=64 << 20,
+    quota_bytes=100 << 30,
+)
+PACK_ID = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+
+
+def zstd_frame() -> bytes:
+    path = VECTORS / ZSTD_FRAME_FILE
+    if os.environ.get("SNAP_WRITE_VECTORS"):
+        codec_id, payload = codec.encode(TEXT, 3)
+        assert codec_id == codec.CODEC_ZSTD
+        path.write_bytes(payload)
+    return path.read_bytes()
+
+
+def pack_bytes() -> bytes:
+    """A pack of format 2: header, a zstd record, a raw record, trailer."""
+    out = bytearray(pack_fmt.encode_pack_header(FORMAT_VERSION))
+    table = bytearray()
+    for plain, codec_id, payload in ((TEXT, codec.CODEC_ZSTD, zstd_frame()), (RAW, codec.CODEC_NONE, RAW)):
+        cid = blake3.blake3(plain).digest()
+        table += pack_fmt.encode_table_entry(cid, len(out), codec_id, len(plain), len(payload))
+        out += pack_fmt.encode_record_header(cid, codec_id, len(plain), len(payload)) + payload
+    return bytes(out + pack_fmt.encode_trailer(bytes(table), len(out)))
+
+
+MANIFEST_RECORDS: list[ManifestRecord] = [
+    EntryStart("vm.img", "file", 0o600, 1_764_720_000_000_000_000),
+    ChunkRef(blake3.blake3(TEXT).digest(), len(TEXT)),
+    ZeroRun(1 << 20),
+    ChunkRef(blake3.blake3(RAW).digest(), len(RAW)),
+    EntryEnd(len(TEXT) + (1 << 20) + len(RAW), blake3.blake3(TEXT + bytes(1 << 20) + RAW).digest()),
+]
+
+
+def manifest_bytes() -> bytes:
+    return (
+        mf.encode_header()
+        + b"".join(mf.encode_record(r) for r in MANIFEST_RECORDS)
+        + mf.encode_trailer(
+            name="vm.img",
+            created=datetime(2026, 12, 3, 1, 2, 3, 456789, tzinfo=UTC),
+            message="day 1",
+            size=len(TEXT) + (1 << 20) + len(RAW),
+            entries=1,
+            chunk_refs=2,
+            hostname="host",
+            source="/var/lib/vm/vm.img",
+            sequence=1,
+        )
+    )
+
+
+LOCATION = ChunkLocation(PACK_ID, 16, 1234, 5678, codec.CODEC_ZSTD, 3)
+
+BUILDERS = {
+    "config.json": lambda: config_fmt.encode(CONFIG),
+    "pack-header.bin": lambda: pack_fmt.encode_pack_header(FORMAT_VERSION),
+    "record-header.bin": lambda: pack_fmt.encode_record_header(
+        blake3.blake3(RAW).digest(), 0, len(RAW), len(RAW)
+    ),
+    "pack.bin": pack_bytes,
+    "manifest.bin": manifest_bytes,
+    "index-location.bin": lambda: index_fmt.encode_location(LOCATION),
+    "index-garbage-key.bin": lambda: index_fmt.encode_garbage_key(PACK_ID, 4096),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_golden_vector(name: str) -> None:
+    built = BUILDERS[name]()
+    path = VECTORS / name
+    if os.environ.get("SNAP_WRITE_VECTORS"):
+        path.write_bytes(built)
+    assert built == path.read_bytes(), f"{name}: the bytes on disk changed (see this module's docstring)"
+
+
+def test_vectors_decode_to_their_inputs() -> None:
+    assert config_fmt.decode((VECTORS / "config.json").read_bytes()) == CONFIG
+    assert index_fmt.decode_location((VECTORS / "index-location.bin").read_bytes()) == LOCATION
+    assert index_fmt.decode_garbage_key((VECTORS / "index-garbage-key.bin").read_bytes()) == (PACK_ID, 4096)
+    data = (VECTORS / "pack.bin").read_bytes()
+    assert pack_fmt.check_pack_header(data, "pack", repo_version=FORMAT_VERSION) == 2
+    footer = pack_fmt.decode_footer(data[-pack_fmt.FOOTER_SIZE :], len(data))
+    assert footer is not None
+    count, table_offset, digest = footer
+    table = data[table_offset : table_offset + count * pack_fmt.TABLE_ENTRY_SIZE]
+    plains = []
+    for entry in pack_fmt.decode_table(table, digest, table_offset, "pack"):
+        header = pack_fmt.decode_record_header(data[entry.offset :], "pack")
+        start = entry.offset + pack_fmt.RECORD_HEADER_SIZE
+        plain = codec.decode(header.codec, data[start : start + header.stored_size], header.raw_size)
+        assert blake3.blake3(plain).digest() == header.chunk_id == entry.chunk_id
+        plains.append(bytes(plain))
+    assert plains == [TEXT, RAW]
+    manifest = (VECTORS / "manifest.bin").read_bytes()
+    mf.check_header(manifest, "manifest")
+    body = manifest[mf.HEADER_SIZE :]
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        pos += n
+        return body[pos - n : pos]
+
+    assert list(mf.iter_records(read, "manifest")) == MANIFEST_RECORDS
+    length = mf.trailer_length(manifest[-mf.FOOTER_SIZE :], len(manifest), "manifest")
+    info = mf.decode_trailer(
+        blake3.blake3(manifest).digest(), manifest[-mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE], "m"
+    )
+    assert (info.name, info.sequence, info.chunk_refs) == ("vm.img", 1, 2)
