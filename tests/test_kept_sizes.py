@@ -1,7 +1,8 @@
 """The index keeps every snapshot's exclusive size and the repository's totals up to date as
 snapshots come and go (docs/FORMAT.md, "kept sizes"): listing never reads chunk lists. After
-any sequence of commits, removals, gc, crashes between count batches and recounts, what is
-kept equals what reading every manifest computes."""
+any sequence of commits, removals, gc and recounts, what is kept equals what reading every
+manifest computes (counts killed between batches: tests/test_batched_counts.py, whose verify
+checks what is kept)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,9 +57,9 @@ def kept(repo: Path) -> tuple[dict[bytes, int], tuple[int, int, int, int] | None
 @settings(max_examples=12, deadline=None)
 @given(ops=OPS, seed=st.integers(0, 2**32 - 1))
 def test_kept_sizes_equal_what_the_manifests_give(
-    tmp_path_factory: object, ops: list[str], seed: int
+    tmp_path_factory: pytest.TempPathFactory, ops: list[str], seed: int
 ) -> None:
-    base = Path(tmp_path_factory.mktemp("kept"))
+    base = tmp_path_factory.mktemp("kept")
     repo = init_repo(base / "repo", SMALL_CHUNKER, pack_target_size=1 << 20)
     rng = random.Random(seed)
     image = base / "vm.img"
