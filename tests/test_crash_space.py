@@ -31,6 +31,7 @@ from snapstore import Mode, Repository, checkout, commit_file
 from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
+from snapstore.storage import fsio
 from tests.conftest import SMALL_CHUNKER, SNAP
 from tests.helpers import content_sha, copy_repository, file_sha
 from tests.helpers import start_holding_lock as start
@@ -376,14 +377,17 @@ def die_at(repo: Repository, step: int | None) -> Iterator[Counter[str]]:
     seen: Counter[str] = Counter()
     targets: list[tuple[Any, str]] = [
         (repo.index, "write"),
-        (repo.packs, "punch"),
+        (repo.packs, "_retable"),  # a pack's trailer written again, before its ranges are punched
+        (fsio, "punch_hole"),  # each range punched
         (repo.packs, "delete"),
         (repo.snapshots, "trash"),
         (repo.snapshots, "purge_trash"),
         (repo.pins, "unpin"),
     ]
+    originals = []
     for obj, name in targets:
         real = getattr(obj, name)
+        originals.append((obj, name, real))
 
         def wrapper(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
             seen["total"] += 1
@@ -393,7 +397,12 @@ def die_at(repo: Repository, step: int | None) -> Iterator[Counter[str]]:
             return _real(*args, **kwargs)
 
         setattr(obj, name, wrapper)
-    yield seen
+    try:
+        yield seen
+    finally:  # the module's function is shared by the whole process
+        for obj, name, real in originals:
+            if obj is fsio:
+                setattr(obj, name, real)
 
 
 def small_base(root: Path) -> Base:
@@ -431,7 +440,7 @@ def in_process_crashes(
     with Repository.open(ref, Mode.EXCLUSIVE) as r, die_at(r, None) as seen:
         operation(r)
     steps = seen["total"]
-    assert seen["punch"] > 20, f"too few punches to test: {dict(seen)}"
+    assert seen["punch_hole"] > 20, f"too few punches to test: {dict(seen)}"
     points = sorted({1 + (i * (steps - 1)) // max(1, max_points - 1) for i in range(max_points)})
     for step in points:
         when = f"killed before durable step {step} of {steps}"
