@@ -177,15 +177,23 @@ class Repository:
         return cls.open(root, Mode.WRITE)
 
     @classmethod
-    def open(cls, root: Path, mode: Mode = Mode.READ, *, rebuild_index: bool = False) -> Repository:
+    def open(
+        cls,
+        root: Path,
+        mode: Mode = Mode.READ,
+        *,
+        rebuild_index: bool = False,
+        ignore_bad_quota: bool = False,
+    ) -> Repository:
         """Open for reading or writing (taking the locks ``mode`` needs). ``rebuild_index``
-        (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests."""
+        (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests.
+        ``ignore_bad_quota``: a quota out of range reads as none (``snap config`` repairs it)."""
         if rebuild_index and mode is not Mode.EXCLUSIVE:
             raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
         dirs = _open_dirs(root)
         locks: list[Lock] = []
         try:
-            config = load_config(root, dirs.path())
+            config = load_config(root, dirs.path(), ignore_bad_quota=ignore_bad_quota)
             file_mode = 0o644 if config.shared else 0o600
             # Writers create what is missing; readers find it empty.
             dirs.open_layout(fsio.dir_mode(file_mode) if mode.writes else None)
@@ -450,7 +458,7 @@ def _open_dirs(root: Path) -> RepoDirs:
         raise
 
 
-def load_config(root: Path, pinned_root: Path | None = None) -> Config:
+def load_config(root: Path, pinned_root: Path | None = None, *, ignore_bad_quota: bool = False) -> Config:
     """The config of the repository at ``root`` (read through ``pinned_root`` when given)."""
     path = (pinned_root or root) / "config"
     try:
@@ -470,4 +478,4 @@ def load_config(root: Path, pinned_root: Path | None = None) -> Config:
     version = config_fmt.peek_version(data)
     if version != FORMAT_VERSION:
         raise UnsupportedFormatError(root, version, FORMAT_VERSION)
-    return config_fmt.decode(data)
+    return config_fmt.decode(data, ignore_bad_quota=ignore_bad_quota)

@@ -36,14 +36,20 @@ def locate(repo: Path | None) -> Path | None:
 
 
 def open_repo(
-    repo: Path | None, mode: Mode = Mode.READ, *, rebuild_index: bool = False, reports_index: bool = False
+    repo: Path | None,
+    mode: Mode = Mode.READ,
+    *,
+    rebuild_index: bool = False,
+    reports_index: bool = False,
+    ignore_bad_quota: bool = False,
 ) -> Repository:
     """Open the repository a command names (``reports_index``: the command itself reports a
-    missing or damaged index, so no warning is needed)."""
+    missing or damaged index, so no warning is needed; ``ignore_bad_quota``: the command
+    repairs a quota out of range)."""
     root = locate(repo)
     if root is None:
         raise RepositoryNotFoundError(None)
-    opened = Repository.open(root, mode, rebuild_index=rebuild_index)
+    opened = Repository.open(root, mode, rebuild_index=rebuild_index, ignore_bad_quota=ignore_bad_quota)
     tell_state(opened, index=not reports_index)
     return opened
 
