@@ -184,12 +184,16 @@ class Repository:
         *,
         rebuild_index: bool = False,
         ignore_bad_quota: bool = False,
+        lock: bool = True,
     ) -> Repository:
         """Open for reading or writing (taking the locks ``mode`` needs). ``rebuild_index``
         (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests.
-        ``ignore_bad_quota``: a quota out of range reads as none (``snap config`` repairs it)."""
+        ``ignore_bad_quota``: a quota out of range reads as none (``snap config`` repairs it).
+        ``lock`` False (READ and CHECK only): take no lock at all (``--no-lock``)."""
         if rebuild_index and mode is not Mode.EXCLUSIVE:
             raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
+        if not lock and mode.writes:
+            raise UsageError("--no-lock is for commands that do not write")
         dirs = _open_dirs(root)
         locks: list[Lock] = []
         try:
@@ -197,21 +201,24 @@ class Repository:
             file_mode = 0o644 if config.shared else 0o600
             # Writers create what is missing; readers find it empty.
             dirs.open_layout(fsio.dir_mode(file_mode) if mode.writes else None)
-            if mode is not Mode.READ:
-                lock = Lock(dirs.path("locks") / WRITE, file_mode)
-                lock.acquire(exclusive=True, repo=root, what="another writer")
-                locks.append(lock)
+            reader = not mode.writes  # goes on without a lock it cannot open (read-only media)
+            if mode is not Mode.READ and lock:
+                writer = Lock(dirs.path("locks") / WRITE, file_mode)
+                writer.acquire(exclusive=True, repo=root, what="another writer", reader=reader)
+                locks.append(writer)
             data = Lock(dirs.path("locks") / DATA, file_mode)
-            data.acquire(
-                exclusive=mode is Mode.EXCLUSIVE,
-                repo=root,
-                what="a running checkout or verify" if mode is Mode.EXCLUSIVE else "gc or prune",
-            )
+            if lock:
+                data.acquire(
+                    exclusive=mode is Mode.EXCLUSIVE,
+                    repo=root,
+                    what="a running checkout or verify" if mode is Mode.EXCLUSIVE else "gc or prune",
+                    reader=reader,
+                )
             locks.append(data)
             return cls(dirs, config, mode, locks, rebuild_index=rebuild_index)
         except BaseException:
-            for lock in reversed(locks):
-                lock.release()
+            for held in reversed(locks):
+                held.release()
             dirs.close()
             raise
 

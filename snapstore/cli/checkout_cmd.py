@@ -9,6 +9,7 @@ import typer
 from snapstore.cli.commit_cmd import ThreadsOption
 from snapstore.cli.common import (
     JsonOption,
+    NoLockOption,
     RepoOption,
     emit_json,
     info,
@@ -28,10 +29,11 @@ def checkout(
     sparse: Annotated[bool, typer.Option(help="Leave holes for zero runs.")] = True,
     threads: ThreadsOption = None,
     repo: RepoOption = None,
+    no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Rebuild a snapshot's file, verifying every byte."""
-    with open_repo(repo) as r:
+    with open_repo(repo, no_lock=no_lock) as r:
         snap = r.resolve(snapshot, name=name)
         with progress_for(json_output or output == "-") as progress:
             try:

@@ -26,6 +26,15 @@ RepoOption = Annotated[
         help="Repository path (default: nearest .snapstore/ up from here).",
     ),
 ]
+NoLockOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-lock",
+        envvar="SNAP_NO_LOCK",
+        show_envvar=True,
+        help="Take no lock (read-only media); a gc or prune running meanwhile could remove data read.",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
@@ -42,14 +51,17 @@ def open_repo(
     rebuild_index: bool = False,
     reports_index: bool = False,
     ignore_bad_quota: bool = False,
+    no_lock: bool = False,
 ) -> Repository:
     """Open the repository a command names (``reports_index``: the command itself reports a
     missing or damaged index, so no warning is needed; ``ignore_bad_quota``: the command
-    repairs a quota out of range)."""
+    repairs a quota out of range; ``no_lock``: a reader takes no lock)."""
     root = locate(repo)
     if root is None:
         raise RepositoryNotFoundError(None)
-    opened = Repository.open(root, mode, rebuild_index=rebuild_index, ignore_bad_quota=ignore_bad_quota)
+    opened = Repository.open(
+        root, mode, rebuild_index=rebuild_index, ignore_bad_quota=ignore_bad_quota, lock=not no_lock
+    )
     tell_state(opened, index=not reports_index)
     return opened
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.cli.common import JsonOption, NoLockOption, RepoOption, emit_json, info, open_repo, out
 from snapstore.errors import CorruptError, IntegrityError
 from snapstore.model import ChunkRef, SnapshotInfo, ZeroRun
 from snapstore.ops.space import exclusive_bytes
@@ -34,10 +34,11 @@ def snapshot_doc(s: SnapshotInfo, **extra: Any) -> dict[str, Any]:
 def log(
     name: Annotated[str | None, typer.Argument(help="Only snapshots of this name.")] = None,
     repo: RepoOption = None,
+    no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """List snapshots, oldest first, with the space each alone holds."""
-    with open_repo(repo) as r:
+    with open_repo(repo, no_lock=no_lock) as r:
         snaps = [s for s in r.list_snapshots() if name is None or s.name == name]
         rows = [(s, exclusive_bytes(r, s.id)) for s in snaps]
     if json_output:
@@ -58,10 +59,11 @@ def show(
     snapshot: IdArgument,
     name: NameOption = None,
     repo: RepoOption = None,
+    no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Show one snapshot in detail."""
-    with open_repo(repo) as r:
+    with open_repo(repo, no_lock=no_lock) as r:
         s = r.resolve(snapshot, name=name)
         chunks = zero = 0
         distinct: set[bytes] = set()
