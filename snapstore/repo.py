@@ -85,6 +85,10 @@ def find_root(start: Path) -> Path | None:
 
 
 class Repository:
+    """A snapstore repository on a local filesystem: its snapshots, chunks, index and locks.
+    Made with :meth:`init`, opened with :meth:`open` (or ``snapstore.open_repository``) in a
+    :class:`Mode` that takes the locks the work needs; a context manager that releases them."""
+
     def __init__(
         self,
         dirs: RepoDirs,

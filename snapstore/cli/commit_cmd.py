@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,6 @@ import typer
 
 from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, locate, progress_for, tell_state
 from snapstore.ops.commit import commit_file
-from snapstore.ops.prune import keep_within_quota
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
 from snapstore.units import format_size
 
@@ -35,12 +33,10 @@ def commit(
         info(f"created snapstore repository at {root.absolute()}")
     with Repository.open(root, Mode.WRITE) as r, progress_for(json_output) as progress:
         tell_state(r)
-        keep_within_quota(r, datetime.now(UTC))
         res = commit_file(r, file, name=name, message=message, threads=threads, progress=progress)
-        quota = keep_within_quota(r, datetime.now(UTC), res.snapshot.id)
-    if quota.deferred:
+    if res.quota_deferred:
         info("warning: repository is over its quota; pruning deferred while a checkout runs")
-    pruned = quota.pruned.plan.drop if quota.pruned else ()
+    pruned = res.pruned
     for p in pruned:
         info(f"quota: dropped {p.hex[:12]} {p.name} {p.created:%Y-%m-%d %H:%M:%S}")
     s = res.snapshot

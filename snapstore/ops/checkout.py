@@ -71,6 +71,12 @@ def checkout(
     threads: int | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> CheckoutResult:
+    """Rebuild ``snapshot`` (from ``repo.resolve(...)``) at ``out``, every chunk and the whole
+    file verified; ``repo`` opened ``Mode.READ`` or more. ``out``: a path (a temp file
+    renamed over it when complete; an existing file only with ``force``), a block device
+    (written in place, with ``force``), a character device or FIFO (a stream), or ``"-"``
+    (stdout). ``sparse``: zero runs become holes. Raises OutputExistsError, UsageError,
+    IntegrityError, NoSpaceError... (snapstore.errors)."""
     if out == "-":
         stream = sys.stdout.buffer
         try:

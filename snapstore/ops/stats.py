@@ -30,6 +30,8 @@ class RepoStats:
 
 
 def repo_stats(repo: Repository, snapshots: list[SnapshotInfo]) -> RepoStats:
+    """Sizes of the repository (``snap stats``): raw, stored and live bytes of its chunks,
+    its garbage, and the dedup and compression ratios over ``snapshots``."""
     chunks = live = raw = stored = garbage = 0
     with repo.index.read() as r:
         for _, loc in r.iter_locations():
