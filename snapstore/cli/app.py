@@ -18,6 +18,7 @@ from snapstore.cli.commit_cmd import commit
 from snapstore.cli.config_cmd import config_app
 from snapstore.cli.init_cmd import init
 from snapstore.cli.pin_cmd import pin, unpin
+from snapstore.cli.signals import Signalled, install
 from snapstore.cli.snapshots_cmd import log, rm, show
 from snapstore.cli.space_cmd import gc, prune
 from snapstore.cli.stats_cmd import stats
@@ -69,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         print(f"snap: error: {exc.format_message()}", file=sys.stderr)
         return UsageError.exit_code
+    except Signalled as exc:
+        print(exc.line, file=sys.stderr)
+        return exc.exit_code
     except click.exceptions.Exit as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # typer's rendering of Ctrl-C
+            print("snap: interrupted", file=sys.stderr)
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("snap: interrupted", file=sys.stderr)
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     _keep_freed_memory()
+    install()
     code = main()
     _exit_now(code)
 
