@@ -189,11 +189,13 @@ class Repository:
         rebuild_index: bool = False,
         ignore_bad_quota: bool = False,
         lock: bool = True,
+        lock_wait: float = 0.0,
     ) -> Repository:
         """Open for reading or writing (taking the locks ``mode`` needs). ``rebuild_index``
         (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests.
         ``ignore_bad_quota``: a quota out of range reads as none (``snap config`` repairs it).
-        ``lock`` False (READ and CHECK only): take no lock at all (``--no-lock``)."""
+        ``lock`` False (READ and CHECK only): take no lock at all (``--no-lock``).
+        ``lock_wait``: seconds to wait for a lock another process holds (``--lock-wait``)."""
         if rebuild_index and mode is not Mode.EXCLUSIVE:
             raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
         if not lock and mode.writes:
@@ -208,7 +210,9 @@ class Repository:
             reader = not mode.writes  # goes on without a lock it cannot open (read-only media)
             if mode is not Mode.READ and lock:
                 writer = Lock(dirs.path("locks") / WRITE, file_mode)
-                writer.acquire(exclusive=True, repo=root, what="another writer", reader=reader)
+                writer.acquire(
+                    exclusive=True, repo=root, what="another writer", reader=reader, wait=lock_wait
+                )
                 locks.append(writer)
             data = Lock(dirs.path("locks") / DATA, file_mode)
             if lock:
@@ -217,6 +221,7 @@ class Repository:
                     repo=root,
                     what="a running checkout or verify" if mode is Mode.EXCLUSIVE else "gc or prune",
                     reader=reader,
+                    wait=lock_wait,
                 )
             locks.append(data)
             return cls(dirs, config, mode, locks, rebuild_index=rebuild_index)

@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 from contextlib import suppress
+from pathlib import Path
+from typing import Annotated
 
 import click
 import typer
@@ -15,6 +17,7 @@ import typer
 from snapstore.cli.check_cmd import repair, verify
 from snapstore.cli.checkout_cmd import checkout
 from snapstore.cli.commit_cmd import commit
+from snapstore.cli.common import GLOBAL, REPO_HELP
 from snapstore.cli.config_cmd import config_app
 from snapstore.cli.init_cmd import init
 from snapstore.cli.pin_cmd import pin, unpin
@@ -23,9 +26,25 @@ from snapstore.cli.snapshots_cmd import log, rm, show
 from snapstore.cli.space_cmd import gc, prune
 from snapstore.cli.stats_cmd import stats
 from snapstore.errors import SnapstoreError, UsageError, translate_os_error
+from snapstore.units import parse_duration
 
 EXIT_INTERRUPTED = 130
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt (glibc malloc.h)
+
+
+class _WarningLine(logging.Handler):
+    """Warnings of the library (e.g. recovery met a damaged manifest) as one stderr line each
+    (with -v, its notes too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind = "warning" if record.levelno >= logging.WARNING else "note"
+        print(f"snap: {kind}: {record.getMessage()}", file=sys.stderr)
+
+
+_log = logging.getLogger("snapstore")
+_log.addHandler(_WarningLine(logging.INFO))
+_log.setLevel(logging.WARNING)
+_log.propagate = False
 
 app = typer.Typer(
     name="snap",
@@ -35,21 +54,55 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from snapstore import __version__
+
+        typer.echo(f"snap {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def global_options(
+    repo: Annotated[Path | None, typer.Option("--repo", "-r", help=REPO_HELP)] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only results (ids, tables, JSON), warnings and errors."),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print the library's notes.")] = False,
+    no_lock: Annotated[
+        bool, typer.Option("--no-lock", envvar="SNAP_NO_LOCK", help="Readers take no lock (read-only media).")
+    ] = False,
+    lock_wait: Annotated[
+        str | None,
+        typer.Option(
+            "--lock-wait",
+            metavar="DURATION",
+            envvar="SNAP_LOCK_WAIT",
+            help="Wait up to DURATION (e.g. 30s, 5m) for a lock held by another snap, instead of exit 6.",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", is_eager=True, callback=_version, help="Print the version.")
+    ] = False,
+) -> None:
+    """Keep the history of large binary files (VM disk images) in a deduplicating store.
+
+    Options before the command apply to it (snap -r REPO log); -r and --no-lock also work after it."""
+    GLOBAL.repo = repo
+    GLOBAL.quiet = quiet
+    GLOBAL.verbose = verbose
+    GLOBAL.no_lock = no_lock
+    GLOBAL.lock_wait = parse_duration(lock_wait).total_seconds() if lock_wait else 0.0
+    if verbose:
+        _log.setLevel(logging.INFO)
+
+
 for command in (init, commit, checkout, log, show, rm, gc, prune, pin, unpin, stats, verify, repair):
     app.command()(command)
 app.add_typer(config_app, name="config")
-
-
-class _WarningLine(logging.Handler):
-    """Warnings of the library (e.g. recovery met a damaged manifest) as one stderr line each."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(f"snap: warning: {record.getMessage()}", file=sys.stderr)
-
-
-_log = logging.getLogger("snapstore")
-_log.addHandler(_WarningLine(logging.WARNING))
-_log.propagate = False
 
 
 def error_line(exc: SnapstoreError) -> str:

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, locate, progress_for, tell_state
+from snapstore.cli.common import (
+    GLOBAL,
+    JsonOption,
+    RepoOption,
+    emit_json,
+    info,
+    locate,
+    progress_for,
+    tell_state,
+)
 from snapstore.ops.commit import commit_file
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
 from snapstore.units import format_size
@@ -31,7 +40,10 @@ def commit(
         root = Path(REPO_DIR_NAME)
         Repository.init(root).close()
         info(f"created snapstore repository at {root.absolute()}")
-    with Repository.open(root, Mode.WRITE) as r, progress_for(json_output) as progress:
+    with (
+        Repository.open(root, Mode.WRITE, lock_wait=GLOBAL.lock_wait) as r,
+        progress_for(json_output) as progress,
+    ):
         tell_state(r)
         res = commit_file(r, file, name=name, message=message, threads=threads, progress=progress)
     if res.quota_deferred:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,16 +17,23 @@ from snapstore.errors import RepositoryNotFoundError
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Mode, Repository, find_root
 
-RepoOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--repo",
-        "-r",
-        envvar="SNAP_REPO",
-        show_envvar=True,
-        help="Repository path (default: nearest .snapstore/ up from here).",
-    ),
-]
+REPO_HELP = "Repository path (default: $SNAP_REPO, else the nearest .snapstore/ up from here)."
+RepoOption = Annotated[Path | None, typer.Option("--repo", "-r", help=REPO_HELP)]
+
+
+@dataclass
+class GlobalOptions:
+    """The options given before the command (``snap -r REPO -q log``); a command's own
+    ``-r``/``--no-lock`` after it take precedence."""
+
+    repo: Path | None = None
+    no_lock: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    lock_wait: float = 0.0
+
+
+GLOBAL = GlobalOptions()
 NoLockOption = Annotated[
     bool,
     typer.Option(
@@ -39,8 +47,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 
 
 def locate(repo: Path | None) -> Path | None:
-    if repo is not None:
-        return repo
+    """The repository named by the command's ``-r``, else the global ``-r``, else
+    ``$SNAP_REPO``, else the nearest ``.snapstore`` up from the working directory."""
+    named = repo or GLOBAL.repo or os.environ.get("SNAP_REPO") or None
+    if named is not None:
+        return Path(named)
     return find_root(Path.cwd())
 
 
@@ -60,7 +71,12 @@ def open_repo(
     if root is None:
         raise RepositoryNotFoundError(None)
     opened = Repository.open(
-        root, mode, rebuild_index=rebuild_index, ignore_bad_quota=ignore_bad_quota, lock=not no_lock
+        root,
+        mode,
+        rebuild_index=rebuild_index,
+        ignore_bad_quota=ignore_bad_quota,
+        lock=not (no_lock or GLOBAL.no_lock),
+        lock_wait=GLOBAL.lock_wait,
     )
     tell_state(opened, index=not reports_index)
     return opened
@@ -69,17 +85,23 @@ def open_repo(
 def tell_state(r: Repository, *, index: bool = True) -> None:
     """Say on stderr what the user should know about the repository just opened."""
     if index and r.index_problem is not None:
-        info(
+        warn(
             f"snap: warning: {r.index_problem}; using a temporary index rebuilt from the packs "
             "(run 'snap repair' to rebuild it)"
         )
     if r.interrupted_writer is not None:
         then = "its work was recovered" if r.mode.writes else "the next writing command recovers its work"
-        info(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; {then}")
+        warn(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; {then}")
 
 
 def info(message: str) -> None:
-    """A human line on stderr (stdout is for ids and JSON)."""
+    """A human line on stderr (stdout is for ids and JSON); none with ``-q``."""
+    if not GLOBAL.quiet:
+        typer.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    """A ``snap: warning:`` or ``snap: note:`` line on stderr, even with ``-q``."""
     typer.echo(message, err=True)
 
 
@@ -102,7 +124,7 @@ def emit_json(doc: Any) -> None:
 @contextmanager
 def progress_for(json_output: bool) -> Iterator[Progress]:
     """A bar when stderr is a terminal, nothing otherwise."""
-    if sys.stderr.isatty() and not json_output:
+    if sys.stderr.isatty() and not json_output and not GLOBAL.quiet:
         # Imported only on a terminal: rich.progress costs ~35 ms of start-up.
         from snapstore.cli.progressbar import BarProgress
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
 from snapstore.cli.common import JsonOption, NoLockOption, RepoOption, emit_json, info, open_repo, out
-from snapstore.errors import CorruptError, IntegrityError
+from snapstore.errors import CorruptError, IntegrityError, UsageError
 from snapstore.model import ChunkRef, SnapshotInfo, ZeroRun
 from snapstore.ops.space import exclusive_bytes
 from snapstore.repo import Mode, Repository
-from snapstore.units import format_size
+from snapstore.units import format_size, parse_duration
 
 IdArgument = Annotated[str, typer.Argument(help="Snapshot id, unique prefix, or 'latest'.")]
 NameOption = Annotated[str | None, typer.Option(help="With 'latest': newest of this name.")]
@@ -33,13 +34,30 @@ def snapshot_doc(s: SnapshotInfo, **extra: Any) -> dict[str, Any]:
 
 def log(
     name: Annotated[str | None, typer.Argument(help="Only snapshots of this name.")] = None,
+    last: Annotated[int | None, typer.Option("--last", min=1, help="Only the newest N.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN", help="Only those created since WHEN: a duration back (7d, 12h) or an ISO date."
+        ),
+    ] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Newest first.")] = False,
     repo: RepoOption = None,
     no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """List snapshots, oldest first, with the space each alone holds."""
+    after = None if since is None else since_time(since, datetime.now(UTC))
     with open_repo(repo, no_lock=no_lock) as r:
-        snaps = [s for s in r.list_snapshots() if name is None or s.name == name]
+        snaps = [
+            s
+            for s in r.list_snapshots()
+            if (name is None or s.name == name) and (after is None or s.created >= after)
+        ]
+        if last is not None:
+            snaps = snaps[-last:]
+        if reverse:
+            snaps.reverse()
         rows = [(s, exclusive_bytes(r, s.id)) for s in snaps]
     if json_output:
         emit_json([snapshot_doc(s, exclusive_bytes=x) for s, x in rows])
@@ -145,3 +163,18 @@ def _resolve_all(r: Repository, refs: list[str]) -> tuple[list[SnapshotInfo], li
             continue
         found[s.id] = s
     return list(found.values()), list(damaged)
+
+
+def since_time(text: str, now: datetime) -> datetime:
+    """``7d`` (that long before ``now``) or an ISO 8601 date or time (UTC unless it says)."""
+    try:
+        return now - parse_duration(text)
+    except UsageError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not a duration or a date", hint="write it like 7d or 2026-12-01"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

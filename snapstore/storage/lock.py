@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -53,8 +54,11 @@ class Lock:
         # Set by acquire(): the record of a previous writer that did not release the lock.
         self.interrupted_holder: str | None = None
 
-    def acquire(self, *, exclusive: bool, repo: Path, what: str, reader: bool = False) -> None:
-        """Take the lock (LockedError if another process holds it). ``reader``: the command
+    def acquire(
+        self, *, exclusive: bool, repo: Path, what: str, reader: bool = False, wait: float = 0.0
+    ) -> None:
+        """Take the lock (LockedError if another process holds it ``wait`` seconds, or at once
+        by default). ``reader``: the command
         never writes, so a lock file that cannot be written is locked read-only, and one that
         cannot be opened at all (read-only media without it, no permission) is gone without."""
         name = f"lock file {repo / 'locks' / self.path.name}"
@@ -71,7 +75,7 @@ class Lock:
                 tell_unlocked(repo, f"{exc.strerror or exc} on {name}")
                 return
         try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            _flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, wait)
         except BlockingIOError:
             holder = describe_holder(_read_record(fd), live_only=True) or what
             os.close(fd)
@@ -114,6 +118,19 @@ class Lock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+
+def _flock(fd: int, operation: int, wait: float) -> None:
+    """flock without blocking, retried for ``wait`` seconds (BlockingIOError when still held)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
 def tell_unlocked(repo: Path, reason: str) -> None:
