@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.format_message(), file=sys.stderr)
         return UsageError.exit_code
     except click.ClickException as exc:
-        print(f"snap: error: {exc.format_message()}", file=sys.stderr)
+        print(f"snap: error: {_once(exc.format_message())}", file=sys.stderr)
         return UsageError.exit_code
     except Signalled as exc:
         print(exc.line, file=sys.stderr)
@@ -142,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         error = translate_os_error(exc, exc.filename or "standard output", output=True)
         print(error_line(error), file=sys.stderr)
         return error.exit_code
+
+
+def _once(message: str) -> str:
+    """typer < 0.26 and click >= 8.2 both add "Did you mean 'x'?" to an unknown command's
+    error: keep the first."""
+    first, sep, rest = message.partition(" Did you mean")
+    return first + sep + rest.split(" Did you mean")[0] if sep else message
 
 
 def run() -> None:

@@ -16,7 +16,7 @@ from snapstore.cli.common import (
     out,
     progress_for,
 )
-from snapstore.errors import DamagedError
+from snapstore.errors import DamagedError, UsageError
 from snapstore.ops.repair import repair as do_repair
 from snapstore.ops.verify import affected
 from snapstore.ops.verify import verify as do_verify
@@ -35,6 +35,8 @@ def verify(
     json_output: JsonOption = False,
 ) -> None:
     """Check the repository; exit 5 if anything is wrong."""
+    if read_data and sample is not None:
+        raise UsageError("--read-data reads every chunk and --sample a part of them", hint="give one of them")
     with (
         open_repo(repo, Mode.CHECK, reports_index=True, no_lock=no_lock) as r,
         progress_for(json_output) as progress,

@@ -9,6 +9,7 @@ import typer
 
 from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out
 from snapstore.cli.snapshots_cmd import snapshot_doc
+from snapstore.format.config import check_quota
 from snapstore.ops import gc as gc_ops
 from snapstore.ops import prune as prune_ops
 from snapstore.repo import Mode
@@ -75,6 +76,8 @@ def prune(
         parse_duration(keep_within) if keep_within else None,
     )
     quota_bytes = parse_size(quota) if quota else None
+    if quota_bytes is not None:
+        check_quota(quota_bytes)
     now = datetime.now(UTC)
     with open_repo(repo, Mode.READ if dry_run else Mode.EXCLUSIVE) as r:
         if quota_bytes is None:
