@@ -25,6 +25,7 @@ from snapstore.cli.signals import Signalled, install
 from snapstore.cli.snapshots_cmd import log, rm, show
 from snapstore.cli.space_cmd import gc, prune
 from snapstore.cli.stats_cmd import stats
+from snapstore.cli.text import safe
 from snapstore.errors import SnapstoreError, UsageError, translate_os_error
 from snapstore.units import parse_duration
 
@@ -84,6 +85,7 @@ def global_options(
             help="Wait up to DURATION (e.g. 30s, 5m) for a lock held by another snap, instead of exit 6.",
         ),
     ] = None,
+    utc: Annotated[bool, typer.Option("--utc", help="Show times in UTC (default: local time).")] = False,
     version: Annotated[
         bool, typer.Option("--version", "-V", is_eager=True, callback=_version, help="Print the version.")
     ] = False,
@@ -95,6 +97,7 @@ def global_options(
     GLOBAL.quiet = quiet
     GLOBAL.verbose = verbose
     GLOBAL.no_lock = no_lock
+    GLOBAL.utc = utc
     GLOBAL.lock_wait = parse_duration(lock_wait).total_seconds() if lock_wait else 0.0
     if verbose:
         _log.setLevel(logging.INFO)
@@ -106,7 +109,7 @@ app.add_typer(config_app, name="config")
 
 
 def error_line(exc: SnapstoreError) -> str:
-    return f"snap: error: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+    return f"snap: error: {safe(exc.message)}" + (f" ({safe(exc.hint)})" if exc.hint else "")
 
 
 def main(argv: list[str] | None = None) -> int:

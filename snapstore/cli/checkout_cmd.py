@@ -17,6 +17,7 @@ from snapstore.cli.common import (
     progress_for,
     silence_stdout,
 )
+from snapstore.cli.text import safe
 from snapstore.ops.checkout import checkout as do_checkout
 from snapstore.units import format_size
 
@@ -57,4 +58,4 @@ def checkout(
             }
         )
     elif output != "-":
-        info(f"checked out {snap.hex[:12]} ({snap.name}, {format_size(res.size)}) to {res.path}")
+        info(f"checked out {snap.hex[:12]} ({safe(snap.name)}, {format_size(res.size)}) to {safe(res.path)}")

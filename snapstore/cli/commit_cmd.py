@@ -17,6 +17,7 @@ from snapstore.cli.common import (
     progress_for,
     tell_state,
 )
+from snapstore.cli.text import safe, when
 from snapstore.ops.commit import commit_file
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
 from snapstore.units import format_size
@@ -50,7 +51,7 @@ def commit(
         info("warning: repository is over its quota; pruning deferred while a checkout runs")
     pruned = res.pruned
     for p in pruned:
-        info(f"quota: dropped {p.hex[:12]} {p.name} {p.created:%Y-%m-%d %H:%M:%S}")
+        info(f"quota: dropped {p.hex[:12]} {safe(p.name)} {when(p.created, utc=GLOBAL.utc)}")
     s = res.snapshot
     if json_output:
         emit_json(
@@ -75,7 +76,7 @@ def commit(
         return
     rate = s.size / res.seconds / 1e6 if res.seconds > 0 else 0.0
     info(
-        f"snapshot {s.hex[:12]} of {s.name}: {format_size(s.size)}, {res.new_chunks} new of "
+        f"snapshot {s.hex[:12]} of {safe(s.name)}: {format_size(s.size)}, {res.new_chunks} new of "
         f"{res.chunks} chunks, {format_size(res.new_stored_bytes)} stored, "
         f"{res.seconds:.1f} s ({rate:.0f} MB/s)"
     )

@@ -31,6 +31,7 @@ class GlobalOptions:
     quiet: bool = False
     verbose: bool = False
     lock_wait: float = 0.0
+    utc: bool = False
 
 
 GLOBAL = GlobalOptions()

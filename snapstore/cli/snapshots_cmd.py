@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from snapstore.cli.common import JsonOption, NoLockOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.cli.common import GLOBAL, JsonOption, NoLockOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.cli.text import cut, safe, when
 from snapstore.errors import CorruptError, IntegrityError, UsageError
 from snapstore.model import ChunkRef, SnapshotInfo, ZeroRun
 from snapstore.ops.space import exclusive_bytes
@@ -65,11 +66,12 @@ def log(
     if not rows:
         info("no snapshots")
         return
-    out(f"{'ID':<12}  {'CREATED (UTC)':<19}  {'NAME':<20}  {'SIZE':>10}  {'EXCLUSIVE':>10}  MESSAGE")
+    created = "CREATED (UTC)" if GLOBAL.utc else "CREATED"
+    out(f"{'ID':<12}  {created:<19}  {'NAME':<20}  {'SIZE':>10}  {'EXCLUSIVE':>10}  MESSAGE")
     for s, x in rows:
         out(
-            f"{s.hex[:12]}  {s.created:%Y-%m-%d %H:%M:%S}  {s.name[:20]:<20}  "
-            f"{format_size(s.size):>10}  {format_size(x):>10}  {s.message}"
+            f"{s.hex[:12]}  {when(s.created, utc=GLOBAL.utc)}  {cut(s.name, 20):<20}  "
+            f"{format_size(s.size):>10}  {format_size(x):>10}  {safe(s.message)}"
         )
 
 
@@ -103,8 +105,8 @@ def show(
         return
     for key, value in (
         ("id", s.hex),
-        ("name", s.name),
-        ("created", s.created.isoformat()),
+        ("name", safe(s.name)),
+        ("created", when(s.created, utc=GLOBAL.utc) + (" UTC" if GLOBAL.utc else "")),
         ("size", f"{format_size(s.size)} ({s.size} bytes)"),
         ("message", s.message),
         ("host", s.hostname),
@@ -141,7 +143,7 @@ def rm(
         return
     verb = "would remove" if dry_run else "removed"
     for s in targets:
-        out(f"{verb} {s.hex[:12]} {s.name} {s.created:%Y-%m-%d %H:%M:%S}")
+        out(f"{verb} {s.hex[:12]} {safe(s.name)} {when(s.created, utc=GLOBAL.utc)}")
     for sid in damaged:
         out(f"{verb} {sid.hex()[:12]} (its manifest is damaged)")
     if not dry_run:
