@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import logging
 import os
 import sys
@@ -26,10 +27,11 @@ from snapstore.cli.snapshots_cmd import log, rm, show
 from snapstore.cli.space_cmd import gc, prune
 from snapstore.cli.stats_cmd import stats
 from snapstore.cli.text import safe
-from snapstore.errors import SnapstoreError, UsageError, translate_os_error
+from snapstore.errors import EXIT_CODES, SnapstoreError, UsageError, translate_os_error
 from snapstore.units import parse_duration
 
 EXIT_INTERRUPTED = 130
+EXIT_KINDS = {code: kind for kind, code in EXIT_CODES.items()}
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt (glibc malloc.h)
 
 
@@ -113,18 +115,39 @@ def error_line(exc: SnapstoreError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the command; errors become one line on stderr and an exit code."""
+    """Entry point: runs the command; errors become one line on stderr and an exit code (and,
+    with --json, ``{"error": {"code", "kind", "message", "hint"}}`` on stdout)."""
+    args = sys.argv[1:] if argv is None else argv
+    code = _run(args)
+    if "--json" in args and _LAST_ERROR:
+        print(json.dumps({"error": _LAST_ERROR[-1]}, indent=2))
+    return code
+
+
+_LAST_ERROR: list[dict[str, object]] = []
+
+
+def _error(code: int, message: str, hint: str | None = None) -> str:
+    """The stderr line of an error, remembered for --json."""
+    _LAST_ERROR.append(
+        {"code": code, "kind": EXIT_KINDS.get(code, "error"), "message": message, "hint": hint}
+    )
+    return f"snap: error: {message}" + (f" ({hint})" if hint else "")
+
+
+def _run(argv: list[str]) -> int:
+    _LAST_ERROR.clear()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="snap")
         return result if isinstance(result, int) else 0
     except SnapstoreError as exc:
-        print(error_line(exc), file=sys.stderr)
+        print(_error(exc.exit_code, exc.message, exc.hint), file=sys.stderr)
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
         print(exc.format_message(), file=sys.stderr)
         return UsageError.exit_code
     except click.ClickException as exc:
-        print(f"snap: error: {_once(exc.format_message())}", file=sys.stderr)
+        print(_error(UsageError.exit_code, _once(exc.format_message())), file=sys.stderr)
         return UsageError.exit_code
     except Signalled as exc:
         print(exc.line, file=sys.stderr)
@@ -143,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno == errno.EPIPE:
             return 0
         error = translate_os_error(exc, exc.filename or "standard output", output=True)
-        print(error_line(error), file=sys.stderr)
+        print(error_line(error), file=sys.stderr)  # (no JSON error: stdout is what failed)
         return error.exit_code
 
 

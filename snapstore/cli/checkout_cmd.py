@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -17,6 +18,7 @@ from snapstore.cli.common import (
     progress_for,
     silence_stdout,
 )
+from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe
 from snapstore.ops.checkout import checkout as do_checkout
 from snapstore.units import format_size
@@ -48,14 +50,6 @@ def checkout(
                 silence_stdout()
                 return
     if json_output and output != "-":
-        emit_json(
-            {
-                "id": snap.hex,
-                "name": snap.name,
-                "path": res.path,
-                "size": res.size,
-                "zero_bytes": res.zero_bytes,
-            }
-        )
+        emit_json(snapshot_doc(snap, path=os.path.abspath(res.path), zero_bytes=res.zero_bytes))
     elif output != "-":
         info(f"checked out {snap.hex[:12]} ({safe(snap.name)}, {format_size(res.size)}) to {safe(res.path)}")

@@ -17,6 +17,7 @@ from snapstore.cli.common import (
     progress_for,
     tell_state,
 )
+from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe, when
 from snapstore.ops.commit import commit_file
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
@@ -55,23 +56,19 @@ def commit(
     s = res.snapshot
     if json_output:
         emit_json(
-            {
-                "id": s.hex,
-                "short_id": s.hex[:12],
-                "name": s.name,
-                "size": s.size,
-                "created": s.created.isoformat(),
-                "chunks": res.chunks,
-                "new_chunks": res.new_chunks,
-                "new_raw_bytes": res.new_raw_bytes,
-                "new_stored_bytes": res.new_stored_bytes,
-                "zero_bytes": res.zero_bytes,
-                "confirmed_chunks": res.confirmed_chunks,
-                "read_bytes": res.read_bytes,
-                "chunked_bytes": res.chunked_bytes,
-                "seconds": round(res.seconds, 3),
-                "pruned": [p.hex for p in pruned],
-            }
+            snapshot_doc(
+                s,
+                chunks=res.chunks,
+                new_chunks=res.new_chunks,
+                new_raw_bytes=res.new_raw_bytes,
+                new_stored_bytes=res.new_stored_bytes,
+                zero_bytes=res.zero_bytes,
+                confirmed_chunks=res.confirmed_chunks,
+                read_bytes=res.read_bytes,
+                chunked_bytes=res.chunked_bytes,
+                seconds=round(res.seconds, 3),
+                pruned=[p.hex for p in pruned],
+            )
         )
         return
     rate = s.size / res.seconds / 1e6 if res.seconds > 0 else 0.0
