@@ -87,6 +87,15 @@ def global_options(
             help="Wait up to DURATION (e.g. 30s, 5m) for a lock held by another snap, instead of exit 6.",
         ),
     ] = None,
+    progress: Annotated[
+        str,
+        typer.Option(
+            "--progress",
+            metavar="auto|bar|log|none",
+            envvar="SNAP_PROGRESS",
+            help="auto: a bar on a terminal; log: a line on stderr every 30 s ($SNAP_PROGRESS_INTERVAL).",
+        ),
+    ] = "auto",
     utc: Annotated[bool, typer.Option("--utc", help="Show times in UTC (default: local time).")] = False,
     version: Annotated[
         bool, typer.Option("--version", "-V", is_eager=True, callback=_version, help="Print the version.")
@@ -100,6 +109,9 @@ def global_options(
     GLOBAL.verbose = verbose
     GLOBAL.no_lock = no_lock
     GLOBAL.utc = utc
+    if progress not in ("auto", "bar", "log", "none"):
+        raise UsageError(f"--progress {progress!r}", hint="give auto, bar, log or none")
+    GLOBAL.progress = progress
     GLOBAL.lock_wait = parse_duration(lock_wait).total_seconds() if lock_wait else 0.0
     if verbose:
         _log.setLevel(logging.INFO)

@@ -32,6 +32,7 @@ class GlobalOptions:
     verbose: bool = False
     lock_wait: float = 0.0
     utc: bool = False
+    progress: str = "auto"  # auto | bar | log | none
 
 
 GLOBAL = GlobalOptions()
@@ -124,8 +125,18 @@ def emit_json(doc: Any) -> None:
 
 @contextmanager
 def progress_for(json_output: bool) -> Iterator[Progress]:
-    """A bar when stderr is a terminal, nothing otherwise."""
-    if sys.stderr.isatty() and not json_output and not GLOBAL.quiet:
+    """``--progress``: auto (default) draws a bar when stderr is a terminal and nothing
+    otherwise; log writes a one-line record every $SNAP_PROGRESS_INTERVAL seconds (30)."""
+    if GLOBAL.progress == "log":
+        from snapstore.cli.progresslog import DEFAULT_INTERVAL, LogProgress
+
+        yield LogProgress(float(os.environ.get("SNAP_PROGRESS_INTERVAL") or DEFAULT_INTERVAL))
+        return
+    if GLOBAL.progress == "none":
+        yield NULL_PROGRESS
+        return
+    bar = GLOBAL.progress == "bar" or sys.stderr.isatty()
+    if bar and not json_output and not GLOBAL.quiet:
         # Imported only on a terminal: rich.progress costs ~35 ms of start-up.
         from snapstore.cli.progressbar import BarProgress
 
