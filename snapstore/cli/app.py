@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     with --json, ``{"error": {"code", "kind", "message", "hint"}}`` on stdout)."""
     args = sys.argv[1:] if argv is None else argv
     code = _run(args)
-    if "--json" in args and _LAST_ERROR:
+    if "--json" in args and _LAST_ERROR and not GLOBAL.json_emitted:
         print(json.dumps({"error": _LAST_ERROR[-1]}, indent=2))
     return code
 
@@ -149,6 +149,7 @@ def _error(code: int, message: str, hint: str | None = None) -> str:
 
 def _run(argv: list[str]) -> int:
     _LAST_ERROR.clear()
+    GLOBAL.json_emitted = False
     try:
         result = app(args=argv, standalone_mode=False, prog_name="snap")
         return result if isinstance(result, int) else 0

@@ -33,6 +33,7 @@ class GlobalOptions:
     lock_wait: float = 0.0
     utc: bool = False
     progress: str = "auto"  # auto | bar | log | none
+    json_emitted: bool = False  # the command printed its JSON document (then no error document)
 
 
 GLOBAL = GlobalOptions()
@@ -120,6 +121,7 @@ def silence_stdout() -> None:
 
 
 def emit_json(doc: Any) -> None:
+    GLOBAL.json_emitted = True
     typer.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 
