@@ -1,33 +1,68 @@
 """snapstore: the history of large binary files in a deduplicating, crash-safe store.
 
-The public Python API; the ``snap`` command is built on exactly this.
+The public Python API; the ``snap`` command is built on exactly this, and the library
+enforces what the command promises (the repository quota on every commit)::
+
+    import snapstore
+    from snapstore import Mode
+
+    with snapstore.open_repository("/backup/vms", Mode.WRITE, create=True) as repo:
+        result = snapstore.commit_file(repo, Path("vm.img"), message="nightly")
+    with snapstore.open_repository("/backup/vms", Mode.EXCLUSIVE) as repo:
+        snapstore.prune(repo, snapstore.KeepPolicy(last=7, daily=30))
+    with snapstore.open_repository("/backup/vms", Mode.CHECK) as repo:
+        assert snapstore.verify(repo).ok
+
+Modes: ``READ`` (checkout, log, stats), ``WRITE`` (commit, rm), ``EXCLUSIVE`` (prune, gc),
+``CHECK`` (verify). Every error is a :class:`SnapstoreError` (snapstore.errors) with the exit
+code the CLI documents. See examples/nightly.py for a whole nightly job.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
+TYPE_CHECKING = False  # not typing's: importing typing costs a fast command (--version) 7 ms
 if TYPE_CHECKING:
-    from snapstore.errors import SnapstoreError
+    from typing import Any
+
+    from snapstore.errors import QuotaError, SnapstoreError
     from snapstore.model import ChunkerParams, SnapshotInfo
     from snapstore.ops.checkout import CheckoutResult, checkout
     from snapstore.ops.commit import CommitResult, commit_file
+    from snapstore.ops.gc import GcResult
+    from snapstore.ops.gc import collect as gc
+    from snapstore.ops.prune import PrunePlan, PruneResult, prune
+    from snapstore.ops.session import open_repository
     from snapstore.ops.space import exclusive_bytes
     from snapstore.ops.stats import RepoStats, repo_stats
+    from snapstore.ops.verify import VerifyReport, verify
     from snapstore.repo import Mode, Repository
+    from snapstore.retention import KeepPolicy
 
 # Imported on first use (PEP 562): a command imports only the layers it runs on.
+# name -> (module, attribute there)
 _HOMES = {
-    "SnapstoreError": "snapstore.errors",
-    "ChunkerParams": "snapstore.model",
-    "SnapshotInfo": "snapstore.model",
-    "CheckoutResult": "snapstore.ops.checkout",
-    "checkout": "snapstore.ops.checkout",
-    "CommitResult": "snapstore.ops.commit",
-    "commit_file": "snapstore.ops.commit",
-    "exclusive_bytes": "snapstore.ops.space",
-    "RepoStats": "snapstore.ops.stats",
-    "repo_stats": "snapstore.ops.stats",
-    "Mode": "snapstore.repo",
-    "Repository": "snapstore.repo",
+    "SnapstoreError": ("snapstore.errors", "SnapstoreError"),
+    "QuotaError": ("snapstore.errors", "QuotaError"),
+    "ChunkerParams": ("snapstore.model", "ChunkerParams"),
+    "SnapshotInfo": ("snapstore.model", "SnapshotInfo"),
+    "CheckoutResult": ("snapstore.ops.checkout", "CheckoutResult"),
+    "checkout": ("snapstore.ops.checkout", "checkout"),
+    "CommitResult": ("snapstore.ops.commit", "CommitResult"),
+    "commit_file": ("snapstore.ops.commit", "commit_file"),
+    "GcResult": ("snapstore.ops.gc", "GcResult"),
+    "gc": ("snapstore.ops.gc", "collect"),
+    "PrunePlan": ("snapstore.ops.prune", "PrunePlan"),
+    "PruneResult": ("snapstore.ops.prune", "PruneResult"),
+    "prune": ("snapstore.ops.prune", "prune"),
+    "open_repository": ("snapstore.ops.session", "open_repository"),
+    "exclusive_bytes": ("snapstore.ops.space", "exclusive_bytes"),
+    "RepoStats": ("snapstore.ops.stats", "RepoStats"),
+    "repo_stats": ("snapstore.ops.stats", "repo_stats"),
+    "VerifyReport": ("snapstore.ops.verify", "VerifyReport"),
+    "verify": ("snapstore.ops.verify", "verify"),
+    "Mode": ("snapstore.repo", "Mode"),
+    "Repository": ("snapstore.repo", "Repository"),
+    "KeepPolicy": ("snapstore.retention", "KeepPolicy"),
 }
 
 
@@ -37,7 +72,11 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'snapstore' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(home), name)
+    return getattr(importlib.import_module(home[0]), home[1])
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __version__ = "0.1.0"
@@ -45,14 +84,24 @@ __all__ = [
     "CheckoutResult",
     "ChunkerParams",
     "CommitResult",
+    "GcResult",
+    "KeepPolicy",
     "Mode",
+    "PrunePlan",
+    "PruneResult",
+    "QuotaError",
     "RepoStats",
     "Repository",
     "SnapshotInfo",
     "SnapstoreError",
+    "VerifyReport",
     "__version__",
     "checkout",
     "commit_file",
     "exclusive_bytes",
+    "gc",
+    "open_repository",
+    "prune",
     "repo_stats",
+    "verify",
 ]

@@ -1,5 +1,5 @@
 """``python -m snapstore`` runs the ``snap`` command."""
 
-from snapstore.cli.app import run
+from snapstore.cli.entry import run
 
 run()

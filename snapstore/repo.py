@@ -88,6 +88,10 @@ def find_root(start: Path) -> Path | None:
 
 
 class Repository:
+    """A snapstore repository on a local filesystem: its snapshots, chunks, index and locks.
+    Made with :meth:`init`, opened with :meth:`open` (or ``snapstore.open_repository``) in a
+    :class:`Mode` that takes the locks the work needs; a context manager that releases them."""
+
     def __init__(
         self,
         dirs: RepoDirs,
@@ -182,33 +186,53 @@ class Repository:
         return cls.open(root, Mode.WRITE)
 
     @classmethod
-    def open(cls, root: Path, mode: Mode = Mode.READ, *, rebuild_index: bool = False) -> Repository:
+    def open(
+        cls,
+        root: Path,
+        mode: Mode = Mode.READ,
+        *,
+        rebuild_index: bool = False,
+        ignore_bad_quota: bool = False,
+        lock: bool = True,
+        lock_wait: float = 0.0,
+    ) -> Repository:
         """Open for reading or writing (taking the locks ``mode`` needs). ``rebuild_index``
-        (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests."""
+        (EXCLUSIVE only: repair) replaces the index by one rebuilt from packs and manifests.
+        ``ignore_bad_quota``: a quota out of range reads as none (``snap config`` repairs it).
+        ``lock`` False (READ and CHECK only): take no lock at all (``--no-lock``).
+        ``lock_wait``: seconds to wait for a lock another process holds (``--lock-wait``)."""
         if rebuild_index and mode is not Mode.EXCLUSIVE:
             raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
+        if not lock and mode.writes:
+            raise UsageError("--no-lock is for commands that do not write")
         dirs = _open_dirs(root)
         locks: list[Lock] = []
         try:
-            config = load_config(root, dirs.path())
+            config = load_config(root, dirs.path(), ignore_bad_quota=ignore_bad_quota)
             file_mode = 0o644 if config.shared else 0o600
             # Writers create what is missing; readers find it empty.
             dirs.open_layout(fsio.dir_mode(file_mode) if mode.writes else None)
-            if mode is not Mode.READ:
-                lock = Lock(dirs.path("locks") / WRITE, file_mode)
-                lock.acquire(exclusive=True, repo=root, what="another writer")
-                locks.append(lock)
+            reader = not mode.writes  # goes on without a lock it cannot open (read-only media)
+            if mode is not Mode.READ and lock:
+                writer = Lock(dirs.path("locks") / WRITE, file_mode)
+                writer.acquire(
+                    exclusive=True, repo=root, what="another writer", reader=reader, wait=lock_wait
+                )
+                locks.append(writer)
             data = Lock(dirs.path("locks") / DATA, file_mode)
-            data.acquire(
-                exclusive=mode is Mode.EXCLUSIVE,
-                repo=root,
-                what="a running checkout or verify" if mode is Mode.EXCLUSIVE else "gc or prune",
-            )
+            if lock:
+                data.acquire(
+                    exclusive=mode is Mode.EXCLUSIVE,
+                    repo=root,
+                    what="a running checkout or verify" if mode is Mode.EXCLUSIVE else "gc or prune",
+                    reader=reader,
+                    wait=lock_wait,
+                )
             locks.append(data)
             return cls(dirs, config, mode, locks, rebuild_index=rebuild_index)
         except BaseException:
-            for lock in reversed(locks):
-                lock.release()
+            for held in reversed(locks):
+                held.release()
             dirs.close()
             raise
 
@@ -488,7 +512,7 @@ def _open_dirs(root: Path) -> RepoDirs:
         raise
 
 
-def load_config(root: Path, pinned_root: Path | None = None) -> Config:
+def load_config(root: Path, pinned_root: Path | None = None, *, ignore_bad_quota: bool = False) -> Config:
     """The config of the repository at ``root`` (read through ``pinned_root`` when given)."""
     path = (pinned_root or root) / "config"
     try:
@@ -508,4 +532,4 @@ def load_config(root: Path, pinned_root: Path | None = None) -> Config:
     version = config_fmt.peek_version(data)
     if version not in READABLE_VERSIONS:
         raise UnsupportedFormatError(root, version, READABLE_VERSIONS)
-    return config_fmt.decode(data)
+    return config_fmt.decode(data, ignore_bad_quota=ignore_bad_quota)

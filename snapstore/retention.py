@@ -21,6 +21,12 @@ from snapstore.model import SnapshotId, SnapshotInfo
 
 @dataclass(frozen=True)
 class KeepPolicy:
+    """Which snapshots prune keeps, per snapshot name (the fields are the CLI's
+    ``--keep-last``, ``--keep-hourly``... without ``keep_``): ``last`` newest N; the newest
+    of each of the ``hourly``/``daily``/``weekly``/``monthly``/``yearly`` N most recent
+    periods that have one; everything created ``within`` that long before now. Pinned
+    snapshots and the newest of each name are always kept."""
+
     last: int = 0
     hourly: int = 0
     daily: int = 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from fractions import Fraction
 
 from snapstore.errors import UsageError
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?b?)\s*$", re.IGNORECASE)
+# A number, then nothing, B, or a prefix with an optional B or iB (K, KB, KiB): not "iB" alone.
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtpe])(?:i?b)?|b)?\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
 _DURATION = re.compile(r"(\d+)\s*([smhdwy])", re.IGNORECASE)
 _DURATION_UNITS = {
@@ -21,12 +23,16 @@ _DURATION_UNITS = {
 
 
 def parse_size(text: str) -> int:
-    """``500M``, ``20G``, ``1.5T``, ``4096`` -> bytes. Suffixes are binary (K = 1024)."""
+    """``500M``, ``20G``, ``1.5T``, ``4096`` -> bytes. Suffixes are binary (K = 1024); a
+    fraction needs a unit (``1.5K`` is 1536 bytes; a fraction of a byte is rounded down), and
+    a number of bytes is whole (``1.5`` is refused)."""
     m = _SIZE.match(text)
     if not m:
         raise UsageError(f"{text!r} is not a size", hint="write it like 500M, 20G or 1.5T")
-    number, prefix, _ = m.groups()
-    return int(float(number) * (1024 ** _POWERS[prefix.lower()]))
+    number, prefix = m.groups()
+    if prefix is None and "." in number:
+        raise UsageError(f"{text!r} is not a whole number of bytes", hint="give a unit, like 1.5K or 1.5M")
+    return int(Fraction(number) * 1024 ** _POWERS[(prefix or "").lower()])
 
 
 def format_size(n: int | float) -> str:

@@ -673,13 +673,15 @@ def test_typer_cli_runner(base: Base) -> None:
 
 
 def test_errors_keep_stdout_clean(base: Base) -> None:
-    """Scripts read ids and JSON from stdout: errors must print nothing there."""
+    """Scripts read ids and JSON from stdout: errors print nothing there but, with --json,
+    the one error document (issue 18, point 8)."""
     done = run_snap("checkout", "ffff0000", "-o", "-", "--repo", str(base.root))
     assert_error(done, 3)
     assert done.stdout == b""
     done = run_snap("log", "--json", "--repo", str(base.tmp / "missing"))
     assert_error(done, 3)
-    assert done.stdout == b""
+    assert json.loads(done.stdout)["error"]["code"] == 3
+    assert set(json.loads(done.stdout)) == {"error"}
 
 
 def test_checkout_to_a_closed_pipe(base: Base) -> None:

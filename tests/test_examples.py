@@ -1,4 +1,5 @@
-"""Every examples/*.sh runs to the end (exit 0) with bash, as a user would run it."""
+"""Every examples/*.sh runs to the end (exit 0) with bash, and every examples/*.py with the
+interpreter running the tests, as a user would run them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.sh"))
+PY_EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.py"))
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -23,6 +25,22 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def test_there_are_examples() -> None:
     assert any(p.name == "daily-snapshot.sh" for p in EXAMPLES)
+    assert any(p.name == "nightly.py" for p in PY_EXAMPLES)
+
+
+@pytest.mark.parametrize("script", PY_EXAMPLES, ids=lambda p: p.name)
+def test_python_example_runs(script: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == [], "the example left files behind"
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)

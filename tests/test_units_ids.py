@@ -37,13 +37,35 @@ KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
         (" 64 M ", 64 * MiB),
         ("10B", 10),
         ("0.5K", 512),
+        ("99999999999999999999T", 99999999999999999999 << 40),  # exact, not a float's guess
+        ("0.0001K", 0),  # a fraction of a byte is rounded down
     ],
 )
 def test_parse_size(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "M", "abc", "-1", "1X", "1.5.5G", "1 2", "1MM", "ten", "1e3", "0x10"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "M",
+        "abc",
+        "-1",
+        "1X",
+        "1.5.5G",
+        "1 2",
+        "1MM",
+        "ten",
+        "1e3",
+        "0x10",
+        "1.5",
+        "1.5B",
+        "5ib",
+        "5iB",
+        "iB",
+    ],
+)
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_size(text)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import logging
 import os
 import sys
 from contextlib import suppress
+from pathlib import Path
+from typing import Annotated
 
 import click
 import typer
@@ -15,16 +18,36 @@ import typer
 from snapstore.cli.check_cmd import repair, verify
 from snapstore.cli.checkout_cmd import checkout
 from snapstore.cli.commit_cmd import commit
+from snapstore.cli.common import GLOBAL, REPO_HELP
 from snapstore.cli.config_cmd import config_app
 from snapstore.cli.init_cmd import init
 from snapstore.cli.pin_cmd import pin, unpin
+from snapstore.cli.signals import Signalled, install
 from snapstore.cli.snapshots_cmd import log, rm, show
 from snapstore.cli.space_cmd import gc, prune
 from snapstore.cli.stats_cmd import stats
-from snapstore.errors import SnapstoreError, UsageError, translate_os_error
+from snapstore.cli.text import safe
+from snapstore.errors import EXIT_CODES, SnapstoreError, UsageError, translate_os_error
+from snapstore.units import parse_duration
 
 EXIT_INTERRUPTED = 130
+EXIT_KINDS = {code: kind for kind, code in EXIT_CODES.items()}
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt (glibc malloc.h)
+
+
+class _WarningLine(logging.Handler):
+    """Warnings of the library (e.g. recovery met a damaged manifest) as one stderr line each
+    (with -v, its notes too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind = "warning" if record.levelno >= logging.WARNING else "note"
+        print(f"snap: {kind}: {record.getMessage()}", file=sys.stderr)
+
+
+_log = logging.getLogger("snapstore")
+_log.addHandler(_WarningLine(logging.INFO))
+_log.setLevel(logging.WARNING)
+_log.propagate = False
 
 app = typer.Typer(
     name="snap",
@@ -34,42 +57,117 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from snapstore import __version__
+
+        typer.echo(f"snap {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def global_options(
+    repo: Annotated[Path | None, typer.Option("--repo", "-r", help=REPO_HELP)] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only results (ids, tables, JSON), warnings and errors."),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print the library's notes.")] = False,
+    no_lock: Annotated[
+        bool, typer.Option("--no-lock", envvar="SNAP_NO_LOCK", help="Readers take no lock (read-only media).")
+    ] = False,
+    lock_wait: Annotated[
+        str | None,
+        typer.Option(
+            "--lock-wait",
+            metavar="DURATION",
+            envvar="SNAP_LOCK_WAIT",
+            help="Wait up to DURATION (e.g. 30s, 5m) for a lock held by another snap, instead of exit 6.",
+        ),
+    ] = None,
+    progress: Annotated[
+        str,
+        typer.Option(
+            "--progress",
+            metavar="auto|bar|log|none",
+            envvar="SNAP_PROGRESS",
+            help="auto: a bar on a terminal; log: a line on stderr every 30 s ($SNAP_PROGRESS_INTERVAL).",
+        ),
+    ] = "auto",
+    utc: Annotated[bool, typer.Option("--utc", help="Show times in UTC (default: local time).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", is_eager=True, callback=_version, help="Print the version.")
+    ] = False,
+) -> None:
+    """Keep the history of large binary files (VM disk images) in a deduplicating store.
+
+    Options before the command apply to it (snap -r REPO log); -r and --no-lock also work after it."""
+    GLOBAL.repo = repo
+    GLOBAL.quiet = quiet
+    GLOBAL.verbose = verbose
+    GLOBAL.no_lock = no_lock
+    GLOBAL.utc = utc
+    if progress not in ("auto", "bar", "log", "none"):
+        raise UsageError(f"--progress {progress!r}", hint="give auto, bar, log or none")
+    GLOBAL.progress = progress
+    GLOBAL.lock_wait = parse_duration(lock_wait).total_seconds() if lock_wait else 0.0
+    if verbose:
+        _log.setLevel(logging.INFO)
+
+
 for command in (init, commit, checkout, log, show, rm, gc, prune, pin, unpin, stats, verify, repair):
     app.command()(command)
 app.add_typer(config_app, name="config")
 
 
-class _WarningLine(logging.Handler):
-    """Warnings of the library (e.g. recovery met a damaged manifest) as one stderr line each."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(f"snap: warning: {record.getMessage()}", file=sys.stderr)
-
-
-_log = logging.getLogger("snapstore")
-_log.addHandler(_WarningLine(logging.WARNING))
-_log.propagate = False
-
-
 def error_line(exc: SnapstoreError) -> str:
-    return f"snap: error: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+    return f"snap: error: {safe(exc.message)}" + (f" ({safe(exc.hint)})" if exc.hint else "")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the command; errors become one line on stderr and an exit code."""
+    """Entry point: runs the command; errors become one line on stderr and an exit code (and,
+    with --json, ``{"error": {"code", "kind", "message", "hint"}}`` on stdout)."""
+    args = sys.argv[1:] if argv is None else argv
+    code = _run(args)
+    if "--json" in args and _LAST_ERROR and not GLOBAL.json_emitted:
+        print(json.dumps({"error": _LAST_ERROR[-1]}, indent=2))
+    return code
+
+
+_LAST_ERROR: list[dict[str, object]] = []
+
+
+def _error(code: int, message: str, hint: str | None = None) -> str:
+    """The stderr line of an error, remembered for --json."""
+    _LAST_ERROR.append(
+        {"code": code, "kind": EXIT_KINDS.get(code, "error"), "message": message, "hint": hint}
+    )
+    return f"snap: error: {message}" + (f" ({hint})" if hint else "")
+
+
+def _run(argv: list[str]) -> int:
+    _LAST_ERROR.clear()
+    GLOBAL.json_emitted = False
     try:
         result = app(args=argv, standalone_mode=False, prog_name="snap")
         return result if isinstance(result, int) else 0
     except SnapstoreError as exc:
-        print(error_line(exc), file=sys.stderr)
+        print(_error(exc.exit_code, exc.message, exc.hint), file=sys.stderr)
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
         print(exc.format_message(), file=sys.stderr)
         return UsageError.exit_code
     except click.ClickException as exc:
-        print(f"snap: error: {exc.format_message()}", file=sys.stderr)
+        print(_error(UsageError.exit_code, _once(exc.format_message())), file=sys.stderr)
         return UsageError.exit_code
+    except Signalled as exc:
+        print(exc.line, file=sys.stderr)
+        return exc.exit_code
     except click.exceptions.Exit as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # typer's rendering of Ctrl-C
+            print("snap: interrupted", file=sys.stderr)
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("snap: interrupted", file=sys.stderr)
@@ -81,12 +179,20 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno == errno.EPIPE:
             return 0
         error = translate_os_error(exc, exc.filename or "standard output", output=True)
-        print(error_line(error), file=sys.stderr)
+        print(error_line(error), file=sys.stderr)  # (no JSON error: stdout is what failed)
         return error.exit_code
+
+
+def _once(message: str) -> str:
+    """typer < 0.26 and click >= 8.2 both add "Did you mean 'x'?" to an unknown command's
+    error: keep the first."""
+    first, sep, rest = message.partition(" Did you mean")
+    return first + sep + rest.split(" Did you mean")[0] if sep else message
 
 
 def run() -> None:
     _keep_freed_memory()
+    install()
     code = main()
     _exit_now(code)
 

@@ -6,8 +6,17 @@ from typing import Annotated
 
 import typer
 
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out, progress_for
-from snapstore.errors import DamagedError
+from snapstore.cli.common import (
+    JsonOption,
+    NoLockOption,
+    RepoOption,
+    emit_json,
+    info,
+    open_repo,
+    out,
+    progress_for,
+)
+from snapstore.errors import DamagedError, UsageError
 from snapstore.ops.repair import repair as do_repair
 from snapstore.ops.verify import affected
 from snapstore.ops.verify import verify as do_verify
@@ -22,10 +31,16 @@ def verify(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for --sample (repeatable choice).")] = None,
     repo: RepoOption = None,
+    no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Check the repository; exit 5 if anything is wrong."""
-    with open_repo(repo, Mode.CHECK, reports_index=True) as r, progress_for(json_output) as progress:
+    if read_data and sample is not None:
+        raise UsageError("--read-data reads every chunk and --sample a part of them", hint="give one of them")
+    with (
+        open_repo(repo, Mode.CHECK, reports_index=True, no_lock=no_lock) as r,
+        progress_for(json_output) as progress,
+    ):
         report = do_verify(r, read_data=read_data, sample=sample, seed=seed, progress=progress)
     hit = affected(report.problems)
     if json_output:

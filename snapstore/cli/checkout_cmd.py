@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from snapstore.cli.commit_cmd import ThreadsOption
 from snapstore.cli.common import (
     JsonOption,
+    NoLockOption,
     RepoOption,
     emit_json,
     info,
@@ -16,6 +18,8 @@ from snapstore.cli.common import (
     progress_for,
     silence_stdout,
 )
+from snapstore.cli.snapshots_cmd import snapshot_doc
+from snapstore.cli.text import safe
 from snapstore.ops.checkout import checkout as do_checkout
 from snapstore.units import format_size
 
@@ -28,10 +32,11 @@ def checkout(
     sparse: Annotated[bool, typer.Option(help="Leave holes for zero runs.")] = True,
     threads: ThreadsOption = None,
     repo: RepoOption = None,
+    no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Rebuild a snapshot's file, verifying every byte."""
-    with open_repo(repo) as r:
+    with open_repo(repo, no_lock=no_lock) as r:
         snap = r.resolve(snapshot, name=name)
         with progress_for(json_output or output == "-") as progress:
             try:
@@ -45,14 +50,6 @@ def checkout(
                 silence_stdout()
                 return
     if json_output and output != "-":
-        emit_json(
-            {
-                "id": snap.hex,
-                "name": snap.name,
-                "path": res.path,
-                "size": res.size,
-                "zero_bytes": res.zero_bytes,
-            }
-        )
+        emit_json(snapshot_doc(snap, path=os.path.abspath(res.path), zero_bytes=res.zero_bytes))
     elif output != "-":
-        info(f"checked out {snap.hex[:12]} ({snap.name}, {format_size(res.size)}) to {res.path}")
+        info(f"checked out {snap.hex[:12]} ({safe(snap.name)}, {format_size(res.size)}) to {safe(res.path)}")

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, locate, progress_for, tell_state
+from snapstore.cli.common import (
+    GLOBAL,
+    JsonOption,
+    RepoOption,
+    emit_json,
+    info,
+    locate,
+    progress_for,
+    tell_state,
+)
+from snapstore.cli.snapshots_cmd import snapshot_doc
+from snapstore.cli.text import safe, when
 from snapstore.ops.commit import commit_file
-from snapstore.ops.prune import keep_within_quota
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
 from snapstore.units import format_size
 
@@ -33,41 +42,38 @@ def commit(
         root = Path(REPO_DIR_NAME)
         Repository.init(root).close()
         info(f"created snapstore repository at {root.absolute()}")
-    with Repository.open(root, Mode.WRITE) as r, progress_for(json_output) as progress:
+    with (
+        Repository.open(root, Mode.WRITE, lock_wait=GLOBAL.lock_wait) as r,
+        progress_for(json_output) as progress,
+    ):
         tell_state(r)
-        keep_within_quota(r, datetime.now(UTC))
         res = commit_file(r, file, name=name, message=message, threads=threads, progress=progress)
-        quota = keep_within_quota(r, datetime.now(UTC), res.snapshot.id)
-    if quota.deferred:
+    if res.quota_deferred:
         info("warning: repository is over its quota; pruning deferred while a checkout runs")
-    pruned = quota.pruned.plan.drop if quota.pruned else ()
+    pruned = res.pruned
     for p in pruned:
-        info(f"quota: dropped {p.hex[:12]} {p.name} {p.created:%Y-%m-%d %H:%M:%S}")
+        info(f"quota: dropped {p.hex[:12]} {safe(p.name)} {when(p.created, utc=GLOBAL.utc)}")
     s = res.snapshot
     if json_output:
         emit_json(
-            {
-                "id": s.hex,
-                "short_id": s.hex[:12],
-                "name": s.name,
-                "size": s.size,
-                "created": s.created.isoformat(),
-                "chunks": res.chunks,
-                "new_chunks": res.new_chunks,
-                "new_raw_bytes": res.new_raw_bytes,
-                "new_stored_bytes": res.new_stored_bytes,
-                "zero_bytes": res.zero_bytes,
-                "confirmed_chunks": res.confirmed_chunks,
-                "read_bytes": res.read_bytes,
-                "chunked_bytes": res.chunked_bytes,
-                "seconds": round(res.seconds, 3),
-                "pruned": [p.hex for p in pruned],
-            }
+            snapshot_doc(
+                s,
+                chunks=res.chunks,
+                new_chunks=res.new_chunks,
+                new_raw_bytes=res.new_raw_bytes,
+                new_stored_bytes=res.new_stored_bytes,
+                zero_bytes=res.zero_bytes,
+                confirmed_chunks=res.confirmed_chunks,
+                read_bytes=res.read_bytes,
+                chunked_bytes=res.chunked_bytes,
+                seconds=round(res.seconds, 3),
+                pruned=[p.hex for p in pruned],
+            )
         )
         return
     rate = s.size / res.seconds / 1e6 if res.seconds > 0 else 0.0
     info(
-        f"snapshot {s.hex[:12]} of {s.name}: {format_size(s.size)}, {res.new_chunks} new of "
+        f"snapshot {s.hex[:12]} of {safe(s.name)}: {format_size(s.size)}, {res.new_chunks} new of "
         f"{res.chunks} chunks, {format_size(res.new_stored_bytes)} stored, "
         f"{res.seconds:.1f} s ({rate:.0f} MB/s)"
     )

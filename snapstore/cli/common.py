@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,34 +17,70 @@ from snapstore.errors import RepositoryNotFoundError
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Mode, Repository, find_root
 
-RepoOption = Annotated[
-    Path | None,
+REPO_HELP = "Repository path (default: $SNAP_REPO, else the nearest .snapstore/ up from here)."
+RepoOption = Annotated[Path | None, typer.Option("--repo", "-r", help=REPO_HELP)]
+
+
+@dataclass
+class GlobalOptions:
+    """The options given before the command (``snap -r REPO -q log``); a command's own
+    ``-r``/``--no-lock`` after it take precedence."""
+
+    repo: Path | None = None
+    no_lock: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    lock_wait: float = 0.0
+    utc: bool = False
+    progress: str = "auto"  # auto | bar | log | none
+    json_emitted: bool = False  # the command printed its JSON document (then no error document)
+
+
+GLOBAL = GlobalOptions()
+NoLockOption = Annotated[
+    bool,
     typer.Option(
-        "--repo",
-        "-r",
-        envvar="SNAP_REPO",
+        "--no-lock",
+        envvar="SNAP_NO_LOCK",
         show_envvar=True,
-        help="Repository path (default: nearest .snapstore/ up from here).",
+        help="Take no lock (read-only media); a gc or prune running meanwhile could remove data read.",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 def locate(repo: Path | None) -> Path | None:
-    if repo is not None:
-        return repo
+    """The repository named by the command's ``-r``, else the global ``-r``, else
+    ``$SNAP_REPO``, else the nearest ``.snapstore`` up from the working directory."""
+    named = repo or GLOBAL.repo or os.environ.get("SNAP_REPO") or None
+    if named is not None:
+        return Path(named)
     return find_root(Path.cwd())
 
 
 def open_repo(
-    repo: Path | None, mode: Mode = Mode.READ, *, rebuild_index: bool = False, reports_index: bool = False
+    repo: Path | None,
+    mode: Mode = Mode.READ,
+    *,
+    rebuild_index: bool = False,
+    reports_index: bool = False,
+    ignore_bad_quota: bool = False,
+    no_lock: bool = False,
 ) -> Repository:
     """Open the repository a command names (``reports_index``: the command itself reports a
-    missing or damaged index, so no warning is needed)."""
+    missing or damaged index, so no warning is needed; ``ignore_bad_quota``: the command
+    repairs a quota out of range; ``no_lock``: a reader takes no lock)."""
     root = locate(repo)
     if root is None:
         raise RepositoryNotFoundError(None)
-    opened = Repository.open(root, mode, rebuild_index=rebuild_index)
+    opened = Repository.open(
+        root,
+        mode,
+        rebuild_index=rebuild_index,
+        ignore_bad_quota=ignore_bad_quota,
+        lock=not (no_lock or GLOBAL.no_lock),
+        lock_wait=GLOBAL.lock_wait,
+    )
     tell_state(opened, index=not reports_index)
     return opened
 
@@ -51,17 +88,23 @@ def open_repo(
 def tell_state(r: Repository, *, index: bool = True) -> None:
     """Say on stderr what the user should know about the repository just opened."""
     if index and r.index_problem is not None:
-        info(
+        warn(
             f"snap: warning: {r.index_problem}; using a temporary index rebuilt from the packs "
             "(run 'snap repair' to rebuild it)"
         )
     if r.interrupted_writer is not None:
         then = "its work was recovered" if r.mode.writes else "the next writing command recovers its work"
-        info(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; {then}")
+        warn(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; {then}")
 
 
 def info(message: str) -> None:
-    """A human line on stderr (stdout is for ids and JSON)."""
+    """A human line on stderr (stdout is for ids and JSON); none with ``-q``."""
+    if not GLOBAL.quiet:
+        typer.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    """A ``snap: warning:`` or ``snap: note:`` line on stderr, even with ``-q``."""
     typer.echo(message, err=True)
 
 
@@ -78,13 +121,24 @@ def silence_stdout() -> None:
 
 
 def emit_json(doc: Any) -> None:
+    GLOBAL.json_emitted = True
     typer.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 
 @contextmanager
 def progress_for(json_output: bool) -> Iterator[Progress]:
-    """A bar when stderr is a terminal, nothing otherwise."""
-    if sys.stderr.isatty() and not json_output:
+    """``--progress``: auto (default) draws a bar when stderr is a terminal and nothing
+    otherwise; log writes a one-line record every $SNAP_PROGRESS_INTERVAL seconds (30)."""
+    if GLOBAL.progress == "log":
+        from snapstore.cli.progresslog import DEFAULT_INTERVAL, LogProgress
+
+        yield LogProgress(float(os.environ.get("SNAP_PROGRESS_INTERVAL") or DEFAULT_INTERVAL))
+        return
+    if GLOBAL.progress == "none":
+        yield NULL_PROGRESS
+        return
+    bar = GLOBAL.progress == "bar" or sys.stderr.isatty()
+    if bar and not json_output and not GLOBAL.quiet:
         # Imported only on a terminal: rich.progress costs ~35 ms of start-up.
         from snapstore.cli.progressbar import BarProgress
 

@@ -9,6 +9,7 @@ import typer
 
 from snapstore.cli.common import JsonOption, RepoOption, emit_json, open_repo, out
 from snapstore.errors import UsageError
+from snapstore.format.config import check_quota
 from snapstore.repo import Mode
 from snapstore.units import format_size, parse_size
 
@@ -45,7 +46,8 @@ def set_(
     """Change a setting (quota: every commit then keeps the repository within it)."""
     _check(key)
     quota = parse_size(value)
-    with open_repo(repo, Mode.WRITE) as r:
+    check_quota(quota)
+    with open_repo(repo, Mode.WRITE, ignore_bad_quota=True) as r:
         r.save_config(replace(r.config, quota_bytes=quota))
     if json_output:
         emit_json({"quota_bytes": quota})
@@ -57,7 +59,7 @@ def set_(
 def unset(key: KeyArgument, repo: RepoOption = None, json_output: JsonOption = False) -> None:
     """Remove a setting."""
     _check(key)
-    with open_repo(repo, Mode.WRITE) as r:
+    with open_repo(repo, Mode.WRITE, ignore_bad_quota=True) as r:
         r.save_config(replace(r.config, quota_bytes=None))
     if json_output:
         emit_json({"quota_bytes": None})

@@ -5,23 +5,35 @@ from __future__ import annotations
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.progress import Progress as RichProgress
+from rich.text import Text
+
+from snapstore.units import format_size
+
+
+class BinarySpeedColumn(ProgressColumn):
+    """The speed in the sizes' own binary units (MiB/s beside GiB), not rich's decimal MB/s."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{format_size(speed)}/s", style="progress.data.speed")
 
 
 class BarProgress:
-    """A progress bar with MB/s and ETA on stderr."""
+    """A progress bar with MiB/s and ETA on stderr."""
 
     def __init__(self) -> None:
         self._bar = RichProgress(
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            BinarySpeedColumn(),
             TimeRemainingColumn(),
             transient=True,
         )

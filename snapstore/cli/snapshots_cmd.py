@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out
-from snapstore.errors import CorruptError, IntegrityError
+from snapstore.cli.common import GLOBAL, JsonOption, NoLockOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.cli.text import cut, safe, when
+from snapstore.errors import CorruptError, IntegrityError, UsageError
 from snapstore.model import ChunkRef, SnapshotInfo, ZeroRun
 from snapstore.ops.space import exclusive_bytes
 from snapstore.repo import Mode, Repository
-from snapstore.units import format_size
+from snapstore.units import format_size, parse_duration
 
 IdArgument = Annotated[str, typer.Argument(help="Snapshot id, unique prefix, or 'latest'.")]
 NameOption = Annotated[str | None, typer.Option(help="With 'latest': newest of this name.")]
@@ -33,12 +35,30 @@ def snapshot_doc(s: SnapshotInfo, **extra: Any) -> dict[str, Any]:
 
 def log(
     name: Annotated[str | None, typer.Argument(help="Only snapshots of this name.")] = None,
+    last: Annotated[int | None, typer.Option("--last", min=1, help="Only the newest N.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN", help="Only those created since WHEN: a duration back (7d, 12h) or an ISO date."
+        ),
+    ] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Newest first.")] = False,
     repo: RepoOption = None,
+    no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """List snapshots, oldest first, with the space each alone holds."""
-    with open_repo(repo) as r:
-        snaps = [s for s in r.list_snapshots() if name is None or s.name == name]
+    after = None if since is None else since_time(since, datetime.now(UTC))
+    with open_repo(repo, no_lock=no_lock) as r:
+        snaps = [
+            s
+            for s in r.list_snapshots()
+            if (name is None or s.name == name) and (after is None or s.created >= after)
+        ]
+        if last is not None:
+            snaps = snaps[-last:]
+        if reverse:
+            snaps.reverse()
         rows = [(s, exclusive_bytes(r, s.id)) for s in snaps]
     if json_output:
         emit_json([snapshot_doc(s, exclusive_bytes=x) for s, x in rows])
@@ -46,11 +66,12 @@ def log(
     if not rows:
         info("no snapshots")
         return
-    out(f"{'ID':<12}  {'CREATED (UTC)':<19}  {'NAME':<20}  {'SIZE':>10}  {'EXCLUSIVE':>10}  MESSAGE")
+    created = "CREATED (UTC)" if GLOBAL.utc else "CREATED"
+    out(f"{'ID':<12}  {created:<19}  {'NAME':<20}  {'SIZE':>10}  {'EXCLUSIVE':>10}  MESSAGE")
     for s, x in rows:
         out(
-            f"{s.hex[:12]}  {s.created:%Y-%m-%d %H:%M:%S}  {s.name[:20]:<20}  "
-            f"{format_size(s.size):>10}  {format_size(x):>10}  {s.message}"
+            f"{s.hex[:12]}  {when(s.created, utc=GLOBAL.utc)}  {cut(s.name, 20):<20}  "
+            f"{format_size(s.size):>10}  {format_size(x):>10}  {safe(s.message)}"
         )
 
 
@@ -58,10 +79,11 @@ def show(
     snapshot: IdArgument,
     name: NameOption = None,
     repo: RepoOption = None,
+    no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Show one snapshot in detail."""
-    with open_repo(repo) as r:
+    with open_repo(repo, no_lock=no_lock) as r:
         s = r.resolve(snapshot, name=name)
         chunks = zero = 0
         distinct: set[bytes] = set()
@@ -83,8 +105,8 @@ def show(
         return
     for key, value in (
         ("id", s.hex),
-        ("name", s.name),
-        ("created", s.created.isoformat()),
+        ("name", safe(s.name)),
+        ("created", when(s.created, utc=GLOBAL.utc) + (" UTC" if GLOBAL.utc else "")),
         ("size", f"{format_size(s.size)} ({s.size} bytes)"),
         ("message", s.message),
         ("host", s.hostname),
@@ -121,7 +143,7 @@ def rm(
         return
     verb = "would remove" if dry_run else "removed"
     for s in targets:
-        out(f"{verb} {s.hex[:12]} {s.name} {s.created:%Y-%m-%d %H:%M:%S}")
+        out(f"{verb} {s.hex[:12]} {safe(s.name)} {when(s.created, utc=GLOBAL.utc)}")
     for sid in damaged:
         out(f"{verb} {sid.hex()[:12]} (its manifest is damaged)")
     if not dry_run:
@@ -143,3 +165,18 @@ def _resolve_all(r: Repository, refs: list[str]) -> tuple[list[SnapshotInfo], li
             continue
         found[s.id] = s
     return list(found.values()), list(damaged)
+
+
+def since_time(text: str, now: datetime) -> datetime:
+    """``7d`` (that long before ``now``) or an ISO 8601 date or time (UTC unless it says)."""
+    try:
+        return now - parse_duration(text)
+    except UsageError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not a duration or a date", hint="write it like 7d or 2026-12-01"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

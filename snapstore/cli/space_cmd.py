@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.cli.common import GLOBAL, JsonOption, RepoOption, emit_json, info, open_repo, out
 from snapstore.cli.snapshots_cmd import snapshot_doc
+from snapstore.cli.text import safe, when
+from snapstore.format.config import check_quota
 from snapstore.ops import gc as gc_ops
 from snapstore.ops import prune as prune_ops
 from snapstore.repo import Mode
@@ -75,6 +77,8 @@ def prune(
         parse_duration(keep_within) if keep_within else None,
     )
     quota_bytes = parse_size(quota) if quota else None
+    if quota_bytes is not None:
+        check_quota(quota_bytes)
     now = datetime.now(UTC)
     with open_repo(repo, Mode.READ if dry_run else Mode.EXCLUSIVE) as r:
         if quota_bytes is None:
@@ -101,7 +105,7 @@ def prune(
     verb = "would drop" if dry_run else "dropped"
     for s in plan.drop:
         why = "quota" if s.id in plan.by_quota else "keep rules"
-        out(f"{verb} {s.hex[:12]}  {s.created:%Y-%m-%d %H:%M:%S}  {s.name}  ({why})")
+        out(f"{verb} {s.hex[:12]}  {when(s.created, utc=GLOBAL.utc)}  {safe(s.name)}  ({why})")
     if not plan.drop:
         info("nothing to drop")
     amount = plan.freed_bytes if freed is None else freed

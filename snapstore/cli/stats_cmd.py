@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, open_repo, out
+from snapstore.cli.common import JsonOption, NoLockOption, RepoOption, emit_json, open_repo, out
 from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.ops.space import exclusive_bytes
 from snapstore.ops.stats import repo_stats
 from snapstore.units import format_size
 
 
-def stats(repo: RepoOption = None, json_output: JsonOption = False) -> None:
+def stats(repo: RepoOption = None, json_output: JsonOption = False, no_lock: NoLockOption = False) -> None:
     """Repository totals and what each snapshot alone holds."""
-    with open_repo(repo) as r:
+    with open_repo(repo, no_lock=no_lock) as r:
         snaps = r.list_snapshots()
         st = repo_stats(r, snaps)
         exclusive = {s.id: exclusive_bytes(r, s.id) for s in snaps}

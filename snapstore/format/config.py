@@ -14,6 +14,7 @@ from snapstore.model import ChunkerParams, CodecParams, Config
 
 MAX_CONFIG_SIZE = 64 * 1024
 MAX_QUOTA = 1 << 62
+QUOTA_REPAIR_HINT = "repair it with 'snap config set quota SIZE' or 'snap config unset quota'"
 
 
 def _canonical(doc: dict[str, Any]) -> bytes:
@@ -27,7 +28,20 @@ def _checksum(doc: dict[str, Any]) -> str:
     return hasher.digest().hex()
 
 
+def check_quota(quota_bytes: int) -> None:
+    """A quota the reader accepts and a commit can meet: 1 byte to MAX_QUOTA (a quota of 0
+    would fail every commit)."""
+    if not 1 <= quota_bytes <= MAX_QUOTA:
+        raise UsageError(
+            f"a quota of {quota_bytes} bytes is out of range",
+            hint=f"give 1 byte to {MAX_QUOTA >> 60} EiB",
+        )
+
+
 def encode(config: Config) -> bytes:
+    """The config's bytes; a quota out of range is refused (UsageError), never written."""
+    if config.quota_bytes is not None:
+        check_quota(config.quota_bytes)
     doc: dict[str, Any] = {
         "format_version": config.format_version,
         "repository_id": config.repository_id,
@@ -69,8 +83,10 @@ def peek_version(data: bytes) -> object:
     return _object(data).get("format_version")
 
 
-def decode(data: bytes) -> Config:
-    """Parse a config of a version this snap reads (check :func:`peek_version` first)."""
+def decode(data: bytes, *, ignore_bad_quota: bool = False) -> Config:
+    """Parse a config of a version this snap reads (check :func:`peek_version` first).
+    ``ignore_bad_quota``: a quota out of range reads as none (so that ``snap config`` can
+    repair it) instead of making the config corrupt."""
     doc = _object(data)
     if "checksum" in doc:
         checksum = doc.pop("checksum")
@@ -114,7 +130,11 @@ def decode(data: bytes) -> Config:
     if not 1 <= config.codec.level <= 22:
         raise CorruptError("config", f"zstd level {config.codec.level} out of range")
     if config.quota_bytes is not None and not 0 <= config.quota_bytes <= MAX_QUOTA:
-        raise CorruptError("config", f"quota_bytes {config.quota_bytes} out of range")
+        if not ignore_bad_quota:
+            raise CorruptError(
+                "config", f"quota_bytes {config.quota_bytes} out of range", hint=QUOTA_REPAIR_HINT
+            )
+        config = dataclasses.replace(config, quota_bytes=None)
     try:
         return dataclasses.replace(config, chunker=validate(config.chunker))
     except UsageError as exc:

@@ -24,7 +24,6 @@ from snapstore.chunker import data_runs
 from snapstore.errors import (
     CorruptError,
     IntegrityError,
-    OutputExistsError,
     UsageError,
     translate_os_error,
 )
@@ -40,6 +39,7 @@ from snapstore.model import (
     ZeroRun,
 )
 from snapstore.ops.commit import default_threads
+from snapstore.ops.output import OpenTarget, TargetKind, open_special
 from snapstore.ops.streams import DigestWorker, Prefetch
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
@@ -71,6 +71,12 @@ def checkout(
     threads: int | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> CheckoutResult:
+    """Rebuild ``snapshot`` (from ``repo.resolve(...)``) at ``out``, every chunk and the whole
+    file verified; ``repo`` opened ``Mode.READ`` or more. ``out``: a path (a temp file
+    renamed over it when complete; an existing file only with ``force``), a block device
+    (written in place, with ``force``), a character device or FIFO (a stream), or ``"-"``
+    (stdout). ``sparse``: zero runs become holes. Raises OutputExistsError, UsageError,
+    IntegrityError, NoSpaceError... (snapstore.errors)."""
     if out == "-":
         stream = sys.stdout.buffer
         try:
@@ -82,7 +88,9 @@ def checkout(
             raise translate_os_error(exc, "standard output", output=True) from exc
         return CheckoutResult(snapshot, "-", snapshot.size, zeros)
     target = Path(out)
-    _check_target(target, force)
+    special = open_special(target, force=force, size=snapshot.size)
+    if special is not None:
+        return _checkout_special(repo, snapshot, special, threads, progress)
     clean_stale_temps(target)
     tmp = target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
     try:  # owner-only until its mode is set from the snapshot's, just before the rename
@@ -116,18 +124,23 @@ def output_mode(entry: EntryStart | None) -> int:
     return entry.mode & 0o777
 
 
-def _check_target(target: Path, force: bool) -> None:
-    """OUT may be replaced: it does not exist, or ``force`` and it is not a directory."""
+def _checkout_special(
+    repo: Repository, snapshot: SnapshotInfo, target: OpenTarget, threads: int | None, progress: Progress
+) -> CheckoutResult:
+    """Write a block device in place, or a character device or FIFO as a stream."""
     try:
-        st = os.stat(target)
-    except (FileNotFoundError, NotADirectoryError):
-        return  # (a missing parent directory is told when the temp file is created)
-    except OSError as exc:  # e.g. a directory on the way that this user may not search
-        raise translate_os_error(exc, str(target), output=True) from exc
-    if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{target} is a directory", hint="give the output file's path")
-    if not force:
-        raise OutputExistsError(target)
+        if target.kind is TargetKind.DEVICE:
+            device = _DeviceOutput(target.fd)
+            zeros = _run(repo, snapshot, device, threads, progress)
+            device.finish(snapshot.size)
+        else:
+            with os.fdopen(target.fd, "wb", closefd=False) as stream:
+                zeros = _run(repo, snapshot, _StreamOutput(stream), threads, progress)
+    except OSError as exc:  # e.g. the FIFO's reader went away, the device failed
+        raise translate_os_error(exc, str(target.path), output=True) from exc
+    finally:
+        os.close(target.fd)
+    return CheckoutResult(snapshot, str(target.path), snapshot.size, zeros)
 
 
 def clean_stale_temps(target: Path) -> None:
@@ -205,6 +218,24 @@ class _FileOutput:
         """Complete the file and make it durable (the caller renames it into place)."""
         os.ftruncate(self.fd, size)
         os.fchmod(self.fd, self.mode)
+        os.fsync(self.fd)
+
+
+class _DeviceOutput(_FileOutput):
+    """A block device, written in place: zeros are written too (the device holds old data),
+    nothing is truncated or chmod'ed; made durable at the end."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.sparse = False
+        self.pos = 0
+        self.written_back = 0
+        self.mode = 0
+
+    def entry(self, record: EntryStart) -> None:
+        pass  # a device keeps its own node's mode
+
+    def finish(self, size: int) -> None:
         os.fsync(self.fd)
 
 

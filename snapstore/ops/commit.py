@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from snapstore.errors import (
 from snapstore.model import SnapshotInfo
 from snapstore.ops.hints import HintCursor, confirmable_chunks
 from snapstore.ops.pipeline import CommitPipeline
+from snapstore.ops.prune import keep_within_quota
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
 
@@ -41,6 +42,8 @@ class CommitResult:
     confirmed_chunks: int = 0  # chunks and zero runs confirmed in place (previous snapshot)
     read_bytes: int = 0  # bytes read from the input (holes are not read)
     chunked_bytes: int = 0  # bytes the chunker scanned (not confirmed in place)
+    pruned: tuple[SnapshotInfo, ...] = ()  # dropped to keep the repository within its quota
+    quota_deferred: bool = False  # over the quota, but a reader held the data lock: not pruned
 
 
 def default_threads() -> int:
@@ -57,9 +60,38 @@ def commit_file(
     progress: Progress = NULL_PROGRESS,
     now: datetime | None = None,
     use_hints: bool = True,
+    quota: bool = True,
 ) -> CommitResult:
-    """Commit one file. With ``use_hints`` the newest snapshot of the same name is used to
-    confirm unchanged chunks in place (same chunk list as a full chunking, less work)."""
+    """Commit the file (or block device) at ``path`` as a new snapshot named ``name`` (default:
+    the file's name) in ``repo``, opened ``Mode.WRITE``.
+
+    With ``use_hints`` the newest snapshot of the same name is used to confirm unchanged
+    chunks in place (same chunk list as a full chunking, less work). With ``quota`` (the
+    default, as ``snap commit``), a repository quota is kept: the oldest unprotected
+    snapshots are pruned before and after the commit (``CommitResult.pruned``), and a new
+    snapshot that cannot fit even then is removed again (QuotaError). Raises InputError,
+    InputChangedError, QuotaError, NoSpaceError... (snapstore.errors)."""
+    if not quota:
+        return _commit_file(repo, path, name, message, threads, progress, now, use_hints)
+    before = keep_within_quota(repo, now or datetime.now(UTC))
+    res = _commit_file(repo, path, name, message, threads, progress, now, use_hints)
+    after = keep_within_quota(repo, now or datetime.now(UTC), res.snapshot.id)
+    dropped = tuple(
+        s for outcome in (before, after) if outcome.pruned is not None for s in outcome.pruned.plan.drop
+    )
+    return replace(res, pruned=dropped, quota_deferred=after.deferred)
+
+
+def _commit_file(
+    repo: Repository,
+    path: Path,
+    name: str | None,
+    message: str,
+    threads: int | None,
+    progress: Progress,
+    now: datetime | None,
+    use_hints: bool,
+) -> CommitResult:
     fd = _open_input(path)
     try:
         before = os.fstat(fd)

@@ -9,8 +9,9 @@ gc, so a rerun after kill -9 finishes the job.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from snapstore import retention
 from snapstore.errors import LockedError, QuotaError
@@ -20,6 +21,13 @@ from snapstore.ops.space import freed_by_removing
 from snapstore.repo import Repository
 from snapstore.retention import KeepPolicy
 from snapstore.units import format_size
+
+
+class _Configured(enum.Enum):
+    QUOTA = "the repository's configured quota"
+
+
+CONFIGURED = _Configured.QUOTA  # plan()'s default quota: the one the repository's config sets
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,14 @@ def plan(
     policy: KeepPolicy,
     now: datetime,
     *,
-    quota_bytes: int | None = None,
+    quota_bytes: int | _Configured | None = CONFIGURED,
     protect: frozenset[SnapshotId] = frozenset(),
 ) -> PrunePlan:
+    """What prune would drop (reads only): what ``policy`` does not keep, then, while the
+    repository would stay over ``quota_bytes`` (default: its configured quota; None: no
+    quota), its oldest unprotected snapshots. QuotaError if even that cannot reach it."""
+    if isinstance(quota_bytes, _Configured):
+        quota_bytes = repo.config.quota_bytes
     gc.refuse_while_damaged(repo)  # before anything is dropped
     snapshots = repo.list_snapshots()
     pinned = repo.pins.list() | protect
@@ -99,6 +112,17 @@ def apply(repo: Repository, prune_plan: PrunePlan) -> PruneResult:
     finally:
         repo.restore_reserve()
     return PruneResult(prune_plan, replace(collected, disk_before=before))
+
+
+def prune(
+    repo: Repository,
+    policy: KeepPolicy,
+    *,
+    now: datetime | None = None,
+    quota_bytes: int | _Configured | None = CONFIGURED,
+) -> PruneResult:
+    """Plan and apply prune (``snap prune``): the repository must be opened ``Mode.EXCLUSIVE``."""
+    return apply(repo, plan(repo, policy, now or datetime.now(UTC), quota_bytes=quota_bytes))
 
 
 def enforce_quota(

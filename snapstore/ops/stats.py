@@ -30,6 +30,8 @@ class RepoStats:
 
 
 def repo_stats(repo: Repository, snapshots: list[SnapshotInfo]) -> RepoStats:
+    """Sizes of the repository (``snap stats``): raw, stored and live bytes of its chunks,
+    its garbage, and the dedup and compression ratios over ``snapshots``."""
     with repo.index.read() as r:
         chunks = r.chunk_count()
         kept = r.totals() if r.sizes_ready() else None

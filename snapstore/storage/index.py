@@ -91,7 +91,7 @@ def _acquire_env(
                     raise StorageIOError("index", "it is open read-only in this process")
                 _OPEN[key] = (env, dbs, users + 1, held)
                 return env, dbs, key
-            _check_files(dir_fd, mode, readonly)
+            lockable = _check_files(dir_fd, mode, readonly)
             pinned = fsio.pinned(dir_fd)
             lmdb_file.check(pinned, fmt.REPAIR_HINT)  # before LMDB maps and trusts it
             try:
@@ -102,6 +102,7 @@ def _acquire_env(
                     max_dbs=len(_DBS),
                     create=create and not readonly,
                     readonly=readonly,
+                    lock=lockable,
                     mode=mode,
                     readahead=False,
                     max_readers=256,
@@ -123,9 +124,12 @@ def _acquire_env(
                 os.close(dir_fd)
 
 
-def _check_files(dir_fd: int, mode: int, readonly: bool) -> None:
+def _check_files(dir_fd: int, mode: int, readonly: bool) -> bool:
     """Refuse an index whose data or lock file is not a regular file (a link out of the
-    repository, a FIFO); create a missing lock file (never through a link)."""
+    repository, a FIFO); create a missing lock file (never through a link). False when a
+    reader cannot write the lock file (read-only media, another user's ``--shared``
+    repository): LMDB then reads without it (a commit running meanwhile may make such a
+    read fail, never return wrong data: every chunk read is checked against its id)."""
     for name in (lmdb_file.DATA_FILE, _LOCK_FILE):
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -135,16 +139,13 @@ def _check_files(dir_fd: int, mode: int, readonly: bool) -> None:
             raise translate_os_error(exc, "index") from exc
         if not stat.S_ISREG(st.st_mode):
             raise CorruptError("index", f"{name} is not a regular file", hint=fmt.REPAIR_HINT)
-    try:
-        os.close(
-            fsio.open_file(_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode, what="index", dir_fd=dir_fd)
-        )
-    except FileExistsError:
-        pass  # checked above
+    try:  # (an existing one was checked above)
+        os.close(fsio.open_file(_LOCK_FILE, os.O_RDWR | os.O_CREAT, mode, what="index", dir_fd=dir_fd))
     except OSError as exc:
         if not readonly:
             raise translate_os_error(exc, "index") from exc
-        # a reader of a read-only repository: LMDB copes without it
+        return False  # a reader of a read-only repository, or of another user's
+    return True
 
 
 def _open_dbs(env: Any, readonly: bool) -> dict[bytes, Any]:

@@ -12,15 +12,24 @@ found by the next writer therefore names a writer that did not finish (killed, o
 went down): the lock itself was already released by the kernel, so nothing needs breaking,
 and recovery finishes or rolls back what that writer left (docs/FORMAT.md, "locks"). The
 record is best effort: failing to write it (a full disk) never stops a command.
+
+Readers (commands that never write) also work where the lock file cannot be opened for
+writing: on read-only media (EROFS) or in a ``--shared`` repository of another user (EACCES),
+the lock file is opened read-only and locked all the same (flock needs no write access). Only
+where even that fails (the lock file is missing on read-only media, or unreadable) does a
+reader go on without the lock, saying so once (a warning on the ``snapstore`` logger).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
+import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -31,6 +40,9 @@ WRITE = "write"
 DATA = "data"
 _MAX_RECORD = 4096
 _RELEASED = b"{}"  # the record of a writer that finished
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)  # the lock file cannot be written
+_log = logging.getLogger(__name__)
+_told_unlocked = False
 
 
 class Lock:
@@ -42,14 +54,28 @@ class Lock:
         # Set by acquire(): the record of a previous writer that did not release the lock.
         self.interrupted_holder: str | None = None
 
-    def acquire(self, *, exclusive: bool, repo: Path, what: str) -> None:
+    def acquire(
+        self, *, exclusive: bool, repo: Path, what: str, reader: bool = False, wait: float = 0.0
+    ) -> None:
+        """Take the lock (LockedError if another process holds it ``wait`` seconds, or at once
+        by default). ``reader``: the command
+        never writes, so a lock file that cannot be written is locked read-only, and one that
+        cannot be opened at all (read-only media without it, no permission) is gone without."""
         name = f"lock file {repo / 'locks' / self.path.name}"
         try:  # never through a link (a planted locks/write -> ~/.bashrc would be cut to "{}")
             fd = fsio.open_file(self.path, os.O_RDWR | os.O_CREAT, self._mode, what=name)
         except OSError as exc:
-            raise translate_os_error(exc, name) from exc
+            if not reader or exc.errno not in _READ_ONLY:
+                raise translate_os_error(exc, name) from exc
+            try:
+                fd = fsio.open_file(self.path, os.O_RDONLY, what=name)
+            except OSError as again:
+                if again.errno not in (*_READ_ONLY, errno.ENOENT):
+                    raise translate_os_error(again, name) from again
+                tell_unlocked(repo, f"{exc.strerror or exc} on {name}")
+                return
         try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            _flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, wait)
         except BlockingIOError:
             holder = describe_holder(_read_record(fd), live_only=True) or what
             os.close(fd)
@@ -92,6 +118,32 @@ class Lock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+
+def _flock(fd: int, operation: int, wait: float) -> None:
+    """flock without blocking, retried for ``wait`` seconds (BlockingIOError when still held)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+def tell_unlocked(repo: Path, reason: str) -> None:
+    """Say once per process that a reader goes on without the repository's locks."""
+    global _told_unlocked
+    if not _told_unlocked:
+        _told_unlocked = True
+        _log.warning(
+            "reading %s without its lock (%s): a gc or prune running meanwhile elsewhere "
+            "could remove data this command reads",
+            repo,
+            reason,
+        )
 
 
 def _write_record(fd: int, record: bytes) -> None:
