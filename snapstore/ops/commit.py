@@ -111,7 +111,7 @@ def commit_file(
         finally:
             progress.finish()
         return CommitResult(
-            snapshot=repo.snapshots.load_info(snapshot_id),
+            snapshot=repo.load_info(snapshot_id),
             chunks=job.refs,
             new_chunks=job.new_chunks,
             new_raw_bytes=job.new_raw,

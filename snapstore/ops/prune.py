@@ -52,7 +52,7 @@ def plan(
 ) -> PrunePlan:
     gc.refuse_while_damaged(repo)  # before anything is dropped
     snapshots = repo.list_snapshots()
-    pinned = repo.pins.list() | protect
+    pinned = repo.pinned() | protect
     rp = retention.plan(snapshots, policy, now, pinned)
     drop = list(rp.drop)
     keep = dict(rp.keep)
