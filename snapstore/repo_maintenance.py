@@ -18,7 +18,7 @@ from snapstore.storage.snapshots import SnapshotStore
 
 
 class Maintenance:
-    """Mixed into Repository, which sets these attributes and ``_require``."""
+    """Mixed into Repository, which sets these attributes and ``_require_exclusive``."""
 
     _index: Index
     _packs: PackStore

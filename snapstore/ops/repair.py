@@ -36,11 +36,10 @@ def repair(repo: Repository, *, read_data: bool = False, progress: Progress = NU
     rebuilt = repo.rebuild_report
     rewritten = repo.rewrite_damaged_pack_headers()
     dropped = repo.drop_corrupt_chunks(progress) if read_data else 0
-    damaged = []
-    sids = repo.snapshot_ids()
-    for sid in sids:
+    damaged = []  # a manifest that cannot be read whole, or a chunk it names is not stored
+    for sid in repo.snapshot_ids():
         try:
-            (chunks,) = repo.snapshot_chunk_sets([sid])
+            chunks = next(repo.snapshot_chunk_sets([sid]))
         except SnapstoreError:
             damaged.append(sid)
             continue
