@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from snapstore import Mode, Repository, checkout, commit_file
+from snapstore import Mode, Repository, checkout, commit_file, repo_gc
 from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
@@ -380,7 +380,7 @@ def die_at(repo: Repository, step: int | None) -> Iterator[Counter[str]]:
         (repo._packs, "delete"),
         (repo._snapshots, "trash"),
         (repo._snapshots, "purge_trash"),
-        (repo.pins, "unpin"),
+        (repo._pins, "unpin"),
     ]
     for obj, name in targets:
         real = getattr(obj, name)
@@ -424,7 +424,7 @@ def in_process_crashes(
 ) -> int:
     """Kill ``operation`` before each of its durable steps (up to ``max_points`` of them,
     evenly spread), recommit the removed versions, rerun gc, and check everything."""
-    monkeypatch.setattr(gc, "_BATCH", 16)  # many small transactions: kills between batches
+    monkeypatch.setattr(repo_gc, "_BATCH", 16)  # many small transactions: kills between batches
     expected = {sid: small.digests[sid] for sid in keep}
     ref = copy_repository(small.path, tmp_path / "ref")
     prepare(ref)
