@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import secrets
 import socket
-import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from snapstore import chunkset, codec, ids, recovery
+from snapstore import chunkset, codec, recovery, repo_files, repo_verify
 from snapstore.chunker import validate
-from snapstore.errors import (
-    CorruptError,
-    IntegrityError,
-    RepositoryNotFoundError,
-    SnapshotRemovedError,
-    SnapstoreError,
-    StorageIOError,
-    UnknownSnapshotError,
-    UnsupportedFormatError,
-    UsageError,
-    translate_os_error,
-)
-from snapstore.format import FORMAT_VERSION, READABLE_VERSIONS
-from snapstore.format import config as config_fmt
+from snapstore.errors import CorruptError, SnapstoreError, UsageError
+from snapstore.format import FORMAT_VERSION
 from snapstore.format import manifest as manifest_fmt
+from snapstore.format.pack import RECORD_HEADER_SIZE
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import (
     Buffer,
@@ -46,19 +34,22 @@ from snapstore.model import (
     SnapshotId,
     SnapshotInfo,
 )
+from snapstore.repo_files import REPO_DIR_NAME, RESERVE_SIZE, find_root, load_config, open_dirs
+from snapstore.repo_listing import Listing
+from snapstore.repo_maintenance import Maintenance
 from snapstore.snapshotbuilder import SnapshotBuilder
 from snapstore.storage import fsio
 from snapstore.storage.appender import PackAppender
 from snapstore.storage.dirs import RepoDirs
-from snapstore.storage.index import Index
 from snapstore.storage.lock import DATA, WRITE, Lock
 from snapstore.storage.packstore import PackStore
 from snapstore.storage.pins import PinStore
+from snapstore.storage.prefetch import Prefetch
 from snapstore.storage.snapshots import PENDING, ManifestWriter, SnapshotStore
 
+__all__ = ["REPO_DIR_NAME", "ChunkPrefetch", "Mode", "Repository", "find_root", "load_config"]
+
 log = logging.getLogger(__name__)
-REPO_DIR_NAME = ".snapstore"
-RESERVE_SIZE = 16 * 1024 * 1024
 
 
 class Mode(enum.Enum):
@@ -72,22 +63,7 @@ class Mode(enum.Enum):
         return self in (Mode.WRITE, Mode.EXCLUSIVE)
 
 
-def find_root(start: Path) -> Path | None:
-    """The nearest ``.snapstore`` directory at or above ``start``."""
-    for directory in (start, *start.parents):
-        candidate = directory / REPO_DIR_NAME
-        try:
-            st = os.stat(candidate / "config")
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as exc:  # e.g. a .snapstore this user may not search: say so
-            raise translate_os_error(exc, str(candidate)) from exc
-        if stat.S_ISREG(st.st_mode):
-            return candidate
-    return None
-
-
-class Repository:
+class Repository(Listing, Maintenance):
     """A snapstore repository on a local filesystem: its snapshots, chunks, index and locks.
     Made with :meth:`init`, opened with :meth:`open` (or ``snapstore.open_repository``) in a
     :class:`Mode` that takes the locks the work needs; a context manager that releases them."""
@@ -102,41 +78,41 @@ class Repository:
         rebuild_index: bool = False,
     ) -> None:
         self.root = dirs.root  # as the user named it (messages); files are reached through dirs
-        self.dirs = dirs
+        self._dirs = dirs
         self.config = config
         self.mode = mode
         self._locks = locks
         self.file_mode = 0o644 if config.shared else 0o600
-        self.packs = PackStore(
+        self._packs = PackStore(
             dirs.path("packs"), self.file_mode, config.format_version, shown_root=dirs.root / "packs"
         )
-        self.snapshots = SnapshotStore(dirs.path("snapshots"), dirs.path("tmp"), self.file_mode)
-        self.pins = PinStore(dirs.path("pins"), self.file_mode)
+        self._snapshots = SnapshotStore(dirs.path("snapshots"), dirs.path("tmp"), self.file_mode)
+        self._pins = PinStore(dirs.path("pins"), self.file_mode)
         self._usable_packs: dict[bytes, bool] = {}  # pack id -> whether a commit may dedup against it
         try:
             opened = recovery.open_index(
                 dirs.path(),
                 self.file_mode,
-                self.packs,
-                self.snapshots,
+                self._packs,
+                self._snapshots,
                 writes=mode.writes,
                 rebuild=rebuild_index,
             )
         except BaseException:
-            self.packs.close()
+            self._packs.close()
             raise
-        self.index = opened.index
+        self._index = opened.index
         self.index_problem = opened.problem  # why a temporary index is used (None: the repository's)
         self.rebuild_report = opened.report
         self._opened = opened
-        self._appender = PackAppender(self.packs, self.index, config.pack_target_size)
+        self._appender = PackAppender(self._packs, self._index, config.pack_target_size)
         try:
             if mode.writes:
-                recovery.recover(self.index, self.snapshots)
+                recovery.recover(self._index, self._snapshots)
         except BaseException:
             self._appender.close()
             opened.close()
-            self.packs.close()
+            self._packs.close()
             raise
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -167,22 +143,7 @@ class Repository:
             pack_target_size=pack_target_size,
             shared=shared,
         )
-        file_mode = 0o644 if shared else 0o600
-        dir_mode = fsio.dir_mode(file_mode)
-        try:
-            root.mkdir(mode=dir_mode, parents=True, exist_ok=True)
-            (root / "index").mkdir(mode=dir_mode, exist_ok=True)
-        except OSError as exc:
-            raise translate_os_error(exc, str(root)) from exc
-        dirs = RepoDirs(root)
-        try:
-            dirs.open_layout(dir_mode)
-            Index(dirs.path() / "index", mode=file_mode, create=True).close()
-            fsio.reserve_space(dirs.path() / "reserve", RESERVE_SIZE, file_mode)
-            # The config is written last: a directory without it is not a repository yet.
-            fsio.write_durable(dirs.path() / "config", config_fmt.encode(config), file_mode)
-        finally:
-            dirs.close()
+        repo_files.create_layout(root, config)
         return cls.open(root, Mode.WRITE)
 
     @classmethod
@@ -205,7 +166,7 @@ class Repository:
             raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
         if not lock and mode.writes:
             raise UsageError("--no-lock is for commands that do not write")
-        dirs = _open_dirs(root)
+        dirs = open_dirs(root)
         locks: list[Lock] = []
         try:
             config = load_config(root, dirs.path(), ignore_bad_quota=ignore_bad_quota)
@@ -245,12 +206,12 @@ class Repository:
 
     def close(self) -> None:
         self._appender.close()
-        self.packs.close()
+        self._packs.close()
         self._opened.close()
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
-        self.dirs.close()
+        self._dirs.close()
 
     @property
     def interrupted_writer(self) -> str | None:
@@ -268,8 +229,14 @@ class Repository:
 
     def save_config(self, config: Config) -> None:
         self._require(Mode.WRITE)
-        fsio.write_durable(self.dirs.path() / "config", config_fmt.encode(config), self.file_mode)
+        repo_files.save_config(self._dirs, config, self.file_mode)
         self.config = config
+
+    def _require_write(self) -> None:
+        self._require(Mode.WRITE)
+
+    def _require_exclusive(self) -> None:
+        self._require(Mode.EXCLUSIVE)
 
     def _require(self, mode: Mode) -> None:
         if not self.mode.writes or (mode is Mode.EXCLUSIVE and self.mode is not Mode.EXCLUSIVE):
@@ -282,7 +249,7 @@ class Repository:
         loc = self._appender.get(chunk_id)
         if loc is not None:
             return loc
-        with self.index.read() as r:
+        with self._index.read() as r:
             return r.get(chunk_id)
 
     def has_chunk(self, chunk_id: ChunkId) -> bool:
@@ -292,14 +259,36 @@ class Repository:
         pack, not per chunk."""
         if self._appender.get(chunk_id) is not None:
             return True
-        with self.index.read() as r:
+        with self._index.read() as r:
             loc = r.get(chunk_id)
         return loc is not None and self._pack_usable(loc.pack_id)
+
+    def has_chunks(self, chunk_ids: Iterable[ChunkId]) -> list[bool]:
+        """:meth:`has_chunk` for many chunks in one call (one index transaction)."""
+        result = []
+        with self._index.read() as r:
+            for chunk_id in chunk_ids:
+                if self._appender.get(chunk_id) is not None:
+                    result.append(True)
+                    continue
+                loc = r.get(chunk_id)
+                result.append(loc is not None and self._pack_usable(loc.pack_id))
+        return result
+
+    @contextmanager
+    def prefetch_chunks(self) -> Iterator[ChunkPrefetch]:
+        """A reader of chunks in a known order: each chunk named to ``want`` is read ahead
+        (its pack bytes asked for before a worker needs them); ``get`` returns it verified."""
+        prefetch = Prefetch()
+        try:
+            yield ChunkPrefetch(self, prefetch)
+        finally:
+            prefetch.close()
 
     def _pack_usable(self, pack_id: bytes) -> bool:
         usable = self._usable_packs.get(pack_id)
         if usable is None:
-            usable = self._usable_packs[pack_id] = self.packs.usable(pack_id)
+            usable = self._usable_packs[pack_id] = self._packs.usable(pack_id)
             if not usable:
                 log.warning("pack %s cannot be read; its chunks are stored again", pack_id.hex())
         return usable
@@ -309,15 +298,9 @@ class Repository:
         loc = loc or self.get_location(chunk_id)
         if loc is None:
             raise CorruptError(f"chunk {chunk_id.hex()[:16]}", "not in the index")
-        return self.decode_chunk(chunk_id, loc, self.packs.read_record(loc, chunk_id))
+        return self.decode_chunk(chunk_id, loc, self._packs.read_record(loc, chunk_id))
 
-    @staticmethod
-    def decode_chunk(chunk_id: ChunkId, loc: ChunkLocation, payload: Buffer) -> Buffer:
-        data = codec.decode(loc.codec, payload, loc.raw_size)
-        actual = hash_chunk(data)
-        if actual != chunk_id:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]}", chunk_id.hex(), actual.hex())
-        return data
+    decode_chunk = staticmethod(repo_verify.decode_chunk)  # plaintext of a payload, checked
 
     def put_encoded(self, chunk_id: ChunkId, codec_id: int, raw_size: int, payload: Buffer) -> int:
         """Store an encoded chunk unless present; return the bytes newly stored (0 if not).
@@ -347,7 +330,7 @@ class Repository:
 
     def manifest_writer(self) -> ManifestWriter:
         self._require(Mode.WRITE)
-        return self.snapshots.writer()
+        return self._snapshots.writer()
 
     def register_snapshot(
         self, writer: ManifestWriter, trailer: bytes, chunk_ids: Iterable[ChunkId]
@@ -357,14 +340,12 @@ class Repository:
         snapshot_id = writer.finish(trailer)
         try:
             ids = chunkset.collect(chunk_ids)
-            recovery.count(self.index, snapshot_id, ids, True, strict=True)
-            self.snapshots.publish(snapshot_id)
+            recovery.count(self._index, snapshot_id, ids, True, strict=True)
+            self._snapshots.publish(snapshot_id)
         except BaseException:
             self._roll_back(snapshot_id)
             raise
         return snapshot_id
-
-    # -- building a snapshot (commit): the repository writes every byte of the manifest ---
 
     def begin_snapshot(self) -> SnapshotBuilder:
         """A new snapshot to append records to (then :meth:`publish_snapshot`, or its
@@ -395,22 +376,22 @@ class Repository:
             sequence=sequence,
         )
         snapshot_id = self.register_snapshot(builder.writer, trailer, builder.chunk_ids)
-        return self.snapshots.load_info(snapshot_id)
+        return self._snapshots.load_info(snapshot_id)
 
     def _roll_back(self, snapshot_id: SnapshotId) -> None:
         """After a failed registration, undo what recovery would undo for a killed commit
         (uncount, delete the pending manifest) unless the snapshot was published. Best
         effort: if this fails too, the next writer's recovery does it."""
-        if snapshot_id not in self.snapshots.list_pending():
+        if snapshot_id not in self._snapshots.list_pending():
             return
-        pending = str(self.snapshots.tmp_dir / f"{PENDING}{snapshot_id.hex()}")
+        pending = str(self._snapshots.tmp_dir / f"{PENDING}{snapshot_id.hex()}")
         try:
-            with self.index.read() as r:
+            with self._index.read() as r:
                 counted = r.is_counted(snapshot_id)
             if counted:
-                refs = recovery.chunk_set(self.snapshots, snapshot_id, pending, damaged_ok=True)
-                recovery.count(self.index, snapshot_id, refs, False)
-            self.snapshots.discard_pending(snapshot_id)
+                refs = recovery.chunk_set(self._snapshots, snapshot_id, pending, damaged_ok=True)
+                recovery.count(self._index, snapshot_id, refs, False)
+            self._snapshots.discard_pending(snapshot_id)
         except SnapstoreError:
             pass
 
@@ -419,76 +400,23 @@ class Repository:
         manifest. A damaged manifest counted whole before it was damaged names chunks it can
         no longer tell: all counts are then recomputed, so that none of them stays held."""
         self._require(Mode.WRITE)
-        refs, damage = recovery.read_chunk_set(self.snapshots, snapshot_id)
-        with self.index.read() as r:
+        refs, damage = recovery.read_chunk_set(self._snapshots, snapshot_id)
+        with self._index.read() as r:
             listed = snapshot_id in set(r.iter_damaged())
         if damage is not None:
             log.warning("%s; removing it", damage.message)
-        self.snapshots.trash(snapshot_id)
-        recovery.count(self.index, snapshot_id, refs, False)
+        self._snapshots.trash(snapshot_id)
+        recovery.count(self._index, snapshot_id, refs, False)
         if listed:
-            with self.index.write() as w:
+            with self._index.write() as w:
                 w.set_damaged(snapshot_id, False)
-        self.pins.unpin(snapshot_id)
-        self.snapshots.purge_trash(snapshot_id)
+        self._pins.unpin(snapshot_id)
+        self._snapshots.purge_trash(snapshot_id)
         if damage is not None and not listed:
-            recovery.recount(self.index, self.snapshots)
-
-    def damaged_manifests(self) -> list[SnapshotId]:
-        """Published snapshots whose manifest could not be read whole when it was counted:
-        the chunks they name are not known, so gc must free nothing (see ops/gc.py)."""
-        with self.index.read() as r:
-            return list(r.iter_damaged())
-
-    def list_snapshots(self, *, skip_damaged: bool = False) -> list[SnapshotInfo]:
-        """Every published snapshot, oldest first (SnapshotInfo.order). A damaged manifest is
-        a CorruptError, or with ``skip_damaged`` is left out (with a warning)."""
-        infos, damaged = self._load_infos()
-        if damaged and not skip_damaged:
-            raise damaged[0][1]
-        for sid, exc in damaged:
-            log.warning("snapshot %s left out: %s", sid.hex()[:12], exc.message)
-        return infos
-
-    def _load_infos(self) -> tuple[list[SnapshotInfo], list[tuple[SnapshotId, SnapstoreError]]]:
-        infos: list[SnapshotInfo] = []
-        damaged: list[tuple[SnapshotId, SnapstoreError]] = []
-        for sid in self.snapshots.list_ids():
-            try:
-                infos.append(self.snapshots.load_info(sid))
-            except SnapshotRemovedError:
-                continue  # removed since it was listed
-            except (CorruptError, IntegrityError) as exc:
-                damaged.append((sid, exc))
-        return sorted(infos, key=lambda s: s.order), damaged
-
-    def resolve(self, ref: str, *, name: str | None = None) -> SnapshotInfo:
-        """The snapshot ``ref`` names. A damaged manifest does not stop the others from being
-        found (it is left out, with a warning); naming it gives its error."""
-        infos, damaged = self._load_infos()
-        try:
-            found = ids.resolve(ref, infos, name=name)
-        except UnknownSnapshotError:
-            wanted = ref.strip().lower()
-            for sid, exc in damaged:
-                if len(wanted) >= ids.MIN_PREFIX and sid.hex().startswith(wanted):
-                    raise exc from None
-            raise
-        for _, exc in damaged:
-            log.warning("%s; it was left out when looking for %r (run 'snap verify')", exc.message, ref)
-        return found
-
-    def find_damaged(self, ref: str) -> SnapshotId | None:
-        """The one snapshot whose manifest is damaged and whose id starts with ``ref`` (at
-        least 4 hex digits), or None: so that it can be removed."""
-        wanted = ref.strip().lower()
-        if len(wanted) < ids.MIN_PREFIX:
-            return None
-        hits = [sid for sid, _ in self._load_infos()[1] if sid.hex().startswith(wanted)]
-        return hits[0] if len(hits) == 1 else None
+            recovery.recount(self._index, self._snapshots)
 
     def iter_records(self, snapshot_id: SnapshotId) -> Iterator[ManifestRecord]:
-        return self.snapshots.iter_records(snapshot_id)
+        return self._snapshots.iter_records(snapshot_id)
 
     # -- space ---------------------------------------------------------------------------------
 
@@ -497,39 +425,26 @@ class Repository:
         return fsio.allocated_bytes(self.root)
 
     def release_reserve(self) -> None:
-        fsio.remove(self.dirs.path() / "reserve", "the reserve file")
+        fsio.remove(self._dirs.path() / "reserve", "the reserve file")
 
     def restore_reserve(self) -> bool:
-        return fsio.reserve_space(self.dirs.path() / "reserve", RESERVE_SIZE, self.file_mode)
+        return fsio.reserve_space(self._dirs.path() / "reserve", RESERVE_SIZE, self.file_mode)
 
 
-def _open_dirs(root: Path) -> RepoDirs:
-    try:
-        return RepoDirs(root)
-    except StorageIOError as exc:
-        if not root.is_dir():
-            raise RepositoryNotFoundError(root) from exc
-        raise
+class ChunkPrefetch:
+    """Chunks about to be read, in order (Repository.prefetch_chunks)."""
 
+    def __init__(self, repo: Repository, prefetch: Prefetch) -> None:
+        self._repo = repo
+        self._packs = repo._packs
+        self._prefetch = prefetch
+        # get(chunk_id, loc): the chunk's plaintext, verified (safe from several threads)
+        self.get: Callable[[ChunkId, ChunkLocation | None], Buffer] = repo.get_chunk
 
-def load_config(root: Path, pinned_root: Path | None = None, *, ignore_bad_quota: bool = False) -> Config:
-    """The config of the repository at ``root`` (read through ``pinned_root`` when given)."""
-    path = (pinned_root or root) / "config"
-    try:
-        fd = fsio.open_file(path, os.O_RDONLY, what=f"{root / 'config'}")
-        try:
-            data = b""
-            while len(data) <= config_fmt.MAX_CONFIG_SIZE and (part := os.read(fd, 1 << 16)):
-                data += part
-        finally:
-            os.close(fd)
-    except FileNotFoundError as exc:
-        raise RepositoryNotFoundError(root) from exc
-    except NotADirectoryError as exc:
-        raise RepositoryNotFoundError(root) from exc
-    except OSError as exc:
-        raise translate_os_error(exc, str(root / "config")) from exc
-    version = config_fmt.peek_version(data)
-    if version not in READABLE_VERSIONS:
-        raise UnsupportedFormatError(root, version, READABLE_VERSIONS)
-    return config_fmt.decode(data, ignore_bad_quota=ignore_bad_quota)
+    def want(self, chunk_id: ChunkId) -> ChunkLocation | None:
+        """Where the chunk is (None: not stored); its bytes are read ahead."""
+        loc = self._repo.get_location(chunk_id)
+        if loc is not None:
+            size = RECORD_HEADER_SIZE + loc.stored_size
+            self._prefetch.want(self._packs.path(loc.pack_id), loc.offset, size)
+        return loc

@@ -94,7 +94,7 @@ def test_rm_counts_in_bounded_batches(tmp_path: Path, small_batches: list[int]) 
     path, ids = _repo(tmp_path)
     small_batches.clear()
     with Repository.open(path, Mode.WRITE) as r:
-        distinct = len(recovery.chunk_set(r.snapshots, ids[0]))
+        distinct = len(recovery.chunk_set(r._snapshots, ids[0]))
         r.remove_snapshot(ids[0])
     assert distinct > 3 * BATCH
     assert max(small_batches) == BATCH and sum(small_batches) == distinct
@@ -113,8 +113,8 @@ def test_rm_killed_between_batches_is_finished_by_recovery(
     monkeypatch.undo()
     monkeypatch.setattr(recovery, "BATCH", BATCH)
     with Repository.open(path, Mode.WRITE) as r:  # recovery finishes the removal
-        assert ids[1] not in r.snapshots.list_ids() and not r.snapshots.list_trash()
-        with r.index.read() as t:
+        assert ids[1] not in r._snapshots.list_ids() and not r._snapshots.list_trash()
+        with r._index.read() as t:
             assert not t.is_counted(ids[1])
     assert _problems(path) == []
 
@@ -131,11 +131,11 @@ def test_commit_killed_between_batches_is_rolled_back(
         _kill_after(monkeypatch, after)
         with pytest.raises(Killed):
             commit_file(r, src, name="new")
-        assert len(r.snapshots.list_pending()) == 1
+        assert len(r._snapshots.list_pending()) == 1
     monkeypatch.undo()
     monkeypatch.setattr(recovery, "BATCH", BATCH)
     with Repository.open(path, Mode.WRITE) as r:
-        assert not r.snapshots.list_pending() and len(r.snapshots.list_ids()) == 3
+        assert not r._snapshots.list_pending() and len(r._snapshots.list_ids()) == 3
     assert _problems(path) == []
 
 
@@ -143,14 +143,14 @@ def test_a_count_killed_half_way_is_finished_either_way(tmp_path: Path, small_ba
     """Forward to counted, then back to uncounted from the middle, then forward again."""
     path, ids = _repo(tmp_path)
     with Repository.open(path, Mode.WRITE) as r:
-        refs = recovery.chunk_set(r.snapshots, ids[2])
-        with r.index.read() as t:
+        refs = recovery.chunk_set(r._snapshots, ids[2])
+        with r._index.read() as t:
             before = {cid: loc.refcount for cid, loc in t.iter_locations()}
-        with r.index.write() as w:  # half way through an uncount
+        with r._index.write() as w:  # half way through an uncount
             w.add_refs(refs.iter_from(0, 10), -1, ids[2])
             w.set_counting(ids[2], -1, refs[9])
-        recovery.count(r.index, ids[2], refs, True)  # back to counted: undoes the 10
-        with r.index.read() as t:
+        recovery.count(r._index, ids[2], refs, True)  # back to counted: undoes the 10
+        with r._index.read() as t:
             assert {cid: loc.refcount for cid, loc in t.iter_locations()} == before
             assert t.count_state(ids[2]) is True
     assert _problems(path) == []

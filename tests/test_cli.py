@@ -115,7 +115,7 @@ def flip_payload_byte(root: Path, chunk_id: bytes, at: int) -> None:
     with Repository.open(root) as repo:
         loc = repo.get_location(chunk_id)
         assert loc is not None
-        path = repo.packs.path(loc.pack_id)
+        path = repo._packs.path(loc.pack_id)
     with open(path, "r+b") as f:
         f.seek(loc.offset + RECORD_HEADER_SIZE + at % loc.stored_size)
         byte = f.read(1)
@@ -820,7 +820,7 @@ def test_index_offset_beyond_any_file(capsys: pytest.CaptureFixture[str], base: 
         cid = next(r.chunk_id for r in repo.iter_records(bytes.fromhex(sid)) if isinstance(r, ChunkRef))
         loc = repo.get_location(cid)
         assert loc is not None
-        with repo.index.write() as w:
+        with repo._index.write() as w:
             w.put(cid, dataclasses.replace(loc, offset=(1 << 63) + 16))
     line = assert_error(snap(capsys, "checkout", sid, "-o", base.tmp / "o.img", "--repo", base.root), 4)
     assert "index is corrupt" in line and "offset" in line, line
@@ -841,7 +841,7 @@ def test_snapshot_removed_while_being_checked_out(
 
     def resolve_then_rm(self: Repository, ref: str, *, name: str | None = None) -> object:
         found = resolve(self, ref, name=name)
-        os.rename(self.snapshots.path(found.id), gone)  # as 'snap rm' unpublishes it
+        os.rename(self._snapshots.path(found.id), gone)  # as 'snap rm' unpublishes it
         return found
 
     monkeypatch.setattr(Repository, "resolve", resolve_then_rm)

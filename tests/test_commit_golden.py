@@ -161,6 +161,6 @@ def test_publish_snapshot_writes_the_bytes_commit_wrote(
     )
     assert info.hostname == "golden-host" and info.source == "/src/disk.img" and info.created == NOW
     assert info.id.hex() == PUBLISHED_ID
-    with repo.index.read() as r:
+    with repo._index.read() as r:
         loc = r.get(cid)
     assert loc is not None and loc.refcount == 1  # counted once, though named twice

@@ -123,7 +123,7 @@ def plan(kind: str, repo: Path, base: Base, rng: random.Random) -> list[dict[str
                 pages = lmdb_file.check_tree(repo / "index", txn.id(), "")
         finally:
             env.close()
-        with Repository.open(repo) as r, r.index.read() as t:  # inside keys and entries in use
+        with Repository.open(repo) as r, r._index.read() as t:  # inside keys and entries in use
             stored = [cid + fmt_index.encode_location(loc) for cid, loc in t.iter_locations()]
             stored += [sid for sid in t.iter_counted()]
         found = []
@@ -150,9 +150,9 @@ def plan(kind: str, repo: Path, base: Base, rng: random.Random) -> list[dict[str
         }[kind]
         offsets = list(span) if len(span) <= 60 else rng.sample(list(span), 60)
         return [_flip(kind, path, off, rng, {base.mixed}) for off in offsets]
-    with Repository.open(repo) as r, r.index.read() as t:
+    with Repository.open(repo) as r, r._index.read() as t:
         locations = dict(t.iter_locations())
-        path_of = {cid: r.packs.path(loc.pack_id) for cid, loc in locations.items()}
+        path_of = {cid: r._packs.path(loc.pack_id) for cid, loc in locations.items()}
     live = sorted(cid for cid in base.users if cid in locations)
     if kind == "pack-header":
         pack = path_of[live[0]]

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from snapstore import Mode, Repository, checkout, commit_file
+from snapstore import Mode, Repository, checkout, commit_file, repo_gc
 from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
@@ -80,11 +80,11 @@ def assert_finished(repo: Path, when: str) -> None:
     """No gc work left: empty garbage list and tmp/, counts equal to what the manifests say,
     no dead chunk indexed, and no allocated record in any pack that the index does not own."""
     with Repository.open(repo, Mode.READ) as r:
-        published = r.snapshots.list_ids()
+        published = r._snapshots.list_ids()
         expected: Counter[bytes] = Counter()
         for sid in published:
-            expected.update(chunk_set(r.snapshots, sid))
-        with r.index.read() as t:
+            expected.update(chunk_set(r._snapshots, sid))
+        with r._index.read() as t:
             garbage = list(t.iter_garbage())
             counted = set(t.iter_counted())
             locations = dict(t.iter_locations())
@@ -98,8 +98,8 @@ def assert_finished(repo: Path, when: str) -> None:
         assert not wrong, f"{when}: {len(wrong)} wrong reference counts, e.g. {next(iter(wrong.values()))}"
         assert set(expected) <= set(locations), f"{when}: a referenced chunk is not indexed"
         leaked = 0
-        for pack_id in r.packs.iter_pack_ids():
-            for offset, header in r.packs.scan(pack_id):
+        for pack_id in r._packs.iter_pack_ids():
+            for offset, header in r._packs.scan(pack_id):
                 loc = locations.get(header.chunk_id)
                 if loc is None or (loc.pack_id, loc.offset) != (pack_id, offset):
                     leaked += header.record_size
@@ -190,11 +190,11 @@ class Scenario:
 def state(repo: Path) -> tuple[Any, ...]:
     """A coarse fingerprint: which snapshots, tmp files, garbage, chunks and pack blocks."""
     with Repository.open(repo, Mode.READ) as r:
-        with r.index.read() as t:
+        with r._index.read() as t:
             garbage = len(list(t.iter_garbage()))
             chunks = t.chunk_count()
             counted = len(list(t.iter_counted()))
-        packs = tuple(sorted((p.hex(), r.packs.path(p).stat().st_blocks) for p in r.packs.iter_pack_ids()))
+        packs = tuple(sorted((p.hex(), r._packs.path(p).stat().st_blocks) for p in r._packs.iter_pack_ids()))
         snaps = tuple(sorted(s.hex for s in r.list_snapshots()))
     return snaps, tuple(sorted(os.listdir(repo / "tmp"))), garbage, chunks, counted, packs
 
@@ -376,13 +376,13 @@ def die_at(repo: Repository, step: int | None) -> Iterator[Counter[str]]:
     """Count the durable steps ``repo`` takes; raise Killed just before step number ``step``."""
     seen: Counter[str] = Counter()
     targets: list[tuple[Any, str]] = [
-        (repo.index, "write"),
-        (repo.packs, "_retable"),  # a pack's trailer written again, before its ranges are punched
+        (repo._index, "write"),
+        (repo._packs, "_retable"),  # a pack's trailer written again, before its ranges are punched
         (fsio, "punch_hole"),  # each range punched
-        (repo.packs, "delete"),
-        (repo.snapshots, "trash"),
-        (repo.snapshots, "purge_trash"),
-        (repo.pins, "unpin"),
+        (repo._packs, "delete"),
+        (repo._snapshots, "trash"),
+        (repo._snapshots, "purge_trash"),
+        (repo._pins, "unpin"),
     ]
     originals = []
     for obj, name in targets:
@@ -433,7 +433,7 @@ def in_process_crashes(
 ) -> int:
     """Kill ``operation`` before each of its durable steps (up to ``max_points`` of them,
     evenly spread), recommit the removed versions, rerun gc, and check everything."""
-    monkeypatch.setattr(gc, "_BATCH", 16)  # many small transactions: kills between batches
+    monkeypatch.setattr(repo_gc, "_BATCH", 16)  # many small transactions: kills between batches
     expected = {sid: small.digests[sid] for sid in keep}
     ref = copy_repository(small.path, tmp_path / "ref")
     prepare(ref)
@@ -458,7 +458,7 @@ def in_process_crashes(
             for sid in removed:
                 src.write_bytes(small.sources[sid])
                 new = commit_file(r, src, name="revived").snapshot
-                r.pins.pin(new.id)
+                r.pin(new.id)
                 revived[new.hex] = small.digests[sid]
         assert_intact(repo, revived, tmp_path, f"{when}, recommitted", full=False)
         with Repository.open(repo, Mode.EXCLUSIVE) as r:

@@ -305,8 +305,8 @@ def test_gc_cuts_the_unindexed_tail_a_killed_commit_left(tmp_path: Path) -> None
         appender.PackAppender.flush = real_flush  # type: ignore[method-assign]
     for step in list(r._appender._steps):  # what was scheduled completes, as in a real kill
         step.result()
-    r.packs.close()
-    r.index.close()
+    r._packs.close()
+    r._index.close()
     for lock in r._locks:
         lock.release()
     with Repository.open(repo_path, Mode.WRITE) as r:

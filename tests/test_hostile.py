@@ -292,7 +292,7 @@ def test_packs_with_huge_size_fields(repo: Path, tmp_path: Path) -> None:
         assert res.returncode == 0, f"{args}: {res.stderr.decode()}"
     honest = next(p.name for p in (repo / "snapshots").iterdir())
     assert snap("checkout", honest, "-o", tmp_path / "out", "-r", repo).returncode == 0
-    with Repository.open(repo) as r, r.index.read() as t:
+    with Repository.open(repo) as r, r._index.read() as t:
         assert {cid for cid, _ in t.iter_locations()}.isdisjoint({b"\1" * 32, b"\2" * 32})
 
 

@@ -140,9 +140,9 @@ def test_fifo_makes_no_command_hang(repo: Path, tmp_path: Path, where: str) -> N
     if where == "manifest":
         path = repo / "snapshots" / ("ab" * 32)
     elif where == "pack":
-        with Repository.open(repo) as r, r.index.read() as t:
+        with Repository.open(repo) as r, r._index.read() as t:
             loc: ChunkLocation = next(loc for _, loc in t.iter_locations())
-            path = r.packs.path(loc.pack_id)
+            path = r._packs.path(loc.pack_id)
         path.unlink()
     else:
         path = repo / where
@@ -156,7 +156,7 @@ def test_fifo_makes_no_command_hang(repo: Path, tmp_path: Path, where: str) -> N
 
 
 def refcounts(root: Path) -> dict[bytes, int]:
-    with Repository.open(root) as r, r.index.read() as t:
+    with Repository.open(root) as r, r._index.read() as t:
         return {cid: loc.refcount for cid, loc in t.iter_locations()}
 
 
@@ -183,7 +183,7 @@ def test_stray_names_break_nothing_and_count_nothing(repo: Path, tmp_path: Path)
     with Repository.open(repo) as r:
         first = {rec.chunk_id for rec in r.iter_records(bytes.fromhex(sid)) if hasattr(rec, "chunk_id")}
         others = set()
-        for other in r.snapshots.list_ids():
+        for other in r._snapshots.list_ids():
             if other.hex() != sid:
                 others |= {rec.chunk_id for rec in r.iter_records(other) if hasattr(rec, "chunk_id")}
     for cid in first - others:
@@ -227,7 +227,7 @@ def test_pack_replaced_by_directory(tmp_path: Path) -> None:
     res = snap("checkout", "latest", "-o", out, "-r", root)
     assert res.returncode == 0, res.stderr.decode()
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
-    with Repository.open(root) as r, r.index.read() as t:
+    with Repository.open(root) as r, r._index.read() as t:
         assert all(loc.pack_id.hex() != pack.stem for _, loc in t.iter_locations())
 
 

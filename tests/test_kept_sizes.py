@@ -35,7 +35,7 @@ def computed(repo: Path) -> tuple[dict[bytes, int], tuple[int, int, int, int]]:
                     users.setdefault(rec.chunk_id, set()).add(info.id)
         exclusive = {info.id: 0 for info in r.list_snapshots()}
         live = raw = stored = garbage = 0
-        with r.index.read() as t:
+        with r._index.read() as t:
             for cid, loc in t.iter_locations():
                 size = RECORD_HEADER_SIZE + loc.stored_size
                 owners = users.get(cid, set())
@@ -49,7 +49,7 @@ def computed(repo: Path) -> tuple[dict[bytes, int], tuple[int, int, int, int]]:
 
 
 def kept(repo: Path) -> tuple[dict[bytes, int], tuple[int, int, int, int] | None]:
-    with Repository.open(repo) as r, r.index.read() as t:
+    with Repository.open(repo) as r, r._index.read() as t:
         assert t.sizes_ready()
         return {info.id: t.exclusive(info.id) or 0 for info in r.list_snapshots()}, t.totals()
 
@@ -80,7 +80,7 @@ def test_kept_sizes_equal_what_the_manifests_give(
             assert cli("gc", "-r", repo).code == 0
         else:
             with Repository.open(repo, Mode.WRITE) as r:
-                recovery.recount(r.index, r.snapshots)
+                recovery.recount(r._index, r._snapshots)
         assert kept(repo) == computed(repo)
     assert cli("verify", "-r", repo).code == 0
     shutil.rmtree(base)
@@ -92,7 +92,7 @@ def test_an_index_of_version_1_is_upgraded_by_the_next_writer(tmp_path: Path) ->
     with tarfile.open(Path(__file__).parent / "data" / "format1-repo.tar.gz") as tar:
         tar.extractall(tmp_path, filter="data")
     repo = tmp_path / "repo"
-    with Repository.open(repo) as r, r.index.read() as t:
+    with Repository.open(repo) as r, r._index.read() as t:
         assert not t.sizes_ready()
     listed = cli("log", "-r", repo, "--json").json()
     assert cli("gc", "-r", repo, "--dry-run").code == 0

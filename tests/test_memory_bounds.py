@@ -52,7 +52,7 @@ def _synthetic(root: Path, n: int) -> bytes:
     (root / "snapshots" / sid.hex()).write_bytes(data)
     with Repository.open(root, Mode.WRITE) as r:
         for start in range(0, n, 50_000):
-            with r.index.write() as w:
+            with r._index.write() as w:
                 for cid in ids[start : start + 50_000]:
                     w.put(cid, ChunkLocation(MISSING_PACK, 16, 1, 1, 0, 0))
     Repository.open(root, Mode.WRITE).close()  # uncounted: this writer's recovery counts it

@@ -87,7 +87,7 @@ def location(root: Path, chunk_id: bytes) -> tuple[Path, int, int, int]:
     with Repository.open(root) as r:
         loc = r.get_location(chunk_id)
         assert loc is not None
-        return r.packs.path(loc.pack_id), loc.offset, loc.stored_size, loc.codec
+        return r._packs.path(loc.pack_id), loc.offset, loc.stored_size, loc.codec
 
 
 def chunk_of(root: Path, only: set[str], codec: int | None = None) -> bytes:
@@ -153,8 +153,8 @@ def test_clean_repository_verifies(repo: Path, base: Base) -> None:
 def test_missing_pack(repo: Path, base: Base) -> None:
     victim = chunk_of(repo, snapshots_of(base, "other"))
     pack = location(repo, victim)[0]
-    with Repository.open(repo) as r, r.index.read() as t:
-        in_pack = {cid for cid, loc in t.iter_locations() if r.packs.path(loc.pack_id) == pack}
+    with Repository.open(repo) as r, r._index.read() as t:
+        in_pack = {cid for cid, loc in t.iter_locations() if r._packs.path(loc.pack_id) == pack}
     users = users_of(repo)
     expected = set().union(*(users.get(c, set()) for c in in_pack))
     pack.unlink()
@@ -303,14 +303,14 @@ def test_killed_commit_leftovers_are_not_problems(repo: Path, base: Base, tmp_pa
     src = tmp_path / "new"
     src.write_bytes(random.Random(8).randbytes(300_000))
     with Repository.open(repo, Mode.WRITE) as r:
-        real_publish = r.snapshots.publish
-        r.snapshots.publish = lambda sid: None  # type: ignore[method-assign]
+        real_publish = r._snapshots.publish
+        r._snapshots.publish = lambda sid: None  # type: ignore[method-assign]
         with pytest.raises(CorruptError):  # it reads back the snapshot it did not publish
             commit_file(r, src)
-        r.snapshots.publish = real_publish  # type: ignore[method-assign]
-        pending = r.snapshots.list_pending()
+        r._snapshots.publish = real_publish  # type: ignore[method-assign]
+        pending = r._snapshots.list_pending()
         assert len(pending) == 1
-        with r.index.read() as t:
+        with r._index.read() as t:
             assert t.is_counted(pending[0])
         # Prevent close() from anything: this is what SIGKILL leaves.
         r._pack = None
@@ -546,7 +546,7 @@ def test_rebuilt_counts_keep_a_damaged_manifests_chunks(repo: Path, base: Base) 
     code, doc = _repair(repo)
     assert code == DAMAGED and doc["damaged_manifests"] == [sid]
     with Repository.open(repo, Mode.EXCLUSIVE) as r:
-        with r.index.read() as t:
+        with r._index.read() as t:
             counts = {cid: loc.refcount for cid, loc in t.iter_locations()}
         assert all(counts.values())  # every chunk counted, the damaged manifest's too
         with pytest.raises(DamagedManifestsError) as blocked:

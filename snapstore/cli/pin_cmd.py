@@ -21,9 +21,9 @@ def _set(ref: str, repo: RepoOption, json_output: bool, *, pinned: bool) -> None
     with open_repo(repo, Mode.WRITE) as r:
         s = r.resolve(ref)
         if pinned:
-            r.pins.pin(s.id)
+            r.pin(s.id)
         else:
-            r.pins.unpin(s.id)
+            r.unpin(s.id)
     if json_output:
         emit_json({"id": s.hex, "pinned": pinned})
     else:

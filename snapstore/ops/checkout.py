@@ -27,7 +27,6 @@ from snapstore.errors import (
     UsageError,
     translate_os_error,
 )
-from snapstore.format.pack import RECORD_HEADER_SIZE
 from snapstore.model import (
     Buffer,
     ChunkId,
@@ -40,9 +39,9 @@ from snapstore.model import (
 )
 from snapstore.ops.commit import default_threads
 from snapstore.ops.output import OpenTarget, TargetKind, open_special
-from snapstore.ops.streams import DigestWorker, Prefetch
+from snapstore.ops.streams import DigestWorker
 from snapstore.progress import NULL_PROGRESS, Progress
-from snapstore.repo import Repository
+from snapstore.repo import ChunkPrefetch, Repository
 from snapstore.storage import fsio
 
 TEMP_MARK = ".snap-tmp-"
@@ -263,14 +262,14 @@ class _StreamOutput:
 
 
 def _fetch(
-    repo: Repository,
+    chunks: ChunkPrefetch,
     chunk_id: ChunkId,
     loc: ChunkLocation | None,
     output: _FileOutput | _StreamOutput,
     offset: int,
 ) -> Buffer:
     """On a worker: read, decode and verify one chunk; a file output gets it in place."""
-    data = repo.get_chunk(chunk_id, loc)
+    data = chunks.get(chunk_id, loc)
     if output.positional:
         output.place(data, offset)
     return data
@@ -291,7 +290,6 @@ def _run(
     n = threads or default_threads()
     inflight = 0  # chunk bytes fetched or being fetched, bounded by WINDOW_BYTES
     hasher = DigestWorker()
-    prefetch = Prefetch()
     pending: deque[tuple[int, Future[Buffer] | None]] = deque()
     zero_bytes = 0
     written = 0
@@ -315,7 +313,7 @@ def _run(
         progress.advance(length)
 
     progress.start(snapshot.size, f"checkout {snapshot.name}")
-    with ThreadPoolExecutor(n, thread_name_prefix="checkout") as pool:
+    with repo.prefetch_chunks() as chunks, ThreadPoolExecutor(n, thread_name_prefix="checkout") as pool:
         try:
             for record in repo.iter_records(snapshot.id):
                 if isinstance(record, ChunkRef | ZeroRun) and offset + _length(record) > snapshot.size:
@@ -323,11 +321,8 @@ def _run(
                         f"snapshot {snapshot.hex[:12]}", f"its records run past its size of {snapshot.size}"
                     )
                 if isinstance(record, ChunkRef):
-                    loc = repo.get_location(record.chunk_id)
-                    if loc is not None:
-                        size = RECORD_HEADER_SIZE + loc.stored_size
-                        prefetch.want(repo.packs.path(loc.pack_id), loc.offset, size)
-                    future = pool.submit(_fetch, repo, record.chunk_id, loc, output, offset)
+                    loc = chunks.want(record.chunk_id)
+                    future = pool.submit(_fetch, chunks, record.chunk_id, loc, output, offset)
                     pending.append((record.raw_size, future))
                     inflight += record.raw_size
                     offset += record.raw_size
@@ -358,7 +353,6 @@ def _run(
             hasher.cancel()
             raise
         finally:
-            prefetch.close()
             progress.finish()
     if written != snapshot.size:
         raise CorruptError(f"snapshot {snapshot.hex[:12]}", f"{written} bytes, expected {snapshot.size}")

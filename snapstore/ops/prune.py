@@ -65,7 +65,7 @@ def plan(
         quota_bytes = repo.config.quota_bytes
     gc.refuse_while_damaged(repo)  # before anything is dropped
     snapshots = repo.list_snapshots()
-    pinned = repo.pins.list() | protect
+    pinned = repo.pinned() | protect
     rp = retention.plan(snapshots, policy, now, pinned)
     drop = list(rp.drop)
     keep = dict(rp.keep)

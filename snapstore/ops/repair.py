@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snapstore import recovery
 from snapstore.errors import SnapstoreError
-from snapstore.model import ChunkRef, PackId, SnapshotId
+from snapstore.model import PackId, SnapshotId
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Mode, Repository
 
@@ -35,44 +34,22 @@ def repair(repo: Repository, *, read_data: bool = False, progress: Progress = NU
     if repo.mode is not Mode.EXCLUSIVE or repo.rebuild_report is None:
         raise AssertionError("repair needs the repository opened EXCLUSIVE with rebuild_index")
     rebuilt = repo.rebuild_report
-    rewritten = []
-    for pack_id in repo.packs.iter_pack_ids():
+    rewritten = repo.rewrite_damaged_pack_headers()
+    dropped = repo.drop_corrupt_chunks(progress) if read_data else 0
+    damaged = []  # a manifest that cannot be read whole, or a chunk it names is not stored
+    for sid in repo.snapshot_ids():
         try:
-            repo.packs.check_header(pack_id)
-        except SnapstoreError:
-            repo.packs.rewrite_header(pack_id)
-            rewritten.append(pack_id)
-    dropped = 0
-    if read_data:
-        with repo.index.read() as r:
-            entries = list(r.iter_locations())
-        progress.start(sum(loc.raw_size for _, loc in entries), "repair")
-        for cid, loc in entries:
-            try:
-                repo.decode_chunk(cid, loc, repo.packs.read_record(loc, cid))
-            except SnapstoreError:
-                with repo.index.write() as w:
-                    w.drop(cid)
-                dropped += 1
-            progress.advance(loc.raw_size)
-        progress.finish()
-    damaged = []
-    for sid in repo.snapshots.list_ids():
-        try:
-            if any(
-                isinstance(rec, ChunkRef) and not repo.has_chunk(rec.chunk_id)
-                for rec in repo.iter_records(sid)
-            ):
-                damaged.append(sid)
+            chunks = next(repo.snapshot_chunk_sets([sid]))
         except SnapstoreError:
             damaged.append(sid)
-    if dropped:
-        recovery.recount(repo.index, repo.snapshots)
+            continue
+        if not all(repo.has_chunks(chunks)):
+            damaged.append(sid)
     return RepairReport(
         rebuilt.chunks,
         rebuilt.duplicates,
         dropped,
         tuple(damaged),
         rebuilt.damaged_manifests,
-        tuple(rewritten),
+        rewritten,
     )

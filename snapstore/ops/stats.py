@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snapstore.format.pack import RECORD_HEADER_SIZE
 from snapstore.model import SnapshotInfo
 from snapstore.repo import Repository
 
@@ -32,28 +31,14 @@ class RepoStats:
 def repo_stats(repo: Repository, snapshots: list[SnapshotInfo]) -> RepoStats:
     """Sizes of the repository (``snap stats``): raw, stored and live bytes of its chunks,
     its garbage, and the dedup and compression ratios over ``snapshots``."""
-    with repo.index.read() as r:
-        chunks = r.chunk_count()
-        kept = r.totals() if r.sizes_ready() else None
-        if kept is not None:  # kept up to date as snapshots come and go
-            live, raw, stored, garbage = kept
-        else:  # an index of version 1, or a recount under way: one pass over it
-            live = raw = stored = garbage = 0
-            for _, loc in r.iter_locations():
-                size = RECORD_HEADER_SIZE + loc.stored_size
-                if loc.refcount:
-                    live += 1
-                    raw += loc.raw_size
-                    stored += size
-                else:
-                    garbage += size
+    totals = repo.space_totals()
     return RepoStats(
         snapshots=len(snapshots),
         logical_bytes=sum(s.size for s in snapshots),
-        chunks=chunks,
-        live_chunks=live,
-        raw_bytes=raw,
-        stored_bytes=stored,
-        garbage_bytes=garbage,
+        chunks=totals.chunks,
+        live_chunks=totals.live_chunks,
+        raw_bytes=totals.raw_bytes,
+        stored_bytes=totals.stored_bytes,
+        garbage_bytes=totals.garbage_bytes,
         disk_bytes=repo.disk_usage(),
     )

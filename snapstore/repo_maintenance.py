@@ -1,0 +1,93 @@
+"""The repository's maintenance interface: what gc, prune, stats, verify and repair ask of
+it (batched and streamed, no file paths: a remote repository implements the same methods),
+kept apart from the chunk and snapshot methods in repo.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from snapstore import repo_gc, repo_repair, repo_space, repo_verify
+from snapstore.gcplan import GcPlan
+from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
+from snapstore.progress import NULL_PROGRESS, Progress
+from snapstore.repo_space import SpaceTotals
+from snapstore.repo_verify import VerifyReport
+from snapstore.storage.index import Index
+from snapstore.storage.packstore import PackStore
+from snapstore.storage.snapshots import SnapshotStore
+
+
+class Maintenance:
+    """Mixed into Repository, which sets these attributes and ``_require_exclusive``."""
+
+    _index: Index
+    _packs: PackStore
+    _snapshots: SnapshotStore
+    index_problem: str | None
+
+    def _require_exclusive(self) -> None:
+        raise NotImplementedError
+
+    # -- gc ------------------------------------------------------------------------------------
+
+    def chunk_locations(self) -> Iterator[tuple[ChunkId, ChunkLocation]]:
+        """Every index entry, ascending by chunk id, streamed (one read transaction)."""
+        with self._index.read() as r:
+            yield from r.iter_locations()
+
+    def garbage_ranges(self) -> list[tuple[PackId, int, int]]:
+        """The garbage list: (pack id, offset, length) of dead records not punched yet."""
+        with self._index.read() as r:
+            return list(r.iter_garbage())
+
+    def pack_sizes(self) -> dict[PackId, tuple[int, int]]:
+        """Every pack: (allocated bytes, length)."""
+        return {pid: (allocated, length) for pid, allocated, length in repo_gc.pack_sizes(self._packs)}
+
+    def apply_gc(self, plan: GcPlan) -> None:
+        """Carry out a gc plan (opened EXCLUSIVE): unindex, remove, cut back, punch, in the
+        order docs/FORMAT.md gives (see repo_gc.py)."""
+        self._require_exclusive()
+        repo_gc.apply(self._index, self._packs, plan)
+
+    # -- sizes ---------------------------------------------------------------------------------
+
+    def space_totals(self) -> SpaceTotals:
+        """Chunks and their bytes, live and garbage, from the index."""
+        return repo_space.space_totals(self._index)
+
+    def freed_by_removing(self, snapshot_ids: Iterable[SnapshotId]) -> Iterator[int]:
+        """Cumulative pack bytes freed after removing each snapshot in turn (lazy)."""
+        return repo_space.freed_by_removing(self._index, self._snapshots, snapshot_ids)
+
+    # -- checks and repairs --------------------------------------------------------------------
+
+    def verify(
+        self,
+        *,
+        read_data: bool = False,
+        sample: float | None = None,
+        seed: int | None = None,
+        progress: Progress = NULL_PROGRESS,
+    ) -> VerifyReport:
+        """Check structure (index, manifests, packs, counts) and, with ``read_data`` or a
+        ``sample`` percentage, stored bytes (see repo_verify.py)."""
+        return repo_verify.verify(
+            self._index,
+            self.index_problem,
+            self._packs,
+            self._snapshots,
+            read_data=read_data,
+            sample=sample,
+            seed=seed,
+            progress=progress,
+        )
+
+    def rewrite_damaged_pack_headers(self) -> tuple[PackId, ...]:
+        self._require_exclusive()
+        return repo_repair.rewrite_damaged_headers(self._packs)
+
+    def drop_corrupt_chunks(self, progress: Progress = NULL_PROGRESS) -> int:
+        """Unindex chunks whose bytes do not match their id (counts are then recomputed)."""
+        self._require_exclusive()
+        return repo_repair.drop_corrupt(self._index, self._packs, self._snapshots, progress)

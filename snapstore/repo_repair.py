@@ -1,0 +1,48 @@
+"""Pack-level repairs of a local repository (Repository.rewrite_damaged_pack_headers and
+Repository.drop_corrupt_chunks); the index itself is rebuilt when the repository is opened
+with ``rebuild_index`` (recovery.py)."""
+
+from __future__ import annotations
+
+from snapstore import recovery
+from snapstore.errors import SnapstoreError
+from snapstore.model import PackId
+from snapstore.progress import Progress
+from snapstore.repo_verify import decode_chunk
+from snapstore.storage.index import Index
+from snapstore.storage.packstore import PackStore
+from snapstore.storage.snapshots import SnapshotStore
+
+
+def rewrite_damaged_headers(packs: PackStore) -> tuple[PackId, ...]:
+    """Write again every pack header that does not check (its 16 bytes are the same in every
+    pack); the packs rewritten."""
+    rewritten = []
+    for pack_id in packs.iter_pack_ids():
+        try:
+            packs.check_header(pack_id)
+        except SnapstoreError:
+            packs.rewrite_header(pack_id)
+            rewritten.append(pack_id)
+    return tuple(rewritten)
+
+
+def drop_corrupt(index: Index, packs: PackStore, snapshots: SnapshotStore, progress: Progress) -> int:
+    """Read, decode and hash every indexed chunk; drop from the index those that fail (so no
+    new snapshot can dedup against them), then recount if any was dropped. The number dropped."""
+    with index.read() as r:
+        entries = list(r.iter_locations())
+    progress.start(sum(loc.raw_size for _, loc in entries), "repair")
+    dropped = 0
+    for cid, loc in entries:
+        try:
+            decode_chunk(cid, loc, packs.read_record(loc, cid))
+        except SnapstoreError:
+            with index.write() as w:
+                w.drop(cid)
+            dropped += 1
+        progress.advance(loc.raw_size)
+    progress.finish()
+    if dropped:
+        recovery.recount(index, snapshots)
+    return dropped

@@ -1,0 +1,75 @@
+"""Sizes a local repository reports (Repository.space_totals, Repository.freed_by_removing):
+what the index keeps (docs/FORMAT.md, "kept sizes"), else its reference counts and the
+removed snapshots' own manifests."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from snapstore import recovery
+from snapstore.gcplan import record_span
+from snapstore.model import SnapshotId
+from snapstore.storage.index import Index
+from snapstore.storage.snapshots import SnapshotStore
+
+
+@dataclass(frozen=True)
+class SpaceTotals:
+    chunks: int  # chunks in the index
+    live_chunks: int  # chunks some snapshot references
+    raw_bytes: int  # plaintext of live chunks
+    stored_bytes: int  # pack bytes of live chunks (headers included)
+    garbage_bytes: int  # pack bytes of unreferenced chunks (gc frees them)
+
+
+def space_totals(index: Index) -> SpaceTotals:
+    with index.read() as r:
+        chunks = r.chunk_count()
+        kept = r.totals() if r.sizes_ready() else None
+        if kept is not None:  # kept up to date as snapshots come and go
+            return SpaceTotals(chunks, *kept)
+        live = raw = stored = garbage = 0  # an index of version 1, or a recount under way
+        for _, loc in r.iter_locations():
+            size = record_span(loc)
+            if loc.refcount:
+                live += 1
+                raw += loc.raw_size
+                stored += size
+            else:
+                garbage += size
+    return SpaceTotals(chunks, live, raw, stored, garbage)
+
+
+def freed_by_removing(
+    index: Index, snapshots: SnapshotStore, snapshot_ids: Iterable[SnapshotId]
+) -> Iterator[int]:
+    """Cumulative pack bytes freed after removing each snapshot in turn. The first is the
+    snapshot's exclusive size, which the index keeps; each one after that reads the removed
+    snapshots' manifests (lazily: only when asked for). Memory: one manifest's chunk ids (32
+    bytes each) at a time, plus the simulated count of each chunk that more than one of the
+    removed snapshots names."""
+    ids = iter(snapshot_ids)
+    first = next(ids, None)
+    if first is None:
+        return
+    with index.read() as r:
+        known = r.exclusive(first) if r.sizes_ready() else None
+    if known is not None:
+        yield known
+    remaining: dict[bytes, int] = {}  # chunk id -> simulated refcount, while it stays above 0
+    freed = 0
+    with index.read() as r:
+        for n, sid in enumerate(itertools.chain([first], ids)):
+            for chunk_id in recovery.chunk_set(snapshots, sid):
+                loc = r.get(chunk_id)
+                if loc is None:
+                    continue
+                refs = remaining.pop(chunk_id, loc.refcount) - 1
+                if refs > 0:
+                    remaining[chunk_id] = refs
+                elif refs == 0:
+                    freed += record_span(loc)
+            if n or known is None:
+                yield freed
