@@ -38,6 +38,12 @@ def refuse_while_damaged(repo: Repository) -> None:
         raise DamagedManifestsError(damaged)
 
 
+def garbage_bytes(repo: Repository) -> int:
+    """What gc would free now, without planning it: the pack bytes of unreferenced chunks
+    (the index keeps their total) and the ranges a killed gc left on the garbage list."""
+    return repo.space_totals().garbage_bytes + sum(length for _, _, length in repo.garbage_ranges())
+
+
 def plan_for(repo: Repository) -> GcPlan:
     """The plan for the repository as it is. While a published manifest cannot be read whole
     (the index's damaged table), nothing is planned: DamagedManifestsError."""

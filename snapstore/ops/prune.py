@@ -69,7 +69,7 @@ def plan(
     rp = retention.plan(snapshots, policy, now, pinned)
     drop = list(rp.drop)
     keep = dict(rp.keep)
-    garbage = gc.plan_for(repo).freed_bytes
+    garbage = gc.garbage_bytes(repo)
     disk = repo.disk_usage()
     hard = retention.protected(snapshots, pinned)
     candidates = [s for s in snapshots if keep.get(s.id) == ("no keep rule",) and not hard.get(s.id)]
