@@ -79,7 +79,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one place the version is written (pyproject reads it)
 __all__ = [
     "CheckoutResult",
     "ChunkerParams",

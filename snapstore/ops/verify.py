@@ -30,8 +30,13 @@ def verify(
     seed: int | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> VerifyReport:
+    """Check the repository: every manifest, every index entry and reference count (and the
+    sizes the index keeps), every pack header, and with ``read_data`` (or a seeded
+    ``sample`` percentage) every chunk read back and hashed. One streaming pass (memory: one
+    manifest's chunk ids, 32 bytes each, at a time). Changes nothing."""
     return repo.verify(read_data=read_data, sample=sample, seed=seed, progress=progress)
 
 
 def affected(problems: Iterable[Problem]) -> set[SnapshotId]:
+    """The snapshots the problems concern."""
     return {sid for p in problems for sid in p.snapshots}
