@@ -40,9 +40,17 @@ def _corrupt(detail: str) -> CorruptError:
     return CorruptError("index", detail, hint=REPAIR_HINT)
 
 
-def encode_location(loc: ChunkLocation) -> bytes:
+def encode_location(loc: ChunkLocation, *, refcount: int | None = None, owners: bytes | None = None) -> bytes:
+    """The entry of ``loc``, or of ``loc`` with another count and owners (counting: without
+    making a new ChunkLocation per chunk)."""
     return _LOCATION.pack(
-        loc.pack_id, loc.offset, loc.stored_size, loc.raw_size, loc.codec, loc.refcount, loc.owners
+        loc.pack_id,
+        loc.offset,
+        loc.stored_size,
+        loc.raw_size,
+        loc.codec,
+        loc.refcount if refcount is None else refcount,
+        loc.owners if owners is None else owners,
     )
 
 

@@ -433,6 +433,7 @@ class IndexWriteTxn(IndexTxn):
         The chunk's owners (XOR of the ids naming it) tell whose exclusive size changes: a
         chunk going from 1 to 2 references leaves its one owner's, from 2 to 1 joins the
         remaining owner's."""
+        sid = int.from_bytes(snapshot_id, "little")
         for chunk_id in chunk_ids:
             loc = self.get(chunk_id)
             if loc is None:
@@ -447,7 +448,12 @@ class IndexWriteTxn(IndexTxn):
             refs = loc.refcount + delta
             if refs < 0:
                 continue  # counted twice down: nothing to take away
-            owners = fmt.xor_id(loc.owners, snapshot_id)
+            owners = (int.from_bytes(loc.owners, "little") ^ sid).to_bytes(32, "little")
+            if refs > 1 and loc.refcount > 1:  # the common case: no size changes hands
+                self._txn.put(
+                    chunk_id, fmt.encode_location(loc, refcount=refs, owners=owners), db=self._chunks
+                )
+                continue
             size = RECORD_HEADER_SIZE + loc.stored_size
             if delta > 0 and loc.refcount == 0:
                 self._own(snapshot_id, size)
