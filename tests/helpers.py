@@ -187,10 +187,11 @@ def copy_repository(src: Path, dst: Path) -> Path:
     """A copy of a repository. The 16 MiB ``reserve`` file is hard-linked, not copied: it is
     only ever unlinked and recreated, never written in place."""
 
-    def copy(a: str, b: str) -> object:
+    def copy(a: str, b: str) -> None:
         if Path(a).name == "reserve":
-            return os.link(a, b)
-        return shutil.copy2(a, b)
+            os.link(a, b)
+        else:
+            shutil.copy2(a, b)
 
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst, copy_function=copy)

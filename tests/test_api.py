@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import snapstore
-from snapstore import KeepPolicy, Mode
+from snapstore import KeepPolicy, Mode, SnapshotInfo
 from snapstore.errors import QuotaError, RepositoryNotFoundError
 from snapstore.ops import prune as prune_ops
 from snapstore.repo import Repository
@@ -41,7 +41,7 @@ def test_commit_file_keeps_the_quota(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     quota = 34 * MiB  # the 16 MiB reserve file counts too
     _with_quota(repo, quota)
-    pruned = []
+    pruned: list[SnapshotInfo] = []
     for path in _files(tmp_path, 5, 6 * MiB):
         with snapstore.open_repository(repo, Mode.WRITE) as r:
             res = snapstore.commit_file(r, path, name="disk")  # the newest of a name is kept

@@ -110,13 +110,13 @@ def plan(kind: str, repo: Path, base: Base, rng: random.Random) -> list[dict[str
             f["live"] = _json_or_none(bytes(flipped)) != json.loads(data)
         return flips
     if kind == "index":
-        data = repo / "index" / "data.mdb"
-        blob = data.read_bytes()
+        mdb = repo / "index" / "data.mdb"
+        blob = mdb.read_bytes()
         used = [i for i in range(0, len(blob), 4096) if any(blob[i : i + 4096])]
         flips = []
         for _ in range(100):  # anywhere: page headers, meta pages, free pages
             page = rng.choice(used)
-            flips.append(_flip(kind, data, page + rng.randrange(4096), rng, set()))
+            flips.append(_flip(kind, mdb, page + rng.randrange(4096), rng, set()))
         env = lmdb.open(str(repo / "index"), max_dbs=8, readonly=True, lock=False)
         try:
             with env.begin() as txn:
@@ -135,7 +135,7 @@ def plan(kind: str, repo: Path, base: Base, rng: random.Random) -> list[dict[str
                 found.append((at, len(item)))
         for _ in range(100):
             at, length = rng.choice(found)
-            flips.append(_flip(kind, data, at + rng.randrange(length), rng, set()))
+            flips.append(_flip(kind, mdb, at + rng.randrange(length), rng, set()))
         return flips
     if kind.startswith("manifest"):
         path = repo / "snapshots" / base.mixed
@@ -202,9 +202,9 @@ def run_worker(flips: list[dict[str, Any]], repo: Path, base: Base, scratch: Pat
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        lines = results.read_text().splitlines() if results.exists() else []
-        raise AssertionError(f"hung after flip {len(lines) - 1}: {flips[len(lines) - 1]}") from exc
-    lines = [json.loads(line) for line in results.read_text().splitlines()]
+        written = results.read_text().splitlines() if results.exists() else []
+        raise AssertionError(f"hung after flip {len(written) - 1}: {flips[len(written) - 1]}") from exc
+    lines: list[dict[str, Any]] = [json.loads(line) for line in results.read_text().splitlines()]
     if done.returncode != 0:
         raise AssertionError(
             f"the worker died ({done.returncode}) at flip {len(lines) - 1} of {len(flips)}: "

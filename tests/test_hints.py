@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snapstore import Mode, Repository, checkout, commit_file
-from snapstore.model import ChunkerParams, ChunkRef, EntryEnd, EntryStart, ZeroRun
+from snapstore.model import ChunkerParams, ChunkRef, EntryEnd, EntryStart, ManifestRecord, ZeroRun
 from snapstore.ops.hints import HintCursor, PrevChunk, confirmable_chunks
 from snapstore.ops.pipeline import CommitPipeline
 from snapstore.storage import fsio
@@ -46,7 +46,7 @@ def _assert_hinted_equals_plain(hinted: Path, plain: Path, path: Path, out: Path
 
 def test_confirmable_chunks_offer_all_but_the_last_piece() -> None:
     a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
-    records = [
+    records: list[ManifestRecord] = [
         EntryStart("f"),
         ChunkRef(a, 10),
         ChunkRef(b, 20),
@@ -61,9 +61,14 @@ def test_confirmable_chunks_offer_all_but_the_last_piece() -> None:
         PrevChunk(30, 5, None),
         PrevChunk(35, 7, c),
     ]
-    trailing_zeros = [EntryStart("f"), ChunkRef(a, 10), ZeroRun(5), EntryEnd(15, b"\0" * 32)]
+    trailing_zeros: list[ManifestRecord] = [
+        EntryStart("f"),
+        ChunkRef(a, 10),
+        ZeroRun(5),
+        EntryEnd(15, b"\0" * 32),
+    ]
     assert list(confirmable_chunks(trailing_zeros)) == [PrevChunk(0, 10, a, before_zeros=True)]
-    only_zeros = [EntryStart("f"), ZeroRun(5), EntryEnd(5, b"\0" * 32)]
+    only_zeros: list[ManifestRecord] = [EntryStart("f"), ZeroRun(5), EntryEnd(5, b"\0" * 32)]
     assert list(confirmable_chunks(only_zeros)) == []
     # The same size: the end of the file cut the last piece where it cuts it now.
     assert list(confirmable_chunks(records, size=52))[-1] == PrevChunk(42, 10, a)
@@ -141,8 +146,8 @@ def test_hints_with_holes_and_growth(tmp_path: Path, chunker: ChunkerParams) -> 
     ]
     write_sparse(path, size, pieces)
     hinted, plain = tmp_path / "hinted", tmp_path / "plain"
-    for p in (hinted, plain):
-        Repository.init(p, chunker=chunker, pack_target_size=1 << 20).close()
+    for root in (hinted, plain):
+        Repository.init(root, chunker=chunker, pack_target_size=1 << 20).close()
     with Repository.open(hinted, Mode.WRITE) as r:
         commit_file(r, path)
     pieces[1] = (8 << 20, pieces[1][1][:500_000] + os.urandom(4096) + pieces[1][1][504_096:])

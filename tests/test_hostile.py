@@ -25,7 +25,7 @@ from snapstore import Mode, Repository, commit_file
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
-from snapstore.model import EntryEnd, EntryStart, ZeroRun
+from snapstore.model import EntryEnd, EntryStart, ManifestRecord, ZeroRun
 from tests.conftest import SMALL_CHUNKER
 from tests.helpers import one_error_line, snap_limited
 
@@ -249,7 +249,7 @@ def test_a_4_eib_zero_run_does_not_hang(repo: Path, tmp_path: Path) -> None:
         pass
     else:
         pytest.skip("this filesystem takes a 4 EiB file: the checkout would hash 4 EiB of zeros")
-    records = [EntryStart("big"), ZeroRun(size), EntryEnd(size, bytes(32))]
+    records: list[ManifestRecord] = [EntryStart("big"), ZeroRun(size), EntryEnd(size, bytes(32))]
     body = b"".join(mf.encode_record(r) for r in records)
     created = datetime(2024, 1, 1, tzinfo=UTC)
     data = (

@@ -9,7 +9,8 @@ have one) and check the invariants prune relies on.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -238,16 +239,33 @@ def test_ties_in_time_are_broken_by_id_consistently() -> None:
     assert protected(same, frozenset())[newest.id] == ["newest of its name"]
 
 
+COUNT_RULES: dict[str, Callable[[int], KeepPolicy]] = {
+    "last": lambda n: KeepPolicy(last=n),
+    "hourly": lambda n: KeepPolicy(hourly=n),
+    "daily": lambda n: KeepPolicy(daily=n),
+    "weekly": lambda n: KeepPolicy(weekly=n),
+    "monthly": lambda n: KeepPolicy(monthly=n),
+    "yearly": lambda n: KeepPolicy(yearly=n),
+}
+
+
+def count_policy(rule: str, n: int) -> KeepPolicy:
+    """The policy whose one count rule ``rule`` (a field of KeepPolicy) keeps n."""
+    return COUNT_RULES[rule](n)
+
+
 def test_policy_empty_property() -> None:
     assert KeepPolicy().empty
     for field in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
-        assert not KeepPolicy(**{field: 1}).empty
+        assert not count_policy(field, 1).empty
+        assert getattr(count_policy(field, 1), field) == 1
+    assert set(COUNT_RULES) == {f.name for f in fields(KeepPolicy)} - {"within"}
     assert not KeepPolicy(within=timedelta(hours=1)).empty
 
 
 # -- properties ---------------------------------------------------------------------------------
 
-BUCKETS = {
+BUCKETS: dict[str, Callable[[datetime], tuple[int, ...]]] = {
     "hourly": lambda t: (t.year, t.month, t.day, t.hour),
     "daily": lambda t: (t.year, t.month, t.day),
     "weekly": lambda t: tuple(t.isocalendar()[:2]),
@@ -346,7 +364,7 @@ def test_more_permissive_policy_never_keeps_less(
 @settings(max_examples=100)
 @given(snaps=histories, n=st.integers(1, 4))
 def test_calendar_rule_keeps_at_most_n_per_name(rule: str, snaps: list[SnapshotInfo], n: int) -> None:
-    p = plan(snaps, KeepPolicy(**{rule: n}), NOW)
+    p = plan(snaps, count_policy(rule, n), NOW)
     for name in {s.name for s in snaps}:
         by_rule = [
             sid

@@ -7,6 +7,7 @@ and, when old readers would misread the new bytes, a new format version."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def manifest_bytes() -> bytes:
 
 LOCATION = ChunkLocation(PACK_ID, 16, 1234, 5678, codec.CODEC_ZSTD, 3)
 
-BUILDERS = {
+BUILDERS: dict[str, Callable[[], bytes]] = {
     "config.json": lambda: config_fmt.encode(CONFIG),
     "pack-header.bin": lambda: pack_fmt.encode_pack_header(FORMAT_VERSION),
     "record-header.bin": lambda: pack_fmt.encode_record_header(

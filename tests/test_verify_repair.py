@@ -15,6 +15,7 @@ import random
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
@@ -29,6 +30,7 @@ from tests.helpers import cli, content_sha, copy_repository, flip, one_error_lin
 
 MiB = 1 << 20
 DAMAGED = 5
+JsonDoc = dict[str, Any]  # a parsed --json document: its values are whatever the JSON holds
 
 
 @dataclass
@@ -98,7 +100,7 @@ def chunk_of(root: Path, only: set[str], codec: int | None = None) -> bytes:
     raise AssertionError(f"no chunk used by exactly {only}")
 
 
-def verify(root: Path, *args: str) -> tuple[int, dict[str, object]]:
+def verify(root: Path, *args: str) -> tuple[int, JsonDoc]:
     res = cli("verify", "--json", *args, "-r", root)
     if res.code:
         line = one_error_line(res.err)
@@ -106,13 +108,13 @@ def verify(root: Path, *args: str) -> tuple[int, dict[str, object]]:
     return res.code, res.json()
 
 
-def assert_damage(root: Path, kind: str, affected: set[str], *args: str) -> dict[str, object]:
+def assert_damage(root: Path, kind: str, affected: set[str], *args: str) -> JsonDoc:
     """verify exits 5, reports a problem of ``kind``, and names exactly ``affected``."""
     code, doc = verify(root, *args)
     assert code == DAMAGED, doc
-    kinds = {p["kind"] for p in doc["problems"]}  # type: ignore[attr-defined]
+    kinds = {p["kind"] for p in doc["problems"]}
     assert kind in kinds, doc["problems"]
-    assert set(doc["affected_snapshots"]) == affected, doc["problems"]  # type: ignore[arg-type]
+    assert set(doc["affected_snapshots"]) == affected, doc["problems"]
     return doc
 
 
@@ -159,7 +161,7 @@ def test_missing_pack(repo: Path, base: Base) -> None:
     expected = set().union(*(users.get(c, set()) for c in in_pack))
     pack.unlink()
     doc = assert_damage(repo, "pack", expected)
-    missing = [p for p in doc["problems"] if "missing" in p["detail"]]  # type: ignore[attr-defined]
+    missing = [p for p in doc["problems"] if "missing" in p["detail"]]
     assert len(missing) == 1, "one problem per missing pack, not one per chunk"
 
 
@@ -169,7 +171,7 @@ def test_truncated_pack(repo: Path, base: Base) -> None:
     os.truncate(pack, offset + RECORD_HEADER_SIZE + stored // 2)  # cut inside its record
     users = users_of(repo)
     doc = assert_damage(repo, "pack", users[victim])
-    assert any(victim.hex()[:16] in p["detail"] for p in doc["problems"])  # type: ignore[attr-defined]
+    assert any(victim.hex()[:16] in p["detail"] for p in doc["problems"])
 
 
 @pytest.mark.parametrize("codec", [0, 1], ids=["raw", "zstd"])
@@ -193,8 +195,8 @@ def test_deleted_index(repo: Path, base: Base) -> None:
     for f in (repo / "index").iterdir():
         f.unlink()
     doc = assert_damage(repo, "index", set(base.digests))
-    assert [p["kind"] for p in doc["problems"]] == ["index"]  # type: ignore[attr-defined]
-    assert "missing" in doc["problems"][0]["detail"]  # type: ignore[index]
+    assert [p["kind"] for p in doc["problems"]] == ["index"]
+    assert "missing" in doc["problems"][0]["detail"]
     assert not (repo / "index" / "data.mdb").exists(), "verify must not write to the repository"
 
 
@@ -282,7 +284,7 @@ def test_missing_chunk_referenced_by_a_manifest(repo: Path, base: Base) -> None:
     victim = chunk_of(repo, disk)
     _edit_index(repo, victim, None)
     doc = assert_damage(repo, "missing-chunk", disk)
-    assert any(victim.hex()[:16] in p["detail"] for p in doc["problems"])  # type: ignore[attr-defined]
+    assert any(victim.hex()[:16] in p["detail"] for p in doc["problems"])
 
 
 def test_wrong_refcounts(repo: Path, base: Base) -> None:
@@ -294,26 +296,27 @@ def test_wrong_refcounts(repo: Path, base: Base) -> None:
         struct.pack_into("<I", raw, 33, refs + delta)
         _edit_index(repo, victim, bytes(raw))
     doc = assert_damage(repo, "refcount", disk | snapshots_of(base, "other"))
-    assert sum(p["kind"] == "refcount" for p in doc["problems"]) == 2  # type: ignore[attr-defined]
+    assert sum(p["kind"] == "refcount" for p in doc["problems"]) == 2
 
 
-def test_killed_commit_leftovers_are_not_problems(repo: Path, base: Base, tmp_path: Path) -> None:
+def test_killed_commit_leftovers_are_not_problems(
+    repo: Path, base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A counted pending manifest, an unfinished one and an unindexed pack are states recovery
     handles; verify accepts them."""
     src = tmp_path / "new"
     src.write_bytes(random.Random(8).randbytes(300_000))
     with Repository.open(repo, Mode.WRITE) as r:
-        real_publish = r._snapshots.publish
-        r._snapshots.publish = lambda sid: None  # type: ignore[method-assign]
-        with pytest.raises(CorruptError):  # it reads back the snapshot it did not publish
-            commit_file(r, src)
-        r._snapshots.publish = real_publish  # type: ignore[method-assign]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(r._snapshots, "publish", lambda snapshot_id: None)
+            with pytest.raises(CorruptError):  # it reads back the snapshot it did not publish
+                commit_file(r, src)
         pending = r._snapshots.list_pending()
         assert len(pending) == 1
         with r._index.read() as t:
             assert t.is_counted(pending[0])
-        # Prevent close() from anything: this is what SIGKILL leaves.
-        r._pack = None
+        # Prevent close() from dropping anything: this is what SIGKILL leaves.
+        monkeypatch.setattr(r._appender, "abort", lambda: None)
     (repo / "tmp" / "part-0123456789abcdef").write_bytes(b"SNAPMFST half a manifest")
     orphan = repo / "packs" / "ab" / ("ab" + "0" * 30 + ".pack")
     orphan.parent.mkdir(exist_ok=True)
@@ -328,24 +331,24 @@ def test_sample_with_seed_is_repeatable(repo: Path, base: Base) -> None:
     for cid in damaged:
         pack, offset, stored, _ = location(repo, cid)
         flip(pack, offset + RECORD_HEADER_SIZE + stored // 2)
-    runs = {}
+    runs: dict[int, list[list[str]]] = {}
     for seed in (1, 2, 1, 2):
         code, doc = verify(repo, "--sample", "30", "--seed", str(seed))
-        found = sorted(p["detail"] for p in doc["problems"])  # type: ignore[attr-defined]
-        assert doc["chunks_read"] == round(doc["chunks"] * 0.3)  # type: ignore[operator]
+        found = sorted(p["detail"] for p in doc["problems"])
+        assert doc["chunks_read"] == round(doc["chunks"] * 0.3)
         assert code == (DAMAGED if found else 0)
         runs.setdefault(seed, []).append(found)
     assert runs[1][0] == runs[1][1] and runs[2][0] == runs[2][1], "same seed, same chunks read"
     assert runs[1][0] != runs[2][0], "another seed reads other chunks"
     assert 0 < len(runs[1][0]) < len(damaged)
     code, doc = verify(repo, "--sample", "100", "--seed", "3")
-    assert len(doc["problems"]) == len(damaged)  # type: ignore[arg-type]
+    assert len(doc["problems"]) == len(damaged)
 
 
 # -- repair -------------------------------------------------------------------------------------------
 
 
-def _repair(root: Path, *args: str) -> tuple[int, dict[str, object]]:
+def _repair(root: Path, *args: str) -> tuple[int, JsonDoc]:
     res = cli("repair", "--json", *args, "-r", root)
     if res.code:
         one_error_line(res.err)
@@ -423,7 +426,7 @@ def test_repair_read_data_drops_corrupt_chunks_and_names_the_damaged_snapshots(
     code, doc = _repair(repo, "--read-data")
     assert code == DAMAGED
     assert doc["dropped_corrupt"] == 1
-    assert set(doc["damaged_snapshots"]) == disk  # type: ignore[arg-type]
+    assert set(doc["damaged_snapshots"]) == disk
     assert pack_bytes(repo) == before, "repair changed pack data"
     assert_damage(repo, "missing-chunk", disk)
     checks_out(repo, base, snapshots_of(base, "other"))
@@ -455,9 +458,9 @@ def test_repair_never_deletes_pack_data(repo: Path, base: Base) -> None:
     before = pack_bytes(repo)
     code, doc = _repair(repo, "--read-data")
     assert code == DAMAGED
-    assert set(doc["damaged_snapshots"]) == other | {sid}  # type: ignore[arg-type]
+    assert set(doc["damaged_snapshots"]) == other | {sid}
     assert doc["damaged_manifests"] == [sid]
-    assert len(doc["rewritten_pack_headers"]) == 1  # type: ignore[arg-type]
+    assert len(doc["rewritten_pack_headers"]) == 1
     after = pack_bytes(repo)
     assert after.keys() == before.keys()
     changed = [name for name in before if before[name] != after[name]]
@@ -476,10 +479,10 @@ def test_repair_rewrites_a_damaged_pack_header(repo: Path, base: Base) -> None:
     pack = location(repo, victim)[0]
     flip(pack, 0, 0xFF)
     doc = assert_damage(repo, "pack", set())
-    assert "bad pack magic" in doc["problems"][0]["detail"]  # type: ignore[index]
+    assert "bad pack magic" in doc["problems"][0]["detail"]
     checks_out(repo, base, set(base.digests))  # the chunks are still readable
     code, doc = _repair(repo)
-    assert code == 0 and len(doc["rewritten_pack_headers"]) == 1  # type: ignore[arg-type]
+    assert code == 0 and len(doc["rewritten_pack_headers"]) == 1
     assert verify(repo, "--read-data")[0] == 0
 
 
@@ -502,7 +505,7 @@ def test_rebuild_keeps_the_good_copy_of_a_duplicated_chunk(repo: Path, base: Bas
     flip(pack, offset + RECORD_HEADER_SIZE + stored // 2)
     code, doc = _repair(repo, "--read-data")
     assert code == 0, doc
-    assert doc["dropped_corrupt"] == 0 and doc["duplicate_records"] > 0  # type: ignore[operator]
+    assert doc["dropped_corrupt"] == 0 and doc["duplicate_records"] > 0
     assert verify(repo, "--read-data")[0] == 0
     with Repository.open(repo, Mode.EXCLUSIVE) as r:
         gc.collect(r)

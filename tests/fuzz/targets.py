@@ -24,13 +24,24 @@ import lmdb
 
 from snapstore import codec
 from snapstore.chunker import MAX_CHUNK_SIZE
+from snapstore.errors import CorruptError, DamagedChunkError
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt
 from snapstore.format import index as index_fmt
 from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
 from snapstore.hashing import chunk_id
-from snapstore.model import ChunkerParams, ChunkLocation, ChunkRef, Config, EntryEnd, EntryStart, ZeroRun
+from snapstore.model import (
+    Buffer,
+    ChunkerParams,
+    ChunkLocation,
+    ChunkRef,
+    Config,
+    EntryEnd,
+    EntryStart,
+    ManifestRecord,
+    ZeroRun,
+)
 from snapstore.storage import lmdb_file
 from snapstore.storage.packstore import PackStore
 from snapstore.storage.snapshots import SnapshotStore
@@ -118,7 +129,7 @@ def fuzz_pack_file(data: bytes) -> None:
                 try:
                     codec.decode(loc.codec, payload, loc.raw_size)
                 except Exception as exc:
-                    if not isinstance(exc, codec.DamagedChunkError):
+                    if not isinstance(exc, DamagedChunkError):
                         raise
     finally:
         store.close()
@@ -134,7 +145,7 @@ def fuzz_index_records(data: bytes) -> None:
         (index_fmt.decode_u32, 4),
     ):
         for piece in (data, data[:size]):
-            with contextlib.suppress(index_fmt.CorruptError):
+            with contextlib.suppress(CorruptError):
                 decode(piece)
     index_fmt.decode_location(data)
 
@@ -161,7 +172,7 @@ def fuzz_lmdb_file(data: bytes) -> None:
 
 def _txn_id(data: bytes, i: int) -> int:
     at = i * 4096 + 16 + 136 + 8
-    return struct.unpack_from("<Q", data, at)[0] if len(data) >= at + 8 else 0  # type: ignore[no-any-return]
+    return struct.unpack_from("<Q", data, at)[0] if len(data) >= at + 8 else 0
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -184,7 +195,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 
 
 def _manifest() -> bytes:
-    records = [
+    records: list[ManifestRecord] = [
         EntryStart("vm.img", mode=0o640, mtime_ns=123),
         ChunkRef(b"\3" * 32, 1000),
         ZeroRun(1 << 20),
@@ -204,7 +215,7 @@ def _manifest() -> bytes:
 
 
 def _pack() -> bytes:
-    parts = [pack_fmt.encode_pack_header(FORMAT_VERSION)]
+    parts: list[Buffer] = [pack_fmt.encode_pack_header(FORMAT_VERSION)]
     table = b""
     offset = pack_fmt.PACK_HEADER_SIZE
     for content in (b"hello world " * 100, os.urandom(3000), b""):
