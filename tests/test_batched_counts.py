@@ -6,7 +6,7 @@ many transactions; verify then checks every count against the manifests."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -27,11 +27,8 @@ class Killed(Exception):
     """Stands for SIGKILL between two transactions."""
 
 
-@pytest.fixture
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Batches of BATCH ids; returns the sizes of the batches applied."""
-    monkeypatch.setattr(recovery, "BATCH", BATCH)
-    sizes: list[int] = []
+def _before_each_batch(monkeypatch: pytest.MonkeyPatch, before: Callable[[list[ChunkId]], None]) -> None:
+    """Run ``before`` with the chunk ids of each batch the index is about to count."""
     original = IndexWriteTxn.add_refs
 
     def add_refs(
@@ -43,31 +40,30 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         strict: bool = True,
     ) -> None:
         ids = list(chunk_ids)
-        sizes.append(len(ids))
+        before(ids)
         original(self, ids, delta, snapshot_id, strict=strict)
 
     monkeypatch.setattr(IndexWriteTxn, "add_refs", add_refs)
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Batches of BATCH ids; returns the sizes of the batches applied."""
+    monkeypatch.setattr(recovery, "BATCH", BATCH)
+    sizes: list[int] = []
+    _before_each_batch(monkeypatch, lambda ids: sizes.append(len(ids)))
     return sizes
 
 
 def _kill_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
     left = [batches]
-    original = IndexWriteTxn.add_refs
 
-    def add_refs(
-        self: IndexWriteTxn,
-        chunk_ids: Iterable[ChunkId],
-        delta: int,
-        snapshot_id: bytes,
-        *,
-        strict: bool = True,
-    ) -> None:
+    def count_down(_: list[ChunkId]) -> None:
         if left[0] == 0:
             raise Killed
         left[0] -= 1
-        original(self, chunk_ids, delta, snapshot_id, strict=strict)
 
-    monkeypatch.setattr(IndexWriteTxn, "add_refs", add_refs)
+    _before_each_batch(monkeypatch, count_down)
 
 
 def _repo(tmp_path: Path) -> tuple[Path, list[bytes]]:
