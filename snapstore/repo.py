@@ -21,7 +21,7 @@ from snapstore.chunker import validate
 from snapstore.errors import CorruptError, SnapstoreError, UsageError
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import manifest as manifest_fmt
-from snapstore.format.pack import RECORD_HEADER_SIZE
+from snapstore.gcplan import record_span
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import (
     Buffer,
@@ -445,6 +445,5 @@ class ChunkPrefetch:
         """Where the chunk is (None: not stored); its bytes are read ahead."""
         loc = self._repo.get_location(chunk_id)
         if loc is not None:
-            size = RECORD_HEADER_SIZE + loc.stored_size
-            self._prefetch.want(self._packs.path(loc.pack_id), loc.offset, size)
+            self._prefetch.want(self._packs.path(loc.pack_id), loc.offset, record_span(loc))
         return loc

@@ -3,7 +3,7 @@ sizes the index keeps, against what one pass over its entries and the manifests 
 
 from __future__ import annotations
 
-from snapstore.format.pack import RECORD_HEADER_SIZE
+from snapstore.gcplan import record_span
 from snapstore.model import ChunkLocation, SnapshotId
 from snapstore.storage.index import IndexTxn
 
@@ -17,7 +17,7 @@ class KeptSizes:
 
     def add(self, entry: ChunkLocation, expected: int, owners: int) -> None:
         """One index entry, named by ``expected`` counted snapshots whose ids XOR to ``owners``."""
-        size = RECORD_HEADER_SIZE + entry.stored_size
+        size = record_span(entry)
         if entry.refcount:
             self.totals[0] += 1
             self.totals[1] += entry.raw_size

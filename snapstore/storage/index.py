@@ -21,7 +21,7 @@ import lmdb
 
 from snapstore.errors import CorruptError, NoSpaceError, StorageIOError, translate_os_error
 from snapstore.format import index as fmt
-from snapstore.format.pack import RECORD_HEADER_SIZE
+from snapstore.gcplan import record_span
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.storage import fsio, lmdb_file
 
@@ -385,7 +385,7 @@ class IndexWriteTxn(IndexTxn):
         for loc, sign in ((old, -1), (new, 1)):
             if loc is None:
                 continue
-            size = RECORD_HEADER_SIZE + loc.stored_size
+            size = record_span(loc)
             if loc.refcount:
                 self._totals[0] += sign
                 self._totals[1] += sign * loc.raw_size
@@ -454,7 +454,7 @@ class IndexWriteTxn(IndexTxn):
                     chunk_id, fmt.encode_location(loc, refcount=refs, owners=owners), db=self._chunks
                 )
                 continue
-            size = RECORD_HEADER_SIZE + loc.stored_size
+            size = record_span(loc)
             if delta > 0 and loc.refcount == 0:
                 self._own(snapshot_id, size)
             elif delta > 0 and loc.refcount == 1:
@@ -478,7 +478,7 @@ class IndexWriteTxn(IndexTxn):
                 self._txn.delete(chunk_id, db=self._lost)
                 loc = replace(loc, refcount=lost[0], owners=lost[1])
                 if lost[0] == 1:
-                    self._own(lost[1], RECORD_HEADER_SIZE + loc.stored_size)
+                    self._own(lost[1], record_span(loc))
         self._store(chunk_id, old, loc)
 
     def drop(self, chunk_id: ChunkId) -> None:
@@ -486,7 +486,7 @@ class IndexWriteTxn(IndexTxn):
         loc = self.get(chunk_id)
         if loc is not None:
             if loc.refcount == 1:
-                self._own(loc.owners, -(RECORD_HEADER_SIZE + loc.stored_size))
+                self._own(loc.owners, -record_span(loc))
             self._store(chunk_id, loc, None)
             self.put_lost(chunk_id, loc.refcount, loc.owners)
 
@@ -548,7 +548,7 @@ class IndexWriteTxn(IndexTxn):
         """Start the totals and exclusive sizes again from nothing counted (a recount, after
         every reference count was set to 0): every indexed chunk is unreferenced."""
         self._txn.drop(self._exclusive, delete=False)
-        garbage = sum(RECORD_HEADER_SIZE + loc.stored_size for _, loc in self.iter_locations())
+        garbage = sum(record_span(loc) for _, loc in self.iter_locations())
         self.put_meta(fmt.TOTALS, fmt.encode_totals((0, 0, 0, garbage)))
         self._totals = [0, 0, 0, 0]
 

@@ -3,6 +3,7 @@ hole-punched (dead chunk records) or removed whole (docs/FORMAT.md, "packs" and 
 
 from __future__ import annotations
 
+import bisect
 import errno
 import itertools
 import logging
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from snapstore.errors import CorruptError, SnapstoreError, StorageIOError, translate_os_error
 from snapstore.format import pack as fmt
+from snapstore.gcplan import merge
 from snapstore.model import Buffer, ChunkLocation, PackId
 from snapstore.storage import fsio
 
@@ -419,10 +421,17 @@ class PackStore:
         trailer is first written again without the records in them, so that it never lists a
         punched record."""
 
+        merged = merge(ranges)
+        starts = [offset for offset, _ in merged]
+
+        def outside(e: fmt.TableEntry) -> bool:  # overlaps no range (the last starting before its end)
+            i = bisect.bisect_left(starts, e.end) - 1
+            return i < 0 or sum(merged[i]) <= e.offset
+
         def punch(fd: int) -> None:
             if self.version >= 2:
-                self._retable(fd, lambda e: not any(o < e.end and e.offset < o + n for o, n in ranges))
-            for offset, length in ranges:
+                self._retable(fd, outside)
+            for offset, length in merged:
                 fsio.punch_hole(fd, offset, length)
 
         self._modify(pack_id, punch)
