@@ -37,7 +37,7 @@ class Listing:
     def damaged_manifests(self) -> list[SnapshotId]:
         """Published snapshots whose manifest could not be read whole when it was counted:
         the chunks they name are not known, so gc must free nothing (see ops/gc.py)."""
-        with self._index.read() as r:
+        with self._index.read(chunks=False) as r:
             return list(r.iter_damaged())
 
     def list_snapshots(self, *, skip_damaged: bool = False) -> list[SnapshotInfo]:

@@ -37,7 +37,7 @@ class Maintenance:
 
     def garbage_ranges(self) -> list[tuple[PackId, int, int]]:
         """The garbage list: (pack id, offset, length) of dead records not punched yet."""
-        with self._index.read() as r:
+        with self._index.read(chunks=False) as r:
             return list(r.iter_garbage())
 
     def pack_sizes(self) -> dict[PackId, tuple[int, int]]:

@@ -25,11 +25,12 @@ class SpaceTotals:
 
 
 def space_totals(index: Index) -> SpaceTotals:
-    with index.read() as r:
+    with index.read(chunks=False) as r:
         chunks = r.chunk_count()
         kept = r.totals() if r.sizes_ready() else None
-        if kept is not None:  # kept up to date as snapshots come and go
-            return SpaceTotals(chunks, *kept)
+    if kept is not None:  # kept up to date as snapshots come and go
+        return SpaceTotals(chunks, *kept)
+    with index.read() as r:
         live = raw = stored = garbage = 0  # an index of version 1, or a recount under way
         for _, loc in r.iter_locations():
             size = record_span(loc)
@@ -54,7 +55,7 @@ def freed_by_removing(
     first = next(ids, None)
     if first is None:
         return
-    with index.read() as r:
+    with index.read(chunks=False) as r:
         known = r.exclusive(first) if r.sizes_ready() else None
     if known is not None:
         yield known
