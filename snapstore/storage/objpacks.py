@@ -157,7 +157,7 @@ class ObjectPackStore:
         return Path(pack_name(pack_id))
 
     def create(self) -> ObjectPackWriter:
-        return ObjectPackWriter(self._backend, secrets.token_bytes(16), self.version)
+        return ObjectPackWriter(self._backend, PackId(secrets.token_bytes(16)), self.version)
 
     def iter_pack_ids(self) -> Iterator[PackId]:
         """Every stored pack; other names below ``packs/`` are left out with one warning each."""
@@ -168,7 +168,7 @@ class ObjectPackStore:
                     self._warned.add(name)
                     log.warning("ignoring %r in %s: not a pack name", name, self.shown_root)
                 continue
-            yield bytes.fromhex(match.group(2))
+            yield PackId(bytes.fromhex(match.group(2)))
 
     def usable(self, pack_id: PackId) -> bool:
         try:

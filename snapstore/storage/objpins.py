@@ -19,7 +19,7 @@ class ObjectPinStore:
     def list(self) -> set[SnapshotId]:
         """The pinned snapshot ids (other names are ignored silently, as on a local disk)."""
         return {
-            bytes.fromhex(name[len(PREFIX) :])
+            SnapshotId(bytes.fromhex(name[len(PREFIX) :]))
             for name in self._backend.list(PREFIX)
             if _ID.fullmatch(name, len(PREFIX))
         }

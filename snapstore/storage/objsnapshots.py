@@ -61,7 +61,7 @@ class ObjectManifestWriter:
     def finish(self, trailer: bytes) -> SnapshotId:
         """Write the trailer and put the manifest as ``tmp/pending-<id>``; return the id."""
         self.write(trailer)
-        snapshot_id = self._hasher.digest()
+        snapshot_id = SnapshotId(self._hasher.digest())
         spool = self._spool
         assert spool is not None
         name = f"{TMP}{PENDING}{snapshot_id.hex()}"
@@ -147,7 +147,7 @@ class ObjectSnapshotStore:
         stray = []
         for name in self._backend.list(prefix):
             if _ID.fullmatch(name, len(prefix)):
-                ids.append(bytes.fromhex(name[len(prefix) :]))
+                ids.append(SnapshotId(bytes.fromhex(name[len(prefix) :])))
             else:
                 stray.append(name)
         new = sorted(set(stray) - self._warned)
