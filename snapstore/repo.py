@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
 from snapstore import chunkset, codec, recovery, repo_files, repo_verify
 from snapstore.backends.base import Backend
-from snapstore.chunker import validate
 from snapstore.errors import CorruptError, SnapstoreError, UsageError
-from snapstore.format import FORMAT_VERSION
 from snapstore.format import manifest as manifest_fmt
 from snapstore.gcplan import record_span
 from snapstore.hashing import chunk_id as hash_chunk
@@ -29,7 +27,6 @@ from snapstore.model import (
     ChunkerParams,
     ChunkId,
     ChunkLocation,
-    CodecParams,
     Config,
     ManifestRecord,
     PackId,
@@ -38,7 +35,7 @@ from snapstore.model import (
 )
 from snapstore.repo_files import REPO_DIR_NAME, find_root, load_config
 from snapstore.repo_listing import Listing
-from snapstore.repo_location import BackendLocation, LocalLocation, RepoLock, create_objects
+from snapstore.repo_location import BackendLocation, LocalLocation, RepoLock, create_objects, new_config
 from snapstore.repo_maintenance import Maintenance
 from snapstore.snapshotbuilder import SnapshotBuilder
 from snapstore.storage.appender import PackAppender
@@ -132,7 +129,7 @@ class Repository(Listing, Maintenance):
             raise UsageError(f"{root} is already a snapstore repository")
         if root.exists() and any(root.iterdir()):
             raise UsageError(f"{root} exists and is not empty")
-        config = _new_config(chunker, codec_level, shared, pack_target_size)
+        config = new_config(chunker, codec_level, shared, pack_target_size)
         repo_files.create_layout(root, config)
         return cls.open(root, Mode.WRITE)
 
@@ -148,7 +145,7 @@ class Repository(Listing, Maintenance):
     ) -> Repository:
         """Create a repository in ``backend`` (which must hold no object) and open it for
         writing; its index is kept in ``cache_dir`` (see :meth:`open_backend`)."""
-        config = _new_config(chunker, codec_level, False, pack_target_size)
+        config = new_config(chunker, codec_level, False, pack_target_size)
         create_objects(backend, config)
         return cls.open_backend(backend, Mode.WRITE, cache_dir=cache_dir)
 
@@ -169,7 +166,7 @@ class Repository(Listing, Maintenance):
         ``$XDG_CACHE_HOME/snapstore/<repository id>/`` (``~/.cache/...``); the rest is as
         :meth:`open`. Locks are lock objects (docs/BACKENDS.md, "locks without flock")."""
         return cls._open_at(
-            BackendLocation(backend, cache_dir),
+            partial(BackendLocation, backend, cache_dir),
             mode,
             rebuild_index=rebuild_index,
             ignore_bad_quota=ignore_bad_quota,
@@ -193,12 +190,8 @@ class Repository(Listing, Maintenance):
         ``ignore_bad_quota``: a quota out of range reads as none (``snap config`` repairs it).
         ``lock`` False (READ and CHECK only): take no lock at all (``--no-lock``).
         ``lock_wait``: seconds to wait for a lock another process holds (``--lock-wait``)."""
-        if not lock and mode.writes:  # before the root is opened (as before)
-            raise UsageError("--no-lock is for commands that do not write")
-        if rebuild_index and mode is not Mode.EXCLUSIVE:
-            raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
         return cls._open_at(
-            LocalLocation(root),
+            partial(LocalLocation, root),
             mode,
             rebuild_index=rebuild_index,
             ignore_bad_quota=ignore_bad_quota,
@@ -209,7 +202,7 @@ class Repository(Listing, Maintenance):
     @classmethod
     def _open_at(
         cls,
-        location: Location,
+        make_location: Callable[[], Location],
         mode: Mode,
         *,
         rebuild_index: bool,
@@ -221,7 +214,7 @@ class Repository(Listing, Maintenance):
             raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
         if not lock and mode.writes:
             raise UsageError("--no-lock is for commands that do not write")
-        root = location.root
+        location = make_location()
         locks: list[RepoLock] = []
         try:
             config = location.load_config(ignore_bad_quota=ignore_bad_quota)
@@ -504,19 +497,3 @@ class ChunkPrefetch:
         if loc is not None and self._packs.local:  # a hint to the kernel about a pack file
             self._prefetch.want(self._packs.path(loc.pack_id), loc.offset, record_span(loc))
         return loc
-
-
-def _new_config(
-    chunker: ChunkerParams | None, codec_level: int, shared: bool, pack_target_size: int
-) -> Config:
-    if not 1 <= codec_level <= 22:
-        raise UsageError(f"zstd level must be 1..22, not {codec_level}")
-    return Config(
-        format_version=FORMAT_VERSION,
-        repository_id=secrets.token_hex(16),
-        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        chunker=validate(chunker or ChunkerParams()),
-        codec=CodecParams("zstd", codec_level),
-        pack_target_size=pack_target_size,
-        shared=shared,
-    )

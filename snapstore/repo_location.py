@@ -6,12 +6,16 @@ looks at a path itself (docs/BACKENDS.md, "repositories over a backend")."""
 from __future__ import annotations
 
 import os
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 
 from snapstore.backends.base import Backend
+from snapstore.chunker import validate
 from snapstore.errors import ObjectNotFoundError, RepositoryNotFoundError, UsageError, translate_os_error
+from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt
-from snapstore.model import Config
+from snapstore.model import ChunkerParams, CodecParams, Config
 from snapstore.repo_files import RESERVE_SIZE, decode_config, load_config, open_dirs, save_config
 from snapstore.storage import fsio
 from snapstore.storage.kinds import Packs, Pins, Snapshots
@@ -147,3 +151,20 @@ def create_objects(backend: Backend, config: Config) -> None:
     if next(iter(backend.list()), None) is not None:
         raise UsageError(f"{type(backend).__name__} is not empty")
     backend.put(CONFIG, config_fmt.encode(config))
+
+
+def new_config(
+    chunker: ChunkerParams | None, codec_level: int, shared: bool, pack_target_size: int
+) -> Config:
+    """The config of a new repository (format FORMAT_VERSION, a new random id)."""
+    if not 1 <= codec_level <= 22:
+        raise UsageError(f"zstd level must be 1..22, not {codec_level}")
+    return Config(
+        format_version=FORMAT_VERSION,
+        repository_id=secrets.token_hex(16),
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        chunker=validate(chunker or ChunkerParams()),
+        codec=CodecParams("zstd", codec_level),
+        pack_target_size=pack_target_size,
+        shared=shared,
+    )
