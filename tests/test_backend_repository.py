@@ -21,6 +21,7 @@ from snapstore.backends import Backend, Capabilities, Fault, FaultyBackend, Loca
 from snapstore.errors import LockedError, SnapstoreError
 from snapstore.format import pack as pack_fmt
 from snapstore.model import SnapshotId
+from snapstore.ops.repair import repair
 from snapstore.repo import Repository
 from snapstore.repo_location import default_cache_dir
 from tests.conftest import SMALL_CHUNKER
@@ -211,6 +212,50 @@ def test_corrupt_pack_is_found_by_verify_and_dropped_by_repair(tmp_path: Path) -
         report = snapstore.verify(r, read_data=True)
     assert not report.ok and {p.kind for p in report.problems} == {"data"}
     assert any(ids[0] in p.snapshots for p in report.problems)
+
+
+def test_repair_drops_a_corrupt_chunk_and_rewrites_a_damaged_pack_header(tmp_path: Path) -> None:
+    place = Place("memory", tmp_path)
+    place.init()
+    ids = commit_all(place, versions(tmp_path, 1))
+    backend = place.backend
+    assert backend is not None
+    first, second, *_ = backend.list("packs/")
+    body = bytearray(backend.get(first))
+    body[pack_fmt.PACK_HEADER_SIZE + pack_fmt.RECORD_HEADER_SIZE + 10] ^= 1
+    backend.put(first, body, overwrite=True)
+    header = bytearray(backend.get(second))
+    header[0] ^= 1  # the pack magic
+    backend.put(second, header, overwrite=True)
+    with place.open(Mode.EXCLUSIVE, rebuild_index=True) as r:
+        report = repair(r, read_data=True)
+    assert report.dropped_corrupt == 1 and report.damaged_snapshots == (ids[0],)
+    assert len(report.rewritten_pack_headers) == 1
+    assert backend.get(second, 0, 8) == pack_fmt.PACK_MAGIC
+
+
+def test_a_damaged_manifest_is_reported_counted_and_removable(tmp_path: Path) -> None:
+    place = Place("memory", tmp_path)
+    place.init()
+    images = versions(tmp_path, 2)
+    ids = commit_all(place, images)
+    backend = place.backend
+    assert backend is not None
+    name = f"snapshots/{ids[0].hex()}"
+    body = bytearray(backend.get(name))
+    body[len(body) // 2] ^= 1
+    backend.put(name, body, overwrite=True)
+    with place.open(Mode.CHECK) as r:
+        report = snapstore.verify(r)
+    assert not report.ok and "manifest" in {p.kind for p in report.problems}
+    assert [p.snapshots for p in report.problems if p.kind == "manifest"] == [(ids[0],)]
+    with place.open(Mode.WRITE) as r:
+        r.remove_snapshot(ids[0])
+    with place.open(Mode.EXCLUSIVE) as r:
+        snapstore.gc(r)
+    with place.open(Mode.CHECK) as r:
+        assert snapstore.verify(r, read_data=True).ok
+        assert content_sha(r, ids[1]) == file_sha(images[1])
 
 
 def test_lock_objects_keep_writers_and_gc_apart(tmp_path: Path) -> None:
