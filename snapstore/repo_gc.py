@@ -19,19 +19,19 @@ from collections.abc import Iterator
 from snapstore.gcplan import GcPlan, PackRange, merge, record_span
 from snapstore.model import PackId
 from snapstore.storage.index import Index
-from snapstore.storage.packstore import PackStore
+from snapstore.storage.kinds import Packs
 
 _BATCH = 5000
 
 
-def pack_sizes(packs: PackStore) -> Iterator[tuple[PackId, int, int]]:
+def pack_sizes(packs: Packs) -> Iterator[tuple[PackId, int, int]]:
     """(pack id, allocated bytes, length) of every pack on disk."""
     for pack_id in packs.iter_pack_ids():
         allocated, length = packs.sizes(pack_id)
         yield pack_id, allocated, length
 
 
-def apply(index: Index, packs: PackStore, gc_plan: GcPlan) -> None:
+def apply(index: Index, packs: Packs, gc_plan: GcPlan) -> None:
     punch_by_pack: dict[PackId, list[PackRange]] = defaultdict(list)
     for rng in gc_plan.punch:
         punch_by_pack[rng.pack_id].append(rng)

@@ -13,16 +13,15 @@ from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo_space import SpaceTotals
 from snapstore.repo_verify import VerifyReport
 from snapstore.storage.index import Index
-from snapstore.storage.packstore import PackStore
-from snapstore.storage.snapshots import SnapshotStore
+from snapstore.storage.kinds import Packs, Snapshots
 
 
 class Maintenance:
     """Mixed into Repository, which sets these attributes and ``_require_exclusive``."""
 
     _index: Index
-    _packs: PackStore
-    _snapshots: SnapshotStore
+    _packs: Packs
+    _snapshots: Snapshots
     index_problem: str | None
 
     def _require_exclusive(self) -> None:

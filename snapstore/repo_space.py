@@ -12,7 +12,7 @@ from snapstore import recovery
 from snapstore.gcplan import record_span
 from snapstore.model import SnapshotId
 from snapstore.storage.index import Index
-from snapstore.storage.snapshots import SnapshotStore
+from snapstore.storage.kinds import Snapshots
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def space_totals(index: Index) -> SpaceTotals:
 
 
 def freed_by_removing(
-    index: Index, snapshots: SnapshotStore, snapshot_ids: Iterable[SnapshotId]
+    index: Index, snapshots: Snapshots, snapshot_ids: Iterable[SnapshotId]
 ) -> Iterator[int]:
     """Cumulative pack bytes freed after removing each snapshot in turn. The first is the
     snapshot's exclusive size, which the index keeps; each one after that reads the removed

@@ -32,8 +32,8 @@ from snapstore.model import Buffer, ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import Progress
 from snapstore.repo_keptsizes import KeptSizes
 from snapstore.storage.index import Index
-from snapstore.storage.packstore import PackStore
-from snapstore.storage.snapshots import PENDING, TRASH, SnapshotStore
+from snapstore.storage.kinds import Packs, Snapshots
+from snapstore.storage.snapshots import PENDING, TRASH
 
 MANIFEST_ADVICE = (
     "restore the file if you can, then 'snap repair' (gc frees nothing while a manifest "
@@ -64,8 +64,8 @@ class VerifyReport:
 class _Stores:
     index: Index
     index_problem: str | None
-    packs: PackStore
-    snapshots: SnapshotStore
+    packs: Packs
+    snapshots: Snapshots
 
 
 def decode_chunk(chunk_id: ChunkId, loc: ChunkLocation, payload: Buffer) -> Buffer:
@@ -80,8 +80,8 @@ def decode_chunk(chunk_id: ChunkId, loc: ChunkLocation, payload: Buffer) -> Buff
 def verify(
     index: Index,
     index_problem: str | None,
-    packs: PackStore,
-    snapshots: SnapshotStore,
+    packs: Packs,
+    snapshots: Snapshots,
     *,
     read_data: bool,
     sample: float | None,
@@ -219,11 +219,10 @@ def _read_manifests(
         if state is False:
             problems.append(Problem("refcount", f"snapshot {sid.hex()[:12]} is not counted", (sid,)))
     published = set(snapshot_ids)
-    tmp = repo.snapshots.tmp_dir
     for prefix, ids in ((PENDING, repo.snapshots.list_pending()), (TRASH, repo.snapshots.list_trash())):
         for sid in ids:
             if sid in counted and sid not in published:
-                where = str(tmp / f"{prefix}{sid.hex()}")
+                where = repo.snapshots.where(prefix, sid)
                 runs.add(_chunks_of(repo, sid, where, problems), sid, False, counted[sid])
                 published.add(sid)
     for sid in sorted(counted.keys() - published):
@@ -406,11 +405,9 @@ def _check_pack_headers(repo: _Stores, on_disk: set[PackId], problems: list[Prob
     """Damaged pack headers (the chunks stay readable: each record carries its own checksum)."""
     for pack_id in sorted(on_disk):
         try:
-            if repo.packs.path(pack_id).stat().st_size == 0:
-                continue  # created by a commit killed before it wrote anything; gc removes it
+            if repo.packs.is_empty(pack_id) in (None, True):
+                continue  # gone, or created by a commit killed before it wrote anything (gc removes it)
             repo.packs.check_header(pack_id)
-        except FileNotFoundError:
-            continue
         except SnapstoreError as exc:
             problems.append(
                 Problem("pack", f"{exc.message} (its chunks are still readable; 'snap repair' rewrites it)")
