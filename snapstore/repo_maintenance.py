@@ -44,9 +44,14 @@ class Maintenance:
         """Every pack: (allocated bytes, length)."""
         return {pid: (allocated, length) for pid, allocated, length in repo_gc.pack_sizes(self._packs)}
 
+    def can_punch(self) -> bool:
+        """Whether gc may punch holes in packs and cut them back (a local disk can; where
+        packs cannot be changed in place, gc repacks them)."""
+        return True
+
     def apply_gc(self, plan: GcPlan) -> None:
-        """Carry out a gc plan (opened EXCLUSIVE): unindex, remove, cut back, punch, in the
-        order docs/FORMAT.md gives (see repo_gc.py)."""
+        """Carry out a gc plan (opened EXCLUSIVE): unindex, remove, cut back or repack,
+        punch, in the order docs/FORMAT.md gives (see repo_gc.py and repo_repack.py)."""
         self._require_exclusive()
         repo_gc.apply(self._index, self._packs, plan)
 
