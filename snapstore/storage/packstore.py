@@ -539,6 +539,44 @@ class PackStore:
         token = self._token
         OPEN_PACKS.drop(lambda k: k[0] == token)
 
+    def trailer(self, pack_id: PackId) -> list[fmt.TableEntry] | None:
+        """The entries of a pack's trailer (one or two reads of its end); None when it has
+        no whole trailer or is gone."""
+        what = f"pack {pack_id.hex()}"
+        try:
+            fd = self._open(pack_id, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        try:
+            found = _read_table(fd, what)
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        finally:
+            os.close(fd)
+        return None if found is None else found[1]
+
+    def rewrite_trailer(self, pack_id: PackId) -> None:
+        """Write a pack's trailer again from a scan of its records (repair: a trailer that
+        omits or misplaces a record), durably."""
+
+        def rescan(fd: int) -> None:
+            size = os.fstat(fd).st_size
+            footer = fmt.decode_footer(os.pread(fd, fmt.FOOTER_SIZE, max(0, size - fmt.FOOTER_SIZE)), size)
+            if footer is None:
+                return  # no trailer: a rebuild scans the pack anyway
+            end = footer[1]  # where the records end: the old table is none of them
+            entries = [
+                fmt.TableEntry(h.chunk_id, off, h.raw_size, h.stored_size, h.codec)
+                for off, h in _scan_fd(fd, f"pack {pack_id.hex()}")
+                if off + h.record_size <= end
+            ]
+            os.ftruncate(fd, end)
+            fsio.pwritev_all(fd, [fmt.encode_trailer(fmt.encode_table(entries), end)], end)
+
+        self._modify(pack_id, rescan)
+
 
 def _pack_path(root: Path, pack_id: PackId) -> Path:
     h = pack_id.hex()
