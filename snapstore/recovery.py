@@ -38,6 +38,7 @@ class RebuildReport:
     damaged_packs: tuple[str, ...] = ()  # packs whose header is damaged (their records still count)
     damaged_manifests: tuple[SnapshotId, ...] = ()  # counted as far as they could be read
     rewritten_trailers: tuple[PackId, ...] = ()  # omitted a record the old index pointed at
+    damaged_pack_ids: tuple[PackId, ...] = ()  # the packs of damaged_packs (repair rewrites their header)
 
 
 BATCH = 50_000  # chunk ids per index transaction: far from LMDB's limit of dirty pages
@@ -266,11 +267,13 @@ def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> Rebuild
     ever listed."""
     chunks = duplicates = 0
     damaged_packs = []
+    damaged_ids = []
     for pack_id in packs.iter_pack_ids():
         try:
             packs.check_header(pack_id)
         except CorruptError as exc:
             damaged_packs.append(exc.message)
+            damaged_ids.append(pack_id)
         scan = packs.records(pack_id)
         while batch := list(itertools.islice(scan, BATCH)):
             with index.write() as w:
@@ -287,7 +290,9 @@ def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> Rebuild
                     elif _chunk_ok(packs, header.chunk_id, loc):
                         w.put(header.chunk_id, loc)
     damaged_manifests = recount(index, snapshots)
-    return RebuildReport(chunks, duplicates, tuple(damaged_packs), damaged_manifests)
+    return RebuildReport(
+        chunks, duplicates, tuple(damaged_packs), damaged_manifests, damaged_pack_ids=tuple(damaged_ids)
+    )
 
 
 def _chunk_ok(packs: PackStore, chunk_id: ChunkId, loc: ChunkLocation) -> bool:

@@ -10,6 +10,7 @@ from snapstore import repo_gc, repo_repair, repo_space, repo_verify
 from snapstore.gcplan import GcPlan
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import NULL_PROGRESS, Progress
+from snapstore.recovery import RebuildReport
 from snapstore.repo_space import SpaceTotals
 from snapstore.repo_verify import VerifyReport
 from snapstore.storage.index import Index
@@ -24,6 +25,7 @@ class Maintenance:
     _packs: PackStore
     _snapshots: SnapshotStore
     index_problem: str | None
+    rebuild_report: RebuildReport | None
 
     def _require_exclusive(self) -> None:
         raise NotImplementedError
@@ -89,8 +91,11 @@ class Maintenance:
         )
 
     def rewrite_damaged_pack_headers(self) -> tuple[PackId, ...]:
+        """Write again every damaged pack header: those an index rebuild of this opening
+        found (each header is checked once), else every one that does not check."""
         self._require_exclusive()
-        return repo_repair.rewrite_damaged_headers(self._packs)
+        found = None if self.rebuild_report is None else self.rebuild_report.damaged_pack_ids
+        return repo_repair.rewrite_damaged_headers(self._packs, found)
 
     def drop_corrupt_chunks(self, progress: Progress = NULL_PROGRESS) -> int:
         """Unindex chunks whose bytes do not match their id (counts are then recomputed)."""

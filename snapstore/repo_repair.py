@@ -4,6 +4,8 @@ with ``rebuild_index`` (recovery.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from snapstore import recovery
 from snapstore.errors import SnapstoreError
 from snapstore.model import PackId
@@ -14,9 +16,14 @@ from snapstore.storage.packstore import PackStore
 from snapstore.storage.snapshots import SnapshotStore
 
 
-def rewrite_damaged_headers(packs: PackStore) -> tuple[PackId, ...]:
+def rewrite_damaged_headers(packs: PackStore, damaged: Iterable[PackId] | None = None) -> tuple[PackId, ...]:
     """Write again every pack header that does not check (its 16 bytes are the same in every
-    pack); the packs rewritten."""
+    pack); the packs rewritten. ``damaged``: the packs whose header was found damaged already
+    (by an index rebuild), rewritten without checking every header again."""
+    if damaged is not None:
+        for pack_id in damaged:
+            packs.rewrite_header(pack_id)
+        return tuple(damaged)
     rewritten = []
     for pack_id in packs.iter_pack_ids():
         try:

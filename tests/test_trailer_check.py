@@ -7,13 +7,18 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from snapstore import Mode, Repository
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import pack as pack_fmt
+from snapstore.ops.repair import repair
 from snapstore.storage.packstore import PackStore
 from tests.conftest import SMALL_CHUNKER, run_snap
-from tests.helpers import copy_repository, init_repo
+from tests.helpers import copy_repository, flip, init_repo
 
 
 def snap_ok(*args: str) -> str:
@@ -74,3 +79,30 @@ def test_verify_reports_a_trailer_missing_an_indexed_record_and_repair_rewrites_
     out = tmp_path / "out.img"
     snap_ok("checkout", sid, "-o", str(out), "-r", str(repo))
     assert out.read_bytes() == data
+
+
+def test_repair_checks_each_pack_header_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rebuild checks every pack header; repair rewrites the damaged ones it found
+    without checking every header a second time."""
+    repo = init_repo(tmp_path / "repo", SMALL_CHUNKER, pack_target_size=1 << 20)
+    image = tmp_path / "vm.img"
+    image.write_bytes(random.Random(4).randbytes(3_000_000))
+    snap_ok("commit", str(image), "-r", str(repo))
+    store = PackStore(repo / "packs", 0o600, FORMAT_VERSION)
+    pack_ids = sorted(store.iter_pack_ids())
+    assert len(pack_ids) >= 3
+    flip(store.path(pack_ids[1]), 0, 0xFF)  # a damaged pack header
+    checked: Counter[bytes] = Counter()
+    real = PackStore.check_header
+
+    def counting(self: PackStore, pack_id: bytes) -> None:
+        checked[pack_id] += 1
+        real(self, pack_id)
+
+    monkeypatch.setattr(PackStore, "check_header", counting)
+    with Repository.open(repo, Mode.EXCLUSIVE, rebuild_index=True) as r:
+        report = repair(r)
+    assert report.rewritten_pack_headers == (pack_ids[1],)
+    assert checked == dict.fromkeys(pack_ids, 1)
+    monkeypatch.undo()
+    snap_ok("verify", "--read-data", "-r", str(repo))
