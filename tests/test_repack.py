@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,47 @@ def test_plan_repack_properties(
     )
     assert {cid for cid, loc in locations if not loc.refcount} == set(p.dead_chunks)
     assert RECORD_HEADER_SIZE == 52
+
+
+def test_rebuild_after_a_killed_repack_keeps_the_first_copy(history: History, tmp_path: Path) -> None:
+    """Killed after the new pack was sealed and before the index moved to it, every moved
+    chunk is in two packs. An index rebuilt then keeps, of each, the copy in the pack whose id
+    sorts first and lists the other on the garbage list; everything checks out, and the next
+    gc leaves one copy."""
+    from snapstore.ops import gc
+    from tests.helpers import copy_repository
+    from tests.test_crash_repack import ORDER, die_before
+    from tests.test_crash_space import Killed
+
+    root, kept, digests = history
+    ref = copy_repository(root, tmp_path / "ref")
+    with Repository.open(ref, Mode.EXCLUSIVE) as r, die_before(r, None):
+        gc.collect(r, repack_threshold=1.0)
+    step = ORDER.index("write", ORDER.index("seal")) + 1  # the index transaction after the first seal
+    old_packs = {p.stem for p in (root / "packs").glob("*/*.pack")}
+    with pytest.raises(Killed), Repository.open(root, Mode.EXCLUSIVE) as r, die_before(r, step):
+        gc.collect(r, repack_threshold=1.0)
+    (new_pack,) = {p.stem for p in (root / "packs").glob("*/*.pack")} - old_packs
+    with Repository.open(root, Mode.READ) as r:
+        copied = {h.chunk_id: off for off, h in r._packs.records(bytes.fromhex(new_pack))}
+        before = dict(r.chunk_locations())
+    old_pack = {before[cid].pack_id.hex() for cid in copied}
+    assert len(old_pack) == 1 and copied
+    first, second = sorted([new_pack, *old_pack])
+
+    shutil.rmtree(root / "index")
+    res = run_snap("repair", "--json", "-r", str(root))
+    assert res.returncode == 0, res.stderr.decode()
+    assert json.loads(res.stdout)["duplicate_records"] == len(copied)
+    with Repository.open(root, Mode.READ) as r:
+        after = dict(r.chunk_locations())
+        garbage = {(p.hex(), off) for p, off, _ in r.garbage_ranges()}
+        for sid in kept:
+            assert content_sha(r, bytes.fromhex(sid)) == digests[sid]
+    for cid, off in copied.items():
+        assert after[cid].pack_id.hex() == first
+        other = before[cid].offset if second != new_pack else off
+        assert (second, other) in garbage
+    res = run_snap("gc", "--repack-threshold", "1", "-r", str(root))
+    assert res.returncode == 0, res.stderr.decode()
+    assert_finished(root, "after the rebuild and gc")
