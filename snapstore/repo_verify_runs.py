@@ -48,7 +48,7 @@ class ManifestRuns:
 def _read_run(f: BinaryIO, i: int) -> Iterator[tuple[ChunkId, int]]:
     f.seek(0)
     while chunk_id := f.read(32):  # a buffered file
-        yield chunk_id, i
+        yield ChunkId(chunk_id), i
 
 
 def counts(state: CountState, chunk_id: ChunkId) -> bool:

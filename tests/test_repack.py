@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from snapstore import Mode, Repository, commit_file
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
 from snapstore.gcplan import live_fraction, plan, record_span
-from snapstore.model import ChunkLocation, PackId
+from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from tests.conftest import SMALL_CHUNKER, run_snap
 from tests.helpers import content_sha
 from tests.test_crash_space import assert_finished
@@ -53,7 +53,7 @@ def history(tmp_path: Path) -> History:
             ids.append(s.hex)
             digests[s.hex] = content_sha(r, s.id)
         for sid in ids[:2]:
-            r.remove_snapshot(bytes.fromhex(sid))
+            r.remove_snapshot(SnapshotId(bytes.fromhex(sid)))
     return root, ids[2:], {sid: digests[sid] for sid in ids[2:]}
 
 
@@ -99,7 +99,7 @@ def test_repack_round_trip_moves_chunks_and_frees_space(history: History) -> Non
     assert freed >= 0.8 * done["planned_free_bytes"] > MiB, (freed, done["planned_free_bytes"])
     with Repository.open(root, Mode.READ) as r:
         for sid in kept:
-            assert content_sha(r, bytes.fromhex(sid)) == digests[sid]
+            assert content_sha(r, SnapshotId(bytes.fromhex(sid))) == digests[sid]
     res = run_snap("verify", "--read-data", "-r", str(root))
     assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
     assert_finished(root, "after gc --repack-threshold 1")
@@ -143,7 +143,7 @@ def test_repack_where_the_repository_cannot_punch(history: History, monkeypatch:
         assert result.plan.repack_threshold == gc.DEFAULT_REPACK_THRESHOLD
         assert result.plan.repack and not result.plan.punch and not result.plan.truncate
         for sid in kept:
-            assert content_sha(r, bytes.fromhex(sid)) == digests[sid]
+            assert content_sha(r, SnapshotId(bytes.fromhex(sid))) == digests[sid]
 
 
 # -- the planning function, on plain values --------------------------------------------------------
@@ -165,17 +165,17 @@ def test_plan_repack_properties(
     packs: list[tuple[list[tuple[int, int]], int, bool]],
     threshold: float,
 ) -> None:
-    locations = []
+    locations: list[tuple[ChunkId, ChunkLocation]] = []
     sizes: dict[PackId, int] = {}
     lengths: dict[PackId, int] = {}
     live: dict[PackId, tuple[int, int]] = {}
     rng = random.Random(len(packs))
     for n, (records, tail, punched) in enumerate(packs):
-        pack_id = bytes([n]) * 16
+        pack_id = PackId(bytes([n]) * 16)
         offset = PACK_HEADER_SIZE
         lb = lr = 0
         for i, (stored, refs) in enumerate(records):
-            cid = bytes([n, i]) * 16
+            cid = ChunkId(bytes([n, i]) * 16)
             loc = ChunkLocation(pack_id, offset, stored, stored, 0, refs)
             locations.append((cid, loc))
             offset += record_span(loc)
@@ -228,7 +228,7 @@ def test_rebuild_after_a_killed_repack_keeps_the_first_copy(history: History, tm
         gc.collect(r, repack_threshold=1.0)
     (new_pack,) = {p.stem for p in (root / "packs").glob("*/*.pack")} - old_packs
     with Repository.open(root, Mode.READ) as r:
-        copied = {h.chunk_id: off for off, h in r._packs.records(bytes.fromhex(new_pack))}
+        copied = {h.chunk_id: off for off, h in r._packs.records(PackId(bytes.fromhex(new_pack)))}
         before = dict(r.chunk_locations())
     old_pack = {before[cid].pack_id.hex() for cid in copied}
     assert len(old_pack) == 1 and copied
@@ -242,7 +242,7 @@ def test_rebuild_after_a_killed_repack_keeps_the_first_copy(history: History, tm
         after = dict(r.chunk_locations())
         garbage = {(p.hex(), off) for p, off, _ in r.garbage_ranges()}
         for sid in kept:
-            assert content_sha(r, bytes.fromhex(sid)) == digests[sid]
+            assert content_sha(r, SnapshotId(bytes.fromhex(sid))) == digests[sid]
     for cid, off in copied.items():
         assert after[cid].pack_id.hex() == first
         other = before[cid].offset if second != new_pack else off

@@ -15,6 +15,7 @@ import pytest
 from snapstore import Mode, Repository
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import pack as pack_fmt
+from snapstore.model import PackId
 from snapstore.ops.repair import repair
 from snapstore.storage.packstore import PackStore
 from tests.conftest import SMALL_CHUNKER, run_snap
@@ -95,7 +96,7 @@ def test_repair_checks_each_pack_header_once(tmp_path: Path, monkeypatch: pytest
     checked: Counter[bytes] = Counter()
     real = PackStore.check_header
 
-    def counting(self: PackStore, pack_id: bytes) -> None:
+    def counting(self: PackStore, pack_id: PackId) -> None:
         checked[pack_id] += 1
         real(self, pack_id)
 
