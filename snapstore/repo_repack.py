@@ -31,6 +31,8 @@ _Moves = list[tuple[ChunkId, ChunkLocation]]
 def apply(index: Index, packs: PackStore, repacks: tuple[Repack, ...]) -> list[PackId]:
     """Repack each pack of ``repacks`` in turn; the packs removed. A pack one of whose
     records cannot be read is left as it is (with a warning: ``snap verify`` reports it)."""
+    if not repacks:
+        return []
     wanted = {r.pack_id for r in repacks}
     indexed: dict[PackId, _Moves] = defaultdict(list)
     with index.read() as r:  # one pass over the index: the entries of every chosen pack
