@@ -12,7 +12,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapstore import chunkset, codec
@@ -20,7 +20,8 @@ from snapstore.chunkset import ChunkIdSet
 from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
 from snapstore.format import index as fmt
 from snapstore.hashing import chunk_id as hash_chunk
-from snapstore.model import ChunkId, ChunkLocation, ChunkRef, SnapshotId
+from snapstore.model import ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId
+from snapstore.repo_verify_packs import incomplete_trailers
 from snapstore.storage import fsio
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, Snapshots
@@ -36,6 +37,8 @@ class RebuildReport:
     duplicates: int  # records of a chunk indexed elsewhere (put on the garbage list)
     damaged_packs: tuple[str, ...] = ()  # packs whose header is damaged (their records still count)
     damaged_manifests: tuple[SnapshotId, ...] = ()  # counted as far as they could be read
+    rewritten_trailers: tuple[PackId, ...] = ()  # omitted a record the old index pointed at
+    damaged_pack_ids: tuple[PackId, ...] = ()  # the packs of damaged_packs (repair rewrites their header)
 
 
 BATCH = 50_000  # chunk ids per index transaction: far from LMDB's limit of dirty pages
@@ -264,11 +267,13 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
     ever listed."""
     chunks = duplicates = 0
     damaged_packs = []
+    damaged_ids = []
     for pack_id in packs.iter_pack_ids():
         try:
             packs.check_header(pack_id)
         except CorruptError as exc:
             damaged_packs.append(exc.message)
+            damaged_ids.append(pack_id)
         scan = packs.records(pack_id)
         while batch := list(itertools.islice(scan, BATCH)):
             with index.write() as w:
@@ -285,7 +290,9 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
                     elif _chunk_ok(packs, header.chunk_id, loc):
                         w.put(header.chunk_id, loc)
     damaged_manifests = recount(index, snapshots)
-    return RebuildReport(chunks, duplicates, tuple(damaged_packs), damaged_manifests)
+    return RebuildReport(
+        chunks, duplicates, tuple(damaged_packs), damaged_manifests, damaged_pack_ids=tuple(damaged_ids)
+    )
 
 
 def _chunk_ok(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
@@ -395,5 +402,26 @@ def open_index(
     if not writes:
         index, temporary, report = temporary_index(packs, snapshots)
         return OpenedIndex(index, problem, temporary, report)
-    report = build_index(root, tmp, file_mode, packs, snapshots)
+    rewritten = rewrite_incomplete_trailers(path, file_mode, packs) if present else ()
+    report = replace(build_index(root, tmp, file_mode, packs, snapshots), rewritten_trailers=rewritten)
     return OpenedIndex(Index(path, mode=file_mode, create=False), report=report)
+
+
+def rewrite_incomplete_trailers(path: Path, file_mode: int, packs: Packs) -> tuple[PackId, ...]:
+    """Before the index at ``path`` is replaced by one rebuilt from the pack trailers: a
+    trailer that omits or misplaces a record this index points at would lose that chunk, so
+    it is written again from a scan of its pack. Nothing is done if the index cannot be read."""
+    try:
+        old = Index(path, mode=file_mode, create=False, readonly=True)
+    except SnapstoreError:
+        return ()
+    try:
+        bad = incomplete_trailers(old, packs)
+    except SnapstoreError:
+        bad = []
+    finally:
+        old.close()
+    for pack_id in bad:
+        log.warning("pack %s: its trailer omits indexed records; writing it again from a scan", pack_id.hex())
+        packs.rewrite_trailer(pack_id)
+    return tuple(bad)

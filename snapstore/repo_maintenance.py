@@ -10,6 +10,7 @@ from snapstore import repo_gc, repo_repair, repo_space, repo_verify
 from snapstore.gcplan import GcPlan
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import NULL_PROGRESS, Progress
+from snapstore.recovery import RebuildReport
 from snapstore.repo_space import SpaceTotals
 from snapstore.repo_verify import VerifyReport
 from snapstore.storage.index import Index
@@ -23,6 +24,7 @@ class Maintenance:
     _packs: Packs
     _snapshots: Snapshots
     index_problem: str | None
+    rebuild_report: RebuildReport | None
 
     def _require_exclusive(self) -> None:
         raise NotImplementedError
@@ -43,9 +45,15 @@ class Maintenance:
         """Every pack: (allocated bytes, length)."""
         return {pid: (allocated, length) for pid, allocated, length in repo_gc.pack_sizes(self._packs)}
 
+    def can_punch(self) -> bool:
+        """Whether gc may punch holes in packs and cut them back (a local disk can; where
+        packs cannot be changed in place, gc repacks them: an object is put back whole, so
+        zeroing part of it frees nothing)."""
+        return self._packs.local
+
     def apply_gc(self, plan: GcPlan) -> None:
-        """Carry out a gc plan (opened EXCLUSIVE): unindex, remove, cut back, punch, in the
-        order docs/FORMAT.md gives (see repo_gc.py)."""
+        """Carry out a gc plan (opened EXCLUSIVE): unindex, remove, cut back or repack,
+        punch, in the order docs/FORMAT.md gives (see repo_gc.py and repo_repack.py)."""
         self._require_exclusive()
         repo_gc.apply(self._index, self._packs, plan)
 
@@ -83,8 +91,11 @@ class Maintenance:
         )
 
     def rewrite_damaged_pack_headers(self) -> tuple[PackId, ...]:
+        """Write again every damaged pack header: those an index rebuild of this opening
+        found (each header is checked once), else every one that does not check."""
         self._require_exclusive()
-        return repo_repair.rewrite_damaged_headers(self._packs)
+        found = None if self.rebuild_report is None else self.rebuild_report.damaged_pack_ids
+        return repo_repair.rewrite_damaged_headers(self._packs, found)
 
     def drop_corrupt_chunks(self, progress: Progress = NULL_PROGRESS) -> int:
         """Unindex chunks whose bytes do not match their id (counts are then recomputed)."""

@@ -4,6 +4,8 @@ with ``rebuild_index`` (recovery.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from snapstore import recovery
 from snapstore.errors import SnapstoreError
 from snapstore.model import PackId
@@ -13,9 +15,14 @@ from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, Snapshots
 
 
-def rewrite_damaged_headers(packs: Packs) -> tuple[PackId, ...]:
+def rewrite_damaged_headers(packs: Packs, damaged: Iterable[PackId] | None = None) -> tuple[PackId, ...]:
     """Write again every pack header that does not check (its 16 bytes are the same in every
-    pack); the packs rewritten."""
+    pack); the packs rewritten. ``damaged``: the packs whose header was found damaged already
+    (by an index rebuild), rewritten without checking every header again."""
+    if damaged is not None:
+        for pack_id in damaged:
+            packs.rewrite_header(pack_id)
+        return tuple(damaged)
     rewritten = []
     for pack_id in packs.iter_pack_ids():
         try:

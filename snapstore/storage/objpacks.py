@@ -286,6 +286,20 @@ class ObjectPackStore:
     def delete(self, pack_id: PackId) -> None:
         self._backend.delete(pack_name(pack_id))
 
+    def trailer(self, pack_id: PackId) -> list[fmt.TableEntry] | None:
+        """The entries of a pack's trailer; None when it has no whole trailer or is gone."""
+        try:
+            found = packread.read_table(
+                _ObjectBytes(self._backend, pack_name(pack_id)), f"pack {pack_id.hex()}"
+            )
+        except ObjectNotFoundError:
+            return None
+        return None if found is None else found[1]
+
+    def rewrite_trailer(self, pack_id: PackId) -> None:
+        """Write a pack's trailer again from a scan of its records; the pack is put back whole."""
+        self._modify(pack_id, lambda pack: packread.rescan_trailer(pack, f"pack {pack_id.hex()}"))
+
     def forget(self, pack_id: PackId) -> None:
         return None
 

@@ -159,6 +159,23 @@ def retable(pack: PackEdit, keep: Callable[[fmt.TableEntry], bool], *, cut_at: i
     pack.pwrite(fmt.encode_trailer(fmt.encode_table(kept), end), end)
 
 
+def rescan_trailer(pack: PackEdit, what: str) -> None:
+    """Write a pack's trailer again from a scan of its records (repair: a trailer that omits
+    or misplaces a record). A pack without a trailer is left so (a rebuild scans it anyway)."""
+    size = pack.size()
+    footer = fmt.decode_footer(pack.pread(fmt.FOOTER_SIZE, max(0, size - fmt.FOOTER_SIZE)), size)
+    if footer is None:
+        return
+    end = footer[1]  # where the records end: the old table is none of them
+    entries = [
+        fmt.TableEntry(h.chunk_id, off, h.raw_size, h.stored_size, h.codec)
+        for off, h in scan(pack, what)
+        if off + h.record_size <= end
+    ]
+    pack.truncate(end)
+    pack.pwrite(fmt.encode_trailer(fmt.encode_table(entries), end), end)
+
+
 def record_payload(data: bytes, loc: ChunkLocation, chunk_id: bytes, what: str) -> memoryview:
     """The payload of the record read at ``loc`` (a view), after checking its header."""
     header = fmt.decode_record_header(data, what)

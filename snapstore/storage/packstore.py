@@ -535,6 +535,30 @@ class PackStore:
         token = self._token
         OPEN_PACKS.drop(lambda k: k[0] == token)
 
+    def trailer(self, pack_id: PackId) -> list[fmt.TableEntry] | None:
+        """The entries of a pack's trailer (one or two reads of its end); None when it has
+        no whole trailer or is gone."""
+        what = f"pack {pack_id.hex()}"
+        try:
+            fd = self._open(pack_id, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        try:
+            found = packread.read_table(FdBytes(fd), what)
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        finally:
+            os.close(fd)
+        return None if found is None else found[1]
+
+    def rewrite_trailer(self, pack_id: PackId) -> None:
+        """Write a pack's trailer again from a scan of its records (repair: a trailer that
+        omits or misplaces a record), durably."""
+
+        self._modify(pack_id, lambda fd: packread.rescan_trailer(FdBytes(fd), f"pack {pack_id.hex()}"))
+
 
 def _pack_path(root: Path, pack_id: PackId) -> Path:
     h = pack_id.hex()
