@@ -304,13 +304,16 @@ def _run(
             output.zeros(length)
             if output.sparse:
                 zero_bytes += length
+                progress.skip(length)  # a hole: no time
+            else:
+                progress.advance(length)
         else:
             inflight -= length
             data = future.result()
             hasher.update(data)
             output.advance(data)
+            progress.advance(length)
         written += length
-        progress.advance(length)
 
     progress.start(snapshot.size, f"checkout {snapshot.name}")
     with repo.prefetch_chunks() as chunks, ThreadPoolExecutor(n, thread_name_prefix="checkout") as pool:
