@@ -25,6 +25,7 @@ from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
 from snapstore.model import (
     ChunkerParams,
+    ChunkId,
     ChunkLocation,
     ChunkRef,
     CodecParams,
@@ -32,6 +33,8 @@ from snapstore.model import (
     EntryEnd,
     EntryStart,
     ManifestRecord,
+    PackId,
+    SnapshotId,
     ZeroRun,
 )
 
@@ -51,7 +54,7 @@ CONFIG = Config(
     pack_target_size=64 << 20,
     quota_bytes=100 << 30,
 )
-PACK_ID = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+PACK_ID = PackId(bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0"))
 
 
 def zstd_frame() -> bytes:
@@ -76,9 +79,9 @@ def pack_bytes() -> bytes:
 
 MANIFEST_RECORDS: list[ManifestRecord] = [
     EntryStart("vm.img", "file", 0o600, 1_764_720_000_000_000_000),
-    ChunkRef(blake3.blake3(TEXT).digest(), len(TEXT)),
+    ChunkRef(ChunkId(blake3.blake3(TEXT).digest()), len(TEXT)),
     ZeroRun(1 << 20),
-    ChunkRef(blake3.blake3(RAW).digest(), len(RAW)),
+    ChunkRef(ChunkId(blake3.blake3(RAW).digest()), len(RAW)),
     EntryEnd(len(TEXT) + (1 << 20) + len(RAW), blake3.blake3(TEXT + bytes(1 << 20) + RAW).digest()),
 ]
 
@@ -161,7 +164,9 @@ def test_vectors_decode_to_their_inputs() -> None:
     assert list(mf.iter_records(read, "manifest")) == MANIFEST_RECORDS
     length = mf.trailer_length(manifest[-mf.FOOTER_SIZE :], len(manifest), "manifest")
     info = mf.decode_trailer(
-        blake3.blake3(manifest).digest(), manifest[-mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE], "m"
+        SnapshotId(blake3.blake3(manifest).digest()),
+        manifest[-mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE],
+        "m",
     )
     assert (info.name, info.sequence, info.chunk_refs) == ("vm.img", 1, 2)
 
@@ -176,9 +181,9 @@ def test_tagged_manifest_decodes_and_differs_only_in_its_trailer() -> None:
     plain = (VECTORS / "manifest.bin").read_bytes()
     records_end = len(plain) - len(_trailer_of(plain)) - mf.FOOTER_SIZE
     assert tagged[:records_end] == plain[:records_end]  # the same header and records
-    info = mf.decode_trailer(blake3.blake3(tagged).digest(), _trailer_of(tagged), "m")
+    info = mf.decode_trailer(SnapshotId(blake3.blake3(tagged).digest()), _trailer_of(tagged), "m")
     assert info.tags == ("nightly", "vm-prod") and info.hostname == "backup-01.example.org"
-    untagged = mf.decode_trailer(blake3.blake3(plain).digest(), _trailer_of(plain), "m")
+    untagged = mf.decode_trailer(SnapshotId(blake3.blake3(plain).digest()), _trailer_of(plain), "m")
     assert untagged.tags == () and b"tags" not in plain  # no tags: no field, the old bytes
 
 
@@ -206,7 +211,9 @@ def test_snap_0_1_0_reads_a_tagged_manifest() -> None:
     tagged = _snap_0_1_0_decode_trailer(_trailer_of((VECTORS / "manifest-tags.bin").read_bytes()))
     plain = _snap_0_1_0_decode_trailer(_trailer_of((VECTORS / "manifest.bin").read_bytes()))
     assert tagged == plain | {"hostname": "backup-01.example.org"}
-    new = mf.decode_trailer(b"\0" * 32, _trailer_of((VECTORS / "manifest-tags.bin").read_bytes()), "m")
+    new = mf.decode_trailer(
+        SnapshotId(b"\0" * 32), _trailer_of((VECTORS / "manifest-tags.bin").read_bytes()), "m"
+    )
     assert new.tags and tagged["size"] == new.size
 
 
@@ -219,4 +226,4 @@ def test_bad_tags_in_a_trailer_are_damage(tags: bytes) -> None:
     start = body.index(b'"tags":') + len(b'"tags":')
     end = body.index(b"]", start) + 1
     with pytest.raises(CorruptError, match="bad trailer"):
-        mf.decode_trailer(b"\0" * 32, body[:start] + tags + body[end:], "m")
+        mf.decode_trailer(SnapshotId(b"\0" * 32), body[:start] + tags + body[end:], "m")

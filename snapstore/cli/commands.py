@@ -44,6 +44,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "repair",
         "Rebuild the index from the packs; name snapshots that lost data.",
     ),
+    "nbd": (
+        "snapstore.cli.nbd_cmd",
+        "nbd",
+        "Serve a file snapshot as a read-only NBD export (qemu, nbdcopy, nbdinfo) until stopped.",
+    ),
+    "mount": (
+        "snapstore.cli.mount_cmd",
+        "mount",
+        "Mount the snapshots read-only (FUSE): ids/ID, names/NAME/ID and latest/NAME.",
+    ),
     "completion": (
         "snapstore.cli.completion_cmd",
         "completion",
