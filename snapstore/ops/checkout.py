@@ -98,6 +98,9 @@ def checkout(
         raise UsageError(f"{target.parent} does not exist") from exc
     except OSError as exc:
         raise translate_os_error(exc, str(tmp), output=True) from exc
+    except BaseException:  # a signal (SIGINT, SIGTERM) just after the file was made: not kept
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         try:
             output = _FileOutput(fd, sparse, snapshot.size)
