@@ -7,9 +7,10 @@ enforces what the command promises (the repository quota on every commit)::
     from snapstore import Mode
 
     with snapstore.open_repository("/backup/vms", Mode.WRITE, create=True) as repo:
-        result = snapstore.commit_file(repo, Path("vm.img"), message="nightly")
+        result = snapstore.commit_file(repo, Path("vm.img"), message="nightly", tags=["nightly"])
     with snapstore.open_repository("/backup/vms", Mode.EXCLUSIVE) as repo:
-        snapstore.prune(repo, snapstore.KeepPolicy(last=7, daily=30))
+        snapstore.prune(repo, snapstore.KeepPolicy(last=7, daily=30),
+                        select=snapstore.SnapshotFilter.from_options(tags=["nightly"]))
     with snapstore.open_repository("/backup/vms", Mode.CHECK) as repo:
         assert snapstore.verify(repo).ok
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from snapstore.ops.verify import VerifyReport, verify
     from snapstore.repo import Mode, Repository
     from snapstore.retention import KeepPolicy
+    from snapstore.selection import SnapshotFilter
 
 # Imported on first use (PEP 562): a command imports only the layers it runs on.
 # name -> (module, attribute there)
@@ -63,6 +65,7 @@ _HOMES = {
     "Mode": ("snapstore.repo", "Mode"),
     "Repository": ("snapstore.repo", "Repository"),
     "KeepPolicy": ("snapstore.retention", "KeepPolicy"),
+    "SnapshotFilter": ("snapstore.selection", "SnapshotFilter"),
 }
 
 
@@ -92,6 +95,7 @@ __all__ = [
     "QuotaError",
     "RepoStats",
     "Repository",
+    "SnapshotFilter",
     "SnapshotInfo",
     "SnapstoreError",
     "VerifyReport",

@@ -410,9 +410,12 @@ class Repository(Listing, Maintenance):
         message: str,
         source: str,
         sequence: int | None,
+        tags: tuple[str, ...] = (),
+        hostname: str | None = None,
     ) -> SnapshotInfo:
         """Close ``builder``'s manifest with its trailer and publish it (packs, then index and
-        counts, then one atomic rename: :meth:`register_snapshot`)."""
+        counts, then one atomic rename: :meth:`register_snapshot`). ``hostname``: recorded
+        as the snapshot's host (default: this machine's name)."""
         trailer = manifest_fmt.encode_trailer(
             name=name,
             created=created,
@@ -420,9 +423,10 @@ class Repository(Listing, Maintenance):
             size=builder.size,
             entries=builder.entries,
             chunk_refs=builder.chunk_refs,
-            hostname=socket.gethostname(),
+            hostname=socket.gethostname() if hostname is None else hostname,
             source=source,
             sequence=sequence,
+            tags=tags,
         )
         snapshot_id = self.register_snapshot(builder.writer, trailer, builder.chunk_ids)
         return self._snapshots.load_info(snapshot_id)

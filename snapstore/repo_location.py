@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from snapstore.backends.base import Backend
-from snapstore.chunker import validate
+from snapstore.chunkparams import validate
 from snapstore.errors import ObjectNotFoundError, RepositoryNotFoundError, UsageError, translate_os_error
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt

@@ -47,7 +47,8 @@ def verify(
         emit_json(
             {
                 "ok": report.ok,
-                "snapshots": report.snapshots,
+                "snapshots": report.snapshots,  # a count, as before: snapshot_count names it
+                "snapshot_count": report.snapshots,
                 "chunks": report.chunks,
                 "chunks_read": report.chunks_read,
                 "problems": [

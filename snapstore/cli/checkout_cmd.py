@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from snapstore.cli.commit_cmd import ThreadsOption
 from snapstore.cli.common import (
     JsonOption,
     NoLockOption,
     RepoOption,
+    ThreadsOption,
     emit_json,
     info,
     open_repo,

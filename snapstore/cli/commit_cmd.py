@@ -11,6 +11,7 @@ from snapstore.cli.common import (
     GLOBAL,
     JsonOption,
     RepoOption,
+    ThreadsOption,
     emit_json,
     info,
     locate,
@@ -21,22 +22,29 @@ from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe, when
 from snapstore.ops.commit import commit_file
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
+from snapstore.selection import check_host, parse_tags
 from snapstore.units import format_size
-
-ThreadsOption = Annotated[
-    int | None, typer.Option("--threads", "-j", min=1, help="Worker threads (default: all cores).")
-]
 
 
 def commit(
     file: Annotated[Path, typer.Argument(help="The file to snapshot.", readable=False)],
     message: Annotated[str, typer.Option("--message", "-m", help="A note kept with the snapshot.")] = "",
     name: Annotated[str | None, typer.Option(help="Snapshot name (default: the file's name).")] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", metavar="TAG[,TAG...]", help="Tag the snapshot (repeatable, or a,b)."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", metavar="NAME", help="Host name to record (default: this one).")
+    ] = None,
     threads: ThreadsOption = None,
     repo: RepoOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Store FILE as a new snapshot; print its id."""
+    tags = parse_tags(tag or ())
+    if host is not None:
+        check_host(host)
     root = locate(repo)
     if root is None:
         root = Path(REPO_DIR_NAME)
@@ -47,7 +55,9 @@ def commit(
         progress_for(json_output) as progress,
     ):
         tell_state(r)
-        res = commit_file(r, file, name=name, message=message, threads=threads, progress=progress)
+        res = commit_file(
+            r, file, name=name, message=message, threads=threads, progress=progress, tags=tags, host=host
+        )
     if res.quota_deferred:
         info("warning: repository is over its quota; pruning deferred while a checkout runs")
     pruned = res.pruned
@@ -71,10 +81,10 @@ def commit(
             )
         )
         return
-    rate = s.size / res.seconds / 1e6 if res.seconds > 0 else 0.0
+    rate = s.size / res.seconds if res.seconds > 0 else 0.0
     info(
         f"snapshot {s.hex[:12]} of {safe(s.name)}: {format_size(s.size)}, {res.new_chunks} new of "
         f"{res.chunks} chunks, {format_size(res.new_stored_bytes)} stored, "
-        f"{res.seconds:.1f} s ({rate:.0f} MB/s)"
+        f"{res.seconds:.1f} s ({format_size(rate)}/s)"
     )
     typer.echo(s.hex)

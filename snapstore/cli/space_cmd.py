@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from snapstore.cli.common import GLOBAL, JsonOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.cli.common import (
+    GLOBAL,
+    HostFilterOption,
+    JsonOption,
+    RepoOption,
+    TagFilterOption,
+    emit_json,
+    info,
+    open_repo,
+    out,
+    snapshot_filter,
+)
 from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe, when
 from snapstore.format.config import check_quota
@@ -109,11 +120,17 @@ def prune(
     quota: Annotated[
         str | None, typer.Option(help="Drop oldest unprotected snapshots until disk usage fits (e.g. 200G).")
     ] = None,
+    tag: TagFilterOption = None,
+    host: HostFilterOption = None,
     dry_run: DryRunOption = False,
     repo: RepoOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Drop snapshots by keep rules and/or to fit a quota, and free their space."""
+    """Drop snapshots by keep rules and/or to fit a quota, and free their space.
+
+    With --tag/--host only the matching snapshots are considered (kept or dropped); the
+    others are left alone."""
+    select = snapshot_filter(tag, host)
     policy = KeepPolicy(
         keep_last,
         keep_hourly,
@@ -130,7 +147,8 @@ def prune(
     with open_repo(repo, Mode.READ if dry_run else Mode.EXCLUSIVE) as r:
         if quota_bytes is None:
             quota_bytes = r.config.quota_bytes
-        plan = prune_ops.plan(r, policy, now, quota_bytes=quota_bytes)
+        plan = prune_ops.plan(r, policy, now, quota_bytes=quota_bytes, select=select)
+        kept = [s for s in r.list_snapshots() if s.id in plan.keep]
         freed = None if dry_run else prune_ops.apply(r, plan).gc.freed_bytes
         disk_after = plan.expected_disk_bytes if freed is None else r.disk_usage()
     if json_output:
@@ -140,7 +158,7 @@ def prune(
                 "drop": [
                     snapshot_doc(s, reason="quota" if s.id in plan.by_quota else "rules") for s in plan.drop
                 ],
-                "keep": [{"id": sid.hex(), "reasons": list(why)} for sid, why in plan.keep.items()],
+                "keep": [snapshot_doc(s, reasons=list(plan.keep[s.id])) for s in kept],
                 "quota_bytes": quota_bytes,
                 "disk_bytes_before": plan.disk_bytes,
                 "planned_free_bytes": plan.freed_bytes,

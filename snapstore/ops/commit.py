@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from snapstore.ops.pipeline import CommitPipeline
 from snapstore.ops.prune import keep_within_quota
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
+from snapstore.selection import check_host, normal_tags
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,12 @@ class CommitResult:
     quota_deferred: bool = False  # over the quota, but a reader held the data lock: not pruned
 
 
+@dataclass(frozen=True)
+class _Labels:
+    tags: tuple[str, ...]
+    host: str | None  # None: this machine's name
+
+
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
@@ -61,6 +69,8 @@ def commit_file(
     now: datetime | None = None,
     use_hints: bool = True,
     quota: bool = True,
+    tags: Iterable[str] = (),
+    host: str | None = None,
 ) -> CommitResult:
     """Commit the file (or block device) at ``path`` as a new snapshot named ``name`` (default:
     the file's name) in ``repo``, opened ``Mode.WRITE``.
@@ -70,11 +80,16 @@ def commit_file(
     default, as ``snap commit``), a repository quota is kept: the oldest unprotected
     snapshots are pruned before and after the commit (``CommitResult.pruned``), and a new
     snapshot that cannot fit even then is removed again (QuotaError). Raises InputError,
-    InputChangedError, QuotaError, NoSpaceError... (snapstore.errors)."""
+    InputChangedError, QuotaError, NoSpaceError... (snapstore.errors).
+
+    ``tags`` are recorded with the snapshot (each non-empty, printable, without a comma:
+    UsageError otherwise), and ``host`` as the host it was taken on (default: this machine's
+    name); ``snap log --tag/--host`` and prune select by them (snapstore.SnapshotFilter)."""
+    labels = _Labels(normal_tags(tags), None if host is None else check_host(host))
     if not quota:
-        return _commit_file(repo, path, name, message, threads, progress, now, use_hints)
+        return _commit_file(repo, path, name, message, threads, progress, now, use_hints, labels)
     before = keep_within_quota(repo, now or datetime.now(UTC))
-    res = _commit_file(repo, path, name, message, threads, progress, now, use_hints)
+    res = _commit_file(repo, path, name, message, threads, progress, now, use_hints, labels)
     after = keep_within_quota(repo, now or datetime.now(UTC), res.snapshot.id)
     dropped = tuple(
         s for outcome in (before, after) if outcome.pruned is not None for s in outcome.pruned.plan.drop
@@ -91,6 +106,7 @@ def _commit_file(
     progress: Progress,
     now: datetime | None,
     use_hints: bool,
+    labels: _Labels,
 ) -> CommitResult:
     fd = _open_input(path)
     try:
@@ -127,6 +143,8 @@ def _commit_file(
                 message=message,
                 source=str(path.absolute()),
                 sequence=sequence,
+                tags=labels.tags,
+                hostname=labels.host,
             )
         except BaseException as exc:
             builder.abort()

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from snapstore.model import Buffer, ChunkId, ChunkLocation
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, PackWriting
+
+if TYPE_CHECKING:  # imported when the first pack is sealed: readers (snap log) never need it
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 CHECKPOINT_BYTES = 16 * 1024 * 1024  # index the open pack this often (resumable commits)
 _MAX_QUEUED = 2  # durability steps waiting: bounds the bytes not yet durable
@@ -105,6 +108,8 @@ class PackAppender:
         if seal:
             self._pack = None
         if self._worker is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="snap-durable")
         self._steps.append(self._worker.submit(self._make_durable, pack, ids, upto, seal))
 
