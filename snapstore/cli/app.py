@@ -20,6 +20,7 @@ from snapstore.cli.checkout_cmd import checkout
 from snapstore.cli.commit_cmd import commit
 from snapstore.cli.common import GLOBAL, REPO_HELP
 from snapstore.cli.config_cmd import config_app
+from snapstore.cli.diff_cmd import diff
 from snapstore.cli.init_cmd import init
 from snapstore.cli.pin_cmd import pin, unpin
 from snapstore.cli.signals import Signalled, install
@@ -117,7 +118,7 @@ def global_options(
         _log.setLevel(logging.INFO)
 
 
-for command in (init, commit, checkout, log, show, rm, gc, prune, pin, unpin, stats, verify, repair):
+for command in (init, commit, checkout, diff, log, show, rm, gc, prune, pin, unpin, stats, verify, repair):
     app.command()(command)
 app.add_typer(config_app, name="config")
 
