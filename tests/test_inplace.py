@@ -47,11 +47,13 @@ def make_day3(day1: Path, path: Path) -> None:
             f.write(os.urandom(n))
 
 
-@pytest.fixture
-def days(tmp_path: Path) -> tuple[Path, str, str, Path, Path]:
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str, Path, Path]:
+    """One repository with day 1 and day 3 committed, shared by the tests (they only read it)."""
+    base = tmp_path_factory.mktemp("days")
+    repo = base / "repo"
     assert run_snap("init", str(repo), "--chunker", "fastcdc:16K:64K:256K").returncode == 0
-    day1, day3 = tmp_path / "day1.img", tmp_path / "day3.img"
+    day1, day3 = base / "day1.img", base / "day3.img"
     write_day1(day1)
     make_day3(day1, day3)
     ids = []
@@ -60,6 +62,15 @@ def days(tmp_path: Path) -> tuple[Path, str, str, Path, Path]:
         assert done.returncode == 0, done.stderr
         ids.append(done.stdout.decode().strip())
     return repo, ids[0], ids[1], day1, day3
+
+
+@pytest.fixture
+def days(committed: tuple[Path, str, str, Path, Path], tmp_path: Path) -> tuple[Path, str, str, Path, Path]:
+    """As ``committed``, with a copy of day 3 of the test's own to rewrite."""
+    repo, id1, id3, day1, day3 = committed
+    mine = tmp_path / "day3.img"
+    subprocess.run(["cp", "--sparse=always", str(day3), str(mine)], check=True)
+    return repo, id1, id3, day1, mine
 
 
 def in_place(repo: Path, snap: str, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess[bytes], int]:

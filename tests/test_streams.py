@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +190,27 @@ def test_a_loop_device_is_read_like_a_file(repo: Path, image: Path, loop: Path) 
     out = repo.parent / "dev.out"
     assert run_snap("checkout", from_device, "-o", str(out), "-r", str(repo)).returncode == 0
     assert out.read_bytes() == image.read_bytes()[:size]
+
+
+def test_memory_stays_bounded_whatever_the_stream_length(repo: Path) -> None:
+    # 400 MiB through a pipe (a random MiB over and over: little is stored); the commit's peak
+    # resident memory is that of a file's commit, not the stream's length
+    feed = "import os,sys\nb=os.urandom(1<<20)\nfor _ in range(400): sys.stdout.buffer.write(b)\n"
+    report = (
+        "import sys\nfrom snapstore.cli.app import main\nrc = main(sys.argv[1:])\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "sys.stderr.write('\\nHWM ' + hwm + '\\n')\nsys.exit(rc)\n"
+    )
+    producer = subprocess.Popen([sys.executable, "-c", feed], stdout=subprocess.PIPE)
+    done = subprocess.run(
+        [sys.executable, "-c", report, "-r", str(repo), "commit", "-", "--name", "big", "--json"],
+        stdin=producer.stdout,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert producer.wait() == 0
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["size"] == 400 * MiB
+    peak_kib = int(done.stderr.decode().strip().splitlines()[-1].split()[1])
+    assert peak_kib < 300 * 1024, peak_kib

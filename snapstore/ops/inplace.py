@@ -240,7 +240,7 @@ def _fix_chunk(
         return _Outcome(held)
     if dry_run:
         return _Outcome(held, written=length)
-    data = chunks.get(expected, chunks.want(expected))
+    data = chunks.get(expected, None)  # (get_location is safe from workers; want() is not needed)
     fsio.pwritev_all(fd, [data], offset)
     return _Outcome(data, written=length)
 
