@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from snapstore.errors import QuotaError, SnapstoreError
     from snapstore.model import ChunkerParams, SnapshotInfo
     from snapstore.ops.checkout import CheckoutResult, checkout
-    from snapstore.ops.commit import CommitResult, commit_file
+    from snapstore.ops.commit import CommitResult, commit_command, commit_file, commit_stream
     from snapstore.ops.gc import GcResult
     from snapstore.ops.gc import collect as gc
     from snapstore.ops.prune import PrunePlan, PruneResult, prune
@@ -51,6 +51,8 @@ _HOMES = {
     "checkout": ("snapstore.ops.checkout", "checkout"),
     "CommitResult": ("snapstore.ops.commit", "CommitResult"),
     "commit_file": ("snapstore.ops.commit", "commit_file"),
+    "commit_stream": ("snapstore.ops.commit", "commit_stream"),
+    "commit_command": ("snapstore.ops.commit", "commit_command"),
     "GcResult": ("snapstore.ops.gc", "GcResult"),
     "gc": ("snapstore.ops.gc", "collect"),
     "PrunePlan": ("snapstore.ops.prune", "PrunePlan"),
@@ -101,7 +103,9 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "checkout",
+    "commit_command",
     "commit_file",
+    "commit_stream",
     "exclusive_bytes",
     "gc",
     "open_repository",

@@ -14,6 +14,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "checkout",
         "Rebuild a snapshot's file, verifying every byte.",
     ),
+    "diff": (
+        "snapstore.cli.diff_cmd",
+        "diff",
+        "Print the byte ranges that changed from OLD to NEW (from the chunk lists, no data read).",
+    ),
     "log": (
         "snapstore.cli.snapshots_cmd",
         "log",

@@ -25,7 +25,7 @@ from snapstore.ops.blocks import Block, BlockPool
 from snapstore.ops.commitstats import CommitStats
 from snapstore.ops.hints import HintCursor
 from snapstore.ops.reader import InputReader, Piece
-from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
+from snapstore.ops.streams import DigestWorker, InputFile, InputStream, Layout, Segment
 from snapstore.ops.workers import ChunkWorker, Outcome
 from snapstore.progress import Progress
 from snapstore.repo import Repository
@@ -60,7 +60,7 @@ class CommitState:
     size: int
     layout: Layout
     digest: DigestWorker
-    source: InputFile
+    source: InputFile | InputStream
     reader: InputReader
     blocks: BlockPool
     hole_blocks: BlockPool
