@@ -39,13 +39,14 @@ class Listing:
         with self._index.read(chunks=False) as r:
             return list(r.iter_damaged())
 
-    def list_snapshots(self, *, skip_damaged: bool = False) -> list[SnapshotInfo]:
+    def list_snapshots(self, *, skip_damaged: bool = False, warn: bool = True) -> list[SnapshotInfo]:
         """Every published snapshot, oldest first (SnapshotInfo.order). A damaged manifest is
-        a CorruptError, or with ``skip_damaged`` is left out (with a warning)."""
+        a CorruptError, or with ``skip_damaged`` is left out (with a warning unless ``warn``
+        is False: verify reports it as a problem of its own)."""
         infos, damaged = self._load_infos()
         if damaged and not skip_damaged:
             raise damaged[0][1]
-        for sid, exc in damaged:
+        for sid, exc in damaged if warn else ():
             log.warning("snapshot %s left out: %s", sid.hex()[:12], exc.message)
         return infos
 

@@ -39,7 +39,7 @@ def test_positional_arguments_keep_their_help() -> None:
     took a help of its own): snapstore.cli.typer_compat puts it back."""
     for command, said in (
         ("checkout", "Snapshot id, unique prefix, or 'latest'."),
-        ("commit", "The file to snapshot."),
+        ("commit", "The file or block device to snapshot;"),
         ("log", "Only snapshots of this name."),
         ("completion", "bash, zsh or fish."),
     ):

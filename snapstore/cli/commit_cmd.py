@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from snapstore.cli.common import (
@@ -35,6 +36,7 @@ def commit(
             metavar="FILE | - | -- CMD ARGS...",
             help="The file or block device to snapshot; '-' for stdin; with --from-command, the command.",
             show_default=False,
+            click_type=click.Path(),  # the shell completes file names
         ),
     ],
     message: Annotated[str, typer.Option("--message", "-m", help="A note kept with the snapshot.")] = "",
