@@ -22,6 +22,10 @@ from snapstore.repo import Repository
 ZEROS = b"zeros"  # what a confirmation expects of a previous zero run
 
 
+# The arguments of one chunk's confirm_chunk: window, length, expected, known, final, check_cut.
+ConfirmCall = tuple[memoryview, int, ChunkId, ChunkId | None, bool, bool]
+
+
 class Kind(enum.Enum):
     MISMATCH = 0  # not the expected chunk, and not cut where it ended (a confirmation failed)
     ZERO = 1  # all zero bytes: recorded as a zero run
@@ -65,6 +69,16 @@ class ChunkWorker:
         self.params = params
         self.level = level
         self.claims = Claims()
+
+    def process_all(self, calls: list[tuple[memoryview, ChunkId | None, ChunkId | None]]) -> list[Outcome]:
+        """:meth:`process` for each chunk of a batch, in order."""
+        process = self.process
+        return [process(view, expected, known) for view, expected, known in calls]
+
+    def confirm_all(self, calls: list[ConfirmCall]) -> list[Outcome]:
+        """:meth:`confirm_chunk` for each chunk of a batch, in order."""
+        confirm = self.confirm_chunk
+        return [confirm(*call) for call in calls]
 
     def confirm_chunk(
         self,
