@@ -9,6 +9,7 @@ into messages and exit codes; anything else escaping is a bug.
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -159,7 +160,7 @@ class DamagedManifestsError(RepositoryError):
     """gc (prune, quota pruning) refuses to free anything: manifests that cannot be read
     whole may name any chunk (docs/FORMAT.md, "index")."""
 
-    def __init__(self, snapshot_ids: list[bytes]) -> None:
+    def __init__(self, snapshot_ids: Sequence[bytes]) -> None:
         shown = ", ".join(s.hex()[:12] for s in snapshot_ids[:5])
         more = f" and {len(snapshot_ids) - 5} more" if len(snapshot_ids) > 5 else ""
         super().__init__(

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import blake3
 
-from snapstore.model import Buffer
+from snapstore.model import Buffer, ChunkId
 
 DIGEST_SIZE = 32
 _ZERO_BLOCK = bytes(1 << 20)
 
 
-def chunk_id(data: Buffer) -> bytes:
+def chunk_id(data: Buffer) -> ChunkId:
     """The id of a chunk: BLAKE3-256 of its plaintext."""
-    return blake3.blake3(data).digest()
+    return ChunkId(blake3.blake3(data).digest())
 
 
 class StreamHasher:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NewType
 
-ChunkId = bytes  # 32 bytes: BLAKE3-256 of the chunk's plaintext
-SnapshotId = bytes  # 32 bytes: BLAKE3-256 of the manifest bytes
-PackId = bytes  # 16 random bytes
+ChunkId = NewType("ChunkId", bytes)  # 32 bytes: BLAKE3-256 of the chunk's plaintext
+SnapshotId = NewType("SnapshotId", bytes)  # 32 bytes: BLAKE3-256 of the manifest bytes
+PackId = NewType("PackId", bytes)  # 16 random bytes
 Buffer = bytes | bytearray | memoryview  # bytes in memory, copied as little as possible
 
 

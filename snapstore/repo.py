@@ -31,6 +31,7 @@ from snapstore.model import (
     CodecParams,
     Config,
     ManifestRecord,
+    PackId,
     SnapshotId,
     SnapshotInfo,
 )
@@ -285,7 +286,7 @@ class Repository(Listing, Maintenance):
         finally:
             prefetch.close()
 
-    def _pack_usable(self, pack_id: bytes) -> bool:
+    def _pack_usable(self, pack_id: PackId) -> bool:
         usable = self._usable_packs.get(pack_id)
         if usable is None:
             usable = self._usable_packs[pack_id] = self._packs.usable(pack_id)

@@ -193,7 +193,7 @@ CountState = tuple[int, bytes] | bool
 def _read_run(f: BinaryIO, i: int) -> Iterator[tuple[ChunkId, int]]:
     f.seek(0)
     while chunk_id := f.read(32):  # a buffered file
-        yield chunk_id, i
+        yield ChunkId(chunk_id), i
 
 
 def _counts(state: CountState, chunk_id: ChunkId) -> bool:
@@ -357,17 +357,17 @@ def _check_all(
 
 
 # (chunk id, index entry or None, users, expected count, expected owners, lost count or None)
-_Row = tuple[bytes, ChunkLocation | CorruptError | None, tuple[SnapshotId, ...], int, int, int | None]
+_Row = tuple[ChunkId, ChunkLocation | CorruptError | None, tuple[SnapshotId, ...], int, int, int | None]
 
 
 def _union(
-    entries: Iterator[tuple[bytes, ChunkLocation | CorruptError]],
+    entries: Iterator[tuple[ChunkId, ChunkLocation | CorruptError]],
     named: Iterator[tuple[ChunkId, tuple[SnapshotId, ...], int, int]],
     lost: Iterator[tuple[ChunkId, int]],
 ) -> Iterator[_Row]:
     """Merge three ascending streams by chunk id: (id, index entry or None, users, expected
     count, expected owners, count in the lost table or None)."""
-    end = (b"\xff" * 33,)
+    end = (ChunkId(b"\xff" * 33),)
     e = next(entries, None) or (end[0], None)
     n = next(named, None) or (end[0], (), 0, 0)
     k = next(lost, None) or (end[0], None)

@@ -22,7 +22,7 @@ import blake3
 
 from snapstore import Repository, checkout
 from snapstore.cli.app import main
-from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
+from snapstore.model import ChunkerParams, ChunkRef, SnapshotId, ZeroRun
 from tests.conftest import SNAP, run_snap
 
 BLOCK = 8 << 20
@@ -91,11 +91,11 @@ def checkout_digest(repo: Repository, ref: str, out: Path, *, name: str | None =
     return file_digest(out)
 
 
-def chunk_sizes(repo: Repository, snapshot_id: bytes) -> list[int]:
+def chunk_sizes(repo: Repository, snapshot_id: SnapshotId) -> list[int]:
     return [r.raw_size for r in repo.iter_records(snapshot_id) if isinstance(r, ChunkRef)]
 
 
-def zero_run_bytes(repo: Repository, snapshot_id: bytes) -> int:
+def zero_run_bytes(repo: Repository, snapshot_id: SnapshotId) -> int:
     return sum(r.length for r in repo.iter_records(snapshot_id) if isinstance(r, ZeroRun))
 
 
@@ -198,7 +198,7 @@ def copy_repository(src: Path, dst: Path) -> Path:
     return dst
 
 
-def content_sha(repo: Repository, snapshot_id: bytes) -> str:
+def content_sha(repo: Repository, snapshot_id: SnapshotId) -> str:
     """sha256 of a snapshot's content, read chunk by chunk (each checked against its id, the
     manifest against the snapshot id): what checkout reads, without writing a file."""
     h = hashlib.sha256()

@@ -15,7 +15,7 @@ import pytest
 from snapstore import Mode, Repository, chunkset, commit_file, recovery
 from snapstore.chunkset import collect
 from snapstore.errors import StorageIOError
-from snapstore.model import ChunkId
+from snapstore.model import ChunkId, SnapshotId
 from snapstore.ops.verify import verify
 from snapstore.storage.index import IndexWriteTxn, _translate
 from tests.conftest import SMALL_CHUNKER
@@ -35,7 +35,7 @@ def _before_each_batch(monkeypatch: pytest.MonkeyPatch, before: Callable[[list[C
         self: IndexWriteTxn,
         chunk_ids: Iterable[ChunkId],
         delta: int,
-        snapshot_id: bytes,
+        snapshot_id: SnapshotId,
         *,
         strict: bool = True,
     ) -> None:
@@ -66,13 +66,13 @@ def _kill_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
     _before_each_batch(monkeypatch, count_down)
 
 
-def _repo(tmp_path: Path) -> tuple[Path, list[bytes]]:
+def _repo(tmp_path: Path) -> tuple[Path, list[SnapshotId]]:
     path = tmp_path / "repo"
     Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
     src = tmp_path / "src"
     rng = random.Random(11)
     data = bytearray(rng.randbytes(1 << 20))
-    ids = []
+    ids: list[SnapshotId] = []
     with Repository.open(path, Mode.WRITE) as r:
         for _ in range(3):
             src.write_bytes(data)
@@ -162,8 +162,8 @@ def test_chunk_id_sets_are_sorted_distinct_and_compact(monkeypatch: pytest.Monke
     pool = [rng.randbytes(32) for _ in range(5000)]
     ids = [rng.choice(pool) for _ in range(20000)]
 
-    def stream() -> Iterator[bytes]:
-        yield from ids
+    def stream() -> Iterator[ChunkId]:
+        yield from map(ChunkId, ids)
 
     for run in (1 << 18, 1000):  # one run, and many runs merged
         monkeypatch.setattr(chunkset, "_RUN", run)

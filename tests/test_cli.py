@@ -28,7 +28,7 @@ from snapstore.cli.app import app, main
 from snapstore.errors import AmbiguousIdError, SnapstoreError, distinct_prefixes
 from snapstore.format import manifest as mf
 from snapstore.format.pack import RECORD_HEADER_SIZE
-from snapstore.model import ChunkRef, EntryEnd, EntryStart
+from snapstore.model import ChunkId, ChunkRef, EntryEnd, EntryStart, SnapshotId
 from snapstore.storage.lock import WRITE, Lock
 from tests.conftest import SNAP, run_snap
 from tests.helpers import temp_leftovers, text_bytes
@@ -101,9 +101,9 @@ def base(tmp_path: Path, repo_path: Path) -> Base:
     return Base(repo_path, tmp_path, snaps)
 
 
-def distinct_chunk(repo: Repository, snapshot_id: bytes) -> bytes:
+def distinct_chunk(repo: Repository, snapshot_id: SnapshotId) -> ChunkId:
     """A chunk of this snapshot that no other snapshot names."""
-    others: set[bytes] = set()
+    others: set[ChunkId] = set()
     for s in repo.list_snapshots():
         if s.id != snapshot_id:
             others |= {r.chunk_id for r in repo.iter_records(s.id) if isinstance(r, ChunkRef)}
@@ -111,7 +111,7 @@ def distinct_chunk(repo: Repository, snapshot_id: bytes) -> bytes:
     return next(c for c in mine if c not in others)
 
 
-def flip_payload_byte(root: Path, chunk_id: bytes, at: int) -> None:
+def flip_payload_byte(root: Path, chunk_id: ChunkId, at: int) -> None:
     with Repository.open(root) as repo:
         loc = repo.get_location(chunk_id)
         assert loc is not None
@@ -817,7 +817,9 @@ def test_index_offset_beyond_any_file(capsys: pytest.CaptureFixture[str], base: 
     checkout, a reported problem for verify), not an OverflowError."""
     sid = next(iter(base.snaps))
     with Repository.open(base.root, Mode.WRITE) as repo:
-        cid = next(r.chunk_id for r in repo.iter_records(bytes.fromhex(sid)) if isinstance(r, ChunkRef))
+        cid = next(
+            r.chunk_id for r in repo.iter_records(SnapshotId(bytes.fromhex(sid))) if isinstance(r, ChunkRef)
+        )
         loc = repo.get_location(cid)
         assert loc is not None
         with repo._index.write() as w:

@@ -17,7 +17,7 @@ import pytest
 
 from snapstore import Mode, Repository, commit_file
 from snapstore.format import manifest as mf
-from snapstore.model import ChunkerParams, EntryStart
+from snapstore.model import ChunkerParams, EntryStart, SnapshotId
 from tests.helpers import write_sparse
 
 MiB = 1024 * 1024
@@ -88,7 +88,7 @@ def _versions(tmp: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def _records_digest(repo: Repository, snapshot_id: bytes) -> str:
+def _records_digest(repo: Repository, snapshot_id: SnapshotId) -> str:
     h = blake3.blake3()
     for record in repo.iter_records(snapshot_id):
         if not isinstance(record, EntryStart):  # its mtime is the test run's

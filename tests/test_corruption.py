@@ -32,7 +32,7 @@ from snapstore import Mode, Repository, commit_file
 from snapstore.format import index as fmt_index
 from snapstore.format import manifest as mf
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
-from snapstore.model import ChunkRef
+from snapstore.model import ChunkId, ChunkRef, SnapshotId
 from snapstore.ops import gc
 from snapstore.storage import lmdb_file
 from tests.conftest import SMALL_CHUNKER
@@ -48,7 +48,7 @@ DOCUMENTED = {0, 3, 4, 5}
 class Base:
     path: Path
     digests: dict[str, str]  # snapshot id -> sha256 of its content
-    users: dict[bytes, set[str]] = field(default_factory=dict)  # chunk id -> snapshots naming it
+    users: dict[ChunkId, set[str]] = field(default_factory=dict)  # chunk id -> snapshots naming it
     mixed: str = ""  # the snapshot whose manifest is flipped (entry, chunks, a zero run)
 
 
@@ -72,12 +72,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
         for name, content in contents.items():
             src.write_bytes(content)
             ids[name] = commit_file(r, src, name=name).snapshot.hex
-        r.remove_snapshot(bytes.fromhex(ids["doomed"]))  # dead records: holes in the packs
+        r.remove_snapshot(SnapshotId(bytes.fromhex(ids["doomed"])))  # dead records: holes in the packs
         gc.collect(r)
         for name, sid in ids.items():
             if name != "doomed":
                 b.digests[sid] = hashlib.sha256(contents[name]).hexdigest()
-                for rec in r.iter_records(bytes.fromhex(sid)):
+                for rec in r.iter_records(SnapshotId(bytes.fromhex(sid))):
                     if isinstance(rec, ChunkRef):
                         b.users.setdefault(rec.chunk_id, set()).add(sid)
     b.mixed = ids["mixed"]

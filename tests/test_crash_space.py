@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from snapstore import Mode, Repository, checkout, commit_file, repo_gc
+from snapstore.model import SnapshotId
 from snapstore.ops import gc, prune
 from snapstore.recovery import chunk_set
 from snapstore.retention import KeepPolicy
@@ -306,7 +307,7 @@ def test_sigkill_commit(base: Base, tmp_path: Path, report_count: Any) -> None:
 def rm_in_process(repo: Path, ids: list[str]) -> None:
     with Repository.open(repo, Mode.WRITE) as r:
         for sid in ids:
-            r.remove_snapshot(bytes.fromhex(sid))
+            r.remove_snapshot(SnapshotId(bytes.fromhex(sid)))
 
 
 def points_counts(tally: dict[str, int]) -> dict[str, int]:

@@ -31,6 +31,7 @@ import lmdb
 import pytest
 
 from snapstore import Mode, Repository, commit_file
+from snapstore.model import SnapshotId
 from snapstore.ops.verify import verify
 from snapstore.storage import appender, fsio
 from snapstore.storage.index import Index
@@ -256,8 +257,8 @@ class Operation:
 
 def _rm_two(repo: Path, base: Base) -> None:
     with Repository.open(repo, Mode.WRITE) as r:
-        r.remove_snapshot(bytes.fromhex(base.disk[0]))
-        r.remove_snapshot(bytes.fromhex(base.scratch))
+        r.remove_snapshot(SnapshotId(bytes.fromhex(base.disk[0])))
+        r.remove_snapshot(SnapshotId(bytes.fromhex(base.scratch)))
 
 
 OPERATIONS = {
@@ -287,10 +288,12 @@ def check_repository(
         listed = {s.hex for s in r.list_snapshots()}
         assert keep <= listed, f"{when}: lost snapshots {keep - listed}"
         for sid in keep:
-            assert content_sha(r, bytes.fromhex(sid)) == base.digests[sid], f"{when}: {sid[:12]} differs"
+            assert content_sha(r, SnapshotId(bytes.fromhex(sid))) == base.digests[sid], (
+                f"{when}: {sid[:12]} differs"
+            )
         if new is not None:
             assert new in listed, f"{when}: the commit said it succeeded, its snapshot is missing"
-            actual = content_sha(r, bytes.fromhex(new))
+            actual = content_sha(r, SnapshotId(bytes.fromhex(new)))
             assert actual == sha(base.new_content), f"{when}: the new snapshot differs"
 
 

@@ -28,16 +28,18 @@ from snapstore.format import config as cfg
 from snapstore.format import manifest as mf
 from snapstore.model import (
     ChunkerParams,
+    ChunkId,
     ChunkRef,
     CodecParams,
     Config,
     EntryEnd,
     EntryStart,
     ManifestRecord,
+    SnapshotId,
     ZeroRun,
 )
 
-CID = bytes(range(32))
+CID = ChunkId(bytes(range(32)))
 
 # packs ------------------------------------------------------------------------------------
 
@@ -75,7 +77,7 @@ def test_record_header_round_trip(chunk_id: bytes, codec: int, raw: int, stored_
     data = pack.encode_record_header(chunk_id, codec, raw, stored)
     assert len(data) == pack.RECORD_HEADER_SIZE == 52
     h = pack.decode_record_header(data, "p")
-    assert h == pack.RecordHeader(chunk_id, codec, raw, stored)
+    assert h == pack.RecordHeader(ChunkId(chunk_id), codec, raw, stored)
     assert h.record_size == 52 + stored
     # A header followed by payload decodes the same (only the first 52 bytes are read).
     assert pack.decode_record_header(memoryview(data + b"x" * 100), "p") == h
@@ -177,7 +179,9 @@ def parse_manifest(data: bytes) -> tuple[list[ManifestRecord], object]:
     stream.seek(mf.HEADER_SIZE)
     records = list(mf.iter_records(stream.read, "m"))
     length = mf.trailer_length(data[-mf.FOOTER_SIZE :], len(data), "m")
-    info = mf.decode_trailer(b"\1" * 32, data[len(data) - mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE], "m")
+    info = mf.decode_trailer(
+        SnapshotId(b"\1" * 32), data[len(data) - mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE], "m"
+    )
     return records, info
 
 
@@ -276,7 +280,7 @@ def sample_manifest() -> bytes:
         EntryStart("vm.img", mode=0o640, mtime_ns=123),
         ChunkRef(CID, 1000),
         ZeroRun(1 << 33),
-        ChunkRef(bytes(32), 5),
+        ChunkRef(ChunkId(bytes(32)), 5),
         EntryEnd(1000 + (1 << 33) + 5, bytes(range(32, 64))),
     ]
     return build_manifest(records, size=1000 + (1 << 33) + 5, chunk_refs=2)
@@ -387,12 +391,12 @@ GOOD_TRAILER = {
 )
 def test_bad_trailers_are_rejected(body: bytes) -> None:
     with pytest.raises(CorruptError):
-        mf.decode_trailer(CID, body, "m")
+        mf.decode_trailer(SnapshotId(CID), body, "m")
 
 
 def test_trailer_accepts_a_good_body() -> None:
-    info = mf.decode_trailer(CID, _trailer(GOOD_TRAILER), "m")
-    assert info.id == CID and info.size == 1 and info.hostname == "" and info.sequence is None
+    info = mf.decode_trailer(SnapshotId(CID), _trailer(GOOD_TRAILER), "m")
+    assert info.id == SnapshotId(CID) and info.size == 1 and info.hostname == "" and info.sequence is None
 
 
 def test_trailer_sequence_round_trips_and_is_left_out_when_absent() -> None:

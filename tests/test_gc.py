@@ -21,7 +21,7 @@ import pytest
 
 from snapstore import Mode, Repository, checkout, commit_file
 from snapstore.format.pack import RECORD_HEADER_SIZE as H
-from snapstore.model import ChunkLocation
+from snapstore.model import ChunkId, ChunkLocation, PackId
 from snapstore.ops import gc as gc_ops
 from snapstore.storage import appender
 from snapstore.units import format_size
@@ -333,17 +333,17 @@ def test_gc_cuts_the_unindexed_tail_a_killed_commit_left(tmp_path: Path) -> None
 def test_gc_plan_is_pure_and_cuts_at_the_last_live_record() -> None:
     """Pure planning on plain values: dead records inside a kept pack are punched, those past
     its last live record are cut off with the unindexed tail, packs with nothing live go."""
-    a, b = b"A" * 16, b"B" * 16
+    a, b = PackId(b"A" * 16), PackId(b"B" * 16)
 
-    def loc(pack: bytes, offset: int, stored: int, refs: int) -> ChunkLocation:
+    def loc(pack: PackId, offset: int, stored: int, refs: int) -> ChunkLocation:
         return ChunkLocation(pack, offset, stored, stored, 0, refs)
 
     locations = [
-        (b"1" * 32, loc(a, 16, 100, 1)),  # live: [16, 168)
-        (b"2" * 32, loc(a, 168, 100, 0)),  # dead, inside: punched
-        (b"3" * 32, loc(a, 320, 100, 2)),  # live: ends at 472
-        (b"4" * 32, loc(a, 472, 100, 0)),  # dead, past the last live record: cut off
-        (b"5" * 32, loc(b, 16, 100, 0)),  # pack b has nothing live: removed
+        (ChunkId(b"1" * 32), loc(a, 16, 100, 1)),  # live: [16, 168)
+        (ChunkId(b"2" * 32), loc(a, 168, 100, 0)),  # dead, inside: punched
+        (ChunkId(b"3" * 32), loc(a, 320, 100, 2)),  # live: ends at 472
+        (ChunkId(b"4" * 32), loc(a, 472, 100, 0)),  # dead, past the last live record: cut off
+        (ChunkId(b"5" * 32), loc(b, 16, 100, 0)),  # pack b has nothing live: removed
     ]
     garbage = [(a, 700, 50)]  # listed by an earlier gc, past the end too
     plan = gc_ops.plan(locations, garbage, {a: 8192, b: 4096}, {a: 1000, b: 168})

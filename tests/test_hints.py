@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snapstore import Mode, Repository, checkout, commit_file
-from snapstore.model import ChunkerParams, ChunkRef, EntryEnd, EntryStart, ManifestRecord, ZeroRun
+from snapstore.model import (
+    ChunkerParams,
+    ChunkId,
+    ChunkRef,
+    EntryEnd,
+    EntryStart,
+    ManifestRecord,
+    SnapshotId,
+    ZeroRun,
+)
 from snapstore.ops.hints import HintCursor, PrevChunk, confirmable_chunks
 from snapstore.ops.pipeline import CommitPipeline
 from snapstore.storage import fsio
@@ -21,7 +30,7 @@ from tests.conftest import SMALL_CHUNKER
 from tests.helpers import write_sparse
 
 
-def _chunk_list(repo: Repository, snapshot_id: bytes) -> list[tuple[str, object, int]]:
+def _chunk_list(repo: Repository, snapshot_id: SnapshotId) -> list[tuple[str, object, int]]:
     out: list[tuple[str, object, int]] = []
     for r in repo.iter_records(snapshot_id):
         if isinstance(r, ChunkRef):
@@ -45,7 +54,7 @@ def _assert_hinted_equals_plain(hinted: Path, plain: Path, path: Path, out: Path
 
 
 def test_confirmable_chunks_offer_all_but_the_last_piece() -> None:
-    a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
+    a, b, c = ChunkId(b"a" * 32), ChunkId(b"b" * 32), ChunkId(b"c" * 32)
     records: list[ManifestRecord] = [
         EntryStart("f"),
         ChunkRef(a, 10),
@@ -77,7 +86,11 @@ def test_confirmable_chunks_offer_all_but_the_last_piece() -> None:
 
 
 def test_hint_cursor_runs_and_resyncs() -> None:
-    chunks = [PrevChunk(0, 10, b"1"), PrevChunk(10, 10, b"2"), PrevChunk(30, 5, b"3")]
+    chunks = [
+        PrevChunk(0, 10, ChunkId(b"1")),
+        PrevChunk(10, 10, ChunkId(b"2")),
+        PrevChunk(30, 5, ChunkId(b"3")),
+    ]
     cursor = HintCursor(iter(chunks))
     everything = lambda c: True  # noqa: E731
     assert [c.offset for c in cursor.run(0, everything, 1000)] == [0, 10]
@@ -90,7 +103,7 @@ def test_hint_cursor_runs_and_resyncs() -> None:
 
 
 def test_hint_cursor_restores_to_a_mark() -> None:
-    chunks = [PrevChunk(i * 10, 10, bytes([i])) for i in range(6)]
+    chunks = [PrevChunk(i * 10, 10, ChunkId(bytes([i]))) for i in range(6)]
     cursor = HintCursor(iter(chunks))
     assert cursor.at(10) == chunks[1]
     mark = cursor.mark()
@@ -246,35 +259,35 @@ def test_hinted_commit_with_holes_equals_full_chunking(
 
 
 def test_hint_cursor_reanchors_after_an_insertion_and_a_deletion() -> None:
-    chunks = [PrevChunk(i * 10, 10, bytes([i])) for i in range(8)]
+    chunks = [PrevChunk(i * 10, 10, ChunkId(bytes([i]))) for i in range(8)]
     cursor = HintCursor(iter(chunks))
     assert cursor.at(0) == chunks[0]
     assert cursor.at(20) == chunks[2]
     # 3 bytes were inserted before chunk 3: it was cut at 33 and found behind the cursor
     assert cursor.at(33) is None
-    assert cursor.reanchor(30 + 3, 10, bytes([3]))
+    assert cursor.reanchor(30 + 3, 10, ChunkId(bytes([3])))
     assert cursor.shift == 3
-    assert cursor.at(43) == PrevChunk(43, 10, bytes([4]))  # offered in the file's offsets
+    assert cursor.at(43) == PrevChunk(43, 10, ChunkId(bytes([4])))  # offered in the file's offsets
     assert [c.offset for c in cursor.run(43, lambda c: True, 1000)] == [43, 53, 63, 73]
     # chunk 5 was deleted: chunk 6 now starts where chunk 5 did
-    assert cursor.reanchor(53, 10, bytes([6]))
+    assert cursor.reanchor(53, 10, ChunkId(bytes([6])))
     assert cursor.shift == -7
-    assert cursor.at(63) == PrevChunk(63, 10, bytes([7]))
-    assert not cursor.reanchor(63, 10, b"new")  # content the previous snapshot never had
-    assert not cursor.reanchor(63, 9, bytes([7]))  # the same id must come with its length
+    assert cursor.at(63) == PrevChunk(63, 10, ChunkId(bytes([7])))
+    assert not cursor.reanchor(63, 10, ChunkId(b"new"))  # content the previous snapshot never had
+    assert not cursor.reanchor(63, 9, ChunkId(bytes([7])))  # the same id must come with its length
 
 
 def test_hint_cursor_prefers_the_nearest_copy() -> None:
-    same = b"s"
+    same = ChunkId(b"s")
     chunks = [
         PrevChunk(0, 10, same),
-        PrevChunk(10, 10, b"x"),
+        PrevChunk(10, 10, ChunkId(b"x")),
         PrevChunk(20, 10, same),
-        PrevChunk(30, 10, b"y"),
+        PrevChunk(30, 10, ChunkId(b"y")),
     ]
     cursor = HintCursor(iter(chunks))
     assert cursor.reanchor(22, 10, same)
-    assert cursor.shift == 2 and cursor.at(32) == PrevChunk(32, 10, b"y")
+    assert cursor.shift == 2 and cursor.at(32) == PrevChunk(32, 10, ChunkId(b"y"))
 
 
 @settings(max_examples=25, deadline=None)

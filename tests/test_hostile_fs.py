@@ -17,7 +17,7 @@ import pytest
 from snapstore import Mode, Repository, commit_file
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import pack as pack_fmt
-from snapstore.model import ChunkLocation
+from snapstore.model import ChunkLocation, SnapshotId
 from tests.conftest import SMALL_CHUNKER
 from tests.helpers import one_error_line, snap_limited
 
@@ -181,7 +181,9 @@ def test_stray_names_break_nothing_and_count_nothing(repo: Path, tmp_path: Path)
     after = refcounts(repo)
     assert all(after[cid] >= count for cid, count in before.items())
     with Repository.open(repo) as r:
-        first = {rec.chunk_id for rec in r.iter_records(bytes.fromhex(sid)) if hasattr(rec, "chunk_id")}
+        first = {
+            rec.chunk_id for rec in r.iter_records(SnapshotId(bytes.fromhex(sid))) if hasattr(rec, "chunk_id")
+        }
         others = set()
         for other in r._snapshots.list_ids():
             if other.hex() != sid:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from snapstore import recovery
 from snapstore.format.pack import RECORD_HEADER_SIZE
-from snapstore.model import ChunkRef
+from snapstore.model import ChunkId, ChunkRef, SnapshotId
 from snapstore.repo import Mode, Repository
 from tests.conftest import SMALL_CHUNKER
 from tests.helpers import cli, init_repo
@@ -25,10 +25,10 @@ from tests.helpers import cli, init_repo
 OPS = st.lists(st.sampled_from(["commit", "commit", "edit", "rm", "gc", "recount"]), min_size=1, max_size=12)
 
 
-def computed(repo: Path) -> tuple[dict[bytes, int], tuple[int, int, int, int]]:
+def computed(repo: Path) -> tuple[dict[SnapshotId, int], tuple[int, int, int, int]]:
     """Exclusive sizes and totals as reading every manifest gives them."""
     with Repository.open(repo) as r:
-        users: dict[bytes, set[bytes]] = {}
+        users: dict[ChunkId, set[SnapshotId]] = {}
         for info in r.list_snapshots():
             for rec in r.iter_records(info.id):
                 if isinstance(rec, ChunkRef):
@@ -48,7 +48,7 @@ def computed(repo: Path) -> tuple[dict[bytes, int], tuple[int, int, int, int]]:
     return exclusive, (live, raw, stored, garbage)
 
 
-def kept(repo: Path) -> tuple[dict[bytes, int], tuple[int, int, int, int] | None]:
+def kept(repo: Path) -> tuple[dict[SnapshotId, int], tuple[int, int, int, int] | None]:
     with Repository.open(repo) as r, r._index.read() as t:
         assert t.sizes_ready()
         return {info.id: t.exclusive(info.id) or 0 for info in r.list_snapshots()}, t.totals()

@@ -16,21 +16,21 @@ import pytest
 
 from snapstore import Mode, Repository, chunkset
 from snapstore.format import manifest as mf
-from snapstore.model import ChunkLocation, EntryEnd, EntryStart
+from snapstore.model import ChunkId, ChunkLocation, EntryEnd, EntryStart, PackId, SnapshotId
 from snapstore.ops.space import exclusive_bytes
 from snapstore.ops.verify import verify
 
 RECORDS = 100_000
 RUN = 5_000  # ids sorted as objects at a time (256K in use): the bound shows at this scale
-MISSING_PACK = b"\x07" * 16
+MISSING_PACK = PackId(b"\x07" * 16)
 
 
-def _synthetic(root: Path, n: int) -> bytes:
+def _synthetic(root: Path, n: int) -> SnapshotId:
     """A repository whose one manifest names ``n`` distinct chunks, all indexed in a pack
     that is not on disk (verify then reports one problem, not one per chunk)."""
     Repository.init(root).close()
     rng = random.Random(n)
-    ids = [rng.randbytes(32) for _ in range(n)]
+    ids = [ChunkId(rng.randbytes(32)) for _ in range(n)]
     parts = [mf.encode_header(), mf.encode_record(EntryStart("big"))]
     parts += [mf.TAG_CHUNK + cid + b"\x01\x00\x00\x00" for cid in ids]
     parts.append(mf.encode_record(EntryEnd(n, b"\0" * 32)))
@@ -48,7 +48,7 @@ def _synthetic(root: Path, n: int) -> bytes:
         )
     )
     data = b"".join(parts)
-    sid = blake3.blake3(data).digest()
+    sid = SnapshotId(blake3.blake3(data).digest())
     (root / "snapshots" / sid.hex()).write_bytes(data)
     with Repository.open(root, Mode.WRITE) as r:
         for start in range(0, n, 50_000):

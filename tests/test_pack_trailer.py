@@ -16,6 +16,7 @@ import pytest
 
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import pack as pack_fmt
+from snapstore.model import PackId
 from snapstore.storage.packstore import PackStore
 from tests.conftest import SMALL_CHUNKER, SNAP, run_snap
 from tests.helpers import flip, init_repo, text_bytes
@@ -27,12 +28,12 @@ def snap_ok(*args: str) -> str:
     return done.stdout.decode().strip()
 
 
-def packs_of(repo: Path) -> tuple[PackStore, list[bytes]]:
+def packs_of(repo: Path) -> tuple[PackStore, list[PackId]]:
     store = PackStore(repo / "packs", 0o600, FORMAT_VERSION)
     return store, list(store.iter_pack_ids())
 
 
-def by_trailer_and_by_scan(store: PackStore, pack_id: bytes) -> tuple[list[object], list[object]]:
+def by_trailer_and_by_scan(store: PackStore, pack_id: PackId) -> tuple[list[object], list[object]]:
     return list(store.records(pack_id)), list(store.scan(pack_id))
 
 

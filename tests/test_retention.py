@@ -17,14 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapstore.model import SnapshotInfo
+from snapstore.model import SnapshotId, SnapshotInfo
 from snapstore.retention import KeepPolicy, RetentionPlan, plan, protected
 
 NOW = datetime(2024, 6, 15, 12, 0, 0, tzinfo=UTC)
 
 
 def snap(created: datetime, name: str = "disk", tag: str = "") -> SnapshotInfo:
-    ident = hashlib.sha256(f"{name}|{created.isoformat()}|{tag}".encode()).digest()
+    ident = SnapshotId(hashlib.sha256(f"{name}|{created.isoformat()}|{tag}".encode()).digest())
     return SnapshotInfo(id=ident, name=name, created=created, message=tag, size=1, entries=1, chunk_refs=1)
 
 
@@ -226,7 +226,7 @@ def test_pinned_snapshots_are_always_kept() -> None:
 
 def test_pins_of_unknown_snapshots_are_ignored() -> None:
     snaps = [snap(NOW - timedelta(days=d)) for d in range(3)]
-    p = plan(snaps, KeepPolicy(last=1), NOW, {b"\x01" * 32})
+    p = plan(snaps, KeepPolicy(last=1), NOW, {SnapshotId(b"\x01" * 32)})
     assert len(p.keep) == 1 and len(p.drop) == 2
     assert b"\x01" * 32 not in p.keep
 
@@ -275,8 +275,8 @@ BUCKETS: dict[str, Callable[[datetime], tuple[int, ...]]] = {
 
 
 def model_keep(
-    snaps: list[SnapshotInfo], policy: KeepPolicy, now: datetime, pinned: set[bytes]
-) -> set[bytes]:
+    snaps: list[SnapshotInfo], policy: KeepPolicy, now: datetime, pinned: set[SnapshotId]
+) -> set[SnapshotId]:
     """An independent statement of the rules: which ids are kept."""
     keep = {s.id for s in snaps if s.id in pinned}
     names = {s.name for s in snaps}

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from snapstore import Mode, Repository, checkout, commit_file
 from snapstore.errors import OutputExistsError, UsageError
-from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
+from snapstore.model import ChunkerParams, ChunkRef, SnapshotId, ZeroRun
 from tests.conftest import SMALL_CHUNKER, run_snap
 from tests.helpers import (
     checkout_digest,
@@ -278,7 +278,7 @@ def test_commit_checkout_identity_property(tmp_path: Path) -> None:
     check()
 
 
-def _chunk_list(repo: Repository, snapshot_id: bytes) -> list[tuple[str, bytes, int]]:
+def _chunk_list(repo: Repository, snapshot_id: SnapshotId) -> list[tuple[str, bytes, int]]:
     """Chunk references and zero runs, adjacent zero runs merged."""
     out: list[tuple[str, bytes, int]] = []
     for r in repo.iter_records(snapshot_id):

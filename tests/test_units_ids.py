@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from snapstore import ids
 from snapstore.errors import AmbiguousIdError, UnknownSnapshotError, UsageError
-from snapstore.model import SnapshotInfo
+from snapstore.model import SnapshotId, SnapshotInfo
 from snapstore.units import format_size, parse_duration, parse_size
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -132,7 +132,7 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 def snap(hex_id: str, name: str = "vm.img", minutes: int = 0) -> SnapshotInfo:
     return SnapshotInfo(
-        id=bytes.fromhex(hex_id),
+        id=SnapshotId(bytes.fromhex(hex_id)),
         name=name,
         created=T0 + timedelta(minutes=minutes),
         message="",

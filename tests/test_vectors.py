@@ -22,6 +22,7 @@ from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
 from snapstore.model import (
     ChunkerParams,
+    ChunkId,
     ChunkLocation,
     ChunkRef,
     CodecParams,
@@ -29,6 +30,8 @@ from snapstore.model import (
     EntryEnd,
     EntryStart,
     ManifestRecord,
+    PackId,
+    SnapshotId,
     ZeroRun,
 )
 
@@ -48,7 +51,7 @@ CONFIG = Config(
     pack_target_size=64 << 20,
     quota_bytes=100 << 30,
 )
-PACK_ID = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+PACK_ID = PackId(bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0"))
 
 
 def zstd_frame() -> bytes:
@@ -73,9 +76,9 @@ def pack_bytes() -> bytes:
 
 MANIFEST_RECORDS: list[ManifestRecord] = [
     EntryStart("vm.img", "file", 0o600, 1_764_720_000_000_000_000),
-    ChunkRef(blake3.blake3(TEXT).digest(), len(TEXT)),
+    ChunkRef(ChunkId(blake3.blake3(TEXT).digest()), len(TEXT)),
     ZeroRun(1 << 20),
-    ChunkRef(blake3.blake3(RAW).digest(), len(RAW)),
+    ChunkRef(ChunkId(blake3.blake3(RAW).digest()), len(RAW)),
     EntryEnd(len(TEXT) + (1 << 20) + len(RAW), blake3.blake3(TEXT + bytes(1 << 20) + RAW).digest()),
 ]
 
@@ -153,6 +156,8 @@ def test_vectors_decode_to_their_inputs() -> None:
     assert list(mf.iter_records(read, "manifest")) == MANIFEST_RECORDS
     length = mf.trailer_length(manifest[-mf.FOOTER_SIZE :], len(manifest), "manifest")
     info = mf.decode_trailer(
-        blake3.blake3(manifest).digest(), manifest[-mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE], "m"
+        SnapshotId(blake3.blake3(manifest).digest()),
+        manifest[-mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE],
+        "m",
     )
     assert (info.name, info.sequence, info.chunk_refs) == ("vm.img", 1, 2)

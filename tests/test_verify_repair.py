@@ -23,7 +23,7 @@ import pytest
 from snapstore import Mode, Repository, commit_file
 from snapstore.errors import CorruptError, DamagedManifestsError
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
-from snapstore.model import ChunkRef
+from snapstore.model import ChunkId, ChunkRef, SnapshotId
 from snapstore.ops import gc
 from tests.conftest import SMALL_CHUNKER, run_snap
 from tests.helpers import cli, content_sha, copy_repository, flip, one_error_line, text_bytes
@@ -73,9 +73,9 @@ def repo(base: Base, tmp_path: Path) -> Path:
 # -- looking inside ---------------------------------------------------------------------------------
 
 
-def users_of(root: Path) -> dict[bytes, set[str]]:
+def users_of(root: Path) -> dict[ChunkId, set[str]]:
     """chunk id -> the snapshots (hex) that name it."""
-    users: dict[bytes, set[str]] = {}
+    users: dict[ChunkId, set[str]] = {}
     with Repository.open(root) as r:
         for s in r.list_snapshots():
             for rec in r.iter_records(s.id):
@@ -84,7 +84,7 @@ def users_of(root: Path) -> dict[bytes, set[str]]:
     return users
 
 
-def location(root: Path, chunk_id: bytes) -> tuple[Path, int, int, int]:
+def location(root: Path, chunk_id: ChunkId) -> tuple[Path, int, int, int]:
     """(pack path, record offset, stored size, codec) of a chunk."""
     with Repository.open(root) as r:
         loc = r.get_location(chunk_id)
@@ -92,7 +92,7 @@ def location(root: Path, chunk_id: bytes) -> tuple[Path, int, int, int]:
         return r._packs.path(loc.pack_id), loc.offset, loc.stored_size, loc.codec
 
 
-def chunk_of(root: Path, only: set[str], codec: int | None = None) -> bytes:
+def chunk_of(root: Path, only: set[str], codec: int | None = None) -> ChunkId:
     """A chunk named by exactly the snapshots ``only`` (and stored with ``codec``)."""
     for cid, names in sorted(users_of(root).items()):
         if names == only and (codec is None or location(root, cid)[3] == codec):
@@ -126,7 +126,7 @@ def snapshots_of(base: Base, name: str) -> set[str]:
 def checks_out(root: Path, base: Base, sids: set[str]) -> None:
     with Repository.open(root) as r:
         for sid in sids:
-            assert content_sha(r, bytes.fromhex(sid)) == base.digests[sid], sid[:12]
+            assert content_sha(r, SnapshotId(bytes.fromhex(sid))) == base.digests[sid], sid[:12]
 
 
 def pack_bytes(root: Path) -> dict[str, str]:

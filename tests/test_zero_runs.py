@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from snapstore import Mode, Repository, checkout, commit_file
 from snapstore.chunker import stream_pieces, zero_runs, zero_runs_py
-from snapstore.model import ChunkerParams, ChunkRef, ZeroRun
+from snapstore.model import ChunkerParams, ChunkRef, SnapshotId, ZeroRun
 from snapstore.ops import pipeline
 from snapstore.storage import fsio
 from tests.conftest import SMALL_CHUNKER
@@ -58,7 +58,7 @@ def test_stream_pieces_cut_the_data_between_runs_on_its_own() -> None:
     assert sum(n for n, _ in pieces) == len(a) + 5000 + len(b)
 
 
-def _pieces(repo: Repository, snapshot_id: bytes) -> list[tuple[int, bool]]:
+def _pieces(repo: Repository, snapshot_id: SnapshotId) -> list[tuple[int, bool]]:
     out: list[tuple[int, bool]] = []
     for r in repo.iter_records(snapshot_id):
         if isinstance(r, ChunkRef):

@@ -21,6 +21,8 @@ from snapstore.cli.commit_cmd import commit
 from snapstore.cli.common import GLOBAL, REPO_HELP
 from snapstore.cli.config_cmd import config_app
 from snapstore.cli.init_cmd import init
+from snapstore.cli.mount_cmd import mount
+from snapstore.cli.nbd_cmd import nbd
 from snapstore.cli.pin_cmd import pin, unpin
 from snapstore.cli.signals import Signalled, install
 from snapstore.cli.snapshots_cmd import log, rm, show
@@ -117,7 +119,23 @@ def global_options(
         _log.setLevel(logging.INFO)
 
 
-for command in (init, commit, checkout, log, show, rm, gc, prune, pin, unpin, stats, verify, repair):
+for command in (
+    init,
+    commit,
+    checkout,
+    log,
+    show,
+    rm,
+    gc,
+    prune,
+    pin,
+    unpin,
+    stats,
+    verify,
+    repair,
+    nbd,
+    mount,
+):
     app.command()(command)
 app.add_typer(config_app, name="config")
 

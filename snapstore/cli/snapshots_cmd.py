@@ -10,7 +10,7 @@ import typer
 from snapstore.cli.common import GLOBAL, JsonOption, NoLockOption, RepoOption, emit_json, info, open_repo, out
 from snapstore.cli.text import cut, safe, when
 from snapstore.errors import CorruptError, IntegrityError, UsageError
-from snapstore.model import ChunkRef, SnapshotInfo, ZeroRun
+from snapstore.model import ChunkRef, SnapshotId, SnapshotInfo, ZeroRun
 from snapstore.ops.space import exclusive_bytes
 from snapstore.repo import Mode, Repository
 from snapstore.units import format_size, parse_duration
@@ -150,10 +150,10 @@ def rm(
         info("run 'snap gc' to free the space they held")
 
 
-def _resolve_all(r: Repository, refs: list[str]) -> tuple[list[SnapshotInfo], list[bytes]]:
+def _resolve_all(r: Repository, refs: list[str]) -> tuple[list[SnapshotInfo], list[SnapshotId]]:
     """The snapshots ``refs`` name, and the ids of those whose manifest is damaged."""
-    found: dict[bytes, SnapshotInfo] = {}
-    damaged: dict[bytes, None] = {}
+    found: dict[SnapshotId, SnapshotInfo] = {}
+    damaged: dict[SnapshotId, None] = {}
     for ref in refs:
         try:
             s = r.resolve(ref)

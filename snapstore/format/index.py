@@ -13,7 +13,7 @@ from snapstore.chunker import MAX_CHUNK_SIZE
 from snapstore.codec import CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
-from snapstore.model import ChunkLocation
+from snapstore.model import ChunkLocation, PackId
 
 INDEX_VERSION = 2  # 1: no owners, no exclusive table, no totals (upgraded by a recount)
 READABLE_INDEX_VERSIONS = (1, 2)
@@ -78,13 +78,13 @@ def encode_garbage_key(pack_id: bytes, offset: int) -> bytes:
     return _GARBAGE_KEY.pack(pack_id, offset)
 
 
-def decode_garbage_key(data: bytes) -> tuple[bytes, int]:
+def decode_garbage_key(data: bytes) -> tuple[PackId, int]:
     if len(data) != _GARBAGE_KEY.size:
         raise _corrupt(f"garbage key of {len(data)} bytes")
     pack_id, offset = _GARBAGE_KEY.unpack(data)
     if not PACK_HEADER_SIZE <= offset <= MAX_FILE_OFFSET:
         raise _corrupt(f"garbage key at offset {offset}, outside any pack's records")
-    return pack_id, offset
+    return PackId(pack_id), offset
 
 
 def encode_u64(n: int) -> bytes:

@@ -23,6 +23,7 @@ from snapstore.model import (
     EntryEnd,
     EntryStart,
     ManifestRecord,
+    SnapshotId,
     SnapshotInfo,
     ZeroRun,
 )
@@ -140,7 +141,7 @@ def trailer_length(footer: bytes, file_size: int, what: str) -> int:
     return int(length)
 
 
-def decode_trailer(snapshot_id: bytes, body: bytes, what: str) -> SnapshotInfo:
+def decode_trailer(snapshot_id: SnapshotId, body: bytes, what: str) -> SnapshotInfo:
     try:
         doc = json.loads(body)
         created = datetime.strptime(doc["created"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

@@ -21,6 +21,7 @@ from snapstore.chunker import MAX_CHUNK_SIZE
 from snapstore.codec import CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
 from snapstore.format import READABLE_VERSIONS
+from snapstore.model import ChunkId
 
 PACK_MAGIC = b"SNAPPACK"
 PACK_HEADER = struct.Struct("<8sII")  # magic, format version, reserved (0)
@@ -33,7 +34,7 @@ RECORD_HEADER_SIZE = _RECORD.size + _CRC.size  # 52
 
 @dataclass(frozen=True)
 class RecordHeader:
-    chunk_id: bytes
+    chunk_id: ChunkId
     codec: int
     raw_size: int
     stored_size: int
@@ -84,7 +85,7 @@ def decode_record_header(data: bytes | memoryview, what: str) -> RecordHeader:
         raise CorruptError(what, f"implausible sizes raw={raw_size} stored={stored_size}")
     if codec == CODEC_NONE and stored_size != raw_size:
         raise CorruptError(what, "raw record with stored_size != raw_size")
-    return RecordHeader(chunk_id, codec, raw_size, stored_size)
+    return RecordHeader(ChunkId(chunk_id), codec, raw_size, stored_size)
 
 
 def find_record(buf: bytes, start: int) -> int:
@@ -116,7 +117,7 @@ FOOTER_SIZE = _FOOTER.size  # 64
 
 @dataclass(frozen=True)
 class TableEntry:
-    chunk_id: bytes
+    chunk_id: ChunkId
     offset: int  # of the record header
     raw_size: int
     stored_size: int
@@ -169,7 +170,7 @@ def decode_table(table: bytes, digest: bytes, table_offset: int, what: str) -> l
     entries = []
     end = PACK_HEADER_SIZE
     for chunk_id, offset, raw_size, stored_size, codec in _ENTRY.iter_unpack(table):
-        entry = TableEntry(chunk_id, offset, raw_size, stored_size, codec)
+        entry = TableEntry(ChunkId(chunk_id), offset, raw_size, stored_size, codec)
         if offset < end or entry.end > table_offset:
             raise CorruptError(what, "pack trailer lists records out of place")
         if codec not in CODEC_NAMES or raw_size > MAX_CHUNK_SIZE or stored_size > raw_size:

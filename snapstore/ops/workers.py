@@ -19,7 +19,8 @@ from snapstore.hashing import chunk_id
 from snapstore.model import ChunkerParams, ChunkId
 from snapstore.repo import Repository
 
-ZEROS = b"zeros"  # what a confirmation expects of a previous zero run
+ZEROS = ChunkId(b"zeros")  # what a confirmation expects of a previous zero run
+NO_ID = ChunkId(b"")  # an outcome whose bytes were not hashed
 
 
 # The arguments of one chunk's confirm_chunk: window, length, expected, known, final, check_cut.
@@ -37,7 +38,7 @@ class Kind(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Outcome:
     kind: Kind
-    chunk_id: ChunkId = b""  # of a MISMATCH too, when its bytes were hashed
+    chunk_id: ChunkId = NO_ID  # of a MISMATCH too, when its bytes were hashed
     stored: int = 0
     recut: bool = False  # a confirmation whose bytes changed but whose cut did not
 

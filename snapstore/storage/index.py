@@ -262,12 +262,12 @@ class IndexTxn:
             for key, value in cur:
                 yield _chunk_key(key), fmt.decode_location(value)
 
-    def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation | CorruptError]]:
+    def iter_entries(self) -> Iterator[tuple[ChunkId, ChunkLocation | CorruptError]]:
         """Every chunk entry, a damaged one as the error that decoding it raised (verify
         reports those and carries on)."""
         with self._txn.cursor(db=self._chunks) as cur:
             for key, value in cur:
-                name = bytes(key) if len(key) <= 2 * CHUNK_ID_SIZE else bytes(key[:CHUNK_ID_SIZE])
+                name = ChunkId(bytes(key) if len(key) <= 2 * CHUNK_ID_SIZE else bytes(key[:CHUNK_ID_SIZE]))
                 entry: ChunkLocation | CorruptError
                 try:
                     _chunk_key(key)
@@ -301,12 +301,12 @@ class IndexTxn:
             return
         with self._txn.cursor(db=self._damaged) as cur:
             for key in cur.iternext(keys=True, values=False):
-                yield _chunk_key(key)
+                yield _snapshot_key(key)
 
     def iter_counted(self) -> Iterator[SnapshotId]:
         with self._txn.cursor(db=self._counted) as cur:
             for key in cur.iternext(keys=True, values=False):
-                yield _chunk_key(key)
+                yield _snapshot_key(key)
 
     def iter_garbage(self) -> Iterator[tuple[PackId, int, int]]:
         if self._garbage is None:
@@ -364,10 +364,18 @@ class IndexTxn:
         return bytes(value)
 
 
-def _chunk_key(key: Any) -> bytes:
+def _id_key(key: Any) -> bytes:
     if len(key) != CHUNK_ID_SIZE:
         raise CorruptError("index", f"a key of {len(key)} bytes", hint=fmt.REPAIR_HINT)
     return bytes(key)
+
+
+def _chunk_key(key: Any) -> ChunkId:
+    return ChunkId(_id_key(key))
+
+
+def _snapshot_key(key: Any) -> SnapshotId:
+    return SnapshotId(_id_key(key))
 
 
 class IndexWriteTxn(IndexTxn):
@@ -378,7 +386,7 @@ class IndexWriteTxn(IndexTxn):
     def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
         super().__init__(txn, dbs)
         self._totals = [0, 0, 0, 0]  # deltas of the four totals
-        self._excl: dict[SnapshotId, int] = {}  # deltas of exclusive sizes
+        self._excl: dict[bytes, int] = {}  # deltas of exclusive sizes, by owner (a snapshot id)
         self._uncounted: set[SnapshotId] = set()  # their exclusive entry goes
 
     def _store(self, chunk_id: ChunkId, old: ChunkLocation | None, new: ChunkLocation | None) -> None:
@@ -528,7 +536,7 @@ class IndexWriteTxn(IndexTxn):
     def zero_refcounts(self, start: bytes, limit: int) -> bytes | None:
         """Set the reference count of at most ``limit`` chunks, from key ``start`` on, to 0;
         return the key to start the next batch at (None: done)."""
-        keys: list[bytes] = []
+        keys: list[ChunkId] = []
         following: bytes | None = None
         with self._txn.cursor(db=self._chunks) as cur:
             found = cur.set_range(start) if start else cur.first()
@@ -536,10 +544,10 @@ class IndexWriteTxn(IndexTxn):
                 if len(keys) >= limit:
                     following = bytes(cur.key())
                     break
-                keys.append(bytes(cur.key()))
+                keys.append(ChunkId(bytes(cur.key())))
                 found = cur.next()
         for key in keys:
-            loc = self.get(_chunk_key(key))
+            loc = self.get(key)
             if loc is not None:  # every entry written again: one of index version 1 gets owners
                 self._store(key, loc, replace(loc, refcount=0, owners=bytes(32)))
         return following

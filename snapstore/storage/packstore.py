@@ -260,7 +260,7 @@ class PackStore:
         return _pack_path(self.root, pack_id)
 
     def create(self) -> PackWriter:
-        pack_id = secrets.token_bytes(16)
+        pack_id = PackId(secrets.token_bytes(16))
         return PackWriter(self._pinned(pack_id), pack_id, self.file_mode, self.version)
 
     def iter_pack_ids(self) -> Iterator[PackId]:
@@ -292,7 +292,7 @@ class PackStore:
                 elif not is_file:
                     self._warn(f"{sub}/{name}", "not a regular file; its chunks cannot be read")
                 else:
-                    yield bytes.fromhex(match.group(1))
+                    yield PackId(bytes.fromhex(match.group(1)))
 
     def _warn(self, name: str, why: str) -> None:
         if name not in self._warned:

@@ -67,7 +67,7 @@ class ManifestWriter:
         """Write the trailer, make the file durable as ``tmp/pending-<id>``; return the id."""
         self.write(trailer)
         self._flush()
-        snapshot_id = self._hasher.digest()
+        snapshot_id = SnapshotId(self._hasher.digest())
         pending = self._tmp_dir / f"{PENDING}{snapshot_id.hex()}"
         try:
             os.fsync(self._fd)
@@ -205,7 +205,7 @@ def _vanished(snapshot_id: SnapshotId, what: str, where: str) -> SnapstoreError:
     return SnapshotRemovedError(snapshot_id.hex()[:12])
 
 
-def id_names(directory: Path, prefix: str) -> tuple[list[bytes], list[str]]:
+def id_names(directory: Path, prefix: str) -> tuple[list[SnapshotId], list[str]]:
     """The ids named by ``<prefix><lowercase hex id>`` entries of ``directory`` (sorted), and
     the other names starting with ``prefix`` (stray: never read, never indexed). Only
     lowercase hex of the exact length is an id: ``bytes.fromhex`` would also take white
@@ -222,7 +222,7 @@ def id_names(directory: Path, prefix: str) -> tuple[list[bytes], list[str]]:
         if not name.startswith(prefix):
             continue
         if _ID.fullmatch(name, len(prefix)):
-            ids.append(bytes.fromhex(name[len(prefix) :]))
+            ids.append(SnapshotId(bytes.fromhex(name[len(prefix) :])))
         else:
             stray.append(name)
     return sorted(ids), stray

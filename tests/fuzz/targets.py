@@ -34,12 +34,15 @@ from snapstore.hashing import chunk_id
 from snapstore.model import (
     Buffer,
     ChunkerParams,
+    ChunkId,
     ChunkLocation,
     ChunkRef,
     Config,
     EntryEnd,
     EntryStart,
     ManifestRecord,
+    PackId,
+    SnapshotId,
     ZeroRun,
 )
 from snapstore.storage import lmdb_file
@@ -75,7 +78,7 @@ def fuzz_manifest_records(data: bytes) -> None:
 
 def fuzz_manifest_trailer(data: bytes) -> None:
     """The trailer JSON (its length is checked before it is read, see the footer target)."""
-    mf.decode_trailer(b"\1" * 32, data[: mf.MAX_JSON], "manifest")
+    mf.decode_trailer(SnapshotId(b"\1" * 32), data[: mf.MAX_JSON], "manifest")
 
 
 def fuzz_manifest_footer(data: bytes) -> None:
@@ -88,7 +91,7 @@ def fuzz_manifest_file(data: bytes) -> None:
     the whole-file hash (the id is the hash of the bytes, or of other bytes)."""
     store = SnapshotStore(_SCRATCH / "snapshots", _SCRATCH / "tmp", 0o600)
     store.root.mkdir(exist_ok=True)
-    for snapshot_id in (chunk_id(data), b"\7" * 32):
+    for snapshot_id in (SnapshotId(chunk_id(data)), SnapshotId(b"\7" * 32)):
         path = store.path(snapshot_id)
         path.write_bytes(data)
         try:
@@ -115,7 +118,7 @@ def fuzz_pack_file(data: bytes) -> None:
     """A whole pack through the pack store: header check, its records (from its trailer or
     a scan), and every record found read back and decoded against its id."""
     store = PackStore(_SCRATCH / "packs", 0o600, FORMAT_VERSION)
-    pack_id = b"\x5a" * 16
+    pack_id = PackId(b"\x5a" * 16)
     path = store.path(pack_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -197,7 +200,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 def _manifest() -> bytes:
     records: list[ManifestRecord] = [
         EntryStart("vm.img", mode=0o640, mtime_ns=123),
-        ChunkRef(b"\3" * 32, 1000),
+        ChunkRef(ChunkId(b"\3" * 32), 1000),
         ZeroRun(1 << 20),
         EntryEnd(1000 + (1 << 20), b"\4" * 32),
     ]
@@ -247,7 +250,7 @@ def _lmdb() -> bytes:
 def seeds(name: str) -> list[bytes]:
     config = config_fmt.encode(Config(1, "ab" * 16, "2024-01-01T00:00:00Z", chunker=ChunkerParams()))
     manifest = _manifest()
-    location = index_fmt.encode_location(ChunkLocation(b"\1" * 16, 16, 100, 200, 1, 3))
+    location = index_fmt.encode_location(ChunkLocation(PackId(b"\1" * 16), 16, 100, 200, 1, 3))
     zstd = codec.encode(b"abc" * 1000, 3)[1]
     return {
         "config": [config],
