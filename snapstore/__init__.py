@@ -7,9 +7,10 @@ enforces what the command promises (the repository quota on every commit)::
     from snapstore import Mode
 
     with snapstore.open_repository("/backup/vms", Mode.WRITE, create=True) as repo:
-        result = snapstore.commit_file(repo, Path("vm.img"), message="nightly")
+        result = snapstore.commit_file(repo, Path("vm.img"), message="nightly", tags=["nightly"])
     with snapstore.open_repository("/backup/vms", Mode.EXCLUSIVE) as repo:
-        snapstore.prune(repo, snapstore.KeepPolicy(last=7, daily=30))
+        snapstore.prune(repo, snapstore.KeepPolicy(last=7, daily=30),
+                        select=snapstore.SnapshotFilter.from_options(tags=["nightly"]))
     with snapstore.open_repository("/backup/vms", Mode.CHECK) as repo:
         assert snapstore.verify(repo).ok
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from snapstore.errors import QuotaError, SnapstoreError
     from snapstore.model import ChunkerParams, SnapshotInfo
     from snapstore.ops.checkout import CheckoutResult, checkout
-    from snapstore.ops.commit import CommitResult, commit_file
+    from snapstore.ops.commit import CommitResult, commit_command, commit_file, commit_stream
     from snapstore.ops.gc import GcResult
     from snapstore.ops.gc import collect as gc
     from snapstore.ops.prune import PrunePlan, PruneResult, prune
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from snapstore.ops.verify import VerifyReport, verify
     from snapstore.repo import Mode, Repository
     from snapstore.retention import KeepPolicy
+    from snapstore.selection import SnapshotFilter
 
 # Imported on first use (PEP 562): a command imports only the layers it runs on.
 # name -> (module, attribute there)
@@ -49,6 +51,8 @@ _HOMES = {
     "checkout": ("snapstore.ops.checkout", "checkout"),
     "CommitResult": ("snapstore.ops.commit", "CommitResult"),
     "commit_file": ("snapstore.ops.commit", "commit_file"),
+    "commit_stream": ("snapstore.ops.commit", "commit_stream"),
+    "commit_command": ("snapstore.ops.commit", "commit_command"),
     "GcResult": ("snapstore.ops.gc", "GcResult"),
     "gc": ("snapstore.ops.gc", "collect"),
     "PrunePlan": ("snapstore.ops.prune", "PrunePlan"),
@@ -63,6 +67,7 @@ _HOMES = {
     "Mode": ("snapstore.repo", "Mode"),
     "Repository": ("snapstore.repo", "Repository"),
     "KeepPolicy": ("snapstore.retention", "KeepPolicy"),
+    "SnapshotFilter": ("snapstore.selection", "SnapshotFilter"),
 }
 
 
@@ -92,12 +97,15 @@ __all__ = [
     "QuotaError",
     "RepoStats",
     "Repository",
+    "SnapshotFilter",
     "SnapshotInfo",
     "SnapstoreError",
     "VerifyReport",
     "__version__",
     "checkout",
+    "commit_command",
     "commit_file",
+    "commit_stream",
     "exclusive_bytes",
     "gc",
     "open_repository",

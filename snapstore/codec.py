@@ -18,11 +18,13 @@ choice is not recorded.
 from __future__ import annotations
 
 import threading
-
-import zstandard
+from typing import TYPE_CHECKING
 
 from snapstore.errors import DamagedChunkError
 from snapstore.model import Buffer
+
+if TYPE_CHECKING:
+    import zstandard
 
 CODEC_NONE = 0
 CODEC_ZSTD = 1
@@ -37,9 +39,17 @@ FAST_ABOVE = 0.5  # "poorly": its samples compress to more than this fraction of
 _local = threading.local()
 
 
+def _zstd() -> None:
+    """Import zstandard, the first time a (de)compressor is made: commands that read no
+    chunk (log, show, stats) do not import it."""
+    global zstandard
+    import zstandard
+
+
 def _compressor(level: int) -> zstandard.ZstdCompressor:
     cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("c", {})
     if level not in cache:
+        _zstd()
         cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
     return cache[level]
 
@@ -47,6 +57,7 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
 def _decompressor() -> zstandard.ZstdDecompressor:
     d = _local.__dict__.get("d")
     if d is None:
+        _zstd()
         d = _local.d = zstandard.ZstdDecompressor()
     return d
 
@@ -96,12 +107,13 @@ def decode(codec: int, payload: Buffer, raw_size: int) -> Buffer:
             raise DamagedChunkError("stored chunk", detail)
         return payload
     if codec == CODEC_ZSTD:
+        decompressor = _decompressor()  # (zstandard is imported from here on)
         try:
             # Checked first: decompress() allocates what the frame header claims.
             declared = zstandard.frame_content_size(payload)
             if declared not in (-1, raw_size):
                 raise DamagedChunkError("stored chunk", f"frame of {declared} bytes, expected {raw_size}")
-            data = _decompressor().decompress(payload, max_output_size=raw_size)
+            data = decompressor.decompress(payload, max_output_size=raw_size)
         except zstandard.ZstdError as exc:
             raise DamagedChunkError("stored chunk", f"zstd: {exc}") from exc
         if len(data) != raw_size:

@@ -286,6 +286,21 @@ class StorageIOError(SnapstoreError):
         self.reason = reason
 
 
+class CommandFailedError(SnapstoreError):
+    """The command a commit read its input from failed (exit status or signal): no snapshot
+    was made, whatever it wrote."""
+
+    exit_code = 12
+
+    def __init__(self, command: str, status: str) -> None:
+        super().__init__(
+            f"command {command} {status}; no snapshot was made",
+            hint="the chunks already stored are kept for a retry; gc frees them if none comes",
+        )
+        self.command = command
+        self.status = status
+
+
 def translate_os_error(exc: OSError, where: str, *, output: bool = False) -> SnapstoreError:
     """Map an OSError met on the repository's own files (or, ``output``, on a checkout's
     output) to a snapstore error."""
@@ -315,4 +330,5 @@ EXIT_CODES: dict[str, int] = {
     "input changed": InputChangedError.exit_code,
     "input": InputError.exit_code,
     "storage i/o": StorageIOError.exit_code,
+    "command failed": CommandFailedError.exit_code,
 }

@@ -111,6 +111,7 @@ class SnapshotInfo:
     hostname: str = ""
     source: str = ""
     sequence: int | None = None  # one more than the highest of the snapshots before it
+    tags: tuple[str, ...] = ()  # sorted, each once (snapstore.selection)
 
     @property
     def hex(self) -> str:

@@ -1,4 +1,8 @@
-"""The progress protocol: operations report, the CLI draws."""
+"""The progress protocol: operations report, the CLI draws.
+
+``advance(n)``: n more bytes done by working on them (read, chunked, written); ``skip(n)``: n
+more bytes done at no cost (a hole not read, a zero run left as a hole): they move the bar
+but not the speed, so the time left stays right."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ class Progress(Protocol):
 
     def advance(self, n: int) -> None: ...
 
+    def skip(self, n: int) -> None: ...
+
     def finish(self) -> None: ...
 
 
@@ -18,6 +24,9 @@ class NullProgress:
         pass
 
     def advance(self, n: int) -> None:
+        pass
+
+    def skip(self, n: int) -> None:
         pass
 
     def finish(self) -> None:

@@ -12,7 +12,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapstore import chunkset, codec
@@ -20,11 +20,12 @@ from snapstore.chunkset import ChunkIdSet
 from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
 from snapstore.format import index as fmt
 from snapstore.hashing import chunk_id as hash_chunk
-from snapstore.model import ChunkId, ChunkLocation, ChunkRef, SnapshotId
+from snapstore.model import ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId
+from snapstore.repo_verify_packs import incomplete_trailers
 from snapstore.storage import fsio
 from snapstore.storage.index import Index
-from snapstore.storage.packstore import PackStore
-from snapstore.storage.snapshots import PENDING, TRASH, SnapshotStore
+from snapstore.storage.kinds import Packs, Snapshots
+from snapstore.storage.snapshots import PENDING, TRASH
 
 log = logging.getLogger(__name__)
 INDEX_BUILD = "index-"  # tmp/index-<random>/: an index being built, moved to index/ when whole
@@ -36,13 +37,15 @@ class RebuildReport:
     duplicates: int  # records of a chunk indexed elsewhere (put on the garbage list)
     damaged_packs: tuple[str, ...] = ()  # packs whose header is damaged (their records still count)
     damaged_manifests: tuple[SnapshotId, ...] = ()  # counted as far as they could be read
+    rewritten_trailers: tuple[PackId, ...] = ()  # omitted a record the old index pointed at
+    damaged_pack_ids: tuple[PackId, ...] = ()  # the packs of damaged_packs (repair rewrites their header)
 
 
 BATCH = 50_000  # chunk ids per index transaction: far from LMDB's limit of dirty pages
 
 
 def chunk_set(
-    snapshots: SnapshotStore, snapshot_id: SnapshotId, where: str = "", *, damaged_ok: bool = False
+    snapshots: Snapshots, snapshot_id: SnapshotId, where: str = "", *, damaged_ok: bool = False
 ) -> ChunkIdSet:
     """The distinct chunk ids a manifest names (memory: 32 bytes per chunk, see chunkset).
 
@@ -57,7 +60,7 @@ def chunk_set(
 
 
 def read_chunk_set(
-    snapshots: SnapshotStore, snapshot_id: SnapshotId, where: str = ""
+    snapshots: Snapshots, snapshot_id: SnapshotId, where: str = ""
 ) -> tuple[ChunkIdSet, CorruptError | IntegrityError | None]:
     """The chunks a manifest names (before the damage, if any) and the damage."""
     damage: CorruptError | IntegrityError | None = None
@@ -121,7 +124,7 @@ def count(
         done = begin
 
 
-def recover(index: Index, snapshots: SnapshotStore) -> None:
+def recover(index: Index, snapshots: Snapshots, tmp: Path) -> None:
     """Finish or roll back what a killed command left half done.
 
     - ``tmp/pending-<id>``: a commit died before publishing; its counts are rolled back.
@@ -135,13 +138,13 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
     - ``tmp/part-*``: manifests a commit never finished; ``tmp/index-*``: index builds that
       never finished; deleted.
     """
-    tmp = snapshots.tmp_dir
+    snapshots.tidy()
     for prefix, ids in ((PENDING, snapshots.list_pending()), (TRASH, snapshots.list_trash())):
         for sid in ids:
             with index.read() as r:
                 counted = r.is_counted(sid)
             if counted:
-                refs = chunk_set(snapshots, sid, where=str(tmp / f"{prefix}{sid.hex()}"), damaged_ok=True)
+                refs = chunk_set(snapshots, sid, where=snapshots.where(prefix, sid), damaged_ok=True)
                 count(index, sid, refs, False)
             if prefix == PENDING:
                 snapshots.discard_pending(sid)
@@ -177,7 +180,7 @@ def recover(index: Index, snapshots: SnapshotStore) -> None:
 
 
 def _count_published(
-    index: Index, snapshots: SnapshotStore, sid: SnapshotId, *, warn: bool = True
+    index: Index, snapshots: Snapshots, sid: SnapshotId, *, warn: bool = True
 ) -> SnapshotId | None:
     """Count a published manifest as far as it reads; one that does not read whole is listed
     in the damaged table (and returned; ``warn``: with a warning)."""
@@ -228,7 +231,7 @@ def _remove_entry(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def recount(index: Index, snapshots: SnapshotStore) -> tuple[SnapshotId, ...]:
+def recount(index: Index, snapshots: Snapshots) -> tuple[SnapshotId, ...]:
     """Recompute every reference count from the published manifests, in batched transactions
     (a mark in the index makes recovery start again if this is killed); return the manifests
     that are damaged (counted as far as they could be read, and listed in the damaged table:
@@ -255,7 +258,7 @@ def recount(index: Index, snapshots: SnapshotStore) -> tuple[SnapshotId, ...]:
     return tuple(damaged)
 
 
-def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> RebuildReport:
+def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
     """Fill an empty index from the packs alone, then count references from the manifests.
 
     A chunk found in more than one record keeps one location whose data matches its id (the
@@ -264,11 +267,13 @@ def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> Rebuild
     ever listed."""
     chunks = duplicates = 0
     damaged_packs = []
+    damaged_ids = []
     for pack_id in packs.iter_pack_ids():
         try:
             packs.check_header(pack_id)
         except CorruptError as exc:
             damaged_packs.append(exc.message)
+            damaged_ids.append(pack_id)
         scan = packs.records(pack_id)
         while batch := list(itertools.islice(scan, BATCH)):
             with index.write() as w:
@@ -285,10 +290,12 @@ def rebuild(index: Index, packs: PackStore, snapshots: SnapshotStore) -> Rebuild
                     elif _chunk_ok(packs, header.chunk_id, loc):
                         w.put(header.chunk_id, loc)
     damaged_manifests = recount(index, snapshots)
-    return RebuildReport(chunks, duplicates, tuple(damaged_packs), damaged_manifests)
+    return RebuildReport(
+        chunks, duplicates, tuple(damaged_packs), damaged_manifests, damaged_pack_ids=tuple(damaged_ids)
+    )
 
 
-def _chunk_ok(packs: PackStore, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
+def _chunk_ok(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
     try:
         data = codec.decode(loc.codec, packs.read_record(loc, chunk_id), loc.raw_size)
     except SnapstoreError:
@@ -296,10 +303,10 @@ def _chunk_ok(packs: PackStore, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
     return hash_chunk(data) == chunk_id
 
 
-def build_index(root: Path, file_mode: int, packs: PackStore, snapshots: SnapshotStore) -> RebuildReport:
-    """Build a new index in ``tmp/index-<random>/`` and move it to ``index/`` (replacing any
-    there) only when it is whole: a killed build never leaves a partial index in place."""
-    tmp = snapshots.tmp_dir  # pinned, like root (see storage/dirs.py)
+def build_index(root: Path, tmp: Path, file_mode: int, packs: Packs, snapshots: Snapshots) -> RebuildReport:
+    """Build a new index in ``tmp/index-<random>/`` and move it to ``root/index/`` (replacing
+    any there) only when it is whole: a killed build never leaves a partial index in place.
+    ``root`` and ``tmp`` are pinned (storage/dirs.py) and on one file system."""
     build = tmp / f"{INDEX_BUILD}{secrets.token_hex(8)}"
     try:
         build.mkdir(mode=fsio.dir_mode(file_mode))
@@ -329,7 +336,7 @@ def build_index(root: Path, file_mode: int, packs: PackStore, snapshots: Snapsho
     return report
 
 
-def temporary_index(packs: PackStore, snapshots: SnapshotStore) -> tuple[Index, Path, RebuildReport]:
+def temporary_index(packs: Packs, snapshots: Snapshots) -> tuple[Index, Path, RebuildReport]:
     """An index rebuilt from the packs in a private temp directory outside the repository
     (for readers, which never write to it); the caller closes it and removes the directory."""
     try:
@@ -366,11 +373,19 @@ class OpenedIndex:
 
 
 def open_index(
-    root: Path, file_mode: int, packs: PackStore, snapshots: SnapshotStore, *, writes: bool, rebuild: bool
+    root: Path,
+    tmp: Path,
+    file_mode: int,
+    packs: Packs,
+    snapshots: Snapshots,
+    *,
+    writes: bool,
+    rebuild: bool,
 ) -> OpenedIndex:
-    """The repository's index. A missing one is rebuilt by writers (in place) and by readers
-    (in a temporary directory: a reader never writes to the repository); a damaged one by
-    readers the same way, by writers only when asked (``rebuild``: repair)."""
+    """The repository's index in ``root/index`` (``tmp``: where a new one is built). A
+    missing one is rebuilt by writers (in place) and by readers (in a temporary directory: a
+    reader never writes to the repository); a damaged one by readers the same way, by
+    writers only when asked (``rebuild``: repair)."""
     path = root / "index"
     problem = "the index is missing"
     try:
@@ -387,5 +402,26 @@ def open_index(
     if not writes:
         index, temporary, report = temporary_index(packs, snapshots)
         return OpenedIndex(index, problem, temporary, report)
-    report = build_index(root, file_mode, packs, snapshots)
+    rewritten = rewrite_incomplete_trailers(path, file_mode, packs) if present else ()
+    report = replace(build_index(root, tmp, file_mode, packs, snapshots), rewritten_trailers=rewritten)
     return OpenedIndex(Index(path, mode=file_mode, create=False), report=report)
+
+
+def rewrite_incomplete_trailers(path: Path, file_mode: int, packs: Packs) -> tuple[PackId, ...]:
+    """Before the index at ``path`` is replaced by one rebuilt from the pack trailers: a
+    trailer that omits or misplaces a record this index points at would lose that chunk, so
+    it is written again from a scan of its pack. Nothing is done if the index cannot be read."""
+    try:
+        old = Index(path, mode=file_mode, create=False, readonly=True)
+    except SnapstoreError:
+        return ()
+    try:
+        bad = incomplete_trailers(old, packs)
+    except SnapstoreError:
+        bad = []
+    finally:
+        old.close()
+    for pack_id in bad:
+        log.warning("pack %s: its trailer omits indexed records; writing it again from a scan", pack_id.hex())
+        packs.rewrite_trailer(pack_id)
+    return tuple(bad)

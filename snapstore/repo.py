@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
 from snapstore import chunkset, codec, recovery, repo_files, repo_verify
-from snapstore.chunker import validate
+from snapstore.backends.base import Backend
 from snapstore.errors import CorruptError, SnapstoreError, UsageError
-from snapstore.format import FORMAT_VERSION
 from snapstore.format import manifest as manifest_fmt
 from snapstore.gcplan import record_span
 from snapstore.hashing import chunk_id as hash_chunk
@@ -28,29 +27,27 @@ from snapstore.model import (
     ChunkerParams,
     ChunkId,
     ChunkLocation,
-    CodecParams,
     Config,
     ManifestRecord,
     PackId,
     SnapshotId,
     SnapshotInfo,
 )
-from snapstore.repo_files import REPO_DIR_NAME, RESERVE_SIZE, find_root, load_config, open_dirs
+from snapstore.repo_files import REPO_DIR_NAME, find_root, load_config
 from snapstore.repo_listing import Listing
+from snapstore.repo_location import BackendLocation, LocalLocation, RepoLock, create_objects, new_config
 from snapstore.repo_maintenance import Maintenance
 from snapstore.snapshotbuilder import SnapshotBuilder
-from snapstore.storage import fsio
 from snapstore.storage.appender import PackAppender
-from snapstore.storage.dirs import RepoDirs
-from snapstore.storage.lock import DATA, WRITE, Lock
-from snapstore.storage.packstore import PackStore
-from snapstore.storage.pins import PinStore
+from snapstore.storage.kinds import ManifestWriting
+from snapstore.storage.lock import DATA, WRITE
 from snapstore.storage.prefetch import Prefetch
-from snapstore.storage.snapshots import PENDING, ManifestWriter, SnapshotStore
+from snapstore.storage.snapshots import PENDING
 
 __all__ = ["REPO_DIR_NAME", "ChunkPrefetch", "Mode", "Repository", "find_root", "load_config"]
 
 log = logging.getLogger(__name__)
+Location = LocalLocation | BackendLocation
 
 
 class Mode(enum.Enum):
@@ -65,34 +62,33 @@ class Mode(enum.Enum):
 
 
 class Repository(Listing, Maintenance):
-    """A snapstore repository on a local filesystem: its snapshots, chunks, index and locks.
-    Made with :meth:`init`, opened with :meth:`open` (or ``snapstore.open_repository``) in a
-    :class:`Mode` that takes the locks the work needs; a context manager that releases them."""
+    """A snapstore repository: its snapshots, chunks, index and locks, in a local directory
+    (:meth:`init`, :meth:`open`, or ``snapstore.open_repository``) or in any storage backend
+    (:meth:`init_backend`, :meth:`open_backend`), opened in a :class:`Mode` that takes the
+    locks the work needs; a context manager that releases them."""
 
     def __init__(
         self,
-        dirs: RepoDirs,
+        location: Location,
         config: Config,
         mode: Mode,
-        locks: list[Lock],
+        locks: list[RepoLock],
         *,
         rebuild_index: bool = False,
     ) -> None:
-        self.root = dirs.root  # as the user named it (messages); files are reached through dirs
-        self._dirs = dirs
+        self.root = location.root  # as the user named it (messages); reached through location
+        self._location = location
         self.config = config
         self.mode = mode
         self._locks = locks
         self.file_mode = 0o644 if config.shared else 0o600
-        self._packs = PackStore(
-            dirs.path("packs"), self.file_mode, config.format_version, shown_root=dirs.root / "packs"
-        )
-        self._snapshots = SnapshotStore(dirs.path("snapshots"), dirs.path("tmp"), self.file_mode)
-        self._pins = PinStore(dirs.path("pins"), self.file_mode)
+        self._packs, self._snapshots, self._pins = location.stores(config, self.file_mode)
         self._usable_packs: dict[bytes, bool] = {}  # pack id -> whether a commit may dedup against it
+        index_root, self._tmp = location.index_dirs()
         try:
             opened = recovery.open_index(
-                dirs.path(),
+                index_root,
+                self._tmp,
                 self.file_mode,
                 self._packs,
                 self._snapshots,
@@ -109,7 +105,7 @@ class Repository(Listing, Maintenance):
         self._appender = PackAppender(self._packs, self._index, config.pack_target_size)
         try:
             if mode.writes:
-                recovery.recover(self._index, self._snapshots)
+                recovery.recover(self._index, self._snapshots, self._tmp)
         except BaseException:
             self._appender.close()
             opened.close()
@@ -133,19 +129,50 @@ class Repository(Listing, Maintenance):
             raise UsageError(f"{root} is already a snapstore repository")
         if root.exists() and any(root.iterdir()):
             raise UsageError(f"{root} exists and is not empty")
-        if not 1 <= codec_level <= 22:
-            raise UsageError(f"zstd level must be 1..22, not {codec_level}")
-        config = Config(
-            format_version=FORMAT_VERSION,
-            repository_id=secrets.token_hex(16),
-            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            chunker=validate(chunker or ChunkerParams()),
-            codec=CodecParams("zstd", codec_level),
-            pack_target_size=pack_target_size,
-            shared=shared,
-        )
+        config = new_config(chunker, codec_level, shared, pack_target_size)
         repo_files.create_layout(root, config)
         return cls.open(root, Mode.WRITE)
+
+    @classmethod
+    def init_backend(
+        cls,
+        backend: Backend,
+        *,
+        cache_dir: Path | None = None,
+        chunker: ChunkerParams | None = None,
+        codec_level: int = 3,
+        pack_target_size: int = 64 * 1024 * 1024,
+    ) -> Repository:
+        """Create a repository in ``backend`` (which must hold no object) and open it for
+        writing; its index is kept in ``cache_dir`` (see :meth:`open_backend`)."""
+        config = new_config(chunker, codec_level, False, pack_target_size)
+        create_objects(backend, config)
+        return cls.open_backend(backend, Mode.WRITE, cache_dir=cache_dir)
+
+    @classmethod
+    def open_backend(
+        cls,
+        backend: Backend,
+        mode: Mode = Mode.READ,
+        *,
+        cache_dir: Path | None = None,
+        rebuild_index: bool = False,
+        ignore_bad_quota: bool = False,
+        lock: bool = True,
+        lock_wait: float = 0.0,
+    ) -> Repository:
+        """Open the repository kept as objects of ``backend`` (the caller closes the backend
+        after the repository). Its index is a cache in ``cache_dir``, by default
+        ``$XDG_CACHE_HOME/snapstore/<repository id>/`` (``~/.cache/...``); the rest is as
+        :meth:`open`. Locks are lock objects (docs/BACKENDS.md, "locks without flock")."""
+        return cls._open_at(
+            partial(BackendLocation, backend, cache_dir),
+            mode,
+            rebuild_index=rebuild_index,
+            ignore_bad_quota=ignore_bad_quota,
+            lock=lock,
+            lock_wait=lock_wait,
+        )
 
     @classmethod
     def open(
@@ -163,25 +190,46 @@ class Repository(Listing, Maintenance):
         ``ignore_bad_quota``: a quota out of range reads as none (``snap config`` repairs it).
         ``lock`` False (READ and CHECK only): take no lock at all (``--no-lock``).
         ``lock_wait``: seconds to wait for a lock another process holds (``--lock-wait``)."""
+        return cls._open_at(
+            partial(LocalLocation, root),
+            mode,
+            rebuild_index=rebuild_index,
+            ignore_bad_quota=ignore_bad_quota,
+            lock=lock,
+            lock_wait=lock_wait,
+        )
+
+    @classmethod
+    def _open_at(
+        cls,
+        make_location: Callable[[], Location],
+        mode: Mode,
+        *,
+        rebuild_index: bool,
+        ignore_bad_quota: bool,
+        lock: bool,
+        lock_wait: float,
+    ) -> Repository:
         if rebuild_index and mode is not Mode.EXCLUSIVE:
             raise AssertionError("rebuilding the index needs the repository opened EXCLUSIVE")
         if not lock and mode.writes:
             raise UsageError("--no-lock is for commands that do not write")
-        dirs = open_dirs(root)
-        locks: list[Lock] = []
+        location = make_location()
+        locks: list[RepoLock] = []
         try:
-            config = load_config(root, dirs.path(), ignore_bad_quota=ignore_bad_quota)
+            config = location.load_config(ignore_bad_quota=ignore_bad_quota)
+            root = location.root
             file_mode = 0o644 if config.shared else 0o600
             # Writers create what is missing; readers find it empty.
-            dirs.open_layout(fsio.dir_mode(file_mode) if mode.writes else None)
+            location.open_layout(file_mode, writes=mode.writes)
             reader = not mode.writes  # goes on without a lock it cannot open (read-only media)
             if mode is not Mode.READ and lock:
-                writer = Lock(dirs.path("locks") / WRITE, file_mode)
+                writer = location.lock(WRITE, file_mode)
                 writer.acquire(
                     exclusive=True, repo=root, what="another writer", reader=reader, wait=lock_wait
                 )
                 locks.append(writer)
-            data = Lock(dirs.path("locks") / DATA, file_mode)
+            data = location.lock(DATA, file_mode)
             if lock:
                 data.acquire(
                     exclusive=mode is Mode.EXCLUSIVE,
@@ -191,11 +239,11 @@ class Repository(Listing, Maintenance):
                     wait=lock_wait,
                 )
             locks.append(data)
-            return cls(dirs, config, mode, locks, rebuild_index=rebuild_index)
+            return cls(location, config, mode, locks, rebuild_index=rebuild_index)
         except BaseException:
             for held in reversed(locks):
                 held.release()
-            dirs.close()
+            location.close()
             raise
 
     def upgrade(self) -> None:
@@ -212,7 +260,7 @@ class Repository(Listing, Maintenance):
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
-        self._dirs.close()
+        self._location.close()
 
     @property
     def interrupted_writer(self) -> str | None:
@@ -230,7 +278,7 @@ class Repository(Listing, Maintenance):
 
     def save_config(self, config: Config) -> None:
         self._require(Mode.WRITE)
-        repo_files.save_config(self._dirs, config, self.file_mode)
+        self._location.save_config(config, self.file_mode)
         self.config = config
 
     def _require_write(self) -> None:
@@ -329,12 +377,12 @@ class Repository(Listing, Maintenance):
 
     # -- snapshots -----------------------------------------------------------------------------
 
-    def manifest_writer(self) -> ManifestWriter:
+    def manifest_writer(self) -> ManifestWriting:
         self._require(Mode.WRITE)
         return self._snapshots.writer()
 
     def register_snapshot(
-        self, writer: ManifestWriter, trailer: bytes, chunk_ids: Iterable[ChunkId]
+        self, writer: ManifestWriting, trailer: bytes, chunk_ids: Iterable[ChunkId]
     ) -> SnapshotId:
         """Publish a snapshot: packs, then index and counts, then one atomic rename."""
         self.flush()
@@ -362,9 +410,12 @@ class Repository(Listing, Maintenance):
         message: str,
         source: str,
         sequence: int | None,
+        tags: tuple[str, ...] = (),
+        hostname: str | None = None,
     ) -> SnapshotInfo:
         """Close ``builder``'s manifest with its trailer and publish it (packs, then index and
-        counts, then one atomic rename: :meth:`register_snapshot`)."""
+        counts, then one atomic rename: :meth:`register_snapshot`). ``hostname``: recorded
+        as the snapshot's host (default: this machine's name)."""
         trailer = manifest_fmt.encode_trailer(
             name=name,
             created=created,
@@ -372,9 +423,10 @@ class Repository(Listing, Maintenance):
             size=builder.size,
             entries=builder.entries,
             chunk_refs=builder.chunk_refs,
-            hostname=socket.gethostname(),
+            hostname=socket.gethostname() if hostname is None else hostname,
             source=source,
             sequence=sequence,
+            tags=tags,
         )
         snapshot_id = self.register_snapshot(builder.writer, trailer, builder.chunk_ids)
         return self._snapshots.load_info(snapshot_id)
@@ -385,7 +437,7 @@ class Repository(Listing, Maintenance):
         effort: if this fails too, the next writer's recovery does it."""
         if snapshot_id not in self._snapshots.list_pending():
             return
-        pending = str(self._snapshots.tmp_dir / f"{PENDING}{snapshot_id.hex()}")
+        pending = self._snapshots.where(PENDING, snapshot_id)
         try:
             with self._index.read() as r:
                 counted = r.is_counted(snapshot_id)
@@ -422,14 +474,15 @@ class Repository(Listing, Maintenance):
     # -- space ---------------------------------------------------------------------------------
 
     def disk_usage(self) -> int:
-        """Allocated bytes of the whole repository, as ``du`` counts them."""
-        return fsio.allocated_bytes(self.root)
+        """Allocated bytes of the whole repository, as ``du`` counts them (over a backend:
+        what the backend reports, see Backend.usage)."""
+        return self._location.usage()
 
     def release_reserve(self) -> None:
-        fsio.remove(self._dirs.path() / "reserve", "the reserve file")
+        self._location.release_reserve()
 
     def restore_reserve(self) -> bool:
-        return fsio.reserve_space(self._dirs.path() / "reserve", RESERVE_SIZE, self.file_mode)
+        return self._location.restore_reserve(self.file_mode)
 
 
 class ChunkPrefetch:
@@ -445,6 +498,6 @@ class ChunkPrefetch:
     def want(self, chunk_id: ChunkId) -> ChunkLocation | None:
         """Where the chunk is (None: not stored); its bytes are read ahead."""
         loc = self._repo.get_location(chunk_id)
-        if loc is not None:
+        if loc is not None and self._packs.local:  # a hint to the kernel about a pack file
             self._prefetch.want(self._packs.path(loc.pack_id), loc.offset, record_span(loc))
         return loc

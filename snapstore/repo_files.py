@@ -1,4 +1,5 @@
-"""Finding a local repository, reading its config and laying out a new one."""
+"""Finding a local repository, reading its config and laying out a new one (a repository
+over a backend: repo_location.py)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,11 @@ def load_config(root: Path, pinned_root: Path | None = None, *, ignore_bad_quota
         raise RepositoryNotFoundError(root) from exc
     except OSError as exc:
         raise translate_os_error(exc, str(root / "config")) from exc
+    return decode_config(data, root, ignore_bad_quota=ignore_bad_quota)
+
+
+def decode_config(data: bytes, root: Path, *, ignore_bad_quota: bool = False) -> Config:
+    """A config's bytes decoded (UnsupportedFormatError for a format this snap cannot read)."""
     version = config_fmt.peek_version(data)
     if version not in READABLE_VERSIONS:
         raise UnsupportedFormatError(root, version, READABLE_VERSIONS)

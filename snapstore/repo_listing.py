@@ -18,8 +18,7 @@ from snapstore.errors import (
 )
 from snapstore.model import SnapshotId, SnapshotInfo
 from snapstore.storage.index import Index
-from snapstore.storage.pins import PinStore
-from snapstore.storage.snapshots import SnapshotStore
+from snapstore.storage.kinds import Pins, Snapshots
 
 log = logging.getLogger("snapstore.repo")
 
@@ -28,8 +27,8 @@ class Listing:
     """Mixed into Repository, which sets these attributes and ``_require_write``."""
 
     _index: Index
-    _snapshots: SnapshotStore
-    _pins: PinStore
+    _snapshots: Snapshots
+    _pins: Pins
 
     def _require_write(self) -> None:
         raise NotImplementedError
@@ -37,7 +36,7 @@ class Listing:
     def damaged_manifests(self) -> list[SnapshotId]:
         """Published snapshots whose manifest could not be read whole when it was counted:
         the chunks they name are not known, so gc must free nothing (see ops/gc.py)."""
-        with self._index.read() as r:
+        with self._index.read(chunks=False) as r:
             return list(r.iter_damaged())
 
     def list_snapshots(self, *, skip_damaged: bool = False) -> list[SnapshotInfo]:

@@ -10,20 +10,21 @@ from snapstore import repo_gc, repo_repair, repo_space, repo_verify
 from snapstore.gcplan import GcPlan
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import NULL_PROGRESS, Progress
+from snapstore.recovery import RebuildReport
 from snapstore.repo_space import SpaceTotals
 from snapstore.repo_verify import VerifyReport
 from snapstore.storage.index import Index
-from snapstore.storage.packstore import PackStore
-from snapstore.storage.snapshots import SnapshotStore
+from snapstore.storage.kinds import Packs, Snapshots
 
 
 class Maintenance:
     """Mixed into Repository, which sets these attributes and ``_require_exclusive``."""
 
     _index: Index
-    _packs: PackStore
-    _snapshots: SnapshotStore
+    _packs: Packs
+    _snapshots: Snapshots
     index_problem: str | None
+    rebuild_report: RebuildReport | None
 
     def _require_exclusive(self) -> None:
         raise NotImplementedError
@@ -37,16 +38,22 @@ class Maintenance:
 
     def garbage_ranges(self) -> list[tuple[PackId, int, int]]:
         """The garbage list: (pack id, offset, length) of dead records not punched yet."""
-        with self._index.read() as r:
+        with self._index.read(chunks=False) as r:
             return list(r.iter_garbage())
 
     def pack_sizes(self) -> dict[PackId, tuple[int, int]]:
         """Every pack: (allocated bytes, length)."""
         return {pid: (allocated, length) for pid, allocated, length in repo_gc.pack_sizes(self._packs)}
 
+    def can_punch(self) -> bool:
+        """Whether gc may punch holes in packs and cut them back (a local disk can; where
+        packs cannot be changed in place, gc repacks them: an object is put back whole, so
+        zeroing part of it frees nothing)."""
+        return self._packs.local
+
     def apply_gc(self, plan: GcPlan) -> None:
-        """Carry out a gc plan (opened EXCLUSIVE): unindex, remove, cut back, punch, in the
-        order docs/FORMAT.md gives (see repo_gc.py)."""
+        """Carry out a gc plan (opened EXCLUSIVE): unindex, remove, cut back or repack,
+        punch, in the order docs/FORMAT.md gives (see repo_gc.py and repo_repack.py)."""
         self._require_exclusive()
         repo_gc.apply(self._index, self._packs, plan)
 
@@ -84,8 +91,11 @@ class Maintenance:
         )
 
     def rewrite_damaged_pack_headers(self) -> tuple[PackId, ...]:
+        """Write again every damaged pack header: those an index rebuild of this opening
+        found (each header is checked once), else every one that does not check."""
         self._require_exclusive()
-        return repo_repair.rewrite_damaged_headers(self._packs)
+        found = None if self.rebuild_report is None else self.rebuild_report.damaged_pack_ids
+        return repo_repair.rewrite_damaged_headers(self._packs, found)
 
     def drop_corrupt_chunks(self, progress: Progress = NULL_PROGRESS) -> int:
         """Unindex chunks whose bytes do not match their id (counts are then recomputed)."""

@@ -4,19 +4,25 @@ with ``rebuild_index`` (recovery.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from snapstore import recovery
 from snapstore.errors import SnapstoreError
 from snapstore.model import PackId
 from snapstore.progress import Progress
 from snapstore.repo_verify import decode_chunk
 from snapstore.storage.index import Index
-from snapstore.storage.packstore import PackStore
-from snapstore.storage.snapshots import SnapshotStore
+from snapstore.storage.kinds import Packs, Snapshots
 
 
-def rewrite_damaged_headers(packs: PackStore) -> tuple[PackId, ...]:
+def rewrite_damaged_headers(packs: Packs, damaged: Iterable[PackId] | None = None) -> tuple[PackId, ...]:
     """Write again every pack header that does not check (its 16 bytes are the same in every
-    pack); the packs rewritten."""
+    pack); the packs rewritten. ``damaged``: the packs whose header was found damaged already
+    (by an index rebuild), rewritten without checking every header again."""
+    if damaged is not None:
+        for pack_id in damaged:
+            packs.rewrite_header(pack_id)
+        return tuple(damaged)
     rewritten = []
     for pack_id in packs.iter_pack_ids():
         try:
@@ -27,7 +33,7 @@ def rewrite_damaged_headers(packs: PackStore) -> tuple[PackId, ...]:
     return tuple(rewritten)
 
 
-def drop_corrupt(index: Index, packs: PackStore, snapshots: SnapshotStore, progress: Progress) -> int:
+def drop_corrupt(index: Index, packs: Packs, snapshots: Snapshots, progress: Progress) -> int:
     """Read, decode and hash every indexed chunk; drop from the index those that fail (so no
     new snapshot can dedup against them), then recount if any was dropped. The number dropped."""
     with index.read() as r:

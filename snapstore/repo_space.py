@@ -12,7 +12,7 @@ from snapstore import recovery
 from snapstore.gcplan import record_span
 from snapstore.model import SnapshotId
 from snapstore.storage.index import Index
-from snapstore.storage.snapshots import SnapshotStore
+from snapstore.storage.kinds import Snapshots
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,12 @@ class SpaceTotals:
 
 
 def space_totals(index: Index) -> SpaceTotals:
-    with index.read() as r:
+    with index.read(chunks=False) as r:
         chunks = r.chunk_count()
         kept = r.totals() if r.sizes_ready() else None
-        if kept is not None:  # kept up to date as snapshots come and go
-            return SpaceTotals(chunks, *kept)
+    if kept is not None:  # kept up to date as snapshots come and go
+        return SpaceTotals(chunks, *kept)
+    with index.read() as r:
         live = raw = stored = garbage = 0  # an index of version 1, or a recount under way
         for _, loc in r.iter_locations():
             size = record_span(loc)
@@ -43,7 +44,7 @@ def space_totals(index: Index) -> SpaceTotals:
 
 
 def freed_by_removing(
-    index: Index, snapshots: SnapshotStore, snapshot_ids: Iterable[SnapshotId]
+    index: Index, snapshots: Snapshots, snapshot_ids: Iterable[SnapshotId]
 ) -> Iterator[int]:
     """Cumulative pack bytes freed after removing each snapshot in turn. The first is the
     snapshot's exclusive size, which the index keeps; each one after that reads the removed
@@ -54,7 +55,7 @@ def freed_by_removing(
     first = next(ids, None)
     if first is None:
         return
-    with index.read() as r:
+    with index.read(chunks=False) as r:
         known = r.exclusive(first) if r.sizes_ready() else None
     if known is not None:
         yield known

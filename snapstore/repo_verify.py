@@ -3,9 +3,11 @@ stored byte. The operation (ops/verify.py) and the CLI report what this finds.
 
 Structure: the index opens and every entry decodes; every manifest parses and matches its
 id; every chunk it names is in the index; every pack an entry points into exists and has a
-valid header; each entry's record header in its pack is intact and agrees with the entry;
-reference counts agree with the manifests. ``read_data`` (or a seeded ``sample`` percentage)
-also reads, decodes and hashes chunks. Each problem names the snapshots it affects.
+valid header; each entry's record header in its pack is intact and agrees with the entry, and
+the pack's trailer (format 2) lists it there; reference counts agree with the manifests.
+``read_data`` (or a seeded ``sample`` percentage) also reads, decodes and hashes chunks. Each
+problem names the snapshots it affects. Pack-level checks are in repo_verify_packs.py, the
+manifests' sorted chunk ids in repo_verify_runs.py.
 
 What a killed command leaves behind and recovery handles (a pending or trashed manifest that
 is still counted, unfinished manifests, unindexed packs, the garbage list) is not a problem:
@@ -14,26 +16,24 @@ verify accepts every state between two steps of the write order in docs/FORMAT.m
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from snapstore import codec, recovery
 from snapstore.chunkset import ChunkIdSet
-from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
+from snapstore.errors import CorruptError, IntegrityError, SnapstoreError
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import Buffer, ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import Progress
 from snapstore.repo_keptsizes import KeptSizes
+from snapstore.repo_verify_packs import Trailers, damaged_headers
+from snapstore.repo_verify_runs import CountState, ManifestRuns, grouped
 from snapstore.storage.index import Index
-from snapstore.storage.packstore import PackStore
-from snapstore.storage.snapshots import PENDING, TRASH, SnapshotStore
+from snapstore.storage.kinds import Packs, Snapshots
+from snapstore.storage.snapshots import PENDING, TRASH
 
 MANIFEST_ADVICE = (
     "restore the file if you can, then 'snap repair' (gc frees nothing while a manifest "
@@ -64,8 +64,8 @@ class VerifyReport:
 class _Stores:
     index: Index
     index_problem: str | None
-    packs: PackStore
-    snapshots: SnapshotStore
+    packs: Packs
+    snapshots: Snapshots
 
 
 def decode_chunk(chunk_id: ChunkId, loc: ChunkLocation, payload: Buffer) -> Buffer:
@@ -80,8 +80,8 @@ def decode_chunk(chunk_id: ChunkId, loc: ChunkLocation, payload: Buffer) -> Buff
 def verify(
     index: Index,
     index_problem: str | None,
-    packs: PackStore,
-    snapshots: SnapshotStore,
+    packs: Packs,
+    snapshots: Snapshots,
     *,
     read_data: bool,
     sample: float | None,
@@ -109,7 +109,7 @@ def verify(
         with index.read() as r:
             counted = {sid: r.count_state(sid) for sid in r.iter_counted()}
             lost = dict(r.iter_lost())
-        with _ManifestRuns() as runs:
+        with ManifestRuns() as runs:
             _read_manifests(repo, snapshot_ids, counted, runs, problems)
             eligible, raw_total = _eligible(index, on_disk)
             chooser = _Chooser(eligible, read_data, sample, seed)
@@ -119,7 +119,7 @@ def verify(
                 progress.start(round(raw_total * chooser.share), "verify")
             checked = _check_all(repo, index, runs, lost, on_disk, chooser, problems, progress)
             progress.finish()
-        _check_pack_headers(repo, on_disk, problems)
+        problems.extend(Problem("pack", detail) for detail in damaged_headers(repo.packs, on_disk))
     finally:
         if temporary is not None:
             index.close()
@@ -160,55 +160,11 @@ def _eligible(index: Index, on_disk: set[PackId]) -> tuple[int, int]:
     return n, raw
 
 
-class _ManifestRuns:
-    """Each manifest's distinct chunk ids, ascending, in a temporary file (32 bytes each)."""
-
-    def __init__(self) -> None:
-        self.files: list[tuple[BinaryIO, SnapshotId, bool, CountState]] = []
-
-    def __enter__(self) -> _ManifestRuns:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for f, _, _, _ in self.files:
-            f.close()
-
-    def add(self, ids: ChunkIdSet, sid: SnapshotId, published: bool, state: CountState) -> None:
-        try:
-            f = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
-            f.write(ids.packed)
-            f.seek(0)
-        except OSError as exc:
-            raise translate_os_error(exc, "a temporary file") from exc
-        self.files.append((f, sid, published, state))
-
-    def merged(self) -> Iterator[tuple[ChunkId, int]]:
-        """(chunk id, run number), ascending by chunk id."""
-        return heapq.merge(*(_read_run(f, i) for i, (f, _, _, _) in enumerate(self.files)))
-
-
-CountState = tuple[int, bytes] | bool
-
-
-def _read_run(f: BinaryIO, i: int) -> Iterator[tuple[ChunkId, int]]:
-    f.seek(0)
-    while chunk_id := f.read(32):  # a buffered file
-        yield ChunkId(chunk_id), i
-
-
-def _counts(state: CountState, chunk_id: ChunkId) -> bool:
-    """Whether a snapshot in this state of the counted table has this chunk's reference counted."""
-    if isinstance(state, bool):
-        return state
-    sign, last = state
-    return chunk_id <= last if sign > 0 else chunk_id > last
-
-
 def _read_manifests(
     repo: _Stores,
     snapshot_ids: list[SnapshotId],
     counted: dict[SnapshotId, CountState],
-    runs: _ManifestRuns,
+    runs: ManifestRuns,
     problems: list[Problem],
 ) -> None:
     """Every published manifest's chunks, and those of pending or trashed manifests that
@@ -219,11 +175,10 @@ def _read_manifests(
         if state is False:
             problems.append(Problem("refcount", f"snapshot {sid.hex()[:12]} is not counted", (sid,)))
     published = set(snapshot_ids)
-    tmp = repo.snapshots.tmp_dir
     for prefix, ids in ((PENDING, repo.snapshots.list_pending()), (TRASH, repo.snapshots.list_trash())):
         for sid in ids:
             if sid in counted and sid not in published:
-                where = str(tmp / f"{prefix}{sid.hex()}")
+                where = repo.snapshots.where(prefix, sid)
                 runs.add(_chunks_of(repo, sid, where, problems), sid, False, counted[sid])
                 published.add(sid)
     for sid in sorted(counted.keys() - published):
@@ -237,22 +192,6 @@ def _chunks_of(repo: _Stores, sid: SnapshotId, where: str, problems: list[Proble
     if damage is not None:
         problems.append(Problem("manifest", f"{damage.message}; {MANIFEST_ADVICE}", (sid,)))
     return ids
-
-
-def _grouped(runs: _ManifestRuns) -> Iterator[tuple[ChunkId, tuple[SnapshotId, ...], int, int]]:
-    """Each chunk the manifests name: the published snapshots naming it, its expected count
-    and its expected owners (the XOR of the counted snapshots' ids, as an integer)."""
-    for chunk_id, group in itertools.groupby(runs.merged(), key=lambda item: item[0]):
-        users = []
-        expected = owners = 0
-        for _, i in group:
-            _, sid, published, state = runs.files[i]
-            if published:
-                users.append(sid)
-            if _counts(state, chunk_id):
-                expected += 1
-                owners ^= int.from_bytes(sid, "little")
-        yield chunk_id, tuple(users), expected, owners
 
 
 class _Chooser:
@@ -284,7 +223,7 @@ class _Chooser:
 def _check_all(
     repo: _Stores,
     index: Index,
-    runs: _ManifestRuns,
+    runs: ManifestRuns,
     lost: dict[ChunkId, int],
     on_disk: set[PackId],
     chooser: _Chooser,
@@ -293,14 +232,16 @@ def _check_all(
 ) -> int:
     """One pass over the index entries and the manifests' chunks, both ascending: damaged
     entries, chunks the manifests name that are not indexed, wrong counts (of the chunks
-    indexed and of those in the lost table), missing packs (one problem each), and each
-    entry's record (read, and decoded and hashed when chosen). Returns the entries seen."""
+    indexed and of those in the lost table), missing packs (one problem each), each entry's
+    record (read, and decoded and hashed when chosen) and its place in its pack's trailer
+    (one problem per pack). Returns the entries seen."""
     missing: dict[PackId, tuple[int, set[SnapshotId]]] = {}
     entries = 0
     sizes = KeptSizes()
+    trailers = Trailers(repo.packs, sorted(on_disk))
     with index.read() as r:
         kept = r.sizes_ready()  # owners and sizes are kept (not in an index of version 1)
-        named = _grouped(runs)
+        named = grouped(runs)
         lost_left = iter(sorted(lost.items()))
         for chunk_id, entry, users, expected, owners, in_lost in _union(r.iter_entries(), named, lost_left):
             if entry is not None:
@@ -342,6 +283,7 @@ def _check_all(
                 continue
             decode = chooser.take()
             _check_record(repo, chunk_id, entry, decode, users, problems)
+            trailers.check(chunk_id, entry, users)
             if chooser.share is None:
                 progress.advance(1)
             elif decode:
@@ -353,6 +295,7 @@ def _check_all(
         count, hit = missing[pack_id]
         detail = f"pack {pack_id.hex()} is missing ({count} chunks)"
         problems.append(Problem("pack", detail, tuple(sorted(hit))))
+    problems.extend(Problem("pack", detail, users) for detail, users in trailers.report())
     return entries
 
 
@@ -400,18 +343,3 @@ def _check_record(
     except SnapstoreError as exc:
         kind = "data" if isinstance(exc, IntegrityError) else "pack"
         problems.append(Problem(kind, exc.message, users))
-
-
-def _check_pack_headers(repo: _Stores, on_disk: set[PackId], problems: list[Problem]) -> None:
-    """Damaged pack headers (the chunks stay readable: each record carries its own checksum)."""
-    for pack_id in sorted(on_disk):
-        try:
-            if repo.packs.path(pack_id).stat().st_size == 0:
-                continue  # created by a commit killed before it wrote anything; gc removes it
-            repo.packs.check_header(pack_id)
-        except FileNotFoundError:
-            continue
-        except SnapstoreError as exc:
-            problems.append(
-                Problem("pack", f"{exc.message} (its chunks are still readable; 'snap repair' rewrites it)")
-            )

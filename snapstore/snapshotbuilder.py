@@ -10,14 +10,14 @@ chunk references appended, the set of chunk ids named, the entries' total size.
 from __future__ import annotations
 
 from snapstore.model import ChunkId, ChunkRef, EntryEnd, EntryStart, ZeroRun
-from snapstore.storage.snapshots import ManifestWriter
+from snapstore.storage.kinds import ManifestWriting
 
 
 class SnapshotBuilder:
     """Appends one snapshot's records to its manifest as they come (streamed: the chunk list
     is not held in memory, only the set of distinct chunk ids)."""
 
-    def __init__(self, writer: ManifestWriter) -> None:
+    def __init__(self, writer: ManifestWriting) -> None:
         self.writer = writer
         self.chunk_ids: set[ChunkId] = set()  # every chunk id named (counted once each)
         self.chunk_refs = 0  # chunk references appended

@@ -40,6 +40,14 @@ def test_every_command_matches_the_schema(tmp_path: Path) -> None:
     out = snap_json("checkout", first["id"], "-o", str(tmp_path / "out.img"), *r)
     check("checkout", out)
     assert out["path"] == str(tmp_path / "out.img")
+    second = snap_json("log", *r)[-1]["id"]
+    for extra in ([], ["--dry-run"]):
+        doc = snap_json("checkout", second, "-o", str(tmp_path / "out.img"), "--in-place", *extra, *r)
+        check("checkout_in_place", doc)
+        assert doc["dry_run"] is bool(extra)
+    diff = snap_json("diff", first["id"], second, *r)
+    check("diff", diff)
+    assert diff["changed_bytes"] == 200_000
     check("log", snap_json("log", *r))
     check("show", snap_json("show", "latest", *r))
     check("stats", snap_json("stats", *r))

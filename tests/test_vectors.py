@@ -6,15 +6,18 @@ and, when old readers would misread the new bytes, a new format version."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
 
 from snapstore import codec
+from snapstore.errors import CorruptError
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt
 from snapstore.format import index as index_fmt
@@ -83,7 +86,8 @@ MANIFEST_RECORDS: list[ManifestRecord] = [
 ]
 
 
-def manifest_bytes() -> bytes:
+def manifest_bytes(**labels: Any) -> bytes:
+    """The manifest vector; with ``labels`` (tags, hostname), the one of a tagged snapshot."""
     return (
         mf.encode_header()
         + b"".join(mf.encode_record(r) for r in MANIFEST_RECORDS)
@@ -94,11 +98,14 @@ def manifest_bytes() -> bytes:
             size=len(TEXT) + (1 << 20) + len(RAW),
             entries=1,
             chunk_refs=2,
-            hostname="host",
             source="/var/lib/vm/vm.img",
             sequence=1,
+            **({"hostname": "host"} | labels),
         )
     )
+
+
+TAGGED = {"tags": ("nightly", "vm-prod"), "hostname": "backup-01.example.org"}
 
 
 LOCATION = ChunkLocation(PACK_ID, 16, 1234, 5678, codec.CODEC_ZSTD, 3)
@@ -111,6 +118,7 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     ),
     "pack.bin": pack_bytes,
     "manifest.bin": manifest_bytes,
+    "manifest-tags.bin": lambda: manifest_bytes(**TAGGED),
     "index-location.bin": lambda: index_fmt.encode_location(LOCATION),
     "index-garbage-key.bin": lambda: index_fmt.encode_garbage_key(PACK_ID, 4096),
 }
@@ -161,3 +169,61 @@ def test_vectors_decode_to_their_inputs() -> None:
         "m",
     )
     assert (info.name, info.sequence, info.chunk_refs) == ("vm.img", 1, 2)
+
+
+def _trailer_of(manifest: bytes) -> bytes:
+    length = mf.trailer_length(manifest[-mf.FOOTER_SIZE :], len(manifest), "manifest")
+    return manifest[-mf.FOOTER_SIZE - length : -mf.FOOTER_SIZE]
+
+
+def test_tagged_manifest_decodes_and_differs_only_in_its_trailer() -> None:
+    tagged = (VECTORS / "manifest-tags.bin").read_bytes()
+    plain = (VECTORS / "manifest.bin").read_bytes()
+    records_end = len(plain) - len(_trailer_of(plain)) - mf.FOOTER_SIZE
+    assert tagged[:records_end] == plain[:records_end]  # the same header and records
+    info = mf.decode_trailer(SnapshotId(blake3.blake3(tagged).digest()), _trailer_of(tagged), "m")
+    assert info.tags == ("nightly", "vm-prod") and info.hostname == "backup-01.example.org"
+    untagged = mf.decode_trailer(SnapshotId(blake3.blake3(plain).digest()), _trailer_of(plain), "m")
+    assert untagged.tags == () and b"tags" not in plain  # no tags: no field, the old bytes
+
+
+def _snap_0_1_0_decode_trailer(body: bytes) -> dict[str, object]:
+    """What snap 0.1.0 (ae414e2, format/manifest.py decode_trailer) reads of a trailer,
+    verbatim but for returning a dict: the fields it needs, unknown fields ignored."""
+    doc = json.loads(body)
+    created = datetime.strptime(doc["created"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return dict(
+        name=str(doc["name"]),
+        created=created,
+        message=str(doc["message"]),
+        size=int(doc["size"]),
+        entries=int(doc["entries"]),
+        chunk_refs=int(doc["chunk_refs"]),
+        hostname=str(doc.get("hostname", "")),
+        source=str(doc.get("source", "")),
+        sequence=None if doc.get("sequence") is None else int(doc["sequence"]),
+    )
+
+
+def test_snap_0_1_0_reads_a_tagged_manifest() -> None:
+    """Tags are a compatible addition (docs/FORMAT.md): an old reader reads the tagged
+    manifest as the untagged one, but for the host name it records."""
+    tagged = _snap_0_1_0_decode_trailer(_trailer_of((VECTORS / "manifest-tags.bin").read_bytes()))
+    plain = _snap_0_1_0_decode_trailer(_trailer_of((VECTORS / "manifest.bin").read_bytes()))
+    assert tagged == plain | {"hostname": "backup-01.example.org"}
+    new = mf.decode_trailer(
+        SnapshotId(b"\0" * 32), _trailer_of((VECTORS / "manifest-tags.bin").read_bytes()), "m"
+    )
+    assert new.tags and tagged["size"] == new.size
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [b'"nightly"', b'[""]', b"[1]", b'{"a": 1}', json.dumps([f"t{i}" for i in range(1025)]).encode()],
+)
+def test_bad_tags_in_a_trailer_are_damage(tags: bytes) -> None:
+    body = _trailer_of((VECTORS / "manifest-tags.bin").read_bytes())
+    start = body.index(b'"tags":') + len(b'"tags":')
+    end = body.index(b"]", start) + 1
+    with pytest.raises(CorruptError, match="bad trailer"):
+        mf.decode_trailer(SnapshotId(b"\0" * 32), body[:start] + tags + body[end:], "m")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib
 import json
 import logging
 import os
@@ -15,19 +16,11 @@ from typing import Annotated
 import click
 import typer
 
-from snapstore.cli.check_cmd import repair, verify
-from snapstore.cli.checkout_cmd import checkout
-from snapstore.cli.commit_cmd import commit
-from snapstore.cli.common import GLOBAL, REPO_HELP
-from snapstore.cli.config_cmd import config_app
-from snapstore.cli.init_cmd import init
-from snapstore.cli.mount_cmd import mount
-from snapstore.cli.nbd_cmd import nbd
-from snapstore.cli.pin_cmd import pin, unpin
+import snapstore.cli.typer_compat  # noqa: F401  (before any command is built)
+from snapstore.cli.commands import COMMANDS, command_named
+from snapstore.cli.completion_cmd import COMPLETE_VAR, INSTALL_HINT, answer
+from snapstore.cli.options import GLOBAL, REPO_HELP
 from snapstore.cli.signals import Signalled, install
-from snapstore.cli.snapshots_cmd import log, rm, show
-from snapstore.cli.space_cmd import gc, prune
-from snapstore.cli.stats_cmd import stats
 from snapstore.cli.text import safe
 from snapstore.errors import EXIT_CODES, SnapstoreError, UsageError, translate_os_error
 from snapstore.units import parse_duration
@@ -51,15 +44,6 @@ _log.addHandler(_WarningLine(logging.INFO))
 _log.setLevel(logging.WARNING)
 _log.propagate = False
 
-app = typer.Typer(
-    name="snap",
-    help="Keep the history of large binary files (VM disk images) in a deduplicating store.",
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -69,7 +53,12 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+def _no_install(value: bool) -> None:
+    """typer's --install-completion and --show-completion: replaced by 'snap completion SHELL'."""
+    if value:
+        raise UsageError("snap has no --install-completion or --show-completion", hint=INSTALL_HINT)
+
+
 def global_options(
     repo: Annotated[Path | None, typer.Option("--repo", "-r", help=REPO_HELP)] = None,
     quiet: Annotated[
@@ -102,6 +91,12 @@ def global_options(
     version: Annotated[
         bool, typer.Option("--version", "-V", is_eager=True, callback=_version, help="Print the version.")
     ] = False,
+    install_completion: Annotated[
+        bool,
+        typer.Option(
+            "--install-completion", "--show-completion", hidden=True, is_eager=True, callback=_no_install
+        ),
+    ] = False,
 ) -> None:
     """Keep the history of large binary files (VM disk images) in a deduplicating store.
 
@@ -119,25 +114,40 @@ def global_options(
         _log.setLevel(logging.INFO)
 
 
-for command in (
-    init,
-    commit,
-    checkout,
-    log,
-    show,
-    rm,
-    gc,
-    prune,
-    pin,
-    unpin,
-    stats,
-    verify,
-    repair,
-    nbd,
-    mount,
-):
-    app.command()(command)
-app.add_typer(config_app, name="config")
+def build_app(running: str | None = None, *, every: bool = False) -> typer.Typer:
+    """The ``snap`` app with the command ``running`` (or, with ``every``, each command) as
+    itself and the others as their name and one-line help: only the command run is imported
+    (snapstore.cli.commands), and ``snap --help`` lists all of them all the same."""
+    snap = typer.Typer(
+        name="snap",
+        help="Keep the history of large binary files (VM disk images) in a deduplicating store.",
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        rich_markup_mode=None,  # click's plain help: rich's costs --help ~40 ms of start-up
+    )
+    snap.callback()(global_options)
+    for name, (module, attribute, short_help) in COMMANDS.items():
+        if every or name == running:
+            command = getattr(importlib.import_module(module), attribute)
+            if isinstance(command, typer.Typer):
+                snap.add_typer(command, name=name)
+            else:
+                snap.command(name)(command)
+        else:
+            snap.command(name, help=short_help, add_help_option=False)(_listed_only)
+    return snap
+
+
+def _listed_only() -> None:
+    raise AssertionError("a command listed in --help ran without being loaded")
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # the whole app (typer's CliRunner, completion)
+        return build_app(every=True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def error_line(exc: SnapstoreError) -> str:
@@ -168,8 +178,12 @@ def _error(code: int, message: str, hint: str | None = None) -> str:
 def _run(argv: list[str]) -> int:
     _LAST_ERROR.clear()
     GLOBAL.json_emitted = False
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:  # a completion script asks for candidates (snapstore.cli.completion_cmd)
+        return answer(instruction)
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="snap")
+        snap = build_app(command_named(argv))
+        result = snap(args=argv, standalone_mode=False, prog_name="snap")
         return result if isinstance(result, int) else 0
     except SnapstoreError as exc:
         print(_error(exc.exit_code, exc.message, exc.hint), file=sys.stderr)

@@ -47,7 +47,8 @@ def verify(
         emit_json(
             {
                 "ok": report.ok,
-                "snapshots": report.snapshots,
+                "snapshots": report.snapshots,  # a count, as before: snapshot_count names it
+                "snapshot_count": report.snapshots,
                 "chunks": report.chunks,
                 "chunks_read": report.chunks_read,
                 "problems": [
@@ -87,6 +88,7 @@ def repair(
                 "duplicate_records": report.duplicate_records,
                 "dropped_corrupt": report.dropped_corrupt,
                 "rewritten_pack_headers": [p.hex() for p in report.rewritten_pack_headers],
+                "rewritten_pack_trailers": [p.hex() for p in report.rewritten_pack_trailers],
                 "damaged_manifests": [s.hex() for s in report.damaged_manifests],
                 "damaged_snapshots": [s.hex() for s in report.damaged_snapshots],
             }
@@ -98,6 +100,8 @@ def repair(
         )
         for pack_id in report.rewritten_pack_headers:
             out(f"pack {pack_id.hex()}: damaged header written again")
+        for pack_id in report.rewritten_pack_trailers:
+            out(f"pack {pack_id.hex()}: trailer written again from a scan (it omitted indexed records)")
         for sid in report.damaged_snapshots:
             why = "manifest damaged" if sid in report.damaged_manifests else "chunks missing or corrupt"
             out(f"damaged: {sid.hex()[:12]} lost data ({why})")

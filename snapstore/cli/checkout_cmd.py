@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from snapstore.cli.commit_cmd import ThreadsOption
 from snapstore.cli.common import (
     JsonOption,
     NoLockOption,
     RepoOption,
+    ThreadsOption,
     emit_json,
     info,
     open_repo,
@@ -20,7 +21,9 @@ from snapstore.cli.common import (
 )
 from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe
+from snapstore.errors import UsageError
 from snapstore.ops.checkout import checkout as do_checkout
+from snapstore.ops.inplace import checkout_in_place
 from snapstore.units import format_size
 
 
@@ -30,12 +33,29 @@ def checkout(
     name: Annotated[str | None, typer.Option(help="With 'latest': newest of this name.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUTPUT if it exists.")] = False,
     sparse: Annotated[bool, typer.Option(help="Leave holes for zero runs.")] = True,
+    in_place: Annotated[
+        bool,
+        typer.Option(
+            "--in-place",
+            help="Rewrite the existing OUTPUT (file or block device) where it differs, nothing else.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --in-place: only tell how many bytes would be written.")
+    ] = False,
     threads: ThreadsOption = None,
     repo: RepoOption = None,
     no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Rebuild a snapshot's file, verifying every byte."""
+    if dry_run and not in_place:
+        raise UsageError("--dry-run goes with --in-place")
+    if in_place:
+        if output == "-":
+            raise UsageError("--in-place needs a file or block device, not stdout")
+        _in_place(snapshot, output, name, dry_run, threads, repo, no_lock, json_output)
+        return
     with open_repo(repo, no_lock=no_lock) as r:
         snap = r.resolve(snapshot, name=name)
         with progress_for(json_output or output == "-") as progress:
@@ -53,3 +73,45 @@ def checkout(
         emit_json(snapshot_doc(snap, path=os.path.abspath(res.path), zero_bytes=res.zero_bytes))
     elif output != "-":
         info(f"checked out {snap.hex[:12]} ({safe(snap.name)}, {format_size(res.size)}) to {safe(res.path)}")
+
+
+def _in_place(
+    snapshot: str,
+    output: str,
+    name: str | None,
+    dry_run: bool,
+    threads: int | None,
+    repo: Path | None,
+    no_lock: bool,
+    json_output: bool,
+) -> None:
+    with open_repo(repo, no_lock=no_lock) as r:
+        snap = r.resolve(snapshot, name=name)
+        with progress_for(json_output) as progress:
+            res = checkout_in_place(r, snap, output, dry_run=dry_run, threads=threads, progress=progress)
+    if json_output:
+        emit_json(
+            snapshot_doc(
+                snap,
+                path=os.path.abspath(res.path),
+                in_place=True,
+                dry_run=res.dry_run,
+                old_size=res.old_size,
+                write_bytes=res.write_bytes,
+                chunks_written=res.chunks_written,
+                zeroed_bytes=res.zeroed_bytes,
+                punched_bytes=res.punched_bytes,
+                unchanged_bytes=res.unchanged_bytes,
+            )
+        )
+        return
+    verb = "would write" if dry_run else "wrote"
+    info(
+        f"{'dry run: ' if dry_run else ''}{safe(res.path)} {verb} {format_size(res.write_bytes)} "
+        f"({res.write_bytes} bytes, {res.chunks_written} chunks) of {snap.hex[:12]} "
+        f"({safe(snap.name)}, {format_size(res.size)}); {format_size(res.unchanged_bytes)} already matched, "
+        f"{format_size(res.punched_bytes)} punched, {format_size(res.zeroed_bytes)} zeroed"
+        + (f"; resized from {res.old_size} bytes" if res.old_size != res.size and not dry_run else "")
+    )
+    if dry_run:
+        typer.echo(res.write_bytes + res.zeroed_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from snapstore.cli.common import (
     GLOBAL,
     JsonOption,
     RepoOption,
+    ThreadsOption,
     emit_json,
     info,
     locate,
@@ -19,24 +21,54 @@ from snapstore.cli.common import (
 )
 from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe, when
-from snapstore.ops.commit import commit_file
+from snapstore.errors import UsageError
+from snapstore.ops.commit import commit_command, commit_file, commit_stream
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
+from snapstore.selection import check_host, parse_tags
 from snapstore.units import format_size
-
-ThreadsOption = Annotated[
-    int | None, typer.Option("--threads", "-j", min=1, help="Worker threads (default: all cores).")
-]
 
 
 def commit(
-    file: Annotated[Path, typer.Argument(help="The file to snapshot.", readable=False)],
+    file: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="FILE | - | -- CMD ARGS...",
+            help="The file or block device to snapshot; '-' for stdin; with --from-command, the command.",
+            show_default=False,
+        ),
+    ],
     message: Annotated[str, typer.Option("--message", "-m", help="A note kept with the snapshot.")] = "",
     name: Annotated[str | None, typer.Option(help="Snapshot name (default: the file's name).")] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", metavar="TAG[,TAG...]", help="Tag the snapshot (repeatable, or a,b)."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", metavar="NAME", help="Host name to record (default: this one).")
+    ] = None,
     threads: ThreadsOption = None,
+    from_command: Annotated[
+        bool,
+        typer.Option(
+            "--from-command",
+            help="Run CMD ARGS... (after --) and store its stdout; no snapshot if it fails (exit 12).",
+        ),
+    ] = False,
     repo: RepoOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Store FILE as a new snapshot; print its id."""
+    """Store FILE (or stdin, or a command's output) as a new snapshot; print its id."""
+    tags = parse_tags(tag or ())
+    if host is not None:
+        check_host(host)
+    if not from_command and len(file) != 1:
+        raise UsageError(
+            f"give one FILE, not {len(file)}",
+            hint="to store a command's output: --from-command -- CMD ARGS...",
+        )
+    stream = from_command or file[0] == "-"
+    if stream and not name:
+        raise UsageError("a stream has no file name: give --name", hint="e.g. --name vm.img")
     root = locate(repo)
     if root is None:
         root = Path(REPO_DIR_NAME)
@@ -47,7 +79,39 @@ def commit(
         progress_for(json_output) as progress,
     ):
         tell_state(r)
-        res = commit_file(r, file, name=name, message=message, threads=threads, progress=progress)
+        if from_command:
+            res = commit_command(
+                r,
+                file,
+                name=str(name),
+                message=message,
+                threads=threads,
+                progress=progress,
+                tags=tags,
+                host=host,
+            )
+        elif stream:
+            res = commit_stream(
+                r,
+                sys.stdin.buffer,
+                name=str(name),
+                message=message,
+                threads=threads,
+                progress=progress,
+                tags=tags,
+                host=host,
+            )
+        else:
+            res = commit_file(
+                r,
+                Path(file[0]),
+                name=name,
+                message=message,
+                threads=threads,
+                progress=progress,
+                tags=tags,
+                host=host,
+            )
     if res.quota_deferred:
         info("warning: repository is over its quota; pruning deferred while a checkout runs")
     pruned = res.pruned
@@ -71,10 +135,10 @@ def commit(
             )
         )
         return
-    rate = s.size / res.seconds / 1e6 if res.seconds > 0 else 0.0
+    rate = s.size / res.seconds if res.seconds > 0 else 0.0
     info(
         f"snapshot {s.hex[:12]} of {safe(s.name)}: {format_size(s.size)}, {res.new_chunks} new of "
         f"{res.chunks} chunks, {format_size(res.new_stored_bytes)} stored, "
-        f"{res.seconds:.1f} s ({rate:.0f} MB/s)"
+        f"{res.seconds:.1f} s ({format_size(rate)}/s)"
     )
     typer.echo(s.hex)

@@ -7,36 +7,20 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from snapstore.cli.options import GLOBAL as GLOBAL
+from snapstore.cli.options import REPO_HELP as REPO_HELP
+from snapstore.cli.options import GlobalOptions as GlobalOptions
 from snapstore.errors import RepositoryNotFoundError
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Mode, Repository, find_root
+from snapstore.selection import SnapshotFilter
 
-REPO_HELP = "Repository path (default: $SNAP_REPO, else the nearest .snapstore/ up from here)."
 RepoOption = Annotated[Path | None, typer.Option("--repo", "-r", help=REPO_HELP)]
-
-
-@dataclass
-class GlobalOptions:
-    """The options given before the command (``snap -r REPO -q log``); a command's own
-    ``-r``/``--no-lock`` after it take precedence."""
-
-    repo: Path | None = None
-    no_lock: bool = False
-    quiet: bool = False
-    verbose: bool = False
-    lock_wait: float = 0.0
-    utc: bool = False
-    progress: str = "auto"  # auto | bar | log | none
-    json_emitted: bool = False  # the command printed its JSON document (then no error document)
-
-
-GLOBAL = GlobalOptions()
 NoLockOption = Annotated[
     bool,
     typer.Option(
@@ -46,7 +30,27 @@ NoLockOption = Annotated[
         help="Take no lock (read-only media); a gc or prune running meanwhile could remove data read.",
     ),
 ]
+ThreadsOption = Annotated[
+    int | None, typer.Option("--threads", "-j", min=1, help="Worker threads (default: all cores).")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+TagFilterOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        metavar="TAG[,TAG...]",
+        help="Only snapshots with all these tags; repeat for alternatives (--tag a,b --tag c).",
+    ),
+]
+HostFilterOption = Annotated[
+    list[str] | None,
+    typer.Option("--host", metavar="HOST", help="Only snapshots taken on HOST (repeatable)."),
+]
+
+
+def snapshot_filter(tags: list[str] | None, hosts: list[str] | None) -> SnapshotFilter:
+    """The filter of a command's ``--tag`` and ``--host`` options (UsageError if a tag is bad)."""
+    return SnapshotFilter.from_options(tags or (), hosts or ())
 
 
 def locate(repo: Path | None) -> Path | None:
@@ -142,6 +146,10 @@ def progress_for(json_output: bool) -> Iterator[Progress]:
         # Imported only on a terminal: rich.progress costs ~35 ms of start-up.
         from snapstore.cli.progressbar import BarProgress
 
-        yield BarProgress()
+        bar = BarProgress()
+        try:
+            yield bar
+        finally:
+            bar.finish()  # (again: the operation may have failed before it started)
     else:
         yield NULL_PROGRESS

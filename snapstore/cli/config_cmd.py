@@ -16,7 +16,9 @@ from snapstore.units import format_size, parse_size
 KEYS = ("quota",)
 KeyArgument = Annotated[str, typer.Argument(help="Setting name: quota.")]
 
-config_app = typer.Typer(help="Read or change repository settings (quota).", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Read or change repository settings (quota).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def _check(key: str) -> None:

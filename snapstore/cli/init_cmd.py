@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from snapstore.chunker import parse_spec
+from snapstore.chunkparams import parse_spec
 from snapstore.cli.common import JsonOption, RepoOption, emit_json, out
 from snapstore.repo import REPO_DIR_NAME, Repository
 

@@ -7,7 +7,19 @@ from typing import Annotated, Any
 
 import typer
 
-from snapstore.cli.common import GLOBAL, JsonOption, NoLockOption, RepoOption, emit_json, info, open_repo, out
+from snapstore.cli.common import (
+    GLOBAL,
+    HostFilterOption,
+    JsonOption,
+    NoLockOption,
+    RepoOption,
+    TagFilterOption,
+    emit_json,
+    info,
+    open_repo,
+    out,
+    snapshot_filter,
+)
 from snapstore.cli.text import cut, safe, when
 from snapstore.errors import CorruptError, IntegrityError, UsageError
 from snapstore.model import ChunkRef, SnapshotId, SnapshotInfo, ZeroRun
@@ -28,6 +40,7 @@ def snapshot_doc(s: SnapshotInfo, **extra: Any) -> dict[str, Any]:
         "created": s.created.isoformat(),
         "message": s.message,
         "hostname": s.hostname,
+        "tags": list(s.tags),
         "source": s.source,
         **extra,
     }
@@ -43,16 +56,19 @@ def log(
         ),
     ] = None,
     reverse: Annotated[bool, typer.Option("--reverse", help="Newest first.")] = False,
+    tag: TagFilterOption = None,
+    host: HostFilterOption = None,
     repo: RepoOption = None,
     no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """List snapshots, oldest first, with the space each alone holds."""
     after = None if since is None else since_time(since, datetime.now(UTC))
+    select = snapshot_filter(tag, host)
     with open_repo(repo, no_lock=no_lock) as r:
         snaps = [
             s
-            for s in r.list_snapshots()
+            for s in select.select(r.list_snapshots())
             if (name is None or s.name == name) and (after is None or s.created >= after)
         ]
         if last is not None:
@@ -67,11 +83,15 @@ def log(
         info("no snapshots")
         return
     created = "CREATED (UTC)" if GLOBAL.utc else "CREATED"
-    out(f"{'ID':<12}  {created:<19}  {'NAME':<20}  {'SIZE':>10}  {'EXCLUSIVE':>10}  MESSAGE")
+    out(
+        f"{'ID':<12}  {created:<19}  {'NAME':<20}  {'HOST':<12}  {'SIZE':>10}  {'EXCLUSIVE':>10}  "
+        f"{'TAGS':<16}  MESSAGE"
+    )
     for s, x in rows:
         out(
             f"{s.hex[:12]}  {when(s.created, utc=GLOBAL.utc)}  {cut(s.name, 20):<20}  "
-            f"{format_size(s.size):>10}  {format_size(x):>10}  {safe(s.message)}"
+            f"{cut(s.hostname, 12):<12}  {format_size(s.size):>10}  {format_size(x):>10}  "
+            f"{cut(','.join(s.tags), 16) or '-':<16}  {safe(s.message)}"
         )
 
 
@@ -108,9 +128,10 @@ def show(
         ("name", safe(s.name)),
         ("created", when(s.created, utc=GLOBAL.utc) + (" UTC" if GLOBAL.utc else "")),
         ("size", f"{format_size(s.size)} ({s.size} bytes)"),
-        ("message", s.message),
-        ("host", s.hostname),
-        ("source", s.source),
+        ("message", safe(s.message)),
+        ("host", safe(s.hostname)),
+        ("tags", safe(", ".join(s.tags)) or "-"),
+        ("source", safe(s.source)),
         ("chunks", f"{chunks} ({len(distinct)} distinct)"),
         ("zero bytes", format_size(zero)),
         ("exclusive", format_size(excl)),

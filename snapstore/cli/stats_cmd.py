@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
-from snapstore.cli.common import JsonOption, NoLockOption, RepoOption, emit_json, open_repo, out
+from snapstore.cli.common import (
+    HostFilterOption,
+    JsonOption,
+    NoLockOption,
+    RepoOption,
+    TagFilterOption,
+    emit_json,
+    open_repo,
+    out,
+    snapshot_filter,
+)
 from snapstore.cli.snapshots_cmd import snapshot_doc
+from snapstore.cli.text import cut
 from snapstore.ops.space import exclusive_bytes
 from snapstore.ops.stats import repo_stats
 from snapstore.units import format_size
 
 
-def stats(repo: RepoOption = None, json_output: JsonOption = False, no_lock: NoLockOption = False) -> None:
-    """Repository totals and what each snapshot alone holds."""
+def stats(
+    tag: TagFilterOption = None,
+    host: HostFilterOption = None,
+    repo: RepoOption = None,
+    json_output: JsonOption = False,
+    no_lock: NoLockOption = False,
+) -> None:
+    """Repository totals and what each snapshot alone holds.
+
+    With --tag/--host: the count and logical size of the matching snapshots; the disk,
+    stored and unreferenced sizes stay the whole repository's."""
+    select = snapshot_filter(tag, host)
     with open_repo(repo, no_lock=no_lock) as r:
-        snaps = r.list_snapshots()
+        snaps = select.select(r.list_snapshots())
         st = repo_stats(r, snaps)
         exclusive = {s.id: exclusive_bytes(r, s.id) for s in snaps}
         quota = r.config.quota_bytes
@@ -46,4 +67,4 @@ def stats(repo: RepoOption = None, json_output: JsonOption = False, no_lock: NoL
     out(f"dedup ratio:        {st.dedup_ratio:.2f}x")
     out(f"compression ratio:  {st.compression_ratio:.2f}x")
     for s in snaps:
-        out(f"  {s.hex[:12]}  {s.name:<20}  exclusive {format_size(exclusive[s.id])}")
+        out(f"  {s.hex[:12]}  {cut(s.name, 20):<20}  exclusive {format_size(exclusive[s.id])}")

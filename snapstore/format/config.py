@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from snapstore.chunker import validate
+from snapstore.chunkparams import validate
 from snapstore.errors import CorruptError, UsageError
 from snapstore.format import READABLE_VERSIONS
 from snapstore.hashing import StreamHasher

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from snapstore.chunker import MAX_CHUNK_SIZE
+from snapstore.chunkparams import MAX_CHUNK_SIZE
 from snapstore.codec import CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE

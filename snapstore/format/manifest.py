@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from snapstore.chunker import MAX_CHUNK_SIZE
+from snapstore.chunkparams import MAX_CHUNK_SIZE
 from snapstore.errors import CorruptError
 from snapstore.format import MANIFEST_VERSION
 from snapstore.model import (
@@ -44,6 +44,7 @@ MAX_JSON = 1 << 20
 _BAD_JSON = (ValueError, KeyError, TypeError, OverflowError, RecursionError)
 MAX_SIZE = 1 << 62
 MAX_SEQUENCE = 1 << 62
+MAX_TAGS = 1024
 
 
 def _json(doc: dict[str, Any]) -> bytes:
@@ -88,6 +89,7 @@ def encode_trailer(
     hostname: str,
     source: str,
     sequence: int | None = None,
+    tags: tuple[str, ...] = (),
 ) -> bytes:
     doc: dict[str, Any] = {
         "name": name,
@@ -101,6 +103,8 @@ def encode_trailer(
     }
     if sequence is not None:
         doc["sequence"] = sequence
+    if tags:  # absent when there are none: a manifest without tags has the bytes it always had
+        doc["tags"] = sorted(set(tags))
     body = _json(doc)
     return TAG_TRAILER + body + _FOOTER.pack(len(body), END_MAGIC)
 
@@ -156,6 +160,7 @@ def decode_trailer(snapshot_id: SnapshotId, body: bytes, what: str) -> SnapshotI
             hostname=str(doc.get("hostname", "")),
             source=str(doc.get("source", "")),
             sequence=None if doc.get("sequence") is None else int(doc["sequence"]),
+            tags=_tags(doc.get("tags", [])),
         )
     except _BAD_JSON as exc:
         raise CorruptError(what, f"bad trailer ({exc})") from exc
@@ -164,6 +169,14 @@ def decode_trailer(snapshot_id: SnapshotId, body: bytes, what: str) -> SnapshotI
     if info.sequence is not None and not 0 < info.sequence <= MAX_SEQUENCE:
         raise CorruptError(what, f"implausible sequence {info.sequence}")
     return info
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise ValueError(f"tags {value!r} are not a list of non-empty strings")
+    if len(value) > MAX_TAGS:
+        raise ValueError(f"{len(value)} tags")
+    return tuple(sorted(set(value)))
 
 
 def iter_records(read: Callable[[int], bytes], what: str) -> Iterator[ManifestRecord]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import blake3
 
-from snapstore.chunker import MAX_CHUNK_SIZE
+from snapstore.chunkparams import MAX_CHUNK_SIZE
 from snapstore.codec import CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
 from snapstore.format import READABLE_VERSIONS

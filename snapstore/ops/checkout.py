@@ -98,6 +98,9 @@ def checkout(
         raise UsageError(f"{target.parent} does not exist") from exc
     except OSError as exc:
         raise translate_os_error(exc, str(tmp), output=True) from exc
+    except BaseException:  # a signal (SIGINT, SIGTERM) just after the file was made: not kept
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         try:
             output = _FileOutput(fd, sparse, snapshot.size)
@@ -304,13 +307,16 @@ def _run(
             output.zeros(length)
             if output.sparse:
                 zero_bytes += length
+                progress.skip(length)  # a hole: no time
+            else:
+                progress.advance(length)
         else:
             inflight -= length
             data = future.result()
             hasher.update(data)
             output.advance(data)
+            progress.advance(length)
         written += length
-        progress.advance(length)
 
     progress.start(snapshot.size, f"checkout {snapshot.name}")
     with repo.prefetch_chunks() as chunks, ThreadPoolExecutor(n, thread_name_prefix="checkout") as pool:

@@ -1,4 +1,4 @@
-"""commit: one file -> one snapshot (the pipeline that cuts and stores it is ops/pipeline.py).
+"""commit: one file or stream -> one snapshot (the pipeline that cuts and stores it is ops/pipeline.py).
 
 This module checks the input, begins a snapshot in the repository, appends its entry around
 the pipeline's chunk records, and has the repository publish it (the repository writes the
@@ -9,25 +9,34 @@ snapshot of the same name, its chunk list is handed to the pipeline as hints.
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import stat
+import subprocess
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from snapstore.errors import (
+    CommandFailedError,
     InputChangedError,
     InputError,
     InputNotFoundError,
     NoSpaceError,
     SnapstoreError,
+    UsageError,
 )
 from snapstore.model import SnapshotInfo
 from snapstore.ops.hints import HintCursor, confirmable_chunks
 from snapstore.ops.pipeline import CommitPipeline
 from snapstore.ops.prune import keep_within_quota
+from snapstore.ops.streams import InputStream
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import Repository
+from snapstore.selection import check_host, normal_tags
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,17 @@ class CommitResult:
     quota_deferred: bool = False  # over the quota, but a reader held the data lock: not pruned
 
 
+@dataclass(frozen=True)
+class _Labels:
+    tags: tuple[str, ...]
+    host: str | None  # None: this machine's name
+
+
+def _labels(tags: Iterable[str], host: str | None) -> _Labels:
+    """Checked tags and host (UsageError for a bad one)."""
+    return _Labels(normal_tags(tags), None if host is None else check_host(host))
+
+
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
@@ -61,6 +81,8 @@ def commit_file(
     now: datetime | None = None,
     use_hints: bool = True,
     quota: bool = True,
+    tags: Iterable[str] = (),
+    host: str | None = None,
 ) -> CommitResult:
     """Commit the file (or block device) at ``path`` as a new snapshot named ``name`` (default:
     the file's name) in ``repo``, opened ``Mode.WRITE``.
@@ -70,11 +92,149 @@ def commit_file(
     default, as ``snap commit``), a repository quota is kept: the oldest unprotected
     snapshots are pruned before and after the commit (``CommitResult.pruned``), and a new
     snapshot that cannot fit even then is removed again (QuotaError). Raises InputError,
-    InputChangedError, QuotaError, NoSpaceError... (snapstore.errors)."""
+    InputChangedError, QuotaError, NoSpaceError... (snapstore.errors).
+
+    ``tags`` are recorded with the snapshot (each non-empty, printable, without a comma:
+    UsageError otherwise), and ``host`` as the host it was taken on (default: this machine's
+    name); ``snap log --tag/--host`` and prune select by them (snapstore.SnapshotFilter)."""
+    labels = _labels(tags, host)
+    fd = _open_input(path)
+    try:
+        source = _file_source(fd, path, name)
+        return _commit_quota(repo, source, message, threads, progress, now, use_hints, quota, labels)
+    finally:
+        os.close(fd)
+
+
+def commit_stream(
+    repo: Repository,
+    stream: BinaryIO | int,
+    *,
+    name: str,
+    message: str = "",
+    threads: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+    now: datetime | None = None,
+    quota: bool = True,
+    source: str = "stdin",
+    tags: Iterable[str] = (),
+    host: str | None = None,
+) -> CommitResult:
+    """Commit the bytes of ``stream`` (a binary file object with ``readinto``, or a file
+    descriptor: a pipe, stdin, a socket), read to its end, as a new snapshot named ``name``.
+    The chunk list is the one a file of the same bytes gets (zero runs found in the bytes);
+    nothing is confirmed against a previous snapshot (a stream cannot be read twice: every
+    byte is chunked). The stream is not closed. ``source`` is recorded as the snapshot's source."""
+    labels = _labels(tags, host)
+    src = _stream_source(stream, name, source)
+    return _commit_quota(repo, src, message, threads, progress, now, False, quota, labels)
+
+
+def commit_command(
+    repo: Repository,
+    argv: Sequence[str],
+    *,
+    name: str,
+    message: str = "",
+    threads: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+    now: datetime | None = None,
+    quota: bool = True,
+    tags: Iterable[str] = (),
+    host: str | None = None,
+) -> CommitResult:
+    """Run ``argv`` and commit what it writes on its stdout as a new snapshot named ``name``
+    (its stdin and stderr are this process's). The snapshot is published only once the
+    command has exited with status 0: a command that fails (nonzero status, killed by a
+    signal) raises CommandFailedError and makes no snapshot, whatever it wrote (the chunks
+    already stored are indexed for a retry; gc frees them if none comes). InputError if
+    the command cannot be started."""
+    if not argv:
+        raise UsageError("no command given", hint="snap commit --from-command --name NAME -- CMD ARGS...")
+    labels = _labels(tags, host)
+    shown = shlex.join(argv)
+    try:
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE)
+    except OSError as exc:
+        raise InputError(argv[0], exc.strerror or str(exc)) from exc
+    assert proc.stdout is not None
+    src = _stream_source(proc.stdout.fileno(), name, f"command: {shown}")
+    src.check = lambda: _command_status(proc, shown)
+    try:
+        return _commit_quota(repo, src, message, threads, progress, now, False, quota, labels)
+    finally:
+        if proc.poll() is None:  # the commit failed first: the command is not needed any more
+            proc.kill()
+        proc.stdout.close()
+        proc.wait()
+
+
+@dataclass
+class _Source:
+    """What a commit reads: an open input, its size (None: a stream, read to its end) and
+    what the snapshot's entry and trailer say of it."""
+
+    fd: int | InputStream
+    path: Path  # in messages
+    name: str
+    size: int | None
+    mode: int
+    mtime_ns: int
+    source: str
+    label: str  # in the progress line
+    check: Callable[[], None]  # after reading: raises if what was read must not be kept
+
+
+def _file_source(fd: int, path: Path, name: str | None) -> _Source:
+    before = os.fstat(fd)
+    if stat.S_ISDIR(before.st_mode):
+        raise InputError(path, "is a directory (only single files can be committed yet)")
+    if not (stat.S_ISREG(before.st_mode) or stat.S_ISBLK(before.st_mode)):
+        # A pipe or a character device has no size to read up to and cannot be read twice.
+        raise InputError(path, "not a regular file or block device (a stream: give '-' and pipe it)")
+    os.set_blocking(fd, True)
+    size = before.st_size if stat.S_ISREG(before.st_mode) else os.lseek(fd, 0, os.SEEK_END)
+
+    def check() -> None:
+        if _changed(before, os.fstat(fd)):
+            raise InputChangedError(path)
+
+    return _Source(
+        fd,
+        path,
+        name or path.name,
+        size,
+        stat.S_IMODE(before.st_mode),
+        before.st_mtime_ns,
+        str(path.absolute()),
+        path.name,
+        check,
+    )
+
+
+def _stream_source(stream: BinaryIO | int, name: str, source: str) -> _Source:
+    if isinstance(stream, int):
+        os.set_blocking(stream, True)
+    now_ns = time.time_ns()
+    reader = InputStream(stream, Path(source))
+    return _Source(reader, Path(source), name, None, 0o600, now_ns, source, name, lambda: None)
+
+
+def _commit_quota(
+    repo: Repository,
+    source: _Source,
+    message: str,
+    threads: int | None,
+    progress: Progress,
+    now: datetime | None,
+    use_hints: bool,
+    quota: bool,
+    labels: _Labels,
+) -> CommitResult:
     if not quota:
-        return _commit_file(repo, path, name, message, threads, progress, now, use_hints)
+        return _commit(repo, source, message, threads, progress, now, use_hints, labels)
     before = keep_within_quota(repo, now or datetime.now(UTC))
-    res = _commit_file(repo, path, name, message, threads, progress, now, use_hints)
+    res = _commit(repo, source, message, threads, progress, now, use_hints, labels)
     after = keep_within_quota(repo, now or datetime.now(UTC), res.snapshot.id)
     dropped = tuple(
         s for outcome in (before, after) if outcome.pruned is not None for s in outcome.pruned.plan.drop
@@ -82,73 +242,71 @@ def commit_file(
     return replace(res, pruned=dropped, quota_deferred=after.deferred)
 
 
-def _commit_file(
+def _commit(
     repo: Repository,
-    path: Path,
-    name: str | None,
+    src: _Source,
     message: str,
     threads: int | None,
     progress: Progress,
     now: datetime | None,
     use_hints: bool,
+    labels: _Labels,
 ) -> CommitResult:
-    fd = _open_input(path)
+    started = time.perf_counter()
+    builder = repo.begin_snapshot()
     try:
-        before = os.fstat(fd)
-        if stat.S_ISDIR(before.st_mode):
-            raise InputError(path, "is a directory (only single files can be committed yet)")
-        if not (stat.S_ISREG(before.st_mode) or stat.S_ISBLK(before.st_mode)):
-            # A pipe or a character device has no size to read up to and cannot be read twice.
-            raise InputError(path, "not a regular file or block device")
-        os.set_blocking(fd, True)
-        size = before.st_size if stat.S_ISREG(before.st_mode) else os.lseek(fd, 0, os.SEEK_END)
-        started = time.perf_counter()
-        builder = repo.begin_snapshot()
-        try:
-            known = repo.list_snapshots(skip_damaged=True)
-            sequence = 1 + max((s.sequence or 0 for s in known), default=0)
-            hints = _hints(repo, known, name or path.name, size) if use_hints else None
-            job = CommitPipeline(repo, builder, progress, hints, threads or default_threads())
-            builder.start_entry(
-                path=_entry_name(name or path.name),
-                mode=stat.S_IMODE(before.st_mode),
-                mtime_ns=before.st_mtime_ns,
-            )
-            progress.start(size, f"commit {path.name}")
-            digest = job.run(fd, size, path)
-            after = os.fstat(fd)
-            if _changed(before, after):
-                raise InputChangedError(path)
-            builder.end_entry(size, digest)
-            info = repo.publish_snapshot(
-                builder,
-                name=name or path.name,
-                created=now or datetime.now(UTC),
-                message=message,
-                source=str(path.absolute()),
-                sequence=sequence,
-            )
-        except BaseException as exc:
-            builder.abort()
-            _keep_what_is_stored(repo, exc)
-            raise
-        finally:
-            progress.finish()
-        stats = job.stats
-        return CommitResult(
-            snapshot=info,
-            chunks=builder.chunk_refs,
-            new_chunks=stats.new_chunks,
-            new_raw_bytes=stats.new_raw,
-            new_stored_bytes=stats.new_stored,
-            zero_bytes=stats.zero_bytes,
-            seconds=time.perf_counter() - started,
-            confirmed_chunks=stats.confirmed,
-            read_bytes=stats.read_bytes,
-            chunked_bytes=stats.chunked_bytes,
+        known = repo.list_snapshots(skip_damaged=True)
+        sequence = 1 + max((s.sequence or 0 for s in known), default=0)
+        hints = _hints(repo, known, src.name, src.size) if use_hints and src.size is not None else None
+        job = CommitPipeline(repo, builder, progress, hints, threads or default_threads())
+        builder.start_entry(path=_entry_name(src.name), mode=src.mode, mtime_ns=src.mtime_ns)
+        progress.start(src.size or 0, f"commit {src.label}")
+        digest = job.run(src.fd, src.size or 0, src.path)
+        src.check()
+        builder.end_entry(job.size, digest)
+        info = repo.publish_snapshot(
+            builder,
+            name=src.name,
+            created=now or datetime.now(UTC),
+            message=message,
+            source=src.source,
+            sequence=sequence,
+            tags=labels.tags,
+            hostname=labels.host,
         )
+    except BaseException as exc:
+        builder.abort()
+        _keep_what_is_stored(repo, exc)
+        raise
     finally:
-        os.close(fd)
+        progress.finish()
+    stats = job.stats
+    return CommitResult(
+        snapshot=info,
+        chunks=builder.chunk_refs,
+        new_chunks=stats.new_chunks,
+        new_raw_bytes=stats.new_raw,
+        new_stored_bytes=stats.new_stored,
+        zero_bytes=stats.zero_bytes,
+        seconds=time.perf_counter() - started,
+        confirmed_chunks=stats.confirmed,
+        read_bytes=stats.read_bytes,
+        chunked_bytes=stats.chunked_bytes,
+    )
+
+
+def _command_status(proc: subprocess.Popen[bytes], shown: str) -> None:
+    """Wait for the command (its stdout has ended); raise unless it exited with status 0."""
+    code = proc.wait()
+    if code == 0:
+        return
+    if code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = f"signal {-code}"
+        raise CommandFailedError(shown, f"was killed by {sig}")
+    raise CommandFailedError(shown, f"exited with status {code}")
 
 
 def _hints(repo: Repository, known: list[SnapshotInfo], name: str, size: int) -> HintCursor | None:

@@ -27,7 +27,7 @@ from snapstore.ops.blocks import Block, BlockPool
 from snapstore.ops.commitstats import CommitStats
 from snapstore.ops.hints import HintCursor
 from snapstore.ops.reader import InputReader, Piece
-from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
+from snapstore.ops.streams import DigestWorker, InputFile, InputStream, Layout, Segment
 from snapstore.ops.workers import ChunkWorker, Outcome
 from snapstore.progress import Progress
 from snapstore.repo import Repository
@@ -114,7 +114,7 @@ class CommitState:
     layout: Layout
     segment: Segment  # the last segment of the layout looked at
     digest: DigestWorker
-    source: InputFile
+    source: InputFile | InputStream
     reader: InputReader
     blocks: BlockPool
     hole_blocks: BlockPool

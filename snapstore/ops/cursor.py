@@ -41,7 +41,7 @@ class Cursor(InFlight):
             return True
         if isinstance(piece, Hole):
             self.hole = piece.segment
-            self.progress.advance(self.hole.end - self.hole.start)
+            self.progress.skip(self.hole.end - self.hole.start)  # not read: no time
             self._materialise(old)
             return True
         carried_from = self.pos

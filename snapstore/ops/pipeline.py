@@ -48,7 +48,7 @@ from snapstore.ops.commitstats import CommitStats
 from snapstore.ops.confirm import Confirmation
 from snapstore.ops.hints import HintCursor
 from snapstore.ops.reader import Data, InputReader
-from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
+from snapstore.ops.streams import STREAM_END, DigestWorker, InputFile, InputStream, Layout, Segment
 from snapstore.ops.workers import ChunkWorker
 from snapstore.progress import Progress
 from snapstore.repo import Repository
@@ -102,17 +102,23 @@ class CommitPipeline(Confirmation):
 
     # -- the main loop --------------------------------------------------------------------------
 
-    def run(self, fd: int, size: int, path: Path) -> bytes:
-        """Cut the whole file; returns its BLAKE3 digest."""
-        self.size = size
-        self.layout = Layout(fd, size, self.zero_run)
+    def run(self, fd: int | InputStream, size: int, path: Path) -> bytes:
+        """Cut the whole file (or stream: read to its end, its size then in ``self.size``);
+        returns its BLAKE3 digest."""
+        if isinstance(fd, InputStream):
+            self.size = STREAM_END
+            self.layout = Layout(-1, STREAM_END)
+            self.source: InputFile | InputStream = fd
+        else:
+            self.size = size
+            self.layout = Layout(fd, size, self.zero_run)
+            # Direct reads land behind the carry area: it must keep them page-aligned.
+            self.source = InputFile(fd, path, direct=self.max_size % PAGE == 0)
         self.segment = Segment(0, 0, False)
         self.digest = DigestWorker()
-        # Direct reads land behind the carry area: it must keep them page-aligned.
-        self.source = InputFile(fd, path, direct=self.max_size % PAGE == 0)
         self.reader = InputReader(
             self.source,
-            size,
+            self.size,
             self.layout,
             self.blocks,
             self.max_size,
@@ -138,6 +144,7 @@ class CommitPipeline(Confirmation):
                 self._step_over_hole()
                 if not self._advance():
                     break
+            self.size = self.reader.size  # a stream's, now that its end is read
             self._consume(final=True)
             while self.inflight:
                 self._drain_one()

@@ -20,6 +20,7 @@ from snapstore.ops import gc
 from snapstore.ops.space import freed_by_removing
 from snapstore.repo import Repository
 from snapstore.retention import KeepPolicy
+from snapstore.selection import EVERY_SNAPSHOT, SnapshotFilter
 from snapstore.units import format_size
 
 
@@ -57,14 +58,19 @@ def plan(
     *,
     quota_bytes: int | _Configured | None = CONFIGURED,
     protect: frozenset[SnapshotId] = frozenset(),
+    select: SnapshotFilter = EVERY_SNAPSHOT,
 ) -> PrunePlan:
     """What prune would drop (reads only): what ``policy`` does not keep, then, while the
     repository would stay over ``quota_bytes`` (default: its configured quota; None: no
-    quota), its oldest unprotected snapshots. QuotaError if even that cannot reach it."""
+    quota), its oldest unprotected snapshots. QuotaError if even that cannot reach it.
+
+    Only the snapshots ``select`` matches are considered (restic's ``forget --tag/--host``):
+    the others are neither dropped nor listed as kept, and the newest-of-name rule and the
+    keep rules count among the matching snapshots only."""
     if isinstance(quota_bytes, _Configured):
         quota_bytes = repo.config.quota_bytes
     gc.refuse_while_damaged(repo)  # before anything is dropped
-    snapshots = repo.list_snapshots()
+    snapshots = select.select(repo.list_snapshots())
     pinned = repo.pinned() | protect
     rp = retention.plan(snapshots, policy, now, pinned)
     drop = list(rp.drop)
@@ -120,9 +126,11 @@ def prune(
     *,
     now: datetime | None = None,
     quota_bytes: int | _Configured | None = CONFIGURED,
+    select: SnapshotFilter = EVERY_SNAPSHOT,
 ) -> PruneResult:
-    """Plan and apply prune (``snap prune``): the repository must be opened ``Mode.EXCLUSIVE``."""
-    return apply(repo, plan(repo, policy, now or datetime.now(UTC), quota_bytes=quota_bytes))
+    """Plan and apply prune (``snap prune``): the repository must be opened ``Mode.EXCLUSIVE``.
+    ``select``: only the snapshots it matches are considered (see :func:`plan`)."""
+    return apply(repo, plan(repo, policy, now or datetime.now(UTC), quota_bytes=quota_bytes, select=select))
 
 
 def enforce_quota(

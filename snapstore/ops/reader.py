@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from snapstore.chunker import zero_runs
 from snapstore.ops.blocks import Block, BlockPool
-from snapstore.ops.streams import DigestWorker, InputFile, Layout, Segment
+from snapstore.ops.streams import DigestWorker, InputFile, InputStream, Layout, Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ Piece = Data | Hole | Run | Failed | None  # None: the end of the input
 class InputReader:
     def __init__(
         self,
-        source: InputFile,
+        source: InputFile | InputStream,
         size: int,
         layout: Layout,
         blocks: BlockPool,
@@ -68,6 +68,7 @@ class InputReader:
         zero_run: int = 0,
     ) -> None:
         self._source, self._size = source, size
+        self.size = size  # a stream's is known once its end is read
         self._layout = layout
         self._blocks = blocks
         self._carry = carry
@@ -125,16 +126,22 @@ class InputReader:
 
     def _read(self, seg: Segment) -> None:
         offset = seg.start
-        while offset < seg.end:
+        while offset < min(seg.end, self._size):  # a stream's size drops to its end once read
             block = self._take()
             if block is None:
                 return
             n = min(self._read_size, seg.end - offset)
             try:
-                self._source.read(block.view[self._carry :], offset, n)
+                got = self._source.read(block.view[self._carry :], offset, n)
             except BaseException:
                 block.unpin()
                 raise
+            if got < n:  # a stream ended: its size is known now
+                self.size = self._size = offset + got
+                if got == 0:
+                    block.unpin()
+                    return
+                n = got
             self.read_bytes += n
             block.start, block.end = offset - self._carry, offset + n
             block.pin()

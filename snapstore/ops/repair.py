@@ -5,7 +5,9 @@ Pack data is never deleted here: a chunk record that cannot be proven unreferenc
 ``read_data``, chunks whose bytes do not match their id are dropped from the index, so no
 new snapshot can dedup against them (committing the same data again stores a good copy and
 heals the snapshots that name it); the snapshots that needed them are named. A damaged pack
-header, whose 16 bytes are the same in every pack, is written again.
+header, whose 16 bytes are the same in every pack, is written again; so is, from a scan of
+its pack and before the rebuild reads it, a trailer that omits a record the old index
+pointed at.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class RepairReport:
     damaged_snapshots: tuple[SnapshotId, ...]  # lost data: a chunk is missing or corrupt
     damaged_manifests: tuple[SnapshotId, ...] = ()  # the manifest itself cannot be read whole
     rewritten_pack_headers: tuple[PackId, ...] = ()
+    rewritten_pack_trailers: tuple[PackId, ...] = ()  # omitted records the old index pointed at
 
 
 def repair(repo: Repository, *, read_data: bool = False, progress: Progress = NULL_PROGRESS) -> RepairReport:
@@ -52,4 +55,5 @@ def repair(repo: Repository, *, read_data: bool = False, progress: Progress = NU
         tuple(damaged),
         rebuilt.damaged_manifests,
         rewritten,
+        rebuilt.rewritten_trailers,
     )

@@ -3,14 +3,16 @@ into blocks, and the thread that keeps the whole-file digest."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 from snapstore.directio import PAGE, cached, open_direct
 from snapstore.errors import InputChangedError, InputError
@@ -20,6 +22,9 @@ from snapstore.model import Buffer
 
 _DONE = object()
 _ZERO_STEP = 64 * 1024 * 1024  # zeros hashed between two looks at the stop flag
+STREAM_END = 1 << 62  # a stream's size until its end is read: past any real input
+_PIPE_SIZE = 1024 * 1024  # a pipe's buffer while a commit reads it (F_SETPIPE_SZ)
+_F_SETPIPE_SZ = 1031
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,7 @@ class Layout:
     lazily, as far ahead as asked."""
 
     def __init__(self, fd: int, size: int, min_hole: int = 0) -> None:
-        self._source = segments(fd, size, min_hole)
+        self._source = segments(fd, size, min_hole) if fd >= 0 else iter([Segment(0, size, False)])
         self._known: deque[Segment] = deque()
         self._lock = threading.Lock()  # the reader and the chunker share one layout
 
@@ -103,9 +108,10 @@ class InputFile:
         self.fd, self.path = fd, path
         self._direct = open_direct(fd) if direct else -1
 
-    def read(self, room: memoryview, offset: int, length: int) -> None:
-        """Fill ``room[:length]`` with the bytes at ``offset``. ``room`` may be written past
-        ``length``, up to ``length`` rounded up to a page; its start must be page-aligned."""
+    def read(self, room: memoryview, offset: int, length: int) -> int:
+        """Fill ``room[:length]`` with the bytes at ``offset``; returns ``length``. ``room`` may
+        be written past ``length``, up to ``length`` rounded up to a page; its start must be
+        page-aligned."""
         done = 0
         if self._direct >= 0 and offset % PAGE == 0 and not cached(self.fd, offset, length):
             padded = min(len(room), -(-length // PAGE) * PAGE)
@@ -116,14 +122,50 @@ class InputFile:
                 self._direct = -1
                 got = 0
             if got >= length:
-                return
+                return length
             done = got - got % PAGE  # the rest (the end of the file moved?) the plain way
         read_into(self.fd, room[done:length], offset + done, self.path)
+        return length
 
     def close(self) -> None:
         if self._direct >= 0:
             os.close(self._direct)
             self._direct = -1
+
+
+class InputStream:
+    """Reads a commit's input that has no size and cannot be read twice (a pipe, stdin, a
+    binary file object): in order, each read filled unless the stream ends. Its layout is
+    one data segment up to :data:`STREAM_END` (no holes to ask for: the reader finds zero
+    runs in the bytes)."""
+
+    def __init__(self, source: int | BinaryIO, path: Path) -> None:
+        self.path = path
+        self._file = None if isinstance(source, int) else source
+        self.fd = source if isinstance(source, int) else -1
+        if self.fd >= 0:
+            with suppress(OSError):  # a pipe: fewer, larger reads (not a pipe: refused, harmless)
+                fcntl.fcntl(self.fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+
+    def read(self, room: memoryview, offset: int, length: int) -> int:
+        """Fill ``room[:length]`` with the stream's next bytes (``offset`` is where they are in
+        the stream); returns how many: fewer than ``length`` only at the end of the stream."""
+        done = 0
+        while done < length:
+            try:
+                if self._file is not None:
+                    n = self._file.readinto(room[done:length])  # type: ignore[attr-defined]
+                else:
+                    n = os.readv(self.fd, [room[done:length]])
+            except OSError as exc:
+                raise InputError(self.path, exc.strerror or str(exc)) from exc
+            if not n:
+                break
+            done += n
+        return done
+
+    def close(self) -> None:
+        pass
 
 
 class DigestWorker:

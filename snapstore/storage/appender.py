@@ -13,25 +13,28 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from snapstore.model import Buffer, ChunkId, ChunkLocation
 from snapstore.storage.index import Index
-from snapstore.storage.packstore import PackStore, PackWriter
+from snapstore.storage.kinds import Packs, PackWriting
+
+if TYPE_CHECKING:  # imported when the first pack is sealed: readers (snap log) never need it
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 CHECKPOINT_BYTES = 16 * 1024 * 1024  # index the open pack this often (resumable commits)
 _MAX_QUEUED = 2  # durability steps waiting: bounds the bytes not yet durable
 
 
 class PackAppender:
-    def __init__(self, packs: PackStore, index: Index, pack_target_size: int) -> None:
+    def __init__(self, packs: Packs, index: Index, pack_target_size: int) -> None:
         self._packs = packs
         self._index = index
         self._target = pack_target_size
         self._lock = threading.Lock()
-        self._pack: PackWriter | None = None
+        self._pack: PackWriting | None = None
         self._checkpointed = 0  # size of the open pack at its last checkpoint
         self._unindexed: list[ChunkId] = []  # appended to the open pack since then
         self.pending: dict[ChunkId, ChunkLocation] = {}  # appended, not yet indexed
@@ -55,7 +58,7 @@ class PackAppender:
             self._unindexed.append(chunk_id)
             if self._pack.size >= self._target:
                 self._schedule(seal=True)
-            elif self._pack.size - self._checkpointed >= CHECKPOINT_BYTES:
+            elif self._pack.checkpoints and self._pack.size - self._checkpointed >= CHECKPOINT_BYTES:
                 self._schedule(seal=False)
             return loc.stored_size
 
@@ -105,6 +108,8 @@ class PackAppender:
         if seal:
             self._pack = None
         if self._worker is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="snap-durable")
         self._steps.append(self._worker.submit(self._make_durable, pack, ids, upto, seal))
 
@@ -116,7 +121,7 @@ class PackAppender:
 
     # -- on the background thread ---------------------------------------------------------------
 
-    def _make_durable(self, pack: PackWriter, ids: list[ChunkId], upto: int, seal: bool) -> None:
+    def _make_durable(self, pack: PackWriting, ids: list[ChunkId], upto: int, seal: bool) -> None:
         if seal:
             try:
                 pack.seal()

@@ -62,6 +62,12 @@ def _translate(exc: lmdb.Error, where: str) -> Exception:
 # Keyed by the directory's (device, inode); each holds the directory's descriptor.
 _OPEN: dict[tuple[int, int], tuple[Any, dict[bytes, Any], int, int]] = {}
 _OPEN_LOCK = threading.Lock()
+# The chunk table is most of the index (about 110 bytes a chunk): its pages are checked when a
+# transaction first needs it, not when the index is opened, so that readers of the small tables
+# alone (snap log, stats, a quota plan) take time that does not grow with the chunk count.
+_LARGE = frozenset({b"chunks"})
+_WHOLE: set[tuple[int, int]] = set()  # environments whose every page has been checked
+_UNCHECKED = object()  # stands for a table not checked yet: LMDB refuses it (TypeError)
 _LOCK_FILE = "lock.mdb"
 
 
@@ -108,7 +114,7 @@ def _acquire_env(
                     max_readers=256,
                 )
                 try:
-                    _check_tree(env, pinned)
+                    _check_tree(env, pinned, whole=False)
                     dbs = _open_dbs(env, readonly)
                 except BaseException:
                     env.close()
@@ -165,13 +171,15 @@ def _open_dbs(env: Any, readonly: bool) -> dict[bytes, Any]:
     return dbs
 
 
-def _check_tree(env: Any, path: Path) -> None:
-    """Walk every page the current state of the index uses, inside a read transaction (no
-    writer can reuse those pages meanwhile), before any lookup trusts them."""
+def _check_tree(env: Any, path: Path, *, whole: bool) -> None:
+    """Walk every page the current state of the index uses (``whole``; else all but the
+    chunk table's and the free list's), inside a read transaction (no writer can reuse those
+    pages meanwhile), before any lookup trusts them."""
+    skip = frozenset() if whole else _LARGE
     for _ in range(5):
         with env.begin() as txn:
             try:
-                lmdb_file.check_tree(path, txn.id(), fmt.REPAIR_HINT)
+                lmdb_file.check_tree(path, txn.id(), fmt.REPAIR_HINT, skip=skip, free=whole)
                 return
             except lmdb_file.ConcurrentChange:
                 continue  # a writer rewrote the meta page as it was read
@@ -185,6 +193,7 @@ def _release_env(key: tuple[int, int]) -> None:
             _OPEN[key] = (env, dbs, users - 1, dir_fd)
         else:
             del _OPEN[key]
+            _WHOLE.discard(key)
             env.close()
             os.close(dir_fd)
 
@@ -201,7 +210,7 @@ class Index:
                     if w.get_meta(b"version") is None:
                         w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))
                         w.put_meta(fmt.TOTALS, fmt.encode_totals((0, 0, 0, 0)))
-            with self.read() as r:
+            with self.read(chunks=False) as r:
                 version = r.get_meta(b"version")
             if version is None or fmt.decode_u64(version) not in fmt.READABLE_INDEX_VERSIONS:
                 raise CorruptError("index", "missing or unknown index version", hint=fmt.REPAIR_HINT)
@@ -215,18 +224,33 @@ class Index:
             self._closed = True
             _release_env(self._key)
 
+    def _check_whole(self) -> None:
+        """Check the pages left unchecked when the index was opened, once per process."""
+        with _OPEN_LOCK:
+            if self._key not in _WHOLE:
+                try:
+                    _check_tree(self._env, self._pinned, whole=True)
+                except lmdb.Error as exc:
+                    raise _translate(exc, "index") from exc
+                _WHOLE.add(self._key)
+
     @contextmanager
-    def read(self) -> Iterator[IndexTxn]:
+    def read(self, *, chunks: bool = True) -> Iterator[IndexTxn]:
+        """A read transaction; with ``chunks`` False one that does not read the chunk table
+        (its pages need not be checked first: see _LARGE)."""
+        if chunks:
+            self._check_whole()
         # Buffers: a value's length is checked before its bytes are copied (lmdb_file.py).
         try:
             with self._env.begin(buffers=True) as txn:
-                yield IndexTxn(txn, self._db)
+                yield IndexTxn(txn, self._db, chunks=chunks)
         except lmdb.Error as exc:
             raise _translate(exc, "index") from exc
 
     @contextmanager
     def write(self) -> Iterator[IndexWriteTxn]:
         """A write transaction, committed (durably) when the block ends without error."""
+        self._check_whole()
         try:
             with self._env.begin(write=True, buffers=True) as txn:
                 w = IndexWriteTxn(txn, self._db)
@@ -241,9 +265,10 @@ class IndexTxn:
     """Reads of one transaction. Keys and values come as buffers into LMDB's map: each is
     checked (length first) and copied before it is returned."""
 
-    def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
+    def __init__(self, txn: Any, dbs: dict[bytes, Any], *, chunks: bool = True) -> None:
         self._txn = txn
-        self._chunks = dbs[b"chunks"]
+        self._chunks = dbs[b"chunks"] if chunks else _UNCHECKED
+        self._chunks_record = dbs[b"chunks"]  # its entry count is in the main table, checked
         self._counted = dbs[b"counted"]
         self._garbage = dbs[b"garbage"]
         self._meta = dbs[b"meta"]
@@ -277,7 +302,7 @@ class IndexTxn:
                 yield name, entry
 
     def chunk_count(self) -> int:
-        return int(self._txn.stat(self._chunks)["entries"])
+        return int(self._txn.stat(self._chunks_record)["entries"])
 
     def is_counted(self, snapshot_id: SnapshotId) -> bool:
         """Whether the snapshot's references are counted, wholly or (a count under way) in part."""

@@ -10,7 +10,9 @@ such a read is not an error but SIGBUS, which kills the process. So (docs/FORMAT
 - :func:`check_tree` then walks every page reachable from the meta a read transaction
   sees, while it holds that transaction (so no writer can reuse the pages): page numbers,
   page headers, node offsets, key and value sizes inside their page, overflow pages inside
-  the file, free-list counts inside their values. About 0.25 s per million chunks.
+  the file, free-list counts inside their values. About 0.25 s per million chunks. A walk
+  may leave out tables (their records in the main table are still checked) and the free
+  list: a reader of the small tables alone (snap log) does not pay for the chunk table.
 - writers keep :data:`PAD_BYTES` of zeros (a sparse tail: no disk space) after the last
   page, a margin for what the checks cannot see.
 """
@@ -111,10 +113,13 @@ class ConcurrentChange(Exception):
     """The meta page of the transaction was rewritten while it was read: check again."""
 
 
-def check_tree(index_dir: Path, txn_id: int, hint: str) -> set[int]:
+def check_tree(
+    index_dir: Path, txn_id: int, hint: str, *, skip: frozenset[bytes] = frozenset(), free: bool = True
+) -> set[int]:
     """Raise CorruptError unless every page reachable from the meta of transaction
     ``txn_id`` is sound (see the module docstring); return those page numbers. The caller
-    holds that read transaction."""
+    holds that read transaction. The trees of the tables named in ``skip`` and, unless
+    ``free``, the free list are left out."""
     page = mmap.PAGESIZE
     seen: set[int] = set()
     try:
@@ -123,7 +128,7 @@ def check_tree(index_dir: Path, txn_id: int, hint: str) -> set[int]:
         raise translate_os_error(exc, "index") from exc
     try:
         size = os.fstat(fd).st_size
-        problem = _walk(fd, size // page, page, txn_id, seen)
+        problem = _walk(fd, size // page, page, txn_id, seen, skip, free)
     except OSError as exc:
         raise translate_os_error(exc, "index") from exc
     finally:
@@ -133,7 +138,9 @@ def check_tree(index_dir: Path, txn_id: int, hint: str) -> set[int]:
     return seen
 
 
-def _walk(fd: int, npages: int, page: int, txn_id: int, seen: set[int]) -> str:
+def _walk(
+    fd: int, npages: int, page: int, txn_id: int, seen: set[int], skip: frozenset[bytes], with_free: bool
+) -> str:
     metas = []
     for i in range(2):
         data = os.pread(fd, page, i * page)
@@ -147,7 +154,9 @@ def _walk(fd: int, npages: int, page: int, txn_id: int, seen: set[int]) -> str:
     if not 2 <= last_pg + 1 <= npages:
         return f"last page {last_pg} is past the end of the file"
     free_db, main_db = fields[4:12], fields[12:20]
-    stack = [(free_db[7], free_db[2], True), (main_db[7], main_db[2], False)]
+    stack = [(main_db[7], main_db[2], False)]
+    if with_free:
+        stack.append((free_db[7], free_db[2], True))
     while stack:
         pgno, depth, free = stack.pop()
         if pgno == _P_INVALID:
@@ -170,7 +179,7 @@ def _walk(fd: int, npages: int, page: int, txn_id: int, seen: set[int]) -> str:
                 stack.append((lo | hi << 16 | high << 32, depth - 1, free))
         elif flags & _P_LEAF and not flags & _P_BRANCH and depth == 1:
             for ptr in ptrs:
-                problem = _leaf_node(fd, data, ptr, upper, page, last_pg, free, stack)
+                problem = _leaf_node(fd, data, ptr, upper, page, last_pg, free, stack, skip)
                 if problem:
                     return f"page {pgno}: {problem}"
         else:
@@ -187,6 +196,7 @@ def _leaf_node(
     last_pg: int,
     free: bool,
     stack: list[tuple[int, int, bool]],
+    skip: frozenset[bytes],
 ) -> str:
     if not upper <= ptr <= page - _NODE.size:
         return f"node offset {ptr}"
@@ -219,5 +229,6 @@ def _leaf_node(
         if flags & _F_BIGDATA or dsize != _DB_RECORD.size:
             return "damaged table record"
         db = _DB_RECORD.unpack_from(data, start)
-        stack.append((db[7], db[2], False))
+        if data[ptr + _NODE.size : start] not in skip:
+            stack.append((db[7], db[2], False))
     return ""

@@ -21,12 +21,11 @@ from snapstore.errors import CorruptError, SnapstoreError, StorageIOError, trans
 from snapstore.format import pack as fmt
 from snapstore.gcplan import merge
 from snapstore.model import Buffer, ChunkLocation, PackId
-from snapstore.storage import fsio
+from snapstore.storage import fsio, packread
+from snapstore.storage.packread import FdBytes
 
 log = logging.getLogger(__name__)
 _OPEN_FILES = 64  # pack descriptors kept open by the whole process (every thread)
-_SCAN_BLOCK = 8 << 20
-_TAIL_READ = 16 << 10  # a pack's last bytes read at once: its footer and, mostly, its whole table
 
 
 class PackWriter:
@@ -35,6 +34,8 @@ class PackWriter:
     After any failed write or fsync the writer is broken: what the pack holds past the last
     successful fsync is unknown (a failed fsync may have dropped those pages), so it can no
     longer be synced or sealed, only aborted back to what the index already points at."""
+
+    checkpoints = True  # sync() makes a prefix durable (see storage/objpacks.py)
 
     def __init__(self, path: Path, pack_id: PackId, mode: int, version: int) -> None:
         self.path = path
@@ -244,6 +245,11 @@ _SUB_NAME = re.compile(r"[0-9a-f]{2}")
 
 
 class PackStore:
+    """Packs as files below a pinned local directory, with the fast paths of a local disk
+    (a cache of open descriptors, pread, fallocate punch, ftruncate, read-ahead hints)."""
+
+    local = True  # packs have paths (storage/prefetch.py); storage/objpacks.py has none
+
     def __init__(self, root: Path, file_mode: int, version: int, *, shown_root: Path | None = None) -> None:
         self.root = root  # pinned (storage/dirs.py): every open goes through it
         self.version = version  # the repository's format: packs of version 2 and up have trailers
@@ -346,10 +352,7 @@ class PackStore:
             raise translate_os_error(exc, what) from exc
         finally:
             OPEN_PACKS.release(entry)
-        header = fmt.decode_record_header(data, what)
-        if header.chunk_id != chunk_id or header.stored_size != loc.stored_size or len(data) != size:
-            raise CorruptError(what, "record does not match the index")
-        return memoryview(data)[fmt.RECORD_HEADER_SIZE :]
+        return packread.record_payload(data, loc, chunk_id, what)
 
     def check_header(self, pack_id: PackId) -> None:
         """Raise CorruptError unless the pack starts with a valid pack header."""
@@ -366,6 +369,13 @@ class PackStore:
             raise translate_os_error(exc, what) from exc
         fmt.check_pack_header(header, what, repo_version=self.version)
 
+    def is_empty(self, pack_id: PackId) -> bool | None:
+        """Whether the pack holds no byte (a commit killed before it wrote any); None: gone."""
+        try:
+            return self.path(pack_id).stat().st_size == 0
+        except FileNotFoundError:
+            return None
+
     def records(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
         """Every record of a pack with its offset: from its trailer (a few reads at its end)
         where it has a whole one, else by :meth:`scan`."""
@@ -377,7 +387,7 @@ class PackStore:
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
         try:
-            table = _read_table(fd, what)
+            table = packread.read_table(FdBytes(fd), what)
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
         finally:
@@ -398,7 +408,7 @@ class PackStore:
         what = f"pack {pack_id.hex()}"
         try:
             with os.fdopen(self._open(pack_id, os.O_RDONLY), "rb") as f:
-                yield from _scan_fd(f.fileno(), what)
+                yield from packread.scan(FdBytes(f.fileno()), what)
         except FileNotFoundError:
             return  # removed meanwhile (a gc beside a reader building a temporary index)
         except OSError as exc:
@@ -452,21 +462,7 @@ class PackStore:
     def _retable(self, fd: int, keep: Callable[[fmt.TableEntry], bool], *, cut_at: int | None = None) -> None:
         """Write the trailer of an open pack again with the records ``keep`` accepts, after
         its records (or after the first ``cut_at`` bytes)."""
-        what = "pack"
-        found = _read_table(fd, what)
-        if found is None:
-            entries = [
-                fmt.TableEntry(h.chunk_id, off, h.raw_size, h.stored_size, h.codec)
-                for off, h in _scan_fd(fd, what)
-            ]
-            end = entries[-1].end if entries else fmt.PACK_HEADER_SIZE
-        else:
-            end, entries = found
-        if cut_at is not None:
-            end = min(end, cut_at)
-        kept = [e for e in entries if keep(e) and e.end <= end]
-        os.ftruncate(fd, end)
-        fsio.pwritev_all(fd, [fmt.encode_trailer(fmt.encode_table(kept), end)], end)
+        packread.retable(FdBytes(fd), keep, cut_at=cut_at)
 
     def _modify(self, pack_id: PackId, change: Callable[[int], None]) -> None:
         """Apply ``change`` to a stored pack and fsync it; a pack already gone, or one that
@@ -539,6 +535,30 @@ class PackStore:
         token = self._token
         OPEN_PACKS.drop(lambda k: k[0] == token)
 
+    def trailer(self, pack_id: PackId) -> list[fmt.TableEntry] | None:
+        """The entries of a pack's trailer (one or two reads of its end); None when it has
+        no whole trailer or is gone."""
+        what = f"pack {pack_id.hex()}"
+        try:
+            fd = self._open(pack_id, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        try:
+            found = packread.read_table(FdBytes(fd), what)
+        except OSError as exc:
+            raise translate_os_error(exc, what) from exc
+        finally:
+            os.close(fd)
+        return None if found is None else found[1]
+
+    def rewrite_trailer(self, pack_id: PackId) -> None:
+        """Write a pack's trailer again from a scan of its records (repair: a trailer that
+        omits or misplaces a record), durably."""
+
+        self._modify(pack_id, lambda fd: packread.rescan_trailer(FdBytes(fd), f"pack {pack_id.hex()}"))
+
 
 def _pack_path(root: Path, pack_id: PackId) -> Path:
     h = pack_id.hex()
@@ -551,57 +571,3 @@ def _translate(exc: OSError, what: str) -> SnapstoreError:
         error = StorageIOError(what, "too many open files")
         error.hint = "raise the limit of open files ('ulimit -n') or use fewer threads (--threads)"
     return error
-
-
-def _scan_fd(fd: int, what: str) -> Iterator[tuple[int, fmt.RecordHeader]]:
-    """The records :meth:`PackStore.scan` finds, in an open pack."""
-    file_size = os.fstat(fd).st_size
-    pos = fmt.PACK_HEADER_SIZE
-    while pos + fmt.RECORD_HEADER_SIZE <= file_size:
-        pos = _next_data(fd, pos, file_size)
-        if pos < 0:
-            return
-        try:
-            header = fmt.decode_record_header(os.pread(fd, fmt.RECORD_HEADER_SIZE, pos), what)
-        except CorruptError:
-            window = os.pread(fd, _SCAN_BLOCK, pos)
-            found = fmt.find_record(window, 1)
-            pos += found if found > 0 else max(1, len(window) - fmt.RECORD_HEADER_SIZE)
-            continue
-        if pos + header.record_size > file_size:
-            return
-        yield pos, header
-        pos += header.record_size
-
-
-def _read_table(fd: int, what: str) -> tuple[int, list[fmt.TableEntry]] | None:
-    """(where the records end, the trailer's entries) of an open pack, in one or two reads
-    of its end; None when it has no whole trailer (a pack of format 1, a pack a commit was
-    killed writing, a damaged trailer: scan it)."""
-    size = os.fstat(fd).st_size
-    if size < fmt.PACK_HEADER_SIZE + fmt.FOOTER_SIZE:
-        return None
-    tail_at = max(fmt.PACK_HEADER_SIZE, size - _TAIL_READ)
-    tail = os.pread(fd, size - tail_at, tail_at)
-    footer = fmt.decode_footer(tail[-fmt.FOOTER_SIZE :], size)
-    if footer is None:
-        return None
-    count, table_offset, digest = footer
-    length = count * fmt.TABLE_ENTRY_SIZE
-    if table_offset >= tail_at:
-        table = tail[table_offset - tail_at : table_offset - tail_at + length]
-    else:
-        table = os.pread(fd, length, table_offset)
-    try:
-        return table_offset, fmt.decode_table(table, digest, table_offset, what)
-    except CorruptError as exc:
-        log.warning("%s; scanning the pack instead", exc.message)
-        return None
-
-
-def _next_data(fd: int, pos: int, size: int) -> int:
-    """The next offset at or after ``pos`` that is not in a hole, or -1."""
-    try:
-        return os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError:
-        return pos if pos < size else -1

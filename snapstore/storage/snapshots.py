@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from snapstore.errors import (
     CorruptError,
@@ -104,6 +104,14 @@ class SnapshotStore:
     def path(self, snapshot_id: SnapshotId) -> Path:
         return self.root / snapshot_id.hex()
 
+    def where(self, prefix: str, snapshot_id: SnapshotId) -> str:
+        """What :meth:`iter_records` reads for a pending or trashed manifest."""
+        return str(self.tmp_dir / f"{prefix}{snapshot_id.hex()}")
+
+    def tidy(self) -> None:
+        """Nothing to do: a rename leaves no second copy (see storage/objsnapshots.py)."""
+        return None
+
     def writer(self) -> ManifestWriter:
         return ManifestWriter(self.tmp_dir, self.file_mode)
 
@@ -151,7 +159,7 @@ class SnapshotStore:
                 f.seek(size - fmt.FOOTER_SIZE - length)
                 return fmt.decode_trailer(snapshot_id, f.read(length), what)
         except FileNotFoundError as exc:
-            raise _vanished(snapshot_id, what, where) from exc
+            raise vanished(snapshot_id, what, where) from exc
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
 
@@ -164,11 +172,11 @@ class SnapshotStore:
         try:
             f = os.fdopen(fsio.open_file(path, os.O_RDONLY, what=what), "rb", buffering=_READ_BUFFER)
         except FileNotFoundError as exc:
-            raise _vanished(snapshot_id, what, where) from exc
+            raise vanished(snapshot_id, what, where) from exc
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
         with f:
-            reader = _HashingReader(f, hasher, what)
+            reader = HashingReader(f, hasher, what)
             fmt.check_header(reader.read(fmt.HEADER_SIZE), what)
             yield from fmt.iter_records(reader.read, what)
             reader.read_rest()
@@ -177,8 +185,12 @@ class SnapshotStore:
             raise IntegrityError(what, snapshot_id.hex(), actual.hex())
 
 
-class _HashingReader:
-    def __init__(self, f: BinaryIO, hasher: StreamHasher, what: str) -> None:
+class _Readable(Protocol):
+    def read(self, n: int, /) -> bytes: ...
+
+
+class HashingReader:
+    def __init__(self, f: _Readable, hasher: StreamHasher, what: str) -> None:
         self._f = f
         self._hasher = hasher
         self._what = what
@@ -196,7 +208,7 @@ class _HashingReader:
             pass
 
 
-def _vanished(snapshot_id: SnapshotId, what: str, where: str) -> SnapstoreError:
+def vanished(snapshot_id: SnapshotId, what: str, where: str) -> SnapstoreError:
     """A manifest that is not there: a published one was listed a moment ago, so it was
     removed meanwhile (``snap rm`` beside this reader); a pending or trashed one is
     damage."""

@@ -1,0 +1,298 @@
+"""checkout --in-place: make an existing file or block device hold a snapshot's bytes,
+writing only where they differ.
+
+The target's bytes are hashed along the snapshot's chunk boundaries, in parallel (a bounded
+window of chunk-sized reads); a range whose hash is the chunk's id is left alone, any other
+gets the chunk (fetched and verified) written over it. Where the snapshot has a zero run,
+the target's data extents there (SEEK_DATA/SEEK_HOLE: a hole is zeros already) are read in
+steps; a step holding a non-zero byte is punched out of a file (written with zeros on a
+device, or where the file system cannot punch holes); a step of zeros is left as it is.
+A regular file is resized to the snapshot's size first; a block device is never truncated
+and is refused when smaller than the snapshot. The bytes the target ends up with (its own
+where they matched, the chunks written, zeros) are hashed in order and checked against the
+snapshot's digest, as a plain checkout does.
+
+Interrupted and run again, it finishes the job: every step compares what the target holds
+now with what the snapshot says, and only then writes; nothing depends on what a previous
+run did, so a rerun writes only what the interrupted one had not written yet.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from snapstore.chunker import is_zero
+from snapstore.errors import CorruptError, IntegrityError, UsageError, translate_os_error
+from snapstore.hashing import chunk_id
+from snapstore.model import Buffer, ChunkId, ChunkRef, EntryEnd, SnapshotInfo, ZeroRun
+from snapstore.ops.commit import default_threads
+from snapstore.ops.output import check_device_size
+from snapstore.ops.streams import DigestWorker
+from snapstore.progress import NULL_PROGRESS, Progress
+from snapstore.repo import ChunkPrefetch, Repository
+from snapstore.storage import fsio
+
+WINDOW_BYTES = 64 * 1024 * 1024  # target bytes read and held at once, whatever the thread count
+ZERO_STEP = 1024 * 1024  # a zero run's data is checked (and punched) this much at a time
+_ZEROS = bytes(ZERO_STEP)
+
+
+@dataclass
+class InPlaceResult:
+    snapshot: SnapshotInfo
+    path: str
+    size: int
+    old_size: int
+    dry_run: bool
+    write_bytes: int = 0  # chunk bytes written (to be written, with dry_run)
+    zeroed_bytes: int = 0  # bytes of zero runs written as zeros (a device, no hole punching)
+    punched_bytes: int = 0  # bytes of zero runs punched out
+    unchanged_bytes: int = 0  # bytes that already matched
+    chunks_written: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    data: Buffer | None  # the bytes the range holds now (None: a zero run, or a dry run)
+    written: int = 0
+    zeroed: int = 0
+    punched: int = 0
+
+
+def checkout_in_place(
+    repo: Repository,
+    snapshot: SnapshotInfo,
+    out: str,
+    *,
+    dry_run: bool = False,
+    threads: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> InPlaceResult:
+    """Make the existing file or block device ``out`` hold ``snapshot``'s bytes, writing only
+    the chunks that differ (module docstring). With ``dry_run`` nothing is written: the result
+    tells what would be. Raises UsageError (no such file, not a file or device, a device
+    smaller than the snapshot), IntegrityError, NoSpaceError... (snapstore.errors)."""
+    target = Path(out)
+    fd, device, old_size = _open_target(target, snapshot.size, dry_run)
+    res = InPlaceResult(snapshot, str(target), snapshot.size, old_size, dry_run)
+    try:
+        if not device and not dry_run and old_size != snapshot.size:
+            os.ftruncate(fd, snapshot.size)
+        _run(repo, snapshot, fd, device, res, threads or default_threads(), progress)
+        if not dry_run:
+            os.fsync(fd)
+    except OSError as exc:
+        raise translate_os_error(exc, str(target), output=True) from exc
+    finally:
+        os.close(fd)
+    return res
+
+
+def _open_target(target: Path, size: int, dry_run: bool) -> tuple[int, bool, int]:
+    """(fd, is a block device, its size now)."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"{target} does not exist", hint="--in-place rewrites an existing file; drop it to create one"
+        ) from exc
+    except OSError as exc:
+        raise translate_os_error(exc, str(target), output=True) from exc
+    device = stat.S_ISBLK(st.st_mode)
+    if not (device or stat.S_ISREG(st.st_mode)):
+        raise UsageError(f"{target} is not a regular file or block device", hint="--in-place needs one")
+    flags = (os.O_RDONLY if dry_run else os.O_RDWR) | os.O_CLOEXEC | (os.O_EXCL if device else 0)
+    try:
+        fd = os.open(target, flags)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise UsageError(f"{target} is in use (mounted?)", hint="unmount it first") from exc
+        raise translate_os_error(exc, str(target), output=True) from exc
+    try:
+        old = os.lseek(fd, 0, os.SEEK_END) if device else os.fstat(fd).st_size
+        if device:
+            check_device_size(target, old, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, device, old
+
+
+def _run(
+    repo: Repository,
+    snapshot: SnapshotInfo,
+    fd: int,
+    device: bool,
+    res: InPlaceResult,
+    threads: int,
+    progress: Progress,
+) -> None:
+    hasher = None if res.dry_run else DigestWorker()
+    pending: deque[tuple[int, bool, Future[_Outcome]]] = deque()  # (length, a chunk?, job)
+    held = 0  # bytes of chunk ranges read or being read
+    offset = 0
+    total = 0
+
+    def settle() -> None:
+        nonlocal held, total
+        length, is_chunk, future = pending.popleft()
+        out = future.result()
+        if is_chunk:
+            held -= length
+        if hasher is not None:
+            if out.data is not None:
+                hasher.update(out.data)
+            else:  # a zero run: zeros now, whatever it took
+                hasher.update_zeros(length)
+        res.write_bytes += out.written
+        res.chunks_written += out.written > 0
+        res.zeroed_bytes += out.zeroed
+        res.punched_bytes += out.punched
+        res.unchanged_bytes += length - out.written - out.zeroed - out.punched
+        total += length
+        progress.advance(length)
+
+    progress.start(snapshot.size, f"checkout --in-place {snapshot.name}")
+    with repo.prefetch_chunks() as chunks, ThreadPoolExecutor(threads, thread_name_prefix="inplace") as pool:
+        try:
+            for record in repo.iter_records(snapshot.id):
+                if isinstance(record, ChunkRef):
+                    length = record.raw_size
+                    _check_fits(snapshot, offset + length)
+                    job = pool.submit(
+                        _fix_chunk, chunks, fd, offset, length, record.chunk_id, res.old_size, res.dry_run
+                    )
+                    held += length
+                    pending.append((length, True, job))
+                elif isinstance(record, ZeroRun):
+                    length = record.length
+                    _check_fits(snapshot, offset + length)
+                    job = pool.submit(_fix_zeros, fd, offset, length, device, res.old_size, res.dry_run)
+                    pending.append((length, False, job))
+                elif isinstance(record, EntryEnd):
+                    while pending:
+                        settle()
+                    if hasher is not None and (actual := hasher.digest()) != record.digest:
+                        raise IntegrityError(
+                            f"{res.path} after --in-place checkout of {snapshot.hex[:12]}",
+                            record.digest.hex(),
+                            actual.hex(),
+                        )
+                    continue
+                else:
+                    continue
+                offset += length
+                while held > WINDOW_BYTES or len(pending) > 4 * threads + 64:
+                    settle()
+            while pending:
+                settle()
+        except BaseException:
+            for _, _, job in pending:
+                job.cancel()
+            if hasher is not None:
+                hasher.cancel()
+            raise
+        finally:
+            progress.finish()
+    if total != snapshot.size:
+        raise CorruptError(f"snapshot {snapshot.hex[:12]}", f"{total} bytes, expected {snapshot.size}")
+
+
+def _check_fits(snapshot: SnapshotInfo, end: int) -> None:
+    if end > snapshot.size:
+        raise CorruptError(
+            f"snapshot {snapshot.hex[:12]}", f"its records run past its size of {snapshot.size}"
+        )
+
+
+def _read(fd: int, offset: int, length: int, limit: int) -> bytearray:
+    """``length`` bytes of the target at ``offset``; zeros past ``limit`` (its old size)."""
+    buf = bytearray(length)
+    view = memoryview(buf)
+    done = 0
+    stop = max(0, min(length, limit - offset))
+    while done < stop:
+        n = os.preadv(fd, [view[done:stop]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return buf
+
+
+def _fix_chunk(
+    chunks: ChunkPrefetch,
+    fd: int,
+    offset: int,
+    length: int,
+    expected: ChunkId,
+    old_size: int,
+    dry_run: bool,
+) -> _Outcome:
+    """On a worker: hash the target's range; if it is not the chunk, write the chunk there."""
+    held = _read(fd, offset, length, old_size)
+    if chunk_id(held) == expected:
+        return _Outcome(held)
+    if dry_run:
+        return _Outcome(held, written=length)
+    data = chunks.get(expected, None)  # (get_location is safe from workers; want() is not needed)
+    fsio.pwritev_all(fd, [data], offset)
+    return _Outcome(data, written=length)
+
+
+def _fix_zeros(fd: int, offset: int, length: int, device: bool, old_size: int, dry_run: bool) -> _Outcome:
+    """On a worker: make ``[offset, offset + length)`` zeros, touching only the steps of the
+    target's data there that hold a non-zero byte (holes and zeros are left alone)."""
+    zeroed = punched = 0
+    end = min(offset + length, old_size)
+    punch = not device
+    for start, stop in _data_extents(fd, offset, end):
+        for at in range(start, stop, ZERO_STEP):
+            n = min(ZERO_STEP, stop - at)
+            if is_zero(_read(fd, at, n, end)):
+                continue
+            if dry_run:
+                punched += n if punch else 0
+                zeroed += 0 if punch else n
+                continue
+            if punch:
+                try:
+                    fsio.punch_hole(fd, at, n)
+                    punched += n
+                    continue
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                        raise
+                    punch = False  # this file system cannot: zeros are written instead
+            fsio.pwritev_all(fd, [memoryview(_ZEROS)[:n]], at)
+            zeroed += n
+    return _Outcome(None, zeroed=zeroed, punched=punched)
+
+
+def _data_extents(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The target's data between ``start`` and ``end`` (what SEEK_DATA/SEEK_HOLE tell; all of
+    it where they are not supported, e.g. a block device reports no holes)."""
+    out: list[tuple[int, int]] = []
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole remains
+                break
+            out.append((pos, end))  # no hole support: read it all
+            break
+        if data >= end:
+            break
+        try:
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+        except OSError:
+            hole = end
+        out.append((data, min(hole, end)))
+        pos = hole
+    return out

@@ -1,0 +1,170 @@
+"""Where a repository is kept: a local directory (its files, with every fast path of a local
+disk) or any storage backend (its objects, with the index in a local cache directory). The
+Repository asks its location for its stores, locks, index directory and config, and never
+looks at a path itself (docs/BACKENDS.md, "repositories over a backend")."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+from snapstore.backends.base import Backend
+from snapstore.chunkparams import validate
+from snapstore.errors import ObjectNotFoundError, RepositoryNotFoundError, UsageError, translate_os_error
+from snapstore.format import FORMAT_VERSION
+from snapstore.format import config as config_fmt
+from snapstore.model import ChunkerParams, CodecParams, Config
+from snapstore.repo_files import RESERVE_SIZE, decode_config, load_config, open_dirs, save_config
+from snapstore.storage import fsio
+from snapstore.storage.kinds import Packs, Pins, Snapshots
+from snapstore.storage.lock import Lock
+from snapstore.storage.objlock import ObjectLock
+from snapstore.storage.objpacks import ObjectPackStore
+from snapstore.storage.objpins import ObjectPinStore
+from snapstore.storage.objsnapshots import ObjectSnapshotStore
+from snapstore.storage.packstore import PackStore
+from snapstore.storage.pins import PinStore
+from snapstore.storage.snapshots import SnapshotStore
+
+CONFIG = "config"
+RepoLock = Lock | ObjectLock
+
+
+class LocalLocation:
+    """A repository directory, each layout directory pinned (storage/dirs.py)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root  # as the user named it (messages)
+        self._dirs = open_dirs(root)
+
+    def load_config(self, *, ignore_bad_quota: bool) -> Config:
+        return load_config(self.root, self._dirs.path(), ignore_bad_quota=ignore_bad_quota)
+
+    def open_layout(self, file_mode: int, *, writes: bool) -> None:
+        """Writers create the directories that are missing; readers find them empty."""
+        self._dirs.open_layout(fsio.dir_mode(file_mode) if writes else None)
+
+    def stores(self, config: Config, file_mode: int) -> tuple[Packs, Snapshots, Pins]:
+        dirs = self._dirs
+        packs = PackStore(
+            dirs.path("packs"), file_mode, config.format_version, shown_root=self.root / "packs"
+        )
+        return (
+            packs,
+            SnapshotStore(dirs.path("snapshots"), dirs.path("tmp"), file_mode),
+            PinStore(dirs.path("pins"), file_mode),
+        )
+
+    def index_dirs(self) -> tuple[Path, Path]:
+        """(the directory holding ``index/``, where a new index is built): both pinned."""
+        return self._dirs.path(), self._dirs.path("tmp")
+
+    def lock(self, name: str, file_mode: int) -> RepoLock:
+        return Lock(self._dirs.path("locks") / name, file_mode)
+
+    def save_config(self, config: Config, file_mode: int) -> None:
+        save_config(self._dirs, config, file_mode)
+
+    def usage(self) -> int:
+        return fsio.allocated_bytes(self.root)
+
+    def release_reserve(self) -> None:
+        fsio.remove(self._dirs.path() / "reserve", "the reserve file")
+
+    def restore_reserve(self, file_mode: int) -> bool:
+        return fsio.reserve_space(self._dirs.path() / "reserve", RESERVE_SIZE, file_mode)
+
+    def close(self) -> None:
+        self._dirs.close()
+
+
+class BackendLocation:
+    """A repository kept as objects of ``backend`` (which the caller owns and closes); its
+    index is a cache in ``cache_dir`` (default :func:`default_cache_dir`)."""
+
+    def __init__(self, backend: Backend, cache_dir: Path | None = None) -> None:
+        self.backend = backend
+        self.root = Path(f"{type(backend).__name__.lower()}:")  # messages only
+        self._cache_dir = cache_dir
+        self._repository_id = ""
+
+    def load_config(self, *, ignore_bad_quota: bool) -> Config:
+        try:
+            data = self.backend.get(CONFIG)
+        except ObjectNotFoundError as exc:
+            raise RepositoryNotFoundError(self.root) from exc
+        config = decode_config(data, self.root, ignore_bad_quota=ignore_bad_quota)
+        self._repository_id = config.repository_id
+        self.root = Path(f"{type(self.backend).__name__.lower()}:{config.repository_id[:12]}")
+        return config
+
+    def open_layout(self, file_mode: int, *, writes: bool) -> None:
+        return None  # objects need no directories
+
+    def stores(self, config: Config, file_mode: int) -> tuple[Packs, Snapshots, Pins]:
+        packs = ObjectPackStore(self.backend, config.format_version, shown_root=f"{self.root}packs")
+        return packs, ObjectSnapshotStore(self.backend), ObjectPinStore(self.backend)
+
+    def index_dirs(self) -> tuple[Path, Path]:
+        """(the cache directory holding ``index/``, its ``tmp/``), created if missing."""
+        cache = self._cache_dir or default_cache_dir(self._repository_id)
+        tmp = cache / "tmp"
+        try:
+            tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise translate_os_error(exc, str(tmp)) from exc
+        return cache, tmp
+
+    def lock(self, name: str, file_mode: int) -> RepoLock:
+        return ObjectLock(self.backend, f"locks/{name}")
+
+    def save_config(self, config: Config, file_mode: int) -> None:
+        self.backend.put(CONFIG, config_fmt.encode(config), overwrite=True)
+
+    def usage(self) -> int:
+        return self.backend.usage()
+
+    def release_reserve(self) -> None:
+        return None  # no reserve: a backend's space is not a local disk's
+
+    def restore_reserve(self, file_mode: int) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+def default_cache_dir(repository_id: str) -> Path:
+    """``$XDG_CACHE_HOME/snapstore/<repository id>`` (``~/.cache`` when unset or relative)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "snapstore" / repository_id
+
+
+def create_objects(backend: Backend, config: Config) -> None:
+    """A new repository over ``backend``: only its config (put last, like the local layout's:
+    a store without it is not a repository). Refused unless the backend holds no object."""
+    if backend.exists_many([CONFIG]):
+        raise UsageError(f"{type(backend).__name__} already holds a snapstore repository")
+    if next(iter(backend.list()), None) is not None:
+        raise UsageError(f"{type(backend).__name__} is not empty")
+    backend.put(CONFIG, config_fmt.encode(config))
+
+
+def new_config(
+    chunker: ChunkerParams | None, codec_level: int, shared: bool, pack_target_size: int
+) -> Config:
+    """The config of a new repository (format FORMAT_VERSION, a new random id)."""
+    if not 1 <= codec_level <= 22:
+        raise UsageError(f"zstd level must be 1..22, not {codec_level}")
+    return Config(
+        format_version=FORMAT_VERSION,
+        repository_id=secrets.token_hex(16),
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        chunker=validate(chunker or ChunkerParams()),
+        codec=CodecParams("zstd", codec_level),
+        pack_target_size=pack_target_size,
+        shared=shared,
+    )
