@@ -121,12 +121,15 @@ def test_gc_repack_dies_before_each_step(base: Base, tmp_path: Path) -> None:
         plan = repack(r)
     assert seen["seal"] >= 4 and seen["delete"] >= 4, f"too few packs repacked to test: {dict(seen)}"
     steps = seen["total"]
-    # Before every seal, index transaction and removal, and before 8 of the copies.
-    copies = [i + 1 for i, name in enumerate(ORDER) if name == "append"]
-    points = sorted(
-        {i + 1 for i, name in enumerate(ORDER) if name != "append"}
-        | {copies[(k * (len(copies) - 1)) // 7] for k in range(8)}
-    )
+
+    # Before 4 of each kind of step, spread from the first to the last (seal, index
+    # transaction, removal), and before 6 of the copies: every kind of death at the start,
+    # in the middle and at the end of a run, in a CI-sized number of runs.
+    def spread(name: str, n: int) -> set[int]:
+        at = [i + 1 for i, step in enumerate(ORDER) if step == name]
+        return {at[(k * (len(at) - 1)) // (n - 1)] for k in range(n)}
+
+    points = sorted(spread("seal", 4) | spread("write", 4) | spread("delete", 4) | spread("append", 6))
     tally = Counter[str]()
     for step in points:
         when = f"killed before step {step} of {steps}"

@@ -142,7 +142,8 @@ def pack_bytes(root: Path) -> dict[str, str]:
 def test_clean_repository_verifies(repo: Path, base: Base) -> None:
     code, doc = verify(repo)
     assert code == 0 and doc["ok"] and doc["problems"] == []
-    assert doc["snapshots"] == 3 and doc["chunks_read"] == 0
+    assert doc["snapshot_count"] == 3 and len(doc["snapshots"]) == 3 and doc["chunks_read"] == 0
+    assert {s["id"] for s in doc["snapshots"]} == set(base.digests)
     code, doc = verify(repo, "--read-data")
     assert code == 0 and doc["ok"]
     assert doc["chunks_read"] == doc["chunks"] > 100

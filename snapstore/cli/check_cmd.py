@@ -16,6 +16,7 @@ from snapstore.cli.common import (
     out,
     progress_for,
 )
+from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.errors import DamagedError, UsageError
 from snapstore.ops.repair import repair as do_repair
 from snapstore.ops.verify import affected
@@ -42,12 +43,13 @@ def verify(
         progress_for(json_output) as progress,
     ):
         report = do_verify(r, read_data=read_data, sample=sample, seed=seed, progress=progress)
+        listed = r.list_snapshots(skip_damaged=True) if json_output else []
     hit = affected(report.problems)
     if json_output:
         emit_json(
             {
                 "ok": report.ok,
-                "snapshots": report.snapshots,  # a count, as before: snapshot_count names it
+                "snapshots": [snapshot_doc(s) for s in listed],  # the snapshot objects, as in stats
                 "snapshot_count": report.snapshots,
                 "chunks": report.chunks,
                 "chunks_read": report.chunks_read,

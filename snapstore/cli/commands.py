@@ -8,7 +8,11 @@ from __future__ import annotations
 # name -> (module, attribute: a function, or a typer app of subcommands, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("snapstore.cli.init_cmd", "init", "Create an empty repository."),
-    "commit": ("snapstore.cli.commit_cmd", "commit", "Store FILE as a new snapshot; print its id."),
+    "commit": (
+        "snapstore.cli.commit_cmd",
+        "commit",
+        "Store FILE (or stdin, or a command's output) as a new snapshot; print its id.",
+    ),
     "checkout": (
         "snapstore.cli.checkout_cmd",
         "checkout",

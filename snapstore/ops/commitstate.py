@@ -33,7 +33,7 @@ from snapstore.progress import Progress
 from snapstore.repo import Repository
 from snapstore.snapshotbuilder import SnapshotBuilder
 
-BATCH_BYTES = 1024 * 1024  # a batch is handed to the workers once it holds this many bytes
+BATCH_BYTES = 64 * 1024  # a batch is handed to the workers once it holds this many bytes
 BATCH_CHUNKS = 256  # or this many chunks
 
 
