@@ -68,6 +68,7 @@ from runner import (
     drop_caches,
     phases_for,
 )
+from startup import StartupTime, measure_startup, startup_lines
 from tools import Tool, compile_snap, make_tools, snap_env
 from workload import VERSIONS, Workload, build_workload, describe, sparse_copy
 
@@ -77,6 +78,10 @@ from snapstore.units import format_size, parse_size
 GiB = 1024**3
 RSS_TARGET_MIB = 200
 RSS_DATA_BYTES = 1 * GiB  # the --rss-check image holds about this much data, the rest holes
+# A larger synthetic image holds at most this much data, the rest holes, as the real-data
+# workload does (realdata.MAX_DATA): --size 16G fits the disk (four versions, each tool's
+# repository and a checkout), and a user's large image is mostly free space too.
+SYNTHETIC_MAX_DATA = 4 * GiB
 
 
 def size_arg(text: str) -> int:
@@ -94,7 +99,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--work", type=Path, default=Path("bench-work"), help="work directory (./bench-work)")
-    p.add_argument("--size", type=size_arg, default=GiB, help="image size, e.g. 64M or 1G (default 1G)")
+    p.add_argument(
+        "--size",
+        type=size_arg,
+        default=GiB,
+        help="image size, e.g. 64M, 1G or 16G (default 1G; at most 4 GiB of it is data, the rest holes)",
+    )
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     p.add_argument(
         "--workload",
@@ -230,7 +240,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         return Plan(args.tools, 0, 0.0, names, phases_for(names), ("user",), tuple(args.image))
     if args.rss_check is None:
         kinds = ("synthetic", "real") if args.workload == "both" else (args.workload,)
-        return Plan(args.tools, args.size, 0.5, VERSIONS, PHASES, kinds)
+        return Plan(args.tools, args.size, min(0.5, SYNTHETIC_MAX_DATA / args.size), VERSIONS, PHASES, kinds)
     size = args.rss_check
     rss_phases = (Phase(COMMIT, "v1"), Phase(CHECKOUT, "v1"))
     return Plan("snap", size, min(0.5, RSS_DATA_BYTES / size), ("v1",), rss_phases)
@@ -327,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     profile_doc = run_profile(args, tools, work, work_dir, cold, last, phases) if args.profile else None
     scaling = run_scaling(work, Settings(work_dir, cold, max(1, args.runs))) if args.scaling else []
     results += scaling
+    startup: list[StartupTime] = []
+    snap = next((t for t in tools if t.name == "snap"), None)
+    if snap is not None and args.rss_check is None:
+        progress("timing snap's start-up ...")
+        startup = measure_startup(snap, work_dir / "startup")
+        for line in startup_lines(startup):
+            print(line)
     print_failures(results)
     source_after = source_state()
     if source_after != machine["snapstore"]:
@@ -344,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratios": rows,
             "rss_check": {"target_mib": RSS_TARGET_MIB, "ok": rss_ok} if args.rss_check else None,
             "profile": profile_doc,
+            "startup": [m.as_dict() for m in startup],
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     failed = any(m.status == "FAIL" for m in results)

@@ -109,3 +109,8 @@ def test_users_own_images_are_committed_in_order_and_checked_out(tmp_path: Path)
     results = doc["results"]
     assert [r["phase"] for r in results] == ["commit v1", "commit v2", "checkout v1", "checkout v2"]
     assert all(r["status"] == "ok" and r["workload"] == "user" for r in results)
+    # snap's start-up, each command timed in new interpreters (bench/startup.py)
+    startup = {m["command"]: m for m in doc["startup"]}
+    assert set(startup) == {"snap --version", "snap log"}
+    assert all(0 < m["best_ms"] <= m["median_ms"] and m["runs"] >= 5 for m in startup.values())
+    assert "== start-up" in done.stdout

@@ -143,3 +143,37 @@ def test_every_damaged_compressed_payload_is_an_integrity_error() -> None:
         else:
             assert len(out) == len(data)  # decodes to other bytes: the hash check catches it
     assert undecodable > 0
+
+
+def half_random(n: int, seed: int = 3) -> bytes:
+    """Data whose samples shrink by well under half (like executables): text and random bytes
+    interleaved in 1 KiB pieces."""
+    rng = random.Random(seed)
+    return b"".join(text(1024, seed + i) if i % 2 else rng.randbytes(1024) for i in range(n // 1024))
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_poorly_compressing_chunk_is_compressed_at_level_1_at_fast_levels(level: int) -> None:
+    data = half_random(1 << 20)
+    assert codec.FAST_ABOVE < codec.sample_ratio(data) < 1 - codec.PROBE_SAVING
+    codec_id, payload = encode(data, level)
+    assert codec_id == CODEC_ZSTD
+    assert payload == zstandard.ZstdCompressor(level=1, write_content_size=True).compress(data)
+    assert decode(codec_id, payload, len(data)) == data
+
+
+def test_well_compressing_and_small_chunks_keep_the_level() -> None:
+    assert codec.sample_ratio(text(1 << 20)) < codec.FAST_ABOVE
+    for data in (text(1 << 20), half_random(64 * 1024)):  # text; too small to be probed
+        codec_id, payload = encode(data, 3)
+        assert codec_id == CODEC_ZSTD
+        assert payload == zstandard.ZstdCompressor(level=3, write_content_size=True).compress(data)
+
+
+def test_a_high_level_is_kept_for_every_compressible_chunk() -> None:
+    data = half_random(1 << 20)
+    codec_id, payload = encode(data, 19)
+    assert codec_id == CODEC_ZSTD
+    assert payload == zstandard.ZstdCompressor(level=19, write_content_size=True).compress(data)
+    assert codec.chunk_level(19, 0.9) == 19
+    assert codec.chunk_level(3, 0.9) == 1 and codec.chunk_level(3, 0.3) == 3

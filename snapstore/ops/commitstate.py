@@ -17,8 +17,10 @@ commit's report is ops/commitstats.py.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from snapstore.model import ChunkerParams, ChunkId
 from snapstore.ops.blocks import Block, BlockPool
@@ -31,15 +33,66 @@ from snapstore.progress import Progress
 from snapstore.repo import Repository
 from snapstore.snapshotbuilder import SnapshotBuilder
 
+BATCH_BYTES = 64 * 1024  # a batch is handed to the workers once it holds this many bytes
+BATCH_CHUNKS = 256  # or this many chunks
+
+
+class Batch:
+    """Chunks queued together as one task of a worker pool: with small chunks (4 KiB: 256 to
+    the MiB) one task and one Future per chunk cost more than hashing the chunk. A batch is
+    submitted once full, when the pipeline is about to wait, or when an outcome is asked of
+    it; its task returns the outcomes of its chunks in order."""
+
+    __slots__ = ("args", "fn", "future", "nbytes", "outcomes", "pool")
+
+    def __init__(self, pool: ThreadPoolExecutor, fn: Callable[[list[Any]], list[Outcome]]) -> None:
+        self.pool = pool
+        self.fn = fn
+        self.args: list[Any] = []  # one tuple of arguments per chunk
+        self.nbytes = 0
+        self.future: Future[list[Outcome]] | None = None
+        self.outcomes: list[Outcome] | None = None  # the task's result, once taken
+
+    def add(self, args: tuple[Any, ...], length: int) -> int:
+        """Queue one chunk; returns its index in the batch."""
+        self.args.append(args)
+        self.nbytes += length
+        return len(self.args) - 1
+
+    def full(self) -> bool:
+        return self.nbytes >= BATCH_BYTES or len(self.args) >= BATCH_CHUNKS
+
+    def submit(self) -> None:
+        if self.future is None and self.args:
+            self.future = self.pool.submit(self.fn, self.args)
+
+    def done(self) -> bool:
+        return self.outcomes is not None or (self.future is not None and self.future.done())
+
+    def result(self) -> list[Outcome]:
+        if self.outcomes is None:
+            self.submit()
+            assert self.future is not None
+            self.outcomes = self.future.result()
+        return self.outcomes
+
 
 @dataclass(slots=True)
 class Job:
-    """One piece of the stream queued for the snapshot: a chunk (its worker's outcome to come)
-    or a zero run."""
+    """One piece of the stream queued for the snapshot: a chunk (its worker's outcome to come,
+    the ``index``-th of ``batch``) or a zero run."""
 
     length: int
     block: Block | None  # None: a zero run (no bytes, no worker)
-    future: Future[Outcome] | None
+    batch: Batch | None
+    index: int = 0
+
+    def done(self) -> bool:
+        return self.batch is not None and self.batch.done()
+
+    def outcome(self) -> Outcome:
+        assert self.batch is not None
+        return self.batch.result()[self.index]
 
 
 class CommitState:
@@ -59,6 +112,7 @@ class CommitState:
     # the input
     size: int
     layout: Layout
+    segment: Segment  # the last segment of the layout looked at
     digest: DigestWorker
     source: InputFile | InputStream
     reader: InputReader
@@ -75,12 +129,15 @@ class CommitState:
     pool: ThreadPoolExecutor
     confirm_pool: ThreadPoolExecutor
     inflight: deque[Job]
+    inflight_bytes: int  # of the chunks in flight
+    batch: Batch  # chunks being queued for ``pool`` (not submitted yet)
+    confirm_batch: Batch  # confirmations being queued for ``confirm_pool``
     zero_pending: int
     # confirmation
     hint_failed_at: int
     hashed: tuple[int, int, ChunkId] | None
     cut_in_a_row: int
-    candidates: deque[tuple[int, int, Future[Outcome]]]
+    candidates: deque[tuple[int, int, Job]]
     stats: CommitStats
 
     def _consume(self, final: bool) -> None:
@@ -91,7 +148,9 @@ class CommitState:
         """The hole holding ``start``, if it is in one."""
         if start >= self.size:
             return None
-        seg = self.layout.at(start)
+        seg = self.segment  # asked of the layout (and its lock) once per segment, not per chunk
+        if not seg.start <= start < seg.end:
+            seg = self.segment = self.layout.at(start)
         return seg if seg.hole else None
 
     def _in_hole(self, start: int, end: int) -> bool:

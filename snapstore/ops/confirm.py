@@ -17,7 +17,7 @@ import queue
 from dataclasses import dataclass
 
 from snapstore.ops.blocks import Block
-from snapstore.ops.commitstate import Job
+from snapstore.ops.commitstate import Batch, Job
 from snapstore.ops.cursor import Cursor
 from snapstore.ops.hints import PrevChunk
 from snapstore.ops.reader import Data, Piece
@@ -84,6 +84,7 @@ class Confirmation(Cursor):
                 expected = ZEROS if prev.chunk_id is None else prev.chunk_id
                 check = prev.before_zeros and self.zero_run > 0 and not self._ends_data(prev.end)
                 jobs.append(self._queue_chunk(prev.length, expected, drain=False, check_cut=check))
+        self._submit_queued()
         return run, jobs
 
     def _look_ahead(self) -> Ahead | None:
@@ -140,9 +141,9 @@ class Confirmation(Cursor):
         there, and False."""
         pending = len(jobs) + (len(ahead.jobs) if ahead is not None else 0)
         for i, job in enumerate(jobs):
-            if job.future is not None:
-                self._drain_while(job.future, len(self.inflight) - pending)
-            outcome = job.future.result() if job.future is not None else None
+            if job.batch is not None and not job.done():
+                self._drain_while(job, len(self.inflight) - pending)
+            outcome = job.outcome() if job.batch is not None else None
             if outcome is not None and outcome.kind is Kind.MISMATCH:
                 if outcome.chunk_id:
                     self.hashed = (run[i].offset, run[i].length, outcome.chunk_id)
@@ -157,7 +158,9 @@ class Confirmation(Cursor):
                 self.stats.chunked_bytes += run[i].length
                 if outcome.kind is Kind.RECUT:
                     view = job.block.slice(run[i].offset, run[i].end)  # type: ignore[union-attr]
-                    job.future = self.pool.submit(self.worker.process, view, None, outcome.chunk_id)
+                    job.batch = Batch(self.pool, self.worker.process_all)
+                    job.index = job.batch.add((view, None, outcome.chunk_id), run[i].length)
+                    job.batch.submit()
             else:
                 self.stats.confirmed += 1
             self.cut_in_a_row = 0
@@ -173,7 +176,7 @@ class Confirmation(Cursor):
         (it starts at a true boundary, where the previous chunks go on)."""
         assert self.hints is not None
         while self.candidates and self.candidates[0][2].done():
-            at, length, future = self.candidates.popleft()
-            outcome = future.result()
+            at, length, job = self.candidates.popleft()
+            outcome = job.outcome()
             if outcome.kind is not Kind.ZERO and self.hints.reanchor(at, length, outcome.chunk_id):
                 self.candidates.clear()

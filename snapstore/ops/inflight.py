@@ -4,13 +4,14 @@ appended by the main thread alone. Adjacent zeros become one zero run."""
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 
 from snapstore.model import ChunkId
-from snapstore.ops.commitstate import CommitState, Job
-from snapstore.ops.workers import ZEROS, Kind, Outcome
+from snapstore.ops.commitstate import Batch, CommitState, Job
+from snapstore.ops.workers import ZEROS, Kind
 
-MAX_INFLIGHT = 64  # jobs queued before the oldest are taken back
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # of chunks queued before the oldest are taken back
+MAX_INFLIGHT = 1 << 16  # jobs queued before the oldest are taken back (zero runs included)
 
 
 class InFlight(CommitState):
@@ -23,23 +24,41 @@ class InFlight(CommitState):
             return self._queue_zeros(length)
         block = self.cur
         block.pin()
-        view = block.slice(start, start + length)
-        pool = self.pool if expected is None else self.confirm_pool
         known = None
         if self.hashed is not None and self.hashed[:2] == (start, length):
             known = self.hashed[2]  # the same bytes as a failed confirmation's
         if expected is None or expected is ZEROS:
-            future = pool.submit(self.worker.process, view, expected, known)
+            batch = self.batch
+            index = batch.add((block.slice(start, start + length), expected, known), length)
         else:  # with the byte after it, if held: enough to tell whether it still ends there
             window = block.slice(start, min(start + length + 1, block.end))
             final = self._ends_data(start + length) if self.zero_run else start + length == self.size
-            future = pool.submit(self.worker.confirm_chunk, window, length, expected, known, final, check_cut)
-        job = Job(length, block, future)
+            batch = self.confirm_batch
+            index = batch.add((window, length, expected, known, final, check_cut), length)
+        if batch.full():
+            self._submit(batch)
+        job = Job(length, block, batch, index)
         self.inflight.append(job)
+        self.inflight_bytes += length
         if drain:
-            while len(self.inflight) > MAX_INFLIGHT:
+            while self.inflight_bytes > MAX_INFLIGHT_BYTES or len(self.inflight) > MAX_INFLIGHT:
                 self._drain_one()
         return job
+
+    def _submit(self, batch: Batch) -> None:
+        """Hand ``batch`` to its workers; chunks queued next go into a new batch."""
+        batch.submit()
+        if batch is self.batch:
+            self.batch = Batch(batch.pool, batch.fn)
+        elif batch is self.confirm_batch:
+            self.confirm_batch = Batch(batch.pool, batch.fn)
+
+    def _submit_queued(self) -> None:
+        """Hand every chunk queued so far to the workers (before the main thread waits)."""
+        if self.batch.args:
+            self._submit(self.batch)
+        if self.confirm_batch.args:
+            self._submit(self.confirm_batch)
 
     def _queue_zeros(self, length: int) -> Job:
         job = Job(length, None, None)
@@ -48,22 +67,42 @@ class InFlight(CommitState):
 
     def _retract(self, count: int) -> None:
         """Take back the last ``count`` jobs queued: they were not chunks after all (a new
-        chunk one of them stored stays stored: gc frees it if nothing needs it)."""
+        chunk one of them stored stays stored: gc frees it if nothing needs it). A batch
+        taken back whole is cancelled if it has not started; a chunk's block stays pinned
+        until its worker is done with it."""
+        taken: list[Job] = []
         for _ in range(count):
             job = self.inflight.pop()
-            if job.future is not None and job.block is not None:
-                if not job.future.cancel():
-                    self.stats.count_new(job.future.result(), job.length)
+            batch = job.batch
+            if batch is None or job.block is None:
+                continue
+            self.inflight_bytes -= job.length
+            if batch.future is None:  # not submitted: the chunk was the last one queued in it
+                assert job.index == len(batch.args) - 1
+                batch.args.pop()
+                batch.nbytes -= job.length
                 job.block.unpin()
+            else:
+                taken.append(job)
+        whole = {id(job.batch) for job in taken if job.index == 0}
+        for job in taken:
+            assert job.batch is not None and job.batch.future is not None and job.block is not None
+            if not (id(job.batch) in whole and job.batch.future.cancel()):
+                self.stats.count_new(job.outcome(), job.length)
+            job.block.unpin()
 
-    def _drain_while(self, future: Future[Outcome], older: int) -> None:
-        """Until ``future`` is done, take in the outcomes of the ``older`` jobs queued before
+    def _drain_while(self, job: Job, older: int) -> None:
+        """Until ``job`` is done, take in the outcomes of the ``older`` jobs queued before
         it as they come: their blocks go back to the reader now, not when the main thread
         next needs one (measured: v2 and v3 commits 3-4% faster)."""
-        while older > 0 and not future.done():
-            head = self.inflight[0].future
-            if head is not None and not head.done():
-                wait((future, head), return_when=FIRST_COMPLETED)
+        assert job.batch is not None
+        if not job.done():
+            self._submit_queued()
+        while older > 0 and not job.done():
+            head = self.inflight[0]
+            if head.batch is not None and not head.done():
+                assert head.batch.future is not None and job.batch.future is not None
+                wait((job.batch.future, head.batch.future), return_when=FIRST_COMPLETED)
                 if not head.done():
                     return
             self._drain_one()
@@ -72,12 +111,13 @@ class InFlight(CommitState):
     def _drain_one(self) -> None:
         """Take the oldest job's outcome into the snapshot (its new chunk is in a pack)."""
         job = self.inflight.popleft()
-        if job.future is None:
+        if job.batch is None:
             self._zeros(job.length)
             return
         assert job.block is not None
+        self.inflight_bytes -= job.length
         try:
-            outcome = job.future.result()
+            outcome = job.outcome()
             if outcome.kind is Kind.ZERO:
                 self._zeros(job.length)
                 return

@@ -43,11 +43,12 @@ from pathlib import Path
 from snapstore.chunker import iter_cuts, zero_period
 from snapstore.directio import PAGE
 from snapstore.ops.blocks import BlockPool
+from snapstore.ops.commitstate import Batch
 from snapstore.ops.commitstats import CommitStats
 from snapstore.ops.confirm import Confirmation
 from snapstore.ops.hints import HintCursor
 from snapstore.ops.reader import Data, InputReader
-from snapstore.ops.streams import STREAM_END, DigestWorker, InputFile, InputStream, Layout
+from snapstore.ops.streams import STREAM_END, DigestWorker, InputFile, InputStream, Layout, Segment
 from snapstore.ops.workers import ChunkWorker
 from snapstore.progress import Progress
 from snapstore.repo import Repository
@@ -87,6 +88,7 @@ class CommitPipeline(Confirmation):
         self.blocks = BlockPool(block_count(block_size), block_size)
         self.hole_blocks = BlockPool(2, 2 * self.max_size)
         self.inflight = deque()
+        self.inflight_bytes = 0
         self.hint_failed_at = -1
         # (offset, length, id) of the bytes a failed confirmation hashed: an in-place change
         # seldom moves the cut, and then the chunker's chunk needs no second hashing.
@@ -112,6 +114,7 @@ class CommitPipeline(Confirmation):
             self.layout = Layout(fd, size, self.zero_run)
             # Direct reads land behind the carry area: it must keep them page-aligned.
             self.source = InputFile(fd, path, direct=self.max_size % PAGE == 0)
+        self.segment = Segment(0, 0, False)
         self.digest = DigestWorker()
         self.reader = InputReader(
             self.source,
@@ -133,6 +136,8 @@ class CommitPipeline(Confirmation):
         # not queue behind compression.
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="commit")
         self.confirm_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="confirm")
+        self.batch = Batch(self.pool, self.worker.process_all)
+        self.confirm_batch = Batch(self.confirm_pool, self.worker.confirm_all)
         try:
             while True:
                 self._consume(final=False)
@@ -153,8 +158,8 @@ class CommitPipeline(Confirmation):
     def _abandon(self) -> None:
         """Cancel what is still in flight (after an error) and stop the helper threads."""
         for job in self.inflight:
-            if job.future is not None:
-                job.future.cancel()
+            if job.batch is not None and job.batch.future is not None:
+                job.batch.future.cancel()
         self.inflight.clear()
         for piece in self.pushback:
             if isinstance(piece, Data):
@@ -176,7 +181,8 @@ class CommitPipeline(Confirmation):
             if self.hints is not None and self.pos != self.hint_failed_at and self._confirm():
                 continue
             if not self._cut(final):
-                return
+                break
+        self._submit_queued()
 
     def _cut(self, final: bool) -> bool:
         block = self.cur
@@ -188,8 +194,9 @@ class CommitPipeline(Confirmation):
             if hints is None:
                 continue
             self.cut_in_a_row += 1
-            if hints.at(self.pos) is None and job.future is not None and _due(self.cut_in_a_row):
-                self.candidates.append((at, length, job.future))
+            if hints.at(self.pos) is None and job.batch is not None and _due(self.cut_in_a_row):
+                self.candidates.append((at, length, job))
+                self._submit_queued()  # looked up as soon as it is hashed
             self._reanchor()
             if hints.at(self.pos) is not None:
                 self.cut_in_a_row = 0

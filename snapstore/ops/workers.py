@@ -4,7 +4,8 @@ range is still a previous snapshot's chunk (docs/FORMAT.md, "confirmation").
 
 blake3, zstd and the C scanner release the GIL, so workers run in parallel. A worker only
 reads its chunk's bytes (in a pinned block) and returns an :class:`Outcome`; the main thread
-takes outcomes back in stream order (ops/inflight.py).
+takes outcomes back in stream order (ops/inflight.py). Chunks come in batches
+(ops/commitstate.py, Batch): a batch's chunks are looked up in the index in one transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from snapstore.repo import Repository
 
 ZEROS = ChunkId(b"zeros")  # what a confirmation expects of a previous zero run
 NO_ID = ChunkId(b"")  # an outcome whose bytes were not hashed
+
+
+# The arguments of one chunk's confirm_chunk: window, length, expected, known, final, check_cut.
+ConfirmCall = tuple[memoryview, int, ChunkId, ChunkId | None, bool, bool]
 
 
 class Kind(enum.Enum):
@@ -67,6 +72,30 @@ class ChunkWorker:
         self.level = level
         self.claims = Claims()
 
+    def process_all(self, calls: list[tuple[memoryview, ChunkId | None, ChunkId | None]]) -> list[Outcome]:
+        """:meth:`process` for each chunk of a batch, in order: the chunks are looked up in
+        the index in one transaction (a lookup per chunk costs twice as much as hashing a
+        4 KiB chunk)."""
+        return self._finish_all([view for view, _, _ in calls], [self._identify(*call) for call in calls])
+
+    def confirm_all(self, calls: list[ConfirmCall]) -> list[Outcome]:
+        """:meth:`confirm_chunk` for each chunk of a batch, in order (one index lookup)."""
+        views = [window[:length] for window, length, *_ in calls]
+        found = [self._identify(view, call[2], call[3]) for view, call in zip(views, calls, strict=True)]
+        outcomes = self._finish_all(views, found)
+        return [
+            self._confirmed(window, length, final, check_cut, outcome)
+            for (window, length, _, _, final, check_cut), outcome in zip(calls, outcomes, strict=True)
+        ]
+
+    def _finish_all(self, views: list[memoryview], found: list[Outcome | ChunkId]) -> list[Outcome]:
+        cids = [f for f in found if not isinstance(f, Outcome)]
+        stored = iter(self.repo.has_chunks(cids) if cids else ())
+        return [
+            f if isinstance(f, Outcome) else self._finish(view, f, next(stored))
+            for view, f in zip(views, found, strict=True)
+        ]
+
     def confirm_chunk(
         self,
         window: memoryview,
@@ -82,6 +111,12 @@ class ChunkWorker:
         ``check_cut``: the same bytes confirm only if they end at a cut too (the previous
         chunk ended at a zero run, which is gone)."""
         outcome = self.process(window[:length], expected, known)
+        return self._confirmed(window, length, final, check_cut, outcome)
+
+    def _confirmed(
+        self, window: memoryview, length: int, final: bool, check_cut: bool, outcome: Outcome
+    ) -> Outcome:
+        """:meth:`confirm_chunk`, given what :meth:`process` made of the chunk's bytes."""
         matched = outcome.kind is not Kind.MISMATCH
         if matched and not check_cut:
             return outcome
@@ -98,6 +133,15 @@ class ChunkWorker:
         """Classify one chunk (zeros are not hashed); hash it, and encode and store it if it
         is new. ``expected``: ZEROS or the chunk id it must have; ``known``: its id, already
         computed from these very bytes."""
+        found = self._identify(view, expected, known)
+        if isinstance(found, Outcome):
+            return found
+        return self._finish(view, found, False)
+
+    def _identify(
+        self, view: memoryview, expected: ChunkId | None, known: ChunkId | None
+    ) -> Outcome | ChunkId:
+        """The outcome of a chunk that is zeros or not the one expected; else its id."""
         if view[0] == 0 and view[-1] == 0 and is_zero(view):
             return Outcome(Kind.ZERO if expected in (None, ZEROS) else Kind.MISMATCH)
         if expected is ZEROS:
@@ -105,7 +149,12 @@ class ChunkWorker:
         cid = known or chunk_id(view)
         if expected is not None and cid != expected:
             return Outcome(Kind.MISMATCH, cid)
-        if self.repo.has_chunk(cid) or not self.claims.claim(cid):
+        return cid
+
+    def _finish(self, view: memoryview, cid: ChunkId, indexed: bool) -> Outcome:
+        """Store the chunk ``cid`` unless it is stored (``indexed``: found by a batch's lookup;
+        if not, it is looked up again, as another worker may have stored it since)."""
+        if indexed or self.repo.has_chunk(cid) or not self.claims.claim(cid):
             return Outcome(Kind.KNOWN, cid)
         try:
             codec_id, payload = codec.encode(view, self.level)
