@@ -205,17 +205,12 @@ class ObjectPackStore:
 
     def records(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
         """Every record of a pack with its offset: from its trailer where it has a whole one,
-        else by a scan."""
-        what = f"pack {pack_id.hex()}"
-        try:
-            pack = _ObjectBytes(self._backend, pack_name(pack_id))
-        except ObjectNotFoundError:
+        else by a scan (a pack gone: nothing)."""
+        entries = self.trailer(pack_id)
+        if entries is None:
+            yield from self.scan(pack_id)
             return
-        table = packread.read_table(pack, what)
-        if table is None:
-            yield from packread.scan(pack, what)
-            return
-        for e in table[1]:
+        for e in entries:
             yield e.offset, fmt.RecordHeader(e.chunk_id, e.codec, e.raw_size, e.stored_size)
 
     def scan(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:

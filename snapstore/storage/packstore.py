@@ -378,24 +378,12 @@ class PackStore:
 
     def records(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
         """Every record of a pack with its offset: from its trailer (a few reads at its end)
-        where it has a whole one, else by :meth:`scan`."""
-        what = f"pack {pack_id.hex()}"
-        try:
-            fd = self._open(pack_id, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise translate_os_error(exc, what) from exc
-        try:
-            table = packread.read_table(FdBytes(fd), what)
-        except OSError as exc:
-            raise translate_os_error(exc, what) from exc
-        finally:
-            os.close(fd)
-        if table is None:
+        where it has a whole one, else by :meth:`scan` (a pack gone: nothing)."""
+        entries = self.trailer(pack_id)
+        if entries is None:
             yield from self.scan(pack_id)
             return
-        for e in table[1]:
+        for e in entries:
             yield e.offset, fmt.RecordHeader(e.chunk_id, e.codec, e.raw_size, e.stored_size)
 
     def scan(self, pack_id: PackId) -> Iterator[tuple[int, fmt.RecordHeader]]:
