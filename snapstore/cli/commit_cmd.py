@@ -36,7 +36,7 @@ def commit(
             metavar="FILE | - | -- CMD ARGS...",
             help="The file or block device to snapshot; '-' for stdin; with --from-command, the command.",
             show_default=False,
-            click_type=click.Path(),  # the shell completes file names
+            click_type=click.Path(readable=False, allow_dash=True),  # completes as file names; no checks
         ),
     ],
     message: Annotated[str, typer.Option("--message", "-m", help="A note kept with the snapshot.")] = "",
