@@ -32,7 +32,7 @@ from snapstore.errors import CorruptError, IntegrityError, UsageError, translate
 from snapstore.hashing import chunk_id
 from snapstore.model import Buffer, ChunkId, ChunkRef, EntryEnd, SnapshotInfo, ZeroRun
 from snapstore.ops.commit import default_threads
-from snapstore.ops.output import check_device_size
+from snapstore.ops.output import check_device_size, open_output
 from snapstore.ops.streams import DigestWorker
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import ChunkPrefetch, Repository
@@ -107,13 +107,7 @@ def _open_target(target: Path, size: int, dry_run: bool) -> tuple[int, bool, int
     device = stat.S_ISBLK(st.st_mode)
     if not (device or stat.S_ISREG(st.st_mode)):
         raise UsageError(f"{target} is not a regular file or block device", hint="--in-place needs one")
-    flags = (os.O_RDONLY if dry_run else os.O_RDWR) | os.O_CLOEXEC | (os.O_EXCL if device else 0)
-    try:
-        fd = os.open(target, flags)
-    except OSError as exc:
-        if exc.errno == errno.EBUSY:
-            raise UsageError(f"{target} is in use (mounted?)", hint="unmount it first") from exc
-        raise translate_os_error(exc, str(target), output=True) from exc
+    fd = open_output(target, os.O_RDONLY if dry_run else os.O_RDWR, device=device)
     try:
         old = os.lseek(fd, 0, os.SEEK_END) if device else os.fstat(fd).st_size
         if device:

@@ -57,14 +57,7 @@ def open_special(target: Path, *, force: bool, size: int) -> OpenTarget | None:
         raise UsageError(
             f"{target} is a block device", hint="pass --force to overwrite the device's contents"
         )
-    # O_EXCL on a block device: refused while it is mounted or otherwise in exclusive use.
-    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_EXCL if kind is TargetKind.DEVICE else 0)
-    try:
-        fd = os.open(target, flags)
-    except OSError as exc:
-        if exc.errno == errno.EBUSY:
-            raise UsageError(f"{target} is in use (mounted?)", hint="unmount it first") from exc
-        raise translate_os_error(exc, str(target), output=True) from exc
+    fd = open_output(target, os.O_WRONLY, device=kind is TargetKind.DEVICE)
     try:
         if target_kind(os.fstat(fd).st_mode) is not kind:  # replaced since the stat
             raise UsageError(f"{target} changed while it was being opened")
@@ -75,6 +68,17 @@ def open_special(target: Path, *, force: bool, size: int) -> OpenTarget | None:
         os.close(fd)
         raise
     return OpenTarget(kind, fd, target)
+
+
+def open_output(target: Path, flags: int, *, device: bool) -> int:
+    """Open an existing output target. A block device is opened O_EXCL: refused (exit 2)
+    while it is mounted or otherwise in exclusive use."""
+    try:
+        return os.open(target, flags | os.O_CLOEXEC | (os.O_EXCL if device else 0))
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise UsageError(f"{target} is in use (mounted?)", hint="unmount it first") from exc
+        raise translate_os_error(exc, str(target), output=True) from exc
 
 
 def check_device_size(target: Path, device_bytes: int, snapshot_bytes: int) -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import IO
 
 from snapstore.backends.base import Backend
-from snapstore.errors import IntegrityError, ObjectNotFoundError, translate_os_error
+from snapstore.errors import ObjectNotFoundError, translate_os_error
 from snapstore.format import manifest as fmt
 from snapstore.hashing import StreamHasher
 from snapstore.model import ManifestRecord, SnapshotId, SnapshotInfo
-from snapstore.storage.snapshots import PENDING, TRASH, HashingReader, vanished
+from snapstore.storage.snapshots import PENDING, TRASH, vanished, verified_records
 
 log = logging.getLogger(__name__)
 PUBLISHED = "snapshots/"
@@ -202,15 +202,8 @@ class ObjectSnapshotStore:
         end if it does not match the snapshot id."""
         name = where or self.name(snapshot_id)
         what = f"manifest {snapshot_id.hex()[:12]}"
-        hasher = StreamHasher()
         try:
             source = _ObjectReader(self._backend, name)
         except ObjectNotFoundError as exc:
             raise vanished(snapshot_id, what, where) from exc
-        reader = HashingReader(source, hasher, what)
-        fmt.check_header(reader.read(fmt.HEADER_SIZE), what)
-        yield from fmt.iter_records(reader.read, what)
-        reader.read_rest()
-        actual = hasher.digest()
-        if actual != snapshot_id:
-            raise IntegrityError(what, snapshot_id.hex(), actual.hex())
+        yield from verified_records(source, snapshot_id, what)

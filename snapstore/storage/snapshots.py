@@ -168,7 +168,6 @@ class SnapshotStore:
         IntegrityError is raised at the end if it does not match the snapshot id."""
         path = Path(where) if where else self.path(snapshot_id)
         what = f"manifest {snapshot_id.hex()[:12]}"
-        hasher = StreamHasher()
         try:
             f = os.fdopen(fsio.open_file(path, os.O_RDONLY, what=what), "rb", buffering=_READ_BUFFER)
         except FileNotFoundError as exc:
@@ -176,13 +175,20 @@ class SnapshotStore:
         except OSError as exc:
             raise translate_os_error(exc, what) from exc
         with f:
-            reader = HashingReader(f, hasher, what)
-            fmt.check_header(reader.read(fmt.HEADER_SIZE), what)
-            yield from fmt.iter_records(reader.read, what)
-            reader.read_rest()
-        actual = hasher.digest()
-        if actual != snapshot_id:
-            raise IntegrityError(what, snapshot_id.hex(), actual.hex())
+            yield from verified_records(f, snapshot_id, what)
+
+
+def verified_records(source: _Readable, snapshot_id: SnapshotId, what: str) -> Iterator[ManifestRecord]:
+    """The records of the manifest ``source`` reads, in order; the whole of it is hashed as it
+    is read, and IntegrityError raised at the end if it is not the snapshot id."""
+    hasher = StreamHasher()
+    reader = HashingReader(source, hasher, what)
+    fmt.check_header(reader.read(fmt.HEADER_SIZE), what)
+    yield from fmt.iter_records(reader.read, what)
+    reader.read_rest()
+    actual = hasher.digest()
+    if actual != snapshot_id:
+        raise IntegrityError(what, snapshot_id.hex(), actual.hex())
 
 
 class _Readable(Protocol):
