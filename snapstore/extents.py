@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ def data_extents(fd: int, size: int, min_hole: int = MIN_HOLE) -> Iterator[tuple
     them are holes of at least ``min_hole`` bytes that read as zeros."""
     start: int | None = None
     end = 0
-    for off, length in _raw_extents(fd, size):
+    for off, length in raw_extents(fd, 0, size):
         if start is None:
             start, end = off, off + length
         elif off - end < min_hole:
@@ -26,22 +27,25 @@ def data_extents(fd: int, size: int, min_hole: int = MIN_HOLE) -> Iterator[tuple
         yield start, end - start
 
 
-def _raw_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    pos = 0
-    while pos < size:
+def raw_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """``(offset, length)`` of the data between ``start`` and ``end`` as SEEK_DATA/SEEK_HOLE
+    tell it, unmerged. Where they cannot tell (no hole support, an error), the rest is data:
+    it is read, never taken for zeros."""
+    pos = start
+    while pos < end:
         try:
             data = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole remains; EINVAL: no hole support
-            if pos == 0 and not _supports_holes(fd):
-                yield 0, size
+        except OSError as exc:  # ENXIO: only a hole remains; EINVAL: no hole support
+            if exc.errno != errno.ENXIO or not _supports_holes(fd):
+                yield pos, end - pos
             return
-        if data >= size:
+        if data >= end:
             return
         try:
             hole = os.lseek(fd, data, os.SEEK_HOLE)
         except OSError:
-            hole = size
-        hole = min(hole, size)
+            hole = end
+        hole = min(hole, end)
         yield data, hole - data
         pos = hole
 

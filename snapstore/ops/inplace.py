@@ -29,6 +29,7 @@ from pathlib import Path
 
 from snapstore.chunker import is_zero
 from snapstore.errors import CorruptError, IntegrityError, UsageError, translate_os_error
+from snapstore.extents import raw_extents
 from snapstore.hashing import chunk_id
 from snapstore.model import Buffer, ChunkId, ChunkRef, EntryEnd, SnapshotInfo, ZeroRun
 from snapstore.ops.commit import default_threads
@@ -245,7 +246,8 @@ def _fix_zeros(fd: int, offset: int, length: int, device: bool, old_size: int, d
     zeroed = punched = 0
     end = min(offset + length, old_size)
     punch = not device
-    for start, stop in _data_extents(fd, offset, end):
+    for start, size in list(raw_extents(fd, offset, end)):  # found before any punch
+        stop = start + size
         for at in range(start, stop, ZERO_STEP):
             n = min(ZERO_STEP, stop - at)
             if is_zero(_read(fd, at, n, end)):
@@ -266,27 +268,3 @@ def _fix_zeros(fd: int, offset: int, length: int, device: bool, old_size: int, d
             fsio.pwritev_all(fd, [memoryview(_ZEROS)[:n]], at)
             zeroed += n
     return _Outcome(None, zeroed=zeroed, punched=punched)
-
-
-def _data_extents(fd: int, start: int, end: int) -> list[tuple[int, int]]:
-    """The target's data between ``start`` and ``end`` (what SEEK_DATA/SEEK_HOLE tell; all of
-    it where they are not supported, e.g. a block device reports no holes)."""
-    out: list[tuple[int, int]] = []
-    pos = start
-    while pos < end:
-        try:
-            data = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole remains
-                break
-            out.append((pos, end))  # no hole support: read it all
-            break
-        if data >= end:
-            break
-        try:
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
-        except OSError:
-            hole = end
-        out.append((data, min(hole, end)))
-        pos = hole
-    return out
