@@ -6,8 +6,9 @@ snapshots agree on a stretch of bytes where both have the same chunk id at the s
 and length (ids are hashes of the bytes), or where both have zero runs (which need not start
 or end at the same offsets). Everywhere else the stretch is reported as changed, without
 reading data: a changed range may hold bytes that happen to be equal (a chunk whose bytes
-differ only in part, a stretch chunked differently after an edit), so a range overshoots
-the bytes that truly differ by about one chunk at each end. Bytes one snapshot has past the
+differ only in part, a stretch chunked differently after an edit, the data chunk before a
+zero run that grew or shrank), so a range overshoots the bytes that truly differ by about one
+chunk at each end (plus one zero run before). Bytes one snapshot has past the
 other's end are changed. Ranges are merged (two changed ranges never touch) and come in
 order; memory is bounded (both lists are walked once, side by side).
 """

@@ -6,10 +6,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import os
 import random
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from snapstore.changes import ChangedRange, Piece, changed_ranges
@@ -77,7 +78,7 @@ def _around(bounds: list[tuple[int, int]], byte: int) -> tuple[int, int] | None:
     return bounds[i] if i >= 0 and byte < bounds[i][1] else None
 
 
-@settings(max_examples=80)
+@settings(max_examples=int(os.environ.get("SNAP_HYPOTHESIS_EXAMPLES", "80")))
 @given(
     size=st.integers(0, 40_000),
     seed=st.integers(0, 2**32 - 1),
@@ -91,6 +92,9 @@ def _around(bounds: list[tuple[int, int]], byte: int) -> tuple[int, int] | None:
         max_size=6,
     ),
 )
+# found in CI: a zero run one byte too short to be a run any more changes the cut before it
+@example(size=4098, seed=0, zeros=[(2, 4096)], edits=[("shrink", 0, 1)])
+@example(size=4097, seed=0, zeros=[(1, 4096)], edits=[("shrink", 0, 1)])
 def test_ranges_cover_every_changed_byte_and_overshoot_by_at_most_a_chunk(
     size: int, seed: int, zeros: list[tuple[int, int]], edits: list[Edit]
 ) -> None:
@@ -107,17 +111,24 @@ def test_ranges_cover_every_changed_byte_and_overshoot_by_at_most_a_chunk(
     for byte in truth:
         i = bisect.bisect_right(starts, byte) - 1
         assert i >= 0 and byte < ranges[i].end, f"changed byte {byte} not covered"
-    # each range holds changed bytes; it starts in a chunk (of either day) holding its first
-    # changed byte, and ends at most one chunk past those holding its last
+    # each range starts at most a chunk and a zero run before its first changed byte (where a
+    # zero run grew or shrank, the data chunk before it is cut differently) and ends at most one
+    # chunk past the chunks holding its last; a range holding no changed byte (the stretch cut
+    # differently before a changed zero run) lies within that reach of one
+    reach_back = PARAMS.max_size + PARAMS.zero_run
     bounds = [_piece_bounds(a), _piece_bounds(b)]
     for r in ranges:
         lo = bisect.bisect_left(truth, r.start)
         hi = bisect.bisect_left(truth, r.end) - 1
-        assert lo <= hi, f"{r} holds no changed byte"
+        if lo > hi:
+            near = truth[max(0, lo - 1) : lo + 1]
+            assert any(r.start - reach_back <= c < r.end + reach_back for c in near), (
+                f"{r} holds no changed byte and none is near"
+            )
+            continue
         first, last = truth[lo], truth[hi]
-        around_first = [p for p in (_around(x, first) for x in bounds) if p is not None]
+        assert r.start >= first - reach_back, f"{r} starts too far before {first}"
         around_last = [p for p in (_around(x, last) for x in bounds) if p is not None]
-        assert r.start >= min(p[0] for p in around_first) if around_first else r.start == first
         # past the last changed byte the two days' cuts may need one more chunk to line up again
         reach = max((p[1] for p in around_last), default=last + 1)
         assert r.end <= reach + PARAMS.max_size
