@@ -303,10 +303,13 @@ def _chunk_ok(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
     return hash_chunk(data) == chunk_id
 
 
-def build_index(root: Path, tmp: Path, file_mode: int, packs: Packs, snapshots: Snapshots) -> RebuildReport:
+def build_index(
+    root: Path, tmp: Path, file_mode: int, packs: Packs, snapshots: Snapshots, *, synced: bytes | None = None
+) -> RebuildReport:
     """Build a new index in ``tmp/index-<random>/`` and move it to ``root/index/`` (replacing
     any there) only when it is whole: a killed build never leaves a partial index in place.
-    ``root`` and ``tmp`` are pinned (storage/dirs.py) and on one file system."""
+    ``root`` and ``tmp`` are pinned (storage/dirs.py) and on one file system. ``synced``: the
+    generation token a cache built now is in step with (written into it before the move)."""
     build = tmp / f"{INDEX_BUILD}{secrets.token_hex(8)}"
     try:
         build.mkdir(mode=fsio.dir_mode(file_mode))
@@ -315,6 +318,8 @@ def build_index(root: Path, tmp: Path, file_mode: int, packs: Packs, snapshots: 
     index = Index(build, mode=file_mode, create=True)
     try:
         report = rebuild(index, packs, snapshots)
+        if synced is not None:
+            mark_synced(index, synced)
     finally:
         index.close()
     target = root / "index"
@@ -372,6 +377,38 @@ class OpenedIndex:
             self.temporary = None
 
 
+@dataclass(frozen=True)
+class CacheState:
+    """What a backend's ``generation`` object says to an index kept as a cache (docs/FORMAT.md,
+    "the index as a cache")."""
+
+    synced: bytes | None  # the token a cache in step with the backend holds; None: no cache
+    # can be (a writer is at work, died, or the object is missing or unreadable)
+
+
+def cache_token(path: Path, file_mode: int) -> bytes | None:
+    """The generation token the index at ``path`` was last in step with (None: unknown)."""
+    try:
+        index = Index(path, mode=file_mode, create=False, readonly=True)
+    except SnapstoreError:
+        return None
+    try:
+        with index.read(chunks=False) as r:
+            return r.get_meta(fmt.SYNCED)
+    except SnapstoreError:
+        return None
+    finally:
+        index.close()
+
+
+def mark_synced(index: Index, token: bytes | None) -> None:
+    with index.write() as w:
+        if token is None:
+            w.delete_meta(fmt.SYNCED)
+        else:
+            w.put_meta(fmt.SYNCED, token)
+
+
 def open_index(
     root: Path,
     tmp: Path,
@@ -381,17 +418,31 @@ def open_index(
     *,
     writes: bool,
     rebuild: bool,
+    cache: CacheState | None = None,
 ) -> OpenedIndex:
     """The repository's index in ``root/index`` (``tmp``: where a new one is built). A
     missing one is rebuilt by writers (in place) and by readers (in a temporary directory: a
     reader never writes to the repository); a damaged one by readers the same way, by
-    writers only when asked (``rebuild``: repair)."""
+    writers only when asked (``rebuild``: repair).
+
+    ``cache``: the index is a cache of a backend's objects, in step with them only if it
+    holds the token ``cache.synced``. One that is not is rebuilt in place (a cache is not
+    the repository: readers rebuild it too), except by a reader while a writer is at work
+    (no token): that reader uses a temporary index and leaves the cache to the writer."""
     path = root / "index"
     problem = "the index is missing"
     try:
         present = os.path.lexists(path / "data.mdb")
     except OSError as exc:
         raise translate_os_error(exc, str(path)) from exc
+    if cache is not None and not rebuild:
+        if present and cache.synced is not None and cache_token(path, file_mode) == cache.synced:
+            return OpenedIndex(Index(path, mode=file_mode, create=False, readonly=not writes))
+        if not writes and cache.synced is None:
+            index, temporary, report = temporary_index(packs, snapshots)
+            return OpenedIndex(index, None, temporary, report)
+        report = build_index(root, tmp, file_mode, packs, snapshots, synced=cache.synced)
+        return OpenedIndex(Index(path, mode=file_mode, create=False, readonly=not writes), report=report)
     if present and not rebuild:
         try:
             return OpenedIndex(Index(path, mode=file_mode, create=False, readonly=not writes))

@@ -94,6 +94,7 @@ class Repository(Listing, Maintenance):
                 self._snapshots,
                 writes=mode.writes,
                 rebuild=rebuild_index,
+                cache=location.cache_state(),
             )
         except BaseException:
             self._packs.close()
@@ -105,6 +106,7 @@ class Repository(Listing, Maintenance):
         self._appender = PackAppender(self._packs, self._index, config.pack_target_size)
         try:
             if mode.writes:
+                location.begin_writing()
                 recovery.recover(self._index, self._snapshots, self._tmp)
         except BaseException:
             self._appender.close()
@@ -255,6 +257,8 @@ class Repository(Listing, Maintenance):
 
     def close(self) -> None:
         self._appender.close()
+        if self.mode.writes and self._locks:
+            self._location.end_writing(self._index)
         self._packs.close()
         self._opened.close()
         for lock in reversed(self._locks):
