@@ -19,6 +19,7 @@ from snapstore import chunkset, codec
 from snapstore.chunkset import ChunkIdSet
 from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
 from snapstore.format import index as fmt
+from snapstore.format import pack as pack_fmt
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId
 from snapstore.repo_verify_packs import incomplete_trailers
@@ -88,6 +89,7 @@ def count(
 
     ``strict``: a chunk missing from the index is an error (a commit counting what it
     stored); otherwise its count is kept in the lost table."""
+    ids = with_bases(index, ids)
     with index.read() as r:
         state = r.count_state(snapshot_id)
     # (sign, done): the first ``done`` ids have had ``sign`` applied to a base state, which
@@ -122,6 +124,18 @@ def count(
             else:
                 w.set_counting(snapshot_id, sign, ids[begin - 1])
         done = begin
+
+
+def with_bases(index: Index, ids: ChunkIdSet) -> ChunkIdSet:
+    """``ids`` and the base of each delta among them (docs/FORMAT.md, "delta records"): a
+    snapshot counts the bases of its deltas as if it named them, so that a base stays while
+    any live delta needs it, and exclusive sizes and quota plans account for it. An index
+    that never held a delta is not looked into."""
+    with index.read() as r:
+        if r.get_meta(fmt.DELTAS) is None:
+            return ids
+        bases = [loc.base for loc in map(r.get, ids) if loc is not None and loc.base is not None]
+    return chunkset.collect(itertools.chain(ids, bases)) if bases else ids
 
 
 def recover(index: Index, snapshots: Snapshots, tmp: Path) -> None:
@@ -279,6 +293,11 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
             with index.write() as w:
                 for offset, header in batch:
                     loc = ChunkLocation(pack_id, offset, header.stored_size, header.raw_size, header.codec, 0)
+                    if header.codec == codec.CODEC_DELTA:
+                        with_base = _with_base(packs, header.chunk_id, loc)
+                        if with_base is None:
+                            continue
+                        loc = with_base
                     kept = w.get(header.chunk_id)
                     if kept is None:
                         w.put(header.chunk_id, loc)
@@ -295,9 +314,22 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
     )
 
 
+def _with_base(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> ChunkLocation | None:
+    """A delta record's location with its base, read from its payload (None: unreadable,
+    not indexed: without its base it cannot be counted right)."""
+    try:
+        return replace(loc, base=pack_fmt.delta_base(loc.codec, packs.read_record(loc, chunk_id)))
+    except SnapstoreError as exc:
+        log.warning("delta record of chunk %s not indexed: %s", chunk_id.hex()[:16], exc)
+        return None
+
+
 def _chunk_ok(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
     try:
-        data = codec.decode(loc.codec, packs.read_record(loc, chunk_id), loc.raw_size)
+        payload = packs.read_record(loc, chunk_id)
+        if loc.codec == codec.CODEC_DELTA:
+            return True  # (its base may not be indexed yet: verify checks it)
+        data = codec.decode(loc.codec, payload, loc.raw_size)
     except SnapstoreError:
         return False
     return hash_chunk(data) == chunk_id

@@ -21,7 +21,7 @@ from snapstore.errors import (
     UsageError,
     translate_os_error,
 )
-from snapstore.format import FORMAT_VERSION
+from snapstore.format import DELTA_VERSION, FORMAT_VERSION
 from snapstore.format import config as config_fmt
 from snapstore.format import generation as generation_fmt
 from snapstore.model import ChunkerParams, CodecParams, Config
@@ -202,13 +202,20 @@ def create_objects(backend: Backend, config: Config) -> None:
 
 
 def new_config(
-    chunker: ChunkerParams | None, codec_level: int, shared: bool, pack_target_size: int
+    chunker: ChunkerParams | None,
+    codec_level: int,
+    shared: bool,
+    pack_target_size: int,
+    *,
+    delta: bool = False,
 ) -> Config:
-    """The config of a new repository (format FORMAT_VERSION, a new random id)."""
+    """The config of a new repository (format FORMAT_VERSION, a new random id; with
+    ``delta``, format DELTA_VERSION: changed chunks may be stored as deltas)."""
     if not 1 <= codec_level <= 22:
         raise UsageError(f"zstd level must be 1..22, not {codec_level}")
     return Config(
-        format_version=FORMAT_VERSION,
+        format_version=DELTA_VERSION if delta else FORMAT_VERSION,
+        delta=delta,
         repository_id=secrets.token_hex(16),
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         chunker=validate(chunker or ChunkerParams()),

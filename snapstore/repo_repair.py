@@ -10,7 +10,7 @@ from snapstore import recovery
 from snapstore.errors import SnapstoreError
 from snapstore.model import PackId
 from snapstore.progress import Progress
-from snapstore.repo_verify import decode_chunk
+from snapstore.repo_delta import PayloadDecoder
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, Snapshots
 
@@ -40,9 +40,11 @@ def drop_corrupt(index: Index, packs: Packs, snapshots: Snapshots, progress: Pro
         entries = list(r.iter_locations())
     progress.start(sum(loc.raw_size for _, loc in entries), "repair")
     dropped = 0
+    located = dict(entries)
+    decode = PayloadDecoder(located.get, packs.read_record)  # a delta whose base is damaged is too
     for cid, loc in entries:
         try:
-            decode_chunk(cid, loc, packs.read_record(loc, cid))
+            decode(cid, loc, packs.read_record(loc, cid))
         except SnapstoreError:
             with index.write() as w:
                 w.drop(cid)

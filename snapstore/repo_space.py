@@ -63,7 +63,7 @@ def freed_by_removing(
     freed = 0
     with index.read() as r:
         for n, sid in enumerate(itertools.chain([first], ids)):
-            for chunk_id in recovery.chunk_set(snapshots, sid):
+            for chunk_id in recovery.with_bases(index, recovery.chunk_set(snapshots, sid)):
                 loc = r.get(chunk_id)
                 if loc is None:
                     continue

@@ -23,11 +23,20 @@ def init(
     shared: Annotated[
         bool, typer.Option(help="Make repository files readable by others (default: owner only).")
     ] = False,
+    delta: Annotated[
+        bool,
+        typer.Option(
+            help="Store a changed chunk as a delta against the chunk that stood at its place "
+            "(repository format 3: older snap versions refuse it)."
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Create an empty repository."""
     root = path or repo or Path(REPO_DIR_NAME)
-    with Repository.init(root, chunker=parse_spec(chunker), codec_level=level, shared=shared) as r:
+    with Repository.init(
+        root, chunker=parse_spec(chunker), codec_level=level, shared=shared, delta=delta
+    ) as r:
         c = r.config
     if json_output:
         emit_json(
@@ -43,6 +52,7 @@ def init(
                     "zero_run": c.chunker.zero_run,
                 },
                 "codec": {"name": c.codec.name, "level": c.codec.level},
+                "delta": c.delta,
             }
         )
     else:
