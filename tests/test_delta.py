@@ -167,6 +167,14 @@ def test_changed_chunks_are_stored_as_deltas_and_read_back(tmp_path: Path) -> No
         assert file_sha(out) == file_sha(image)
     done = run_snap("verify", "--read-data", "-r", str(tmp_path / "delta"))
     assert done.returncode == 0, done.stderr + done.stdout
+    done = run_snap("stats", "--json", "-r", str(tmp_path / "delta"))
+    doc = json.loads(done.stdout)
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parent.parent / "docs" / "snap.schema.json").read_text())
+    jsonschema.validate(doc, {**schema, "$ref": "#/$defs/stats"})
+    deltas = doc["deltas"]
+    assert deltas["delta_chunks"] >= 5 and deltas["full_chunks"] >= 1
+    assert 0 < deltas["delta_stored_bytes"] < deltas["delta_saved_bytes"]
 
 
 def test_gc_keeps_a_base_while_a_live_delta_needs_it(tmp_path: Path) -> None:
