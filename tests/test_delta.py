@@ -19,6 +19,8 @@ from snapstore.format import index as index_fmt
 from snapstore.model import ChunkerParams, ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId
 from snapstore.ops.commit import commit_file
 from snapstore.ops.gc import collect
+from snapstore.ops.inplace import checkout_in_place
+from snapstore.ops.snapread import SnapshotReader
 from snapstore.repo import Mode, Repository
 from tests.conftest import run_snap
 from tests.helpers import content_sha, file_sha, flip, text_bytes
@@ -268,3 +270,22 @@ def test_init_delta_on_the_command_line(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["delta"] is True
     assert json.loads((tmp_path / "r" / "config").read_text())["format_version"] == 3
+
+
+def test_nbd_reads_and_in_place_checkout_through_deltas(tmp_path: Path) -> None:
+    images = day_images(tmp_path, 2)
+    root = tmp_path / "r"
+    ids = commit_days(root, images)
+    with Repository.open(root, Mode.READ) as repo:
+        assert deltas_of(repo, ids[2])
+        newest = repo.load_info(ids[2])
+        want = images[2].read_bytes()
+        with SnapshotReader(repo, newest, cache_bytes=300_000) as reader:
+            rng = random.Random(3)
+            for _ in range(40):  # scattered reads, as a guest's
+                at = rng.randrange(SIZE - 5000)
+                assert reader.read(at, 5000) == want[at : at + 5000]
+        target = tmp_path / "disk.img"
+        target.write_bytes(images[0].read_bytes())  # day 0 on disk, brought to day 2 in place
+        checkout_in_place(repo, newest, str(target))
+        assert file_sha(target) == file_sha(images[2])
