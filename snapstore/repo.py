@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from snapstore import chunkset, codec, recovery, repo_delta, repo_files, repo_verify
+from snapstore import chunkset, codec, recovery, repo_delta, repo_files, repo_index, repo_verify
 from snapstore.backends.base import Backend
 from snapstore.errors import CorruptError, SnapstoreError, UsageError
 from snapstore.format import manifest as manifest_fmt
@@ -88,7 +88,7 @@ class Repository(Listing, Maintenance):
         self._bases = repo_delta.BaseCache()  # delta bases read lately, verified
         index_root, self._tmp = location.index_dirs()
         try:
-            opened = recovery.open_index(
+            opened = repo_index.open_index(
                 index_root,
                 self._tmp,
                 self.file_mode,

@@ -25,8 +25,8 @@ from snapstore.format import DELTA_VERSION, FORMAT_VERSION
 from snapstore.format import config as config_fmt
 from snapstore.format import generation as generation_fmt
 from snapstore.model import ChunkerParams, CodecParams, Config
-from snapstore.recovery import CacheState, mark_synced
 from snapstore.repo_files import RESERVE_SIZE, decode_config, load_config, open_dirs, save_config
+from snapstore.repo_index import CacheState, mark_synced
 from snapstore.storage import fsio
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, Pins, Snapshots
