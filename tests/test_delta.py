@@ -289,3 +289,21 @@ def test_nbd_reads_and_in_place_checkout_through_deltas(tmp_path: Path) -> None:
         target.write_bytes(images[0].read_bytes())  # day 0 on disk, brought to day 2 in place
         checkout_in_place(repo, newest, str(target))
         assert file_sha(target) == file_sha(images[2])
+
+
+def test_quota_planning_counts_what_removing_frees_with_bases(tmp_path: Path) -> None:
+    images = day_images(tmp_path, 3)
+    root = tmp_path / "r"
+    ids = commit_days(root, images)
+    with Repository.open(root, Mode.EXCLUSIVE) as repo:
+        planned = list(repo.freed_by_removing(ids[:2]))  # the first kept, the second from manifests
+        before = repo.space_totals().stored_bytes
+        repo.remove_snapshot(ids[0])
+        after_one = repo.space_totals().stored_bytes
+        repo.remove_snapshot(ids[1])
+        after_two = repo.space_totals().stored_bytes
+        collect(repo)
+        for sid, image in zip(ids[2:], images[2:], strict=True):
+            assert content_sha(repo, sid) == file_sha(image)
+    assert planned == [before - after_one, before - after_two]
+    assert before - after_two < before / 2  # day 0's chunks are mostly bases still needed
