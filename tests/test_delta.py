@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -307,3 +309,25 @@ def test_quota_planning_counts_what_removing_frees_with_bases(tmp_path: Path) ->
             assert content_sha(repo, sid) == file_sha(image)
     assert planned == [before - after_one, before - after_two]
     assert before - after_two < before / 2  # day 0's chunks are mostly bases still needed
+
+
+def test_chain_benchmark_runs(tmp_path: Path) -> None:
+    """bench/chain.py on a tiny chain (snap and snap --delta only): every day restored
+    identical, and the delta repository the smaller."""
+    source = tmp_path / "source.img"
+    source.write_bytes(text_bytes(2 << 20, 7) + bytes(1 << 20) + random.Random(7).randbytes(1 << 20))
+    script = Path(__file__).resolve().parent.parent / "bench" / "chain.py"
+    args = ["--source", str(source), "--size", "4M", "--days", "3", "--work", str(tmp_path / "w")]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--tools", "snap,snap-delta"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = {r["tool"]: r for r in json.loads((tmp_path / "w" / "chain.json").read_text())}
+    for result in results.values():
+        assert all(r["identical"] for r in result["restore"].values())
+        assert len(result["repo_bytes"]) == 4
+    assert results["snap-delta"]["repo_bytes"][-1] < results["snap"]["repo_bytes"][-1]
