@@ -11,7 +11,7 @@ import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,8 +19,9 @@ from snapstore import chunkset, codec
 from snapstore.chunkset import ChunkIdSet
 from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
 from snapstore.format import index as fmt
+from snapstore.format.tree import tree_chunk_ids
 from snapstore.hashing import chunk_id as hash_chunk
-from snapstore.model import ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId
+from snapstore.model import ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId, TreeRoot
 from snapstore.repo_verify_packs import incomplete_trailers
 from snapstore.storage import fsio
 from snapstore.storage.index import Index
@@ -62,8 +63,11 @@ def chunk_set(
 def read_chunk_set(
     snapshots: Snapshots, snapshot_id: SnapshotId, where: str = ""
 ) -> tuple[ChunkIdSet, CorruptError | IntegrityError | None]:
-    """The chunks a manifest names (before the damage, if any) and the damage."""
+    """The chunks a manifest names (before the damage, if any) and the damage. A tree
+    snapshot names its tree objects and every chunk they name (docs/FORMAT.md, "trees"): they
+    are read through ``snapshots.load_tree``; one that cannot be read is damage."""
     damage: CorruptError | IntegrityError | None = None
+    what = f"manifest {snapshot_id.hex()[:12]}"
 
     def upto_damage() -> Iterator[ChunkId]:
         nonlocal damage
@@ -71,6 +75,10 @@ def read_chunk_set(
             for record in snapshots.iter_records(snapshot_id, where=where):
                 if isinstance(record, ChunkRef):
                     yield record.chunk_id
+                elif isinstance(record, TreeRoot):
+                    if snapshots.load_tree is None:
+                        raise CorruptError(what, "a tree snapshot, and its tree objects cannot be read")
+                    yield from tree_chunk_ids(record.entry, snapshots.load_tree, what)
         except (CorruptError, IntegrityError) as exc:
             damage = exc
 
@@ -231,6 +239,25 @@ def _remove_entry(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
+def tree_loader(index: Index, packs: Packs) -> Callable[[ChunkId], bytes]:
+    """What reads a tree object for counting (Snapshots.load_tree): the chunk located through
+    ``index``, read from ``packs`` and checked against its id; CorruptError if it is not
+    indexed, IntegrityError if its bytes are damaged."""
+
+    def load(chunk_id: ChunkId) -> bytes:
+        with index.read() as r:
+            loc = r.get(chunk_id)
+        what = f"tree {chunk_id.hex()[:12]}"
+        if loc is None:
+            raise CorruptError(what, "not in the index")
+        data = bytes(codec.decode(loc.codec, packs.read_record(loc, chunk_id), loc.raw_size))
+        if hash_chunk(data) != chunk_id:
+            raise IntegrityError(what, chunk_id.hex(), hash_chunk(data).hex())
+        return data
+
+    return load
+
+
 def recount(index: Index, snapshots: Snapshots) -> tuple[SnapshotId, ...]:
     """Recompute every reference count from the published manifests, in batched transactions
     (a mark in the index makes recovery start again if this is killed); return the manifests
@@ -289,6 +316,7 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
                         w.put_garbage(pack_id, offset, header.record_size)
                     elif _chunk_ok(packs, header.chunk_id, loc):
                         w.put(header.chunk_id, loc)
+    snapshots.load_tree = tree_loader(index, packs)  # tree snapshots are counted through this index
     damaged_manifests = recount(index, snapshots)
     return RebuildReport(
         chunks, duplicates, tuple(damaged_packs), damaged_manifests, damaged_pack_ids=tuple(damaged_ids)
