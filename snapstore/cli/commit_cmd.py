@@ -36,7 +36,8 @@ def commit(
         list[str],
         typer.Argument(
             metavar="FILE | - | -- CMD ARGS...",
-            help="The file, block device or directory to snapshot; '-' for stdin; with --from-command, the command.",
+            help="The file, block device or directory to snapshot; '-' for stdin; "
+            "with --from-command, the command.",
             show_default=False,
             click_type=click.Path(readable=False, allow_dash=True),  # completes as file names; no checks
         ),
@@ -60,7 +61,9 @@ def commit(
     ] = False,
     force_read: Annotated[
         bool,
-        typer.Option("--force-read", help="A directory: read every file, even those unchanged since its last snapshot."),
+        typer.Option(
+            "--force-read", help="A directory: read every file, even those unchanged since its last snapshot."
+        ),
     ] = False,
     repo: RepoOption = None,
     json_output: JsonOption = False,
@@ -145,7 +148,7 @@ def commit(
     if isinstance(res, TreeCommitResult):
         tree_doc = {"unread_files": res.unread_files, "skipped": list(res.skipped)}
         for skipped in res.skipped:
-            info(f"warning: {safe(skipped)}: a socket, not recorded")
+            info(f"warning: {safe(skipped)}")
     if json_output:
         emit_json(
             snapshot_doc(

@@ -52,7 +52,8 @@ class _Walk:
     owners: Owners = field(default_factory=Owners)
     stats: CommitStats = field(default_factory=CommitStats)
     unread_files: int = 0  # files whose chunk list came from the parent unread
-    skipped: list[str] = field(default_factory=list)  # sockets, not recorded
+    skipped: list[str] = field(default_factory=list)  # sockets and the repository, not recorded
+    repository: tuple[int, int] | None = None  # (st_dev, st_ino) of the repository's directory
 
     def directory(self, path: bytes, parent: dict[bytes, TreeEntry] | None) -> ChunkId:
         """Store the tree object of the directory ``path`` (and everything under it)."""
@@ -60,9 +61,10 @@ class _Walk:
         for name, st in list_dir(path):
             child = path + b"/" + name
             kind = kind_of(st.st_mode)
-            if kind is None:
-                self.skipped.append(os.fsdecode(child))
-                log.warning("%s: a socket, not recorded", os.fsdecode(child))
+            if kind is None or (kind == "dir" and (st.st_dev, st.st_ino) == self.repository):
+                why = "a socket" if kind is None else "the repository itself"
+                self.skipped.append(f"{os.fsdecode(child)}: {why}, not recorded")
+                log.warning("%s: %s, not recorded", os.fsdecode(child), why)
                 continue
             entry = describe(child, name, st, kind, self.owners)
             old = parent.get(name) if parent is not None else None
@@ -185,6 +187,7 @@ def commit_tree(
     started = time.perf_counter()
     builder = repo.begin_snapshot()
     walk = _Walk(repo, builder, progress, threads or default_threads(), force_read)
+    walk.repository = _identity(repo.root)
     try:
         known = repo.list_snapshots(skip_damaged=True)
         sequence = 1 + max((s.sequence or 0 for s in known), default=0)
@@ -233,6 +236,15 @@ def commit_tree(
         unread_files=walk.unread_files,
         skipped=tuple(walk.skipped),
     )
+
+
+def _identity(path: object) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a local repository's directory: a tree holding it leaves it out."""
+    try:
+        st = os.stat(os.fspath(path))  # type: ignore[call-overload]
+    except (OSError, TypeError):
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _parent_root(repo: Repository, known: list[SnapshotInfo], name: str) -> TreeEntry | None:
