@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from snapstore.errors import CorruptError, EntryNotFoundError, UsageError
+from snapstore.errors import CorruptError, EntryNotFoundError, StorageIOError, UsageError
 from snapstore.model import TreeRoot
 from snapstore.ops.treecommit import commit_tree
 from snapstore.ops.treerestore import restore_tree
@@ -336,3 +336,64 @@ def test_a_missing_tree_object_makes_the_snapshot_damaged_not_uncounted(tmp_path
         assert isinstance(damage, CorruptError) and len(ids) == 0
     with Repository.open(tmp_path / "repo", Mode.READ) as r:
         assert len(next(r.snapshot_chunk_sets([snap.id]))) == 2  # the root's tree object, f's chunk
+
+
+def test_a_symlink_planted_mid_restore_is_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone swaps a directory the restore just made for a symlink to elsewhere: the restore
+    fails on it (O_NOFOLLOW), and nothing is written outside OUTDIR."""
+    src = tmp_path / "src"
+    (src / "d" / "e").mkdir(parents=True)
+    (src / "d" / "e" / "f").write_bytes(b"inside")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swap(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real_mkdir(path, mode, dir_fd=dir_fd)
+        if dir_fd is not None and path == b"d":
+            os.rmdir(path, dir_fd=dir_fd)
+            os.symlink(outside, path, dir_fd=dir_fd)
+
+    with Repository.init(tmp_path / "repo") as r:
+        snap = commit_tree(r, src).snapshot
+        monkeypatch.setattr(os, "mkdir", mkdir_then_swap)
+        with pytest.raises(StorageIOError):
+            restore_tree(r, snap, str(tmp_path / "out"))
+    assert list(outside.iterdir()) == []
+
+
+def test_hard_links_restore_as_one_inode_even_when_the_first_name_is_not_selected(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    (src / "a" / "x").write_bytes(b"shared")
+    os.link(src / "a" / "x", src / "b" / "y")
+    os.link(src / "a" / "x", src / "b" / "z")
+    with Repository.init(tmp_path / "repo") as r:
+        snap = commit_tree(r, src).snapshot
+        out = tmp_path / "out"
+        restore_tree(r, snap, str(out), paths=["b"])
+    y, z = os.stat(out / "b" / "y"), os.stat(out / "b" / "z")
+    assert y.st_ino == z.st_ino and y.st_nlink == 2 and (out / "b" / "z").read_bytes() == b"shared"
+    assert not (out / "a").exists()
+
+
+def test_removed_tree_snapshots_free_their_chunks(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(os.urandom(200_000))  # one chunk (below min_size)
+    repo = tmp_path / "repo"
+    with Repository.init(repo) as r:
+        first = commit_tree(r, src).snapshot
+        (src / "d" / "f").write_bytes(os.urandom(200_000))  # one chunk (below min_size)
+        second = commit_tree(r, src).snapshot
+    assert run_snap("-r", str(repo), "rm", first.hex).returncode == 0
+    gc = run_snap("-r", str(repo), "gc", "--json")
+    freed = json.loads(gc.stdout)
+    assert freed["dead_chunks"] == 3, freed  # the old file's chunk, its d and root tree objects
+    check = run_snap("-r", str(repo), "verify", "--read-data")
+    assert check.returncode == 0, check.stderr
+    assert run_snap("-r", str(repo), "checkout", second.hex, "-o", str(tmp_path / "out")).returncode == 0
+    assert (tmp_path / "out" / "d" / "f").read_bytes() == (src / "d" / "f").read_bytes()

@@ -79,6 +79,11 @@ def checkout_in_place(
     the chunks that differ (module docstring). With ``dry_run`` nothing is written: the result
     tells what would be. Raises UsageError (no such file, not a file or device, a device
     smaller than the snapshot), IntegrityError, NoSpaceError... (snapstore.errors)."""
+    if snapshot.kind != "file":
+        raise UsageError(
+            f"snapshot {snapshot.hex[:12]} is a directory tree",
+            hint="--in-place for trees is not written yet: restore into a new directory",
+        )
     target = Path(out)
     fd, device, old_size = _open_target(target, snapshot.size, dry_run)
     res = InPlaceResult(snapshot, str(target), snapshot.size, old_size, dry_run)
