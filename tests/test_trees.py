@@ -397,3 +397,34 @@ def test_removed_tree_snapshots_free_their_chunks(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stderr
     assert run_snap("-r", str(repo), "checkout", second.hex, "-o", str(tmp_path / "out")).returncode == 0
     assert (tmp_path / "out" / "d" / "f").read_bytes() == (src / "d" / "f").read_bytes()
+
+
+@pytest.mark.parametrize("size", [1, 100, 4095, 65535, 65536, 262143, 262144, 300_000])
+def test_small_files_get_the_chunk_list_a_single_file_gets(tmp_path: Path, size: int) -> None:
+    """Files below min(min_size, zero_run) skip the pipeline's threads; their chunk list is
+    still exactly the one the pipeline gives the same bytes (data, all zeros, zeros inside)."""
+    from snapstore.model import ChunkRef as Ref
+    from snapstore.model import ZeroRun as Zeros
+    from snapstore.ops.commit import commit_file
+    from snapstore.ops.treeread import children, tree_root
+
+    src = tmp_path / "src"
+    src.mkdir()
+    contents = {
+        "data": os.urandom(size),
+        "zeros": bytes(size),
+        "mixed": os.urandom(size // 3) + bytes(size - 2 * (size // 3)) + os.urandom(size // 3),
+    }
+    for name, data in contents.items():
+        (src / name).write_bytes(data)
+    with Repository.init(tmp_path / "repo") as r:
+        tree = commit_tree(r, src).snapshot
+        entries = {e.name.decode(): e for e in children(r, tree_root(r, tree))}
+        for name in contents:
+            single = commit_file(r, src / name).snapshot
+            pieces = [rec for rec in r.iter_records(single.id) if isinstance(rec, Ref | Zeros)]
+            assert list(entries[name].pieces) == pieces, name
+        out = tmp_path / "out"
+        restore_tree(r, tree, str(out))
+    for name, data in contents.items():
+        assert (out / name).read_bytes() == data

@@ -326,6 +326,14 @@ def fill_file(
     ``fd``, every chunk and the whole verified; zero runs stay holes. Returns the bytes left
     as holes. Nothing is made durable and no metadata is set (a tree restore does it)."""
     output = _FileOutput(fd, True, size)
+    pieces = list(pieces)
+    if len(pieces) == 1 and isinstance(pieces[0], ChunkRef) and pieces[0].raw_size == size:
+        # One chunk (most small files): its id is the whole file's digest; no thread pool.
+        if pieces[0].chunk_id != digest:
+            raise IntegrityError(f"{what} content", digest.hex(), pieces[0].chunk_id.hex())
+        output.place(repo.get_chunk(pieces[0].chunk_id), 0)  # checked against its id
+        progress.advance(size)
+        return 0
     records: list[ManifestRecord] = [EntryStart("file"), *pieces, EntryEnd(size, digest)]
     zeros = _write_records(repo, records, size, what, output, threads, progress)
     os.ftruncate(fd, size)

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from snapstore.chunker import is_zero
 from snapstore.errors import InputChangedError, InputError, InputNotFoundError, SnapstoreError
 from snapstore.hashing import chunk_id as blake3_of
-from snapstore.model import ChunkId, EntryEnd, SnapshotInfo, TreeEntry, TreeRoot
+from snapstore.model import ChunkId, ChunkRef, EntryEnd, Piece, SnapshotInfo, TreeEntry, TreeRoot, ZeroRun
 from snapstore.ops.commit import CommitResult, commit_labels, default_threads, keep_what_is_stored
 from snapstore.ops.commitstats import CommitStats
 from snapstore.ops.hints import HintCursor, confirmable_chunks
@@ -37,7 +38,6 @@ from snapstore.repo import Repository
 from snapstore.snapshotbuilder import EntryPieces, SnapshotBuilder
 
 log = logging.getLogger(__name__)
-EMPTY_DIGEST = blake3_of(b"")
 
 
 @dataclass
@@ -108,15 +108,11 @@ class _Walk:
             if not stat.S_ISREG(before.st_mode):
                 raise InputChangedError(shown)
             os.set_blocking(fd, True)
-            if before.st_size == 0:
-                return replace(entry, size=0, digest=EMPTY_DIGEST, pieces=())
-            hints = None
-            if old is not None and old.kind == "file" and old.pieces:
-                records = [*old.pieces, EntryEnd(old.size, old.digest)]
-                hints = HintCursor(confirmable_chunks(records, before.st_size))
-            sink = EntryPieces()
-            job = CommitPipeline(self.repo, sink, self.progress, hints, self.threads)
-            digest = job.run(fd, before.st_size, shown)
+            if before.st_size < self.small_limit:
+                pieces, digest = self.small_file(fd, before.st_size, shown)
+                size = before.st_size
+            else:
+                pieces, digest, size = self.large_file(fd, before.st_size, shown, old)
             after = os.fstat(fd)
         finally:
             os.close(fd)
@@ -126,15 +122,58 @@ class _Walk:
             after.st_ctime_ns,
         ):
             raise InputChangedError(shown)
-        self._add(job.stats)
         return replace(
             entry,
-            size=job.size,
+            size=size,
             digest=digest,
-            pieces=tuple(sink.pieces),
+            pieces=pieces,
             mtime_ns=before.st_mtime_ns,
             ctime_ns=before.st_ctime_ns,
         )
+
+    @property
+    def small_limit(self) -> int:
+        """Files shorter than this are one piece: the chunker never cuts before ``min_size``,
+        and no zero run (``zero_run`` bytes at least) fits in them (docs/FORMAT.md)."""
+        params = self.repo.config.chunker
+        return min(params.min_size, params.zero_run) if params.zero_run else params.min_size
+
+    def small_file(self, fd: int, size: int, shown: Path) -> tuple[tuple[Piece, ...], bytes]:
+        """The chunk list of a file below :attr:`small_limit`: the pipeline's, without its
+        threads (no piece, one zero run, or one chunk), the chunk stored here."""
+        data = os.pread(fd, size + 1, 0)
+        if len(data) != size:
+            raise InputChangedError(shown)
+        self.stats.read_bytes += size
+        self.progress.advance(size)
+        digest = blake3_of(data)
+        if size == 0:
+            return (), digest
+        if is_zero(data):
+            self.stats.zero_bytes += size
+            return (ZeroRun(size),), digest
+        self.stats.chunked_bytes += size
+        chunk_id, stored = self.repo.put_chunk(data)
+        if stored:
+            self.stats.new_chunks += 1
+            self.stats.new_raw += size
+            self.stats.new_stored += stored
+        return (ChunkRef(chunk_id, size),), digest
+
+    def large_file(
+        self, fd: int, size: int, shown: Path, old: TreeEntry | None
+    ) -> tuple[tuple[Piece, ...], bytes, int]:
+        """A file's chunk list from the commit pipeline (confirmed in place against its
+        previous chunk list, if any); its digest and the size read."""
+        hints = None
+        if old is not None and old.kind == "file" and old.pieces:
+            records = [*old.pieces, EntryEnd(old.size, old.digest)]
+            hints = HintCursor(confirmable_chunks(records, size))
+        sink = EntryPieces()
+        job = CommitPipeline(self.repo, sink, self.progress, hints, self.threads)
+        digest = job.run(fd, size, shown)
+        self._add(job.stats)
+        return tuple(sink.pieces), digest, job.size
 
     def _add(self, s: CommitStats) -> None:
         t = self.stats
