@@ -97,8 +97,6 @@ def _restore(
         raise UsageError("a tree snapshot restores into a directory, not stdout")
     with progress_for(json_output) as progress:
         res = restore_tree(r, snap, output, paths=paths, threads=threads, progress=progress)
-    for warning in res.warnings:
-        info(f"warning: {safe(warning)}")
     if json_output:
         emit_json(
             snapshot_doc(

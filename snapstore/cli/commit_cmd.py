@@ -146,9 +146,7 @@ def commit(
     s = res.snapshot
     tree_doc = {}
     if isinstance(res, TreeCommitResult):
-        tree_doc = {"unread_files": res.unread_files, "skipped": list(res.skipped)}
-        for skipped in res.skipped:
-            info(f"warning: {safe(skipped)}")
+        tree_doc = {"unread_files": res.unread_files, "skipped": list(res.skipped)}  # warned as met
     if json_output:
         emit_json(
             snapshot_doc(
