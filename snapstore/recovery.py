@@ -11,7 +11,7 @@ import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from snapstore.format import index as fmt
 from snapstore.format.tree import tree_chunk_ids
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId, TreeRoot
+from snapstore.repo_trees import tree_loader
 from snapstore.repo_verify_packs import incomplete_trailers
 from snapstore.storage import fsio
 from snapstore.storage.index import Index
@@ -237,25 +238,6 @@ def _remove_entry(dir_fd: int, name: str) -> None:
         shutil.rmtree(name, dir_fd=dir_fd)
     else:
         os.unlink(name, dir_fd=dir_fd)
-
-
-def tree_loader(index: Index, packs: Packs) -> Callable[[ChunkId], bytes]:
-    """What reads a tree object for counting (Snapshots.load_tree): the chunk located through
-    ``index``, read from ``packs`` and checked against its id; CorruptError if it is not
-    indexed, IntegrityError if its bytes are damaged."""
-
-    def load(chunk_id: ChunkId) -> bytes:
-        with index.read() as r:
-            loc = r.get(chunk_id)
-        what = f"tree {chunk_id.hex()[:12]}"
-        if loc is None:
-            raise CorruptError(what, "not in the index")
-        data = bytes(codec.decode(loc.codec, packs.read_record(loc, chunk_id), loc.raw_size))
-        if hash_chunk(data) != chunk_id:
-            raise IntegrityError(what, chunk_id.hex(), hash_chunk(data).hex())
-        return data
-
-    return load
 
 
 def recount(index: Index, snapshots: Snapshots) -> tuple[SnapshotId, ...]:

@@ -18,10 +18,8 @@ from types import TracebackType
 
 from snapstore import chunkset, codec, recovery, repo_files, repo_verify
 from snapstore.backends.base import Backend
-from snapstore.chunkparams import MAX_CHUNK_SIZE
 from snapstore.errors import CorruptError, SnapstoreError, UsageError
 from snapstore.format import manifest as manifest_fmt
-from snapstore.format import tree as tree_fmt
 from snapstore.gcplan import record_span
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import (
@@ -34,12 +32,12 @@ from snapstore.model import (
     PackId,
     SnapshotId,
     SnapshotInfo,
-    TreeEntry,
 )
 from snapstore.repo_files import REPO_DIR_NAME, find_root, load_config
 from snapstore.repo_listing import Listing
 from snapstore.repo_location import BackendLocation, LocalLocation, RepoLock, create_objects, new_config
 from snapstore.repo_maintenance import Maintenance
+from snapstore.repo_trees import Trees, tree_loader
 from snapstore.snapshotbuilder import SnapshotBuilder
 from snapstore.storage.appender import PackAppender
 from snapstore.storage.kinds import ManifestWriting
@@ -64,7 +62,7 @@ class Mode(enum.Enum):
         return self in (Mode.WRITE, Mode.EXCLUSIVE)
 
 
-class Repository(Listing, Maintenance):
+class Repository(Listing, Maintenance, Trees):
     """A snapstore repository: its snapshots, chunks, index and locks, in a local directory
     (:meth:`init`, :meth:`open`, or ``snapstore.open_repository``) or in any storage backend
     (:meth:`init_backend`, :meth:`open_backend`), opened in a :class:`Mode` that takes the
@@ -105,7 +103,7 @@ class Repository(Listing, Maintenance):
         self.index_problem = opened.problem  # why a temporary index is used (None: the repository's)
         self.rebuild_report = opened.report
         self._opened = opened
-        self._snapshots.load_tree = recovery.tree_loader(self._index, self._packs)
+        self._snapshots.load_tree = tree_loader(self._index, self._packs)
         self._appender = PackAppender(self._packs, self._index, config.pack_target_size)
         try:
             if mode.writes:
@@ -475,23 +473,6 @@ class Repository(Listing, Maintenance):
 
     def iter_records(self, snapshot_id: SnapshotId) -> Iterator[ManifestRecord]:
         return self._snapshots.iter_records(snapshot_id)
-
-    # -- trees ---------------------------------------------------------------------------------
-
-    def put_tree(self, builder: SnapshotBuilder, entries: list[TreeEntry]) -> ChunkId:
-        """Store one directory's tree object (as a chunk: an unchanged directory is already
-        stored and costs nothing) and count it and its files' chunks into ``builder``."""
-        self._require(Mode.WRITE)
-        data = tree_fmt.encode_tree(entries)
-        if len(data) > MAX_CHUNK_SIZE:
-            raise UsageError(f"a directory of {len(entries)} entries has a tree object over 64 MiB")
-        tree_id, _ = self.put_chunk(data)
-        builder.count_tree(tree_id, entries)
-        return tree_id
-
-    def get_tree(self, tree_id: ChunkId) -> list[TreeEntry]:
-        """The entries of a tree object, read and checked against its id."""
-        return tree_fmt.decode_tree(bytes(self.get_chunk(tree_id)), f"tree {tree_id.hex()[:12]}")
 
     # -- space ---------------------------------------------------------------------------------
 

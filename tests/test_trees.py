@@ -428,3 +428,20 @@ def test_small_files_get_the_chunk_list_a_single_file_gets(tmp_path: Path, size:
         restore_tree(r, tree, str(out))
     for name, data in contents.items():
         assert (out / name).read_bytes() == data
+
+
+def test_a_tree_over_a_backend_counts_and_rebuilds_its_cache(tmp_path: Path) -> None:
+    """Over a storage backend the index is a cache: rebuilt from the packs, it counts a tree
+    snapshot's chunks through its tree objects as a local index does."""
+    from snapstore.backends import MemoryBackend
+
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(os.urandom(100_000))
+    backend = MemoryBackend()
+    with Repository.init_backend(backend, cache_dir=tmp_path / "cache") as r:
+        snap = commit_tree(r, src).snapshot
+    with Repository.open_backend(backend, Mode.WRITE, cache_dir=tmp_path / "cache2") as r:  # a new cache
+        assert len(next(r.snapshot_chunk_sets([snap.id]))) == 3
+        restore_tree(r, snap, str(tmp_path / "out"))
+    assert (tmp_path / "out" / "d" / "f").read_bytes() == (src / "d" / "f").read_bytes()
