@@ -298,8 +298,12 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
                         w.put_garbage(pack_id, offset, header.record_size)
                     elif _chunk_ok(packs, header.chunk_id, loc):
                         w.put(header.chunk_id, loc)
+    before = snapshots.load_tree
     snapshots.load_tree = tree_loader(index, packs)  # tree snapshots are counted through this index
-    damaged_manifests = recount(index, snapshots)
+    try:
+        damaged_manifests = recount(index, snapshots)
+    finally:
+        snapshots.load_tree = before
     return RebuildReport(
         chunks, duplicates, tuple(damaged_packs), damaged_manifests, damaged_pack_ids=tuple(damaged_ids)
     )

@@ -304,8 +304,14 @@ def test_bad_inputs_give_one_line_and_an_exit_code(tmp_path: Path) -> None:
     tree_id = made.stdout.decode().strip()
     (tmp_path / "file").write_bytes(b"a file")
     file_id = run_snap("-r", repo, "commit", str(tmp_path / "file")).stdout.decode().strip()
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
     cases = [
         (["commit", str(tmp_path / "nothing")], 3),
+        (["commit", str(tmp_path / "sock")], 10),  # neither a file nor a directory
+        (["commit", "/dev/null"], 10),
         (["commit", "--force-read", str(tmp_path / "file")], 2),
         (["checkout", tree_id, "-o", "-"], 2),
         (["checkout", file_id, "-o", str(tmp_path / "x"), "--path", "f"], 2),
@@ -319,6 +325,7 @@ def test_bad_inputs_give_one_line_and_an_exit_code(tmp_path: Path) -> None:
         res = run_snap("-r", repo, *args)
         assert res.returncode == code, (args, res.stderr)
         one_error_line(res.stderr.decode())
+    sock.close()
 
 
 def test_a_missing_tree_object_makes_the_snapshot_damaged_not_uncounted(tmp_path: Path) -> None:
@@ -445,3 +452,54 @@ def test_a_tree_over_a_backend_counts_and_rebuilds_its_cache(tmp_path: Path) -> 
         assert len(next(r.snapshot_chunk_sets([snap.id]))) == 3
         restore_tree(r, snap, str(tmp_path / "out"))
     assert (tmp_path / "out" / "d" / "f").read_bytes() == (src / "d" / "f").read_bytes()
+
+
+def test_a_damaged_index_leaves_tree_snapshots_readable_and_whole(tmp_path: Path) -> None:
+    """Readers and verify carry on with a temporary index, found tree objects through it, and
+    report the index alone; repair rebuilds it and counts the tree again."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(os.urandom(100_000))
+    repo = tmp_path / "repo"
+    with Repository.init(repo) as r:
+        snap = commit_tree(r, src).snapshot
+    data = repo / "index" / "data.mdb"
+    blob = bytearray(data.read_bytes())
+    blob[:8192] = bytes(range(256)) * 32  # both meta pages
+    data.write_bytes(bytes(blob))
+    check = run_snap("-r", str(repo), "verify", "--read-data")
+    err = check.stderr.decode()
+    assert check.returncode == 5 and "index" in err and "manifest" not in err, err
+    assert run_snap("-r", str(repo), "checkout", snap.hex, "-o", str(tmp_path / "out")).returncode == 0
+    assert (tmp_path / "out" / "d" / "f").read_bytes() == (src / "d" / "f").read_bytes()
+    assert run_snap("-r", str(repo), "repair").returncode == 0
+    assert run_snap("-r", str(repo), "verify", "--read-data").returncode == 0
+
+
+def test_an_unreadable_file_in_a_tree_is_one_line_exit_10(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(As root nothing is unreadable by its mode: the refusal is injected at open.)"""
+    from tests.helpers import cli
+
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "ok").write_bytes(b"readable")
+    (src / "d" / "secret").write_bytes(b"not for us")
+    repo = tmp_path / "repo"
+    Repository.init(repo).close()
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if isinstance(path, bytes) and path.endswith(b"/secret"):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    res = cli("-r", repo, "commit", src)
+    assert res.code == 10
+    line = one_error_line(res.err)
+    assert "d/secret: Permission denied" in line
+    monkeypatch.undo()
+    with Repository.open(repo) as r:
+        assert r.list_snapshots() == []  # no snapshot was made

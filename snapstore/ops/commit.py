@@ -313,7 +313,7 @@ def _command_status(proc: subprocess.Popen[bytes], shown: str) -> None:
 
 def _hints(repo: Repository, known: list[SnapshotInfo], name: str, size: int) -> HintCursor | None:
     """Hints from the newest snapshot of ``name`` among ``known`` (oldest first)."""
-    same = [s for s in known if s.name == name and s.entries == 1]
+    same = [s for s in known if s.name == name and s.entries == 1 and s.kind == "file"]
     if not same:
         return None
     return HintCursor(confirmable_chunks(repo.iter_records(same[-1].id), size))
