@@ -379,7 +379,9 @@ def test_hard_links_restore_as_one_inode_even_when_the_first_name_is_not_selecte
     os.link(src / "a" / "x", src / "b" / "y")
     os.link(src / "a" / "x", src / "b" / "z")
     with Repository.init(tmp_path / "repo") as r:
-        snap = commit_tree(r, src).snapshot
+        made = commit_tree(r, src)
+        assert made.read_bytes == len(b"shared")  # one inode, read once
+        snap = made.snapshot
         out = tmp_path / "out"
         restore_tree(r, snap, str(out), paths=["b"])
     y, z = os.stat(out / "b" / "y"), os.stat(out / "b" / "z")

@@ -54,6 +54,8 @@ class _Walk:
     unread_files: int = 0  # files whose chunk list came from the parent unread
     skipped: list[str] = field(default_factory=list)  # sockets and the repository, not recorded
     repository: tuple[int, int] | None = None  # (st_dev, st_ino) of the repository's directory
+    # link id -> a hard-linked file already read by this commit: its other names are not read
+    links: dict[int, TreeEntry] = field(default_factory=dict)
 
     def directory(self, path: bytes, parent: dict[bytes, TreeEntry] | None) -> ChunkId:
         """Store the tree object of the directory ``path`` (and everything under it)."""
@@ -86,6 +88,23 @@ class _Walk:
             return None
 
     def file(self, path: bytes, st: os.stat_result, entry: TreeEntry, old: TreeEntry | None) -> TreeEntry:
+        read = self.links.get(entry.link_id) if entry.link_id else None
+        if read is not None and (read.size, read.mtime_ns, read.ctime_ns, read.inode) == (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_ino,
+        ):
+            return replace(entry, size=read.size, digest=read.digest, pieces=read.pieces)
+        entry = self.read_file(path, st, entry, old)
+        if entry.link_id:
+            self.links[entry.link_id] = entry
+        return entry
+
+    def read_file(
+        self, path: bytes, st: os.stat_result, entry: TreeEntry, old: TreeEntry | None
+    ) -> TreeEntry:
+        """A file's entry with its chunk list: its parent's if unchanged, else read."""
         if (
             old is not None
             and old.kind == "file"
