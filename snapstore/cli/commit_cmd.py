@@ -36,7 +36,7 @@ def commit(
         list[str],
         typer.Argument(
             metavar="FILE | - | -- CMD ARGS...",
-            help="The file or block device to snapshot (a directory: the whole tree); '-' for stdin; "
+            help="The file or block device to snapshot; a directory (its tree); '-' for stdin; "
             "with --from-command, the command.",
             show_default=False,
             click_type=click.Path(readable=False, allow_dash=True),  # completes as file names; no checks
