@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from snapstore.errors import CorruptError, EntryNotFoundError, StorageIOError, UsageError
-from snapstore.model import TreeRoot
+from snapstore.format import tree as tree_fmt
+from snapstore.model import ENTRY_KINDS, ChunkId, TreeEntry, TreeRoot
+from snapstore.model import ChunkRef as RefPiece
+from snapstore.model import ZeroRun as ZeroPiece
 from snapstore.ops.treecommit import commit_tree
 from snapstore.ops.treerestore import restore_tree
 from snapstore.repo import Mode, Repository
@@ -505,3 +510,60 @@ def test_an_unreadable_file_in_a_tree_is_one_line_exit_10(
     monkeypatch.undo()
     with Repository.open(repo) as r:
         assert r.list_snapshots() == []  # no snapshot was made
+
+
+_names = st.binary(min_size=1, max_size=40).filter(
+    lambda n: b"/" not in n and b"\0" not in n and n not in (b".", b"..")
+)
+_pieces = st.lists(
+    st.one_of(
+        st.builds(
+            lambda c, n: RefPiece(ChunkId(c), n), st.binary(min_size=32, max_size=32), st.integers(1, 1 << 26)
+        ),
+        st.builds(ZeroPiece, st.integers(1, 1 << 40)),
+    ),
+    max_size=5,
+)
+
+
+@st.composite
+def _entries(draw: st.DrawFn) -> TreeEntry:
+    kind = draw(st.sampled_from(ENTRY_KINDS))
+    pieces = tuple(draw(_pieces)) if kind == "file" else ()
+    return TreeEntry(
+        name=draw(_names),
+        kind=kind,
+        mode=draw(st.integers(0, 0o7777)),
+        uid=draw(st.integers(0, 2**32 - 1)),
+        gid=draw(st.integers(0, 2**32 - 1)),
+        mtime_ns=draw(st.integers(-(2**63), 2**63 - 1)),
+        ctime_ns=draw(st.integers(-(2**63), 2**63 - 1)),
+        inode=draw(st.integers(0, 2**64 - 1)),
+        link_id=draw(st.integers(0, 2**64 - 1)),
+        user=draw(st.binary(max_size=10)),
+        group=draw(st.binary(max_size=10)),
+        xattrs=tuple(
+            sorted(
+                draw(
+                    st.dictionaries(st.binary(min_size=1, max_size=20), st.binary(max_size=50), max_size=3)
+                ).items()
+            )
+        ),
+        size=sum(p.raw_size if isinstance(p, RefPiece) else p.length for p in pieces),
+        digest=draw(st.binary(min_size=32, max_size=32)) if kind == "file" else b"",
+        pieces=pieces,
+        subtree=ChunkId(draw(st.binary(min_size=32, max_size=32))) if kind == "dir" else None,
+        target=draw(st.binary(min_size=1, max_size=60)) if kind == "symlink" else b"",
+        rdev=(draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)))
+        if kind in ("chardev", "blockdev")
+        else (0, 0),
+    )
+
+
+@given(st.lists(_entries(), max_size=8, unique_by=lambda e: e.name))
+def test_tree_objects_round_trip(entries: list[TreeEntry]) -> None:
+    """Encoding is a function of the entries alone (order given does not matter) and decodes
+    back to them, sorted by name: what makes an unchanged directory the same chunk."""
+    data = tree_fmt.encode_tree(entries)
+    assert tree_fmt.decode_tree(data, "tree") == sorted(entries, key=lambda e: e.name)
+    assert tree_fmt.encode_tree(list(reversed(entries))) == data
