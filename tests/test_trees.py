@@ -567,3 +567,29 @@ def test_tree_objects_round_trip(entries: list[TreeEntry]) -> None:
     data = tree_fmt.encode_tree(entries)
     assert tree_fmt.decode_tree(data, "tree") == sorted(entries, key=lambda e: e.name)
     assert tree_fmt.encode_tree(list(reversed(entries))) == data
+
+
+def test_a_device_the_restorer_may_not_make_is_left_out_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(As a user other than root, mknod of a device fails with EPERM: injected here.)"""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"kept")
+    os.mkfifo(src / "fifo")
+    if ROOT:
+        os.mknod(src / "dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    with Repository.init(tmp_path / "repo") as r:
+        snap = commit_tree(r, src).snapshot
+        real_mknod = os.mknod
+
+        def no_devices(path: Any, mode: int = 0o600, device: int = 0, *, dir_fd: int | None = None) -> None:
+            if not stat.S_ISFIFO(mode):
+                raise PermissionError(errno.EPERM, "Operation not permitted")
+            real_mknod(path, mode, device, dir_fd=dir_fd)
+
+        monkeypatch.setattr(os, "mknod", no_devices)
+        res = restore_tree(r, snap, str(tmp_path / "out"))
+    assert sorted(os.listdir(tmp_path / "out")) == ["f", "fifo"]
+    assert res.entries == 2
+    assert res.warnings == (("dev: chardev 1,3 not restored (Operation not permitted)",) if ROOT else ())

@@ -122,7 +122,16 @@ class _Restorer:
             os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
         else:
             kind = _TYPES[entry.kind]
-            os.mknod(name, 0o600 | kind, os.makedev(*entry.rdev), dir_fd=dir_fd)
+            try:
+                os.mknod(name, 0o600 | kind, os.makedev(*entry.rdev), dir_fd=dir_fd)
+            except PermissionError as exc:  # a device node, and not root: left out, as rsync does
+                if entry.kind == "fifo":
+                    raise
+                self.entries -= 1
+                self.warn(
+                    f"{shown}: {entry.kind} {entry.rdev[0]},{entry.rdev[1]} not restored ({exc.strerror})"
+                )
+                return
             # Its metadata through an O_PATH descriptor: the node itself, never opened for I/O
             # (a device may act on open) and never a link planted in its place.
             fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -160,9 +169,12 @@ class _Restorer:
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.EACCES, errno.EINVAL):
                     raise
-                note = f"{shown}: xattr {name.decode('utf-8', 'replace')} not restored ({exc.strerror})"
-                self.warnings.append(note)
-                log.warning("%s", note)
+                self.warn(f"{shown}: xattr {name.decode('utf-8', 'replace')} not restored ({exc.strerror})")
+
+    def warn(self, note: str) -> None:
+        """Metadata or an entry the target refused: reported, and the restore goes on."""
+        self.warnings.append(note)
+        log.warning("%s", note)
 
 
 def restore_tree(
