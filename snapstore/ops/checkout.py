@@ -78,6 +78,11 @@ def checkout(
     (written in place, with ``force``), a character device or FIFO (a stream), or ``"-"``
     (stdout). ``sparse``: zero runs become holes. Raises OutputExistsError, UsageError,
     IntegrityError, NoSpaceError... (snapstore.errors)."""
+    if snapshot.kind != "file":
+        raise UsageError(
+            f"snapshot {snapshot.hex[:12]} is a directory tree",
+            hint="restore it into a directory (snapstore.restore_tree; snap checkout ID -o OUTDIR)",
+        )
     if out == "-":
         stream = sys.stdout.buffer
         try:
@@ -292,10 +297,6 @@ def _run(
     progress: Progress,
 ) -> int:
     """Write every entry's bytes to ``output``; returns the zero bytes left as holes."""
-    if snapshot.kind != "file":
-        raise UsageError(
-            f"snapshot {snapshot.hex[:12]} is a directory tree", hint="restore it into a directory: -o OUTDIR"
-        )
     progress.start(snapshot.size, f"checkout {snapshot.name}")
     try:
         return _write_records(
