@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from snapstore.ops import inplace
+from snapstore.storage import fsio
 from tests.conftest import have, run_snap
 
 MiB = 1024 * 1024
@@ -131,6 +133,55 @@ def test_day1_over_day3_writes_only_what_differs(
     # run again: nothing left to do
     again, wrote = in_place(repo, id1, day3, "--json")
     assert json.loads(again.stdout)["write_bytes"] == 0 and wrote < 64 * 1024
+
+
+def test_one_byte_changed_gets_one_chunk_written(
+    days: tuple[Path, str, str, Path, Path], tmp_path: Path
+) -> None:
+    repo, id1, _, day1, _ = days
+    target = tmp_path / "one.img"
+    subprocess.run(["cp", "--sparse=always", str(day1), str(target)], check=True)
+    with target.open("r+b") as f:
+        f.seek(3 * MiB + 12345)
+        old = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([old[0] ^ 0xFF]))
+    done, wrote = in_place(repo, id1, target, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["chunks_written"] == 1 and 0 < doc["write_bytes"] <= 256 * 1024  # the chunker's max
+    assert doc["punched_bytes"] == doc["zeroed_bytes"] == 0
+    assert doc["unchanged_bytes"] == SIZE - doc["write_bytes"]
+    assert wrote < doc["write_bytes"] + 64 * 1024  # that chunk and the JSON, nothing else
+    assert target.read_bytes() == day1.read_bytes()
+
+
+def test_adjacent_dirty_steps_of_a_zero_run_are_punched_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.img"
+    with path.open("wb") as f:
+        f.write(bytes(10 * MiB))
+        for at in (1, 2, 3, 6):  # steps 1-3 and 6 hold a byte, 0, 4, 5 and 7-9 are zeros
+            f.seek(at * MiB + 7)
+            f.write(b"x")
+    punched: list[tuple[int, int]] = []
+    real = fsio.punch_hole
+
+    def punch(fd: int, offset: int, length: int) -> None:
+        punched.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(fsio, "punch_hole", punch)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert list(inplace._nonzero_spans(fd, 0, 10 * MiB, 10 * MiB)) == [(MiB, 3 * MiB), (6 * MiB, MiB)]
+        out = inplace._fix_zeros(fd, 0, 10 * MiB, False, 10 * MiB, False)
+    finally:
+        os.close(fd)
+    assert punched == [(MiB, 3 * MiB), (6 * MiB, MiB)]  # one call per span, none on zeros
+    assert out.punched + out.zeroed == 4 * MiB
+    assert path.read_bytes() == bytes(10 * MiB)
 
 
 def test_zeros_already_there_are_left_alone(days: tuple[Path, str, str, Path, Path], tmp_path: Path) -> None:
