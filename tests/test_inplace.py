@@ -4,6 +4,7 @@ place, an interrupted run finished by the next one, --dry-run writing nothing.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from snapstore.ops import inplace
 from snapstore.storage import fsio
@@ -149,10 +152,11 @@ def test_one_byte_changed_gets_one_chunk_written(
     done, wrote = in_place(repo, id1, target, "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["chunks_written"] == 1 and 0 < doc["write_bytes"] <= 256 * 1024  # the chunker's max
+    # one chunk differs, and of it only the 4 KiB block holding the byte is written
+    assert doc["chunks_written"] == 1 and 0 < doc["write_bytes"] <= 4096
     assert doc["punched_bytes"] == doc["zeroed_bytes"] == 0
     assert doc["unchanged_bytes"] == SIZE - doc["write_bytes"]
-    assert wrote < doc["write_bytes"] + 64 * 1024  # that chunk and the JSON, nothing else
+    assert wrote < 4096 + 16 * 1024  # that block and the JSON, nothing else
     assert target.read_bytes() == day1.read_bytes()
 
 
@@ -182,6 +186,34 @@ def test_adjacent_dirty_steps_of_a_zero_run_are_punched_at_once(
     assert punched == [(MiB, 3 * MiB), (6 * MiB, MiB)]  # one call per span, none on zeros
     assert out.punched + out.zeroed == 4 * MiB
     assert path.read_bytes() == bytes(10 * MiB)
+
+
+@given(
+    old=st.binary(min_size=1, max_size=3000),
+    edits=st.lists(st.tuples(st.integers(0, 2999), st.binary(min_size=1, max_size=40)), max_size=6),
+    offset=st.integers(0, 1000),
+)
+def test_differing_spans_cover_exactly_the_blocks_that_differ(
+    old: bytes, edits: list[tuple[int, bytes]], offset: int
+) -> None:
+    new = bytearray(old)
+    for at, data in edits:
+        new[at % len(old) : at % len(old) + len(data)] = data
+    new = new[: len(old)]
+    spans = inplace.differing_spans(old, bytes(new), offset, block=64)
+    patched = bytearray(old)
+    for start, n in spans:
+        patched[start : start + n] = new[start : start + n]
+    assert patched == new
+    written = {i for start, n in spans for i in range(start, start + n)}
+    for start in range(0, len(old)):  # each block of the file (aligned to its offsets) inside
+        if start and (offset + start) % 64:
+            continue
+        stop = min(len(old), start + 64 - (offset + start) % 64)
+        inside = {i in written for i in range(start, stop)}
+        assert len(inside) == 1  # a block is written whole or not at all
+        assert inside == {old[start:stop] != new[start:stop]}  # and only when it differs
+    assert all(s1 + n1 < s2 for (s1, n1), (s2, _) in itertools.pairwise(spans))  # merged, in order
 
 
 def test_zeros_already_there_are_left_alone(days: tuple[Path, str, str, Path, Path], tmp_path: Path) -> None:

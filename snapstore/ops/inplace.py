@@ -3,20 +3,24 @@ writing only where they differ.
 
 The target's bytes are hashed along the snapshot's chunk boundaries, in parallel (each worker
 reads a chunk's range into a buffer of its own, read ahead as one sequential stream); a range
-whose hash is the chunk's id is left alone, any other gets the chunk (fetched and verified)
-written over it. Where the snapshot has a zero run, the target's data extents there
-(SEEK_DATA/SEEK_HOLE: a hole is zeros already) are read in steps; the steps holding a non-zero
-byte are punched out of a file, adjacent ones at once (written with zeros on a device, or where
-the file system cannot punch holes); a step of zeros is left as it is. A regular file is resized
-to the snapshot's size first; a block device is never truncated and is refused when smaller
-than the snapshot.
+whose hash is the chunk's id is left alone. For any other the chunk is fetched (verified) and
+compared with the range in blocks of 4 KiB (aligned to the file's offsets: a file system's
+block), and only the blocks that differ are written: an edit of a few bytes writes a block,
+not a chunk of a megabyte, and nothing unchanged is rewritten under a copy-on-write snapshot
+of the target. Where the snapshot has a zero run, the target's data extents there
+(SEEK_DATA/SEEK_HOLE: a hole is zeros already) are read in steps; the steps holding a
+non-zero byte are punched out of a file, adjacent ones at once (written with zeros on a
+device, or where the file system cannot punch holes); a step of zeros is left as it is. A
+regular file is resized to the snapshot's size first; a block device is never truncated and
+is refused when smaller than the snapshot.
 
 Every byte the target ends up with is checked on the way: its own bytes where their hash is
-the chunk's id, a verified chunk where they were not, zeros where the snapshot has a zero run
-(and the sizes add up to the snapshot's). So, unlike a plain checkout, the snapshot's
-whole-file digest is not computed again (that would be a second BLAKE3 pass over every byte,
-half the work of a run that writes little): the manifest that lists the chunks is itself
-checked against the snapshot's id when it is read; a plain checkout still checks the digest.
+the chunk's id or where they equal the verified chunk's, the chunk's bytes where they did
+not, zeros where the snapshot has a zero run (and the sizes add up to the snapshot's). So,
+unlike a plain checkout, the snapshot's whole-file digest is not computed again (that would
+be a second BLAKE3 pass over every byte, half the work of a run that writes little): the
+manifest that lists the chunks is itself checked against the snapshot's id when it is read;
+a plain checkout still checks the digest.
 
 Interrupted and run again, it finishes the job: every step compares what the target holds
 now with what the snapshot says, and only then writes; nothing depends on what a previous
@@ -41,12 +45,14 @@ from snapstore.errors import CorruptError, UsageError, translate_os_error
 from snapstore.extents import raw_extents
 from snapstore.hashing import chunk_id
 from snapstore.model import ChunkId, ChunkRef, SnapshotInfo, ZeroRun
+from snapstore.ops.checkout import WRITEBACK_BYTES
 from snapstore.ops.commit import default_threads
 from snapstore.ops.output import check_device_size, open_output
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import ChunkPrefetch, Repository
 from snapstore.storage import fsio
 
+BLOCK = 4096  # where a chunk differs, its bytes are compared and written this much at a time
 ZERO_STEP = 1024 * 1024  # a zero run's data is checked (and punched) this much at a time
 _ZEROS = bytes(ZERO_STEP)
 _buffers = threading.local()  # each worker's buffer for the target's bytes, reused
@@ -141,12 +147,18 @@ def _run(
     progress: Progress,
 ) -> None:
     pending: deque[tuple[int, Future[_Outcome]]] = deque()  # (length, job)
-    total = 0
+    total = 0  # everything before is settled
+    written_back = 0  # writeback started up to here
+    dirty = 0  # bytes written since
 
     def settle() -> None:
-        nonlocal total
+        nonlocal total, written_back, dirty
         length, future = pending.popleft()
         out = future.result()
+        dirty += out.written + out.zeroed
+        if dirty >= WRITEBACK_BYTES:  # so that the final fsync has little left to wait for
+            fsio.start_writeback(fd, written_back, total + length - written_back)
+            written_back, dirty = total + length, 0
         res.write_bytes += out.written
         res.chunks_written += out.written > 0
         res.zeroed_bytes += out.zeroed
@@ -223,13 +235,20 @@ def _fix_chunk(
     old_size: int,
     dry_run: bool,
 ) -> _Outcome:
-    """On a worker: hash the target's range; if it is not the chunk, write the chunk there."""
-    if chunk_id(_read(fd, offset, length, old_size)) == expected:
+    """On a worker: hash the target's range; if it is not the chunk, write the chunk's blocks
+    that differ there (dry run: count them)."""
+    held = _read(fd, offset, length, old_size)
+    if chunk_id(held) == expected:
         return _UNCHANGED
+    data = chunks.get(expected, None)  # verified (get_location is safe from workers)
+    if len(data) != length:
+        raise CorruptError(f"chunk {expected.hex()[:16]}", f"{len(data)} bytes, its manifest says {length}")
+    spans = differing_spans(held.tobytes(), bytes(data), offset)
     if not dry_run:
-        data = chunks.get(expected, None)  # verified (get_location is safe from workers)
-        fsio.pwritev_all(fd, [data], offset)
-    return _Outcome(written=length)
+        view = memoryview(data)
+        for start, n in spans:
+            fsio.pwritev_all(fd, [view[start : start + n]], offset + start)
+    return _Outcome(written=sum(n for _, n in spans))
 
 
 def _fix_zeros(fd: int, offset: int, length: int, device: bool, old_size: int, dry_run: bool) -> _Outcome:
@@ -274,3 +293,29 @@ def _nonzero_spans(fd: int, start: int, stop: int, limit: int) -> Iterator[tuple
         span_end = at + n
     if span_end > span_at:
         yield span_at, span_end - span_at
+
+
+def differing_spans(old: bytes, new: bytes, offset: int, block: int = BLOCK) -> list[tuple[int, int]]:
+    """``(start, length)`` within a chunk at file offset ``offset`` of the stretches where
+    ``new`` (the chunk) differs from ``old`` (what the target holds, as long), in whole
+    ``block``-sized blocks of the file (aligned to its offsets, cut by the chunk's ends):
+    a block that is already equal is in none, adjacent differing blocks are merged. Blocks
+    are compared 16 at a time first, so equal stretches cost one comparison each."""
+    spans: list[tuple[int, int]] = []
+    size = len(new)
+    coarse = 16 * block
+    at = 0
+    while at < size:
+        end = min(size, (offset + at) // coarse * coarse + coarse - offset)
+        if old[at:end] != new[at:end]:
+            fine = at
+            while fine < end:
+                stop = min(end, (offset + fine) // block * block + block - offset)
+                if old[fine:stop] != new[fine:stop]:
+                    if spans and sum(spans[-1]) == fine:
+                        spans[-1] = (spans[-1][0], stop - spans[-1][0])
+                    else:
+                        spans.append((fine, stop - fine))
+                fine = stop
+        at = end
+    return spans
