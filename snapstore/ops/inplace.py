@@ -65,7 +65,7 @@ class InPlaceResult:
     size: int
     old_size: int
     dry_run: bool
-    write_bytes: int = 0  # chunk bytes written (to be written, with dry_run)
+    write_bytes: int = 0  # bytes of chunks written, only their blocks that differ (dry_run: to be)
     zeroed_bytes: int = 0  # bytes of zero runs written as zeros (a device, no hole punching)
     punched_bytes: int = 0  # bytes of zero runs punched out
     unchanged_bytes: int = 0  # bytes that already matched
@@ -94,7 +94,8 @@ def checkout_in_place(
     """Make the existing file or block device ``out`` hold ``snapshot``'s bytes, writing only
     the chunks that differ (module docstring). With ``dry_run`` nothing is written: the result
     tells what would be. Raises UsageError (no such file, not a file or device, a device
-    smaller than the snapshot), NoSpaceError... (snapstore.errors)."""
+    smaller than the snapshot), IntegrityError (a damaged chunk), NoSpaceError...
+    (snapstore.errors)."""
     target = Path(out)
     fd, device, old_size = _open_target(target, snapshot.size, dry_run)
     res = InPlaceResult(snapshot, str(target), snapshot.size, old_size, dry_run)
@@ -156,7 +157,7 @@ def _run(
         length, future = pending.popleft()
         out = future.result()
         dirty += out.written + out.zeroed
-        if dirty >= WRITEBACK_BYTES:  # so that the final fsync has little left to wait for
+        if dirty >= WRITEBACK_BYTES and not res.dry_run:  # the final fsync has less to wait for
             fsio.start_writeback(fd, written_back, total + length - written_back)
             written_back, dirty = total + length, 0
         res.write_bytes += out.written
