@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -19,9 +20,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from snapstore.model import ChunkRef, SnapshotId
 from snapstore.ops import inplace
+from snapstore.repo import Repository
 from snapstore.storage import fsio
 from tests.conftest import have, run_snap
+from tests.test_cli import flip_payload_byte
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB
@@ -186,6 +190,33 @@ def test_adjacent_dirty_steps_of_a_zero_run_are_punched_at_once(
     assert punched == [(MiB, 3 * MiB), (6 * MiB, MiB)]  # one call per span, none on zeros
     assert out.punched + out.zeroed == 4 * MiB
     assert path.read_bytes() == bytes(10 * MiB)
+
+
+def test_a_damaged_chunk_is_never_written(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    assert run_snap("init", str(repo), "--chunker", "fastcdc:16K:64K:256K").returncode == 0
+    original = random.Random(5).randbytes(2 * MiB)  # random: stored raw, a flipped byte is seen
+    src = tmp_path / "src.img"
+    src.write_bytes(original)
+    done = run_snap("-r", str(repo), "commit", str(src))
+    assert done.returncode == 0, done.stderr
+    snap_id = done.stdout.decode().strip()
+    edited = bytearray(original)
+    edited[MiB + 100 : MiB + 104] = b"edit"
+    target = tmp_path / "t.img"
+    target.write_bytes(edited)
+    with Repository.open(repo) as r:  # the chunk holding the edit
+        at, victim = 0, None
+        for record in r.iter_records(SnapshotId(bytes.fromhex(snap_id))):
+            if isinstance(record, ChunkRef):
+                if at <= MiB + 100 < at + record.raw_size:
+                    victim = record.chunk_id
+                at += record.raw_size
+    assert victim is not None
+    flip_payload_byte(repo, victim, 10)
+    done = run_snap("-r", str(repo), "checkout", snap_id, "-o", str(target), "--in-place")
+    assert done.returncode == 5 and b"hash mismatch" in done.stderr, done.stderr
+    assert target.read_bytes() == edited  # the damaged chunk's bytes were not written
 
 
 @given(
