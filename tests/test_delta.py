@@ -23,6 +23,8 @@ from snapstore.ops.commit import commit_file
 from snapstore.ops.gc import collect
 from snapstore.ops.inplace import checkout_in_place
 from snapstore.ops.snapread import SnapshotReader
+from snapstore.ops.treecommit import commit_tree
+from snapstore.ops.treerestore import restore_tree
 from snapstore.repo import Mode, Repository
 from tests.conftest import run_snap
 from tests.helpers import content_sha, file_sha, flip, text_bytes
@@ -332,3 +334,31 @@ def test_chain_benchmark_runs(tmp_path: Path) -> None:
         assert all(r["identical"] for r in result["restore"].values())
         assert len(result["repo_bytes"]) == 4
     assert results["snap-delta"]["repo_bytes"][-1] < results["snap"]["repo_bytes"][-1]
+
+
+def test_tree_snapshot_files_stored_as_deltas_and_restored(tmp_path: Path) -> None:
+    images = day_images(tmp_path, 2)
+    src = tmp_path / "src"
+    (src / "vm").mkdir(parents=True)
+    (src / "notes.txt").write_bytes(b"the guest's disk\n")
+    root = tmp_path / "r"
+    ids = []
+    with Repository.init(root, chunker=CHUNKER, pack_target_size=1 << 20, delta=True) as repo:
+        for image in images:
+            (src / "vm" / "disk.img").write_bytes(image.read_bytes())
+            ids.append(commit_tree(repo, src).snapshot.id)
+        totals = repo.delta_totals()
+        assert totals is not None and totals.delta_chunks >= 5
+        for sid, image in zip(ids, images, strict=True):
+            out = tmp_path / f"out-{sid.hex()[:8]}"
+            restore_tree(repo, repo.load_info(sid), str(out))
+            assert file_sha(out / "vm" / "disk.img") == file_sha(image)
+            assert (out / "notes.txt").read_bytes() == b"the guest's disk\n"
+        repo.remove_snapshot(ids[0])
+        repo.upgrade()
+        collect(repo)
+        out = tmp_path / "after-gc"
+        restore_tree(repo, repo.load_info(ids[2]), str(out))
+        assert file_sha(out / "vm" / "disk.img") == file_sha(images[2])
+    done = run_snap("verify", "--read-data", "-r", str(root))
+    assert done.returncode == 0, done.stderr + done.stdout
