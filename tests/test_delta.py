@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,8 @@ from snapstore.ops.snapread import SnapshotReader
 from snapstore.ops.treecommit import commit_tree
 from snapstore.ops.treerestore import restore_tree
 from snapstore.repo import Mode, Repository
-from tests.conftest import run_snap
-from tests.helpers import content_sha, file_sha, flip, text_bytes
+from tests.conftest import SNAP, run_snap
+from tests.helpers import content_sha, copy_repository, file_sha, flip, text_bytes
 
 CHUNKER = ChunkerParams("fastcdc", 64 << 10, 256 << 10, 1 << 20, 64 << 10)
 SIZE = 4 << 20
@@ -362,3 +364,37 @@ def test_tree_snapshot_files_stored_as_deltas_and_restored(tmp_path: Path) -> No
         assert file_sha(out / "vm" / "disk.img") == file_sha(images[2])
     done = run_snap("verify", "--read-data", "-r", str(root))
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+@pytest.mark.slow
+def test_gc_killed_at_many_points_never_leaves_a_delta_without_its_base(tmp_path: Path) -> None:
+    """``snap gc`` of a delta repository, after the snapshots that named the bases were
+    removed, killed with SIGKILL at moments spread over its run: each time the next commit
+    (which dedups against what is left) and gc succeed, and every snapshot checks out."""
+    images = day_images(tmp_path, 3)
+    golden = tmp_path / "golden"
+    ids = commit_days(golden, images)
+    for sid in ids[:2]:
+        assert run_snap("rm", sid.hex(), "-r", str(golden)).returncode == 0
+    start = time.perf_counter()
+    assert run_snap("gc", "-r", str(copy_repository(golden, tmp_path / "timed"))).returncode == 0
+    span = time.perf_counter() - start
+    for n in range(8):
+        root = copy_repository(golden, tmp_path / "r")
+        gc = subprocess.Popen(
+            [*SNAP, "gc", "-r", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(span * (n + 1) / 9)
+        gc.send_signal(signal.SIGKILL)
+        gc.wait()
+        done = run_snap("commit", str(images[3]), "--name", "vm.img", "--json", "-r", str(root))
+        assert done.returncode == 0, done.stderr
+        again = json.loads(done.stdout)["id"]
+        assert run_snap("gc", "-r", str(root)).returncode == 0
+        for sid, image in ((ids[2].hex(), images[2]), (ids[3].hex(), images[3]), (again, images[3])):
+            out = tmp_path / "out.img"
+            done = run_snap("checkout", sid, "-o", str(out), "-f", "-r", str(root))
+            assert done.returncode == 0, done.stderr
+            assert file_sha(out) == file_sha(image)
+        done = run_snap("verify", "--read-data", "-r", str(root))
+        assert done.returncode == 0, done.stderr + done.stdout
