@@ -391,9 +391,9 @@ def test_gc_killed_at_many_points_never_leaves_a_delta_without_its_base(tmp_path
         assert done.returncode == 0, done.stderr
         again = json.loads(done.stdout)["id"]
         assert run_snap("gc", "-r", str(root)).returncode == 0
-        for sid, image in ((ids[2].hex(), images[2]), (ids[3].hex(), images[3]), (again, images[3])):
+        for ref, image in ((ids[2].hex(), images[2]), (ids[3].hex(), images[3]), (str(again), images[3])):
             out = tmp_path / "out.img"
-            done = run_snap("checkout", sid, "-o", str(out), "-f", "-r", str(root))
+            done = run_snap("checkout", ref, "-o", str(out), "-f", "-r", str(root))
             assert done.returncode == 0, done.stderr
             assert file_sha(out) == file_sha(image)
         done = run_snap("verify", "--read-data", "-r", str(root))
