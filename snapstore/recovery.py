@@ -17,7 +17,7 @@ from pathlib import Path
 
 from snapstore import chunkset, codec
 from snapstore.chunkset import ChunkIdSet
-from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
+from snapstore.errors import CorruptError, IntegrityError, RepositoryError, SnapstoreError, translate_os_error
 from snapstore.format import index as fmt
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId
@@ -417,7 +417,7 @@ def rewrite_incomplete_trailers(path: Path, file_mode: int, packs: Packs) -> tup
         return ()
     try:
         bad = incomplete_trailers(old, packs)
-    except SnapstoreError:
+    except RepositoryError:  # damaged; a read that fails stops the rebuild
         bad = []
     finally:
         old.close()
