@@ -106,6 +106,7 @@ class Repository(Listing, Maintenance):
         try:
             if mode.writes:
                 recovery.recover(self._index, self._snapshots, self._tmp)
+                location.remove_temp()
         except BaseException:
             self._appender.close()
             opened.close()
