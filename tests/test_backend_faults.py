@@ -44,7 +44,7 @@ from snapstore.ops.verify import VerifyReport
 from tests.backend_repos import MemRepo, check, sha, two_disks_and_scratch
 from tests.helpers import file_sha
 
-POINTS = 6
+POINTS = 5
 KINDS = ("eio", "enospc", "torn", "crash")
 EXIT = {"eio": 11, "enospc": 8, "torn": 11, "crash": 11}
 LATER = datetime.now(UTC) + timedelta(days=1)
