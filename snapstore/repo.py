@@ -112,6 +112,7 @@ class Repository(Listing, Maintenance, Trees):
             if mode.writes:
                 location.begin_writing()
                 recovery.recover(self._index, self._snapshots, self._tmp)
+                location.remove_temp()
         except BaseException:
             self._appender.close()
             opened.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapstore import codec, recovery
-from snapstore.errors import CorruptError, SnapstoreError, translate_os_error
+from snapstore.errors import CorruptError, RepositoryError, SnapstoreError, translate_os_error
 from snapstore.format import index as fmt
 from snapstore.format import pack as pack_fmt
 from snapstore.hashing import chunk_id as hash_chunk
@@ -272,7 +272,7 @@ def rewrite_incomplete_trailers(path: Path, file_mode: int, packs: Packs) -> tup
         return ()
     try:
         bad = incomplete_trailers(old, packs)
-    except SnapstoreError:
+    except RepositoryError:  # damaged; a read that fails stops the rebuild
         bad = []
     finally:
         old.close()

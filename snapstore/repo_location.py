@@ -92,6 +92,9 @@ class LocalLocation:
     def usage(self) -> int:
         return fsio.allocated_bytes(self.root)
 
+    def remove_temp(self) -> None:
+        return None  # the layout's own temp names are recovery's (recovery.recover)
+
     def release_reserve(self) -> None:
         fsio.remove(self._dirs.path() / "reserve", "the reserve file")
 
@@ -173,6 +176,11 @@ class BackendLocation:
 
     def usage(self) -> int:
         return self.backend.usage()
+
+    def remove_temp(self) -> None:
+        """Under the write lock: what puts killed midway left (not below ``locks/``, where
+        readers put their lock objects beside a writer)."""
+        self.backend.remove_temp(skip=("locks",))
 
     def release_reserve(self) -> None:
         return None  # no reserve: a backend's space is not a local disk's
