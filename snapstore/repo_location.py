@@ -20,7 +20,7 @@ from snapstore.repo_files import RESERVE_SIZE, decode_config, load_config, open_
 from snapstore.storage import fsio
 from snapstore.storage.kinds import Packs, Pins, Snapshots
 from snapstore.storage.lock import Lock
-from snapstore.storage.objlock import ObjectLock
+from snapstore.storage.objlock import BackendFlock, ObjectLock
 from snapstore.storage.objpacks import ObjectPackStore
 from snapstore.storage.objpins import ObjectPinStore
 from snapstore.storage.objsnapshots import ObjectSnapshotStore
@@ -29,11 +29,13 @@ from snapstore.storage.pins import PinStore
 from snapstore.storage.snapshots import SnapshotStore
 
 CONFIG = "config"
-RepoLock = Lock | ObjectLock
+RepoLock = Lock | ObjectLock | BackendFlock
 
 
 class LocalLocation:
     """A repository directory, each layout directory pinned (storage/dirs.py)."""
+
+    append_only = False
 
     def __init__(self, root: Path) -> None:
         self.root = root  # as the user named it (messages)
@@ -82,13 +84,18 @@ class LocalLocation:
 
 class BackendLocation:
     """A repository kept as objects of ``backend`` (which the caller owns and closes); its
-    index is a cache in ``cache_dir`` (default :func:`default_cache_dir`)."""
+    index is a cache in ``cache_dir`` (default :func:`default_cache_dir`). ``owns_backend``:
+    closing the location closes the backend too."""
 
-    def __init__(self, backend: Backend, cache_dir: Path | None = None) -> None:
+    def __init__(self, backend: Backend, cache_dir: Path | None = None, owns_backend: bool = False) -> None:
         self.backend = backend
-        self.root = Path(f"{type(backend).__name__.lower()}:")  # messages only
+        self._where = getattr(backend, "where", None)  # a remote backend's address
+        self.root = Path(self._where or f"{type(backend).__name__.lower()}:")  # messages only
         self._cache_dir = cache_dir
+        self._owns_backend = owns_backend
         self._repository_id = ""
+        # a server that refuses removals (snap serve --append-only): no rm, gc, prune, repair
+        self.append_only = bool(getattr(backend, "append_only", False))
 
     def load_config(self, *, ignore_bad_quota: bool) -> Config:
         try:
@@ -97,7 +104,8 @@ class BackendLocation:
             raise RepositoryNotFoundError(self.root) from exc
         config = decode_config(data, self.root, ignore_bad_quota=ignore_bad_quota)
         self._repository_id = config.repository_id
-        self.root = Path(f"{type(self.backend).__name__.lower()}:{config.repository_id[:12]}")
+        if self._where is None:
+            self.root = Path(f"{type(self.backend).__name__.lower()}:{config.repository_id[:12]}")
         return config
 
     def open_layout(self, file_mode: int, *, writes: bool) -> None:
@@ -118,6 +126,9 @@ class BackendLocation:
         return cache, tmp
 
     def lock(self, name: str, file_mode: int) -> RepoLock:
+        caps = self.backend.capabilities
+        if caps.flock and not caps.local_path:  # a server's flock: released with the session
+            return BackendFlock(self.backend, f"locks/{name}")
         return ObjectLock(self.backend, f"locks/{name}")
 
     def save_config(self, config: Config, file_mode: int) -> None:
@@ -133,7 +144,8 @@ class BackendLocation:
         return True
 
     def close(self) -> None:
-        return None
+        if self._owns_backend:
+            self.backend.close()
 
 
 def default_cache_dir(repository_id: str) -> Path:
