@@ -5,6 +5,7 @@ whose ssh client is killed midway."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -127,6 +128,39 @@ def test_cli_round_trip_over_ssh(tmp_path: Path, sshd: SshServer) -> None:
     assert sha(tmp_path / "again") == sha(tmp_path / "v3.img")
 
 
+@needs_sshd
+def test_an_incremental_commit_sends_little_more_than_its_new_chunks(tmp_path: Path, sshd: SshServer) -> None:
+    """Done when (issue 14): the bytes the client sends for an incremental commit are under
+    1.2x the compressed size of its new chunks plus 1% of the image, counted on the wire."""
+    counts = tmp_path / "counts"
+    counting = f"{sys.executable} {Path(__file__).with_name('counting_rsh.py')} {counts} {sshd.rsh()}"
+    env = {**sshd.env(), "SNAP_RSH": counting}
+    url = sshd.url(tmp_path / "repo")
+    assert run_snap("init", url, env=env).returncode == 0
+    text = bytearray(base64.b64encode(random_bytes(24 << 20, seed=3)))  # 32 MiB, compressible
+    src = tmp_path / "vm.img"
+    sent = []
+    for version in (1, 2, 3):
+        for block in range(version * 11, 512, 97):  # a few 64 KiB blocks change each time
+            text[block << 16 : (block << 16) + 1000] = random_bytes(1000, seed=version * 1000 + block)
+        src.write_bytes(text)
+        res = run_snap("commit", str(src), "--json", "-r", url, env=env)
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        sent.append((int(counts.read_text().split()[0]), doc["new_stored_bytes"]))
+    print(f"bytes sent (wire, new chunks stored): {sent}")
+    first, *incremental = sent
+    assert first[0] < 1.05 * first[1] + (256 << 10)
+    for wire_bytes, new_stored in incremental:
+        assert 0 < new_stored < 0.5 * len(text)
+        assert wire_bytes < 1.2 * new_stored + 0.01 * len(text), (wire_bytes, new_stored)
+    res = run_snap("checkout", "latest", "-o", str(tmp_path / "out"), "-r", url, env=env)
+    assert res.returncode == 0, res.stderr
+    assert sha(tmp_path / "out") == sha(src)
+    received = int(counts.read_text().split()[1])
+    assert received < 1.05 * sum(n for _, n in sent) + (1 << 20)  # a checkout reads each chunk once
+
+
 # -- errors: one line, a documented exit code ---------------------------------------------------
 
 
@@ -169,6 +203,23 @@ def test_another_protocol_version_is_exit_13(tmp_path: Path) -> None:
     env = {"SNAP_RSH": FAKE_RSH, "SNAP_REMOTE_SNAP": f"{sys.executable} {server} #"}
     res = run_snap("log", "-r", f"localhost:{tmp_path}", env=env)
     one_error_line(res, 13, "protocol version(s) [99]", "speaks 1")
+
+
+def test_a_server_that_stops_answering_times_out_with_exit_13(tmp_path: Path) -> None:
+    server = tmp_path / "mute_server.py"
+    greeting = wire.encode_frame({"server": "snapstore", "version": "0", "protocols": [1]})
+    server.write_text(
+        "import sys, time\n"
+        f"sys.stdout.buffer.write({wire.MAGIC + greeting!r})\n"
+        "sys.stdout.flush()\ntime.sleep(600)\n"
+    )
+    env = {
+        "SNAP_RSH": FAKE_RSH,
+        "SNAP_REMOTE_SNAP": f"exec {sys.executable} {server} #",
+        "SNAP_REMOTE_TIMEOUT": "1s",
+    }
+    res = run_snap("log", "-r", f"localhost:{tmp_path}", env=env)
+    one_error_line(res, 13, "no reply for 1 s")
 
 
 def test_a_missing_remote_repository_is_exit_3(tmp_path: Path) -> None:
@@ -224,9 +275,11 @@ def test_a_restricted_key_stays_in_its_path_and_cannot_remove(tmp_path: Path, ss
 
 
 @needs_sshd
-def test_killing_ssh_mid_commit_loses_nothing_and_the_rerun_reuses_what_arrived(
-    tmp_path: Path, sshd: SshServer
+@pytest.mark.parametrize("victim", ["ssh", "server"])
+def test_a_kill_mid_commit_loses_nothing_and_the_rerun_reuses_what_arrived(
+    tmp_path: Path, sshd: SshServer, victim: str
 ) -> None:
+    """The ssh client (a dropped link) or the server process killed mid-commit."""
     env = sshd.env()
     repo_dir = tmp_path / "repo"
     url = sshd.url(repo_dir)
@@ -236,11 +289,14 @@ def test_killing_ssh_mid_commit_loses_nothing_and_the_rerun_reuses_what_arrived(
     assert first.returncode == 0, first.stderr
     big = tmp_path / "big.img"
     big.write_bytes(random_bytes(48 << 20, seed=9))  # incompressible: the packs grow with what is sent
-    pids = tmp_path / "ssh.pid"
-    wrapper = f"sh -c 'echo $$ > {pids}; exec {sshd.rsh()} \"$@\"' sh"
+    pids = tmp_path / "victim.pid"
+    if victim == "ssh":
+        killing = {"SNAP_RSH": f"sh -c 'echo $$ > {pids}; exec {sshd.rsh()} \"$@\"' sh"}
+    else:
+        killing = {"SNAP_REMOTE_SNAP": f"echo $$ > {pids}; exec {REMOTE_SNAP}"}
     proc = subprocess.Popen(
         [*SNAP, "commit", str(big), "-r", url],
-        env={**os.environ, **env, "SNAP_RSH": wrapper},
+        env={**os.environ, **env, **killing},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -254,7 +310,7 @@ def test_killing_ssh_mid_commit_loses_nothing_and_the_rerun_reuses_what_arrived(
     while sent() - base < (36 << 20) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the commit ended before the kill"
-    os.kill(int(pids.read_text()), signal.SIGKILL)  # the ssh client, mid-commit
+    os.kill(int(pids.read_text()), signal.SIGKILL)  # mid-commit
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 13, err
     assert len(err.decode().strip().splitlines()) == 1 and "connection to" in err.decode(), err
