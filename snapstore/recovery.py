@@ -1,44 +1,29 @@
 """Bringing the index in line with packs and manifests after a crash (docs/FORMAT.md,
-"recovery"), and rebuilding it from them. Recovery runs under the write lock, at the start of
-every writing command."""
+"recovery"): reference counts in batches, leftovers of killed commands, recounts. Recovery
+runs under the write lock, at the start of every writing command; opening and rebuilding the
+index is repo_index.py's."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from snapstore import chunkset, codec
+from snapstore import chunkset
 from snapstore.chunkset import ChunkIdSet
-from snapstore.errors import CorruptError, IntegrityError, SnapstoreError, translate_os_error
+from snapstore.errors import CorruptError, IntegrityError, translate_os_error
 from snapstore.format import index as fmt
-from snapstore.hashing import chunk_id as hash_chunk
-from snapstore.model import ChunkId, ChunkLocation, ChunkRef, PackId, SnapshotId
-from snapstore.repo_verify_packs import incomplete_trailers
+from snapstore.model import ChunkId, ChunkRef, SnapshotId
 from snapstore.storage import fsio
 from snapstore.storage.index import Index
-from snapstore.storage.kinds import Packs, Snapshots
+from snapstore.storage.kinds import Snapshots
 from snapstore.storage.snapshots import PENDING, TRASH
 
 log = logging.getLogger(__name__)
 INDEX_BUILD = "index-"  # tmp/index-<random>/: an index being built, moved to index/ when whole
-
-
-@dataclass(frozen=True)
-class RebuildReport:
-    chunks: int  # chunk records indexed
-    duplicates: int  # records of a chunk indexed elsewhere (put on the garbage list)
-    damaged_packs: tuple[str, ...] = ()  # packs whose header is damaged (their records still count)
-    damaged_manifests: tuple[SnapshotId, ...] = ()  # counted as far as they could be read
-    rewritten_trailers: tuple[PackId, ...] = ()  # omitted a record the old index pointed at
-    damaged_pack_ids: tuple[PackId, ...] = ()  # the packs of damaged_packs (repair rewrites their header)
 
 
 BATCH = 50_000  # chunk ids per index transaction: far from LMDB's limit of dirty pages
@@ -211,14 +196,14 @@ def remove_leftovers(tmp: Path) -> None:
     try:
         for name in os.listdir(fd):
             if name.startswith(("part-", INDEX_BUILD)):
-                _remove_entry(fd, name)
+                remove_entry(fd, name)
     except OSError as exc:
         raise translate_os_error(exc, fsio.shown(tmp)) from exc
     finally:
         os.close(fd)
 
 
-def _remove_entry(dir_fd: int, name: str) -> None:
+def remove_entry(dir_fd: int, name: str) -> None:
     """Remove ``name`` from the directory open as ``dir_fd``: a directory with what it holds
     (descending by descriptor, following no link), anything else itself."""
     try:
@@ -256,172 +241,3 @@ def recount(index: Index, snapshots: Snapshots) -> tuple[SnapshotId, ...]:
         w.put_meta(b"version", fmt.encode_u64(fmt.INDEX_VERSION))  # an index of version 1 is upgraded
     index.version = fmt.INDEX_VERSION
     return tuple(damaged)
-
-
-def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
-    """Fill an empty index from the packs alone, then count references from the manifests.
-
-    A chunk found in more than one record keeps one location whose data matches its id (the
-    first, unless only a later one does); the other records are put on the garbage list for
-    gc only when the kept one was proven good, so no copy that might be the only good one is
-    ever listed."""
-    chunks = duplicates = 0
-    damaged_packs = []
-    damaged_ids = []
-    for pack_id in packs.iter_pack_ids():
-        try:
-            packs.check_header(pack_id)
-        except CorruptError as exc:
-            damaged_packs.append(exc.message)
-            damaged_ids.append(pack_id)
-        scan = packs.records(pack_id)
-        while batch := list(itertools.islice(scan, BATCH)):
-            with index.write() as w:
-                for offset, header in batch:
-                    loc = ChunkLocation(pack_id, offset, header.stored_size, header.raw_size, header.codec, 0)
-                    kept = w.get(header.chunk_id)
-                    if kept is None:
-                        w.put(header.chunk_id, loc)
-                        chunks += 1
-                        continue
-                    duplicates += 1
-                    if _chunk_ok(packs, header.chunk_id, kept):
-                        w.put_garbage(pack_id, offset, header.record_size)
-                    elif _chunk_ok(packs, header.chunk_id, loc):
-                        w.put(header.chunk_id, loc)
-    damaged_manifests = recount(index, snapshots)
-    return RebuildReport(
-        chunks, duplicates, tuple(damaged_packs), damaged_manifests, damaged_pack_ids=tuple(damaged_ids)
-    )
-
-
-def _chunk_ok(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
-    try:
-        data = codec.decode(loc.codec, packs.read_record(loc, chunk_id), loc.raw_size)
-    except SnapstoreError:
-        return False
-    return hash_chunk(data) == chunk_id
-
-
-def build_index(root: Path, tmp: Path, file_mode: int, packs: Packs, snapshots: Snapshots) -> RebuildReport:
-    """Build a new index in ``tmp/index-<random>/`` and move it to ``root/index/`` (replacing
-    any there) only when it is whole: a killed build never leaves a partial index in place.
-    ``root`` and ``tmp`` are pinned (storage/dirs.py) and on one file system."""
-    build = tmp / f"{INDEX_BUILD}{secrets.token_hex(8)}"
-    try:
-        build.mkdir(mode=fsio.dir_mode(file_mode))
-    except OSError as exc:
-        raise translate_os_error(exc, fsio.shown(build)) from exc
-    index = Index(build, mode=file_mode, create=True)
-    try:
-        report = rebuild(index, packs, snapshots)
-    finally:
-        index.close()
-    target = root / "index"
-    old = f"{INDEX_BUILD}old-{secrets.token_hex(8)}"
-    try:
-        fsio.fsync_dir(build)
-        if os.path.lexists(target):  # whatever it is (a link is moved, not followed)
-            os.rename(target, tmp / old)
-        os.rename(build, target)
-        fsio.fsync_dir(root)
-        fsio.fsync_dir(tmp)
-        tmp_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            _remove_entry(tmp_fd, old)
-        finally:
-            os.close(tmp_fd)
-    except OSError as exc:
-        raise translate_os_error(exc, fsio.shown(target)) from exc
-    return report
-
-
-def temporary_index(packs: Packs, snapshots: Snapshots) -> tuple[Index, Path, RebuildReport]:
-    """An index rebuilt from the packs in a private temp directory outside the repository
-    (for readers, which never write to it); the caller closes it and removes the directory."""
-    try:
-        path = Path(tempfile.mkdtemp(prefix="snap-index-"))
-    except OSError as exc:
-        raise translate_os_error(exc, "a temporary index") from exc
-    try:
-        index = Index(path, mode=0o600, create=True)
-        try:
-            report = rebuild(index, packs, snapshots)
-        except BaseException:
-            index.close()
-            raise
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
-    return index, path, report
-
-
-@dataclass
-class OpenedIndex:
-    """The index a repository opened: its own, or a temporary one rebuilt for a reader."""
-
-    index: Index
-    problem: str | None = None  # why a temporary index is used
-    temporary: Path | None = None  # its directory, removed by close()
-    report: RebuildReport | None = None  # when it was rebuilt
-
-    def close(self) -> None:
-        self.index.close()
-        if self.temporary is not None:
-            shutil.rmtree(self.temporary, ignore_errors=True)
-            self.temporary = None
-
-
-def open_index(
-    root: Path,
-    tmp: Path,
-    file_mode: int,
-    packs: Packs,
-    snapshots: Snapshots,
-    *,
-    writes: bool,
-    rebuild: bool,
-) -> OpenedIndex:
-    """The repository's index in ``root/index`` (``tmp``: where a new one is built). A
-    missing one is rebuilt by writers (in place) and by readers (in a temporary directory: a
-    reader never writes to the repository); a damaged one by readers the same way, by
-    writers only when asked (``rebuild``: repair)."""
-    path = root / "index"
-    problem = "the index is missing"
-    try:
-        present = os.path.lexists(path / "data.mdb")
-    except OSError as exc:
-        raise translate_os_error(exc, str(path)) from exc
-    if present and not rebuild:
-        try:
-            return OpenedIndex(Index(path, mode=file_mode, create=False, readonly=not writes))
-        except CorruptError as exc:
-            if writes:
-                raise
-            problem = f"the index is damaged ({exc.detail})"
-    if not writes:
-        index, temporary, report = temporary_index(packs, snapshots)
-        return OpenedIndex(index, problem, temporary, report)
-    rewritten = rewrite_incomplete_trailers(path, file_mode, packs) if present else ()
-    report = replace(build_index(root, tmp, file_mode, packs, snapshots), rewritten_trailers=rewritten)
-    return OpenedIndex(Index(path, mode=file_mode, create=False), report=report)
-
-
-def rewrite_incomplete_trailers(path: Path, file_mode: int, packs: Packs) -> tuple[PackId, ...]:
-    """Before the index at ``path`` is replaced by one rebuilt from the pack trailers: a
-    trailer that omits or misplaces a record this index points at would lose that chunk, so
-    it is written again from a scan of its pack. Nothing is done if the index cannot be read."""
-    try:
-        old = Index(path, mode=file_mode, create=False, readonly=True)
-    except SnapstoreError:
-        return ()
-    try:
-        bad = incomplete_trailers(old, packs)
-    except SnapstoreError:
-        bad = []
-    finally:
-        old.close()
-    for pack_id in bad:
-        log.warning("pack %s: its trailer omits indexed records; writing it again from a scan", pack_id.hex())
-        packs.rewrite_trailer(pack_id)
-    return tuple(bad)

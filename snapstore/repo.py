@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from snapstore import chunkset, codec, recovery, repo_files, repo_verify
+from snapstore import chunkset, codec, recovery, repo_files, repo_index, repo_verify
 from snapstore.backends.base import Backend
 from snapstore.errors import AccessDeniedError, CorruptError, SnapstoreError, UsageError
 from snapstore.format import manifest as manifest_fmt
@@ -86,7 +86,7 @@ class Repository(Listing, Maintenance):
         self._usable_packs: dict[bytes, bool] = {}  # pack id -> whether a commit may dedup against it
         index_root, self._tmp = location.index_dirs()
         try:
-            opened = recovery.open_index(
+            opened = repo_index.open_index(
                 index_root,
                 self._tmp,
                 self.file_mode,
@@ -94,6 +94,7 @@ class Repository(Listing, Maintenance):
                 self._snapshots,
                 writes=mode.writes,
                 rebuild=rebuild_index,
+                cache=location.cache_state(),
             )
         except BaseException:
             self._packs.close()
@@ -105,6 +106,7 @@ class Repository(Listing, Maintenance):
         self._appender = PackAppender(self._packs, self._index, config.pack_target_size)
         try:
             if mode.writes:
+                location.begin_writing()
                 recovery.recover(self._index, self._snapshots, self._tmp)
         except BaseException:
             self._appender.close()
@@ -259,6 +261,8 @@ class Repository(Listing, Maintenance):
 
     def close(self) -> None:
         self._appender.close()
+        if self.mode.writes and self._locks:
+            self._location.end_writing(self._index)
         self._packs.close()
         self._opened.close()
         for lock in reversed(self._locks):

@@ -5,6 +5,7 @@ looks at a path itself (docs/BACKENDS.md, "repositories over a backend")."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from datetime import UTC, datetime
@@ -12,12 +13,23 @@ from pathlib import Path
 
 from snapstore.backends.base import Backend
 from snapstore.chunkparams import validate
-from snapstore.errors import ObjectNotFoundError, RepositoryNotFoundError, UsageError, translate_os_error
+from snapstore.errors import (
+    CorruptError,
+    ObjectNotFoundError,
+    RemoteError,
+    RepositoryNotFoundError,
+    SnapstoreError,
+    UsageError,
+    translate_os_error,
+)
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt
+from snapstore.format import generation as generation_fmt
 from snapstore.model import ChunkerParams, CodecParams, Config
 from snapstore.repo_files import RESERVE_SIZE, decode_config, load_config, open_dirs, save_config
+from snapstore.repo_index import CacheState, mark_synced
 from snapstore.storage import fsio
+from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, Pins, Snapshots
 from snapstore.storage.lock import Lock
 from snapstore.storage.objlock import BackendFlock, ObjectLock
@@ -29,6 +41,8 @@ from snapstore.storage.pins import PinStore
 from snapstore.storage.snapshots import SnapshotStore
 
 CONFIG = "config"
+GENERATION = "generation"
+log = logging.getLogger(__name__)
 RepoLock = Lock | ObjectLock | BackendFlock
 
 
@@ -62,6 +76,15 @@ class LocalLocation:
     def index_dirs(self) -> tuple[Path, Path]:
         """(the directory holding ``index/``, where a new index is built): both pinned."""
         return self._dirs.path(), self._dirs.path("tmp")
+
+    def cache_state(self) -> CacheState | None:
+        return None  # the index is the repository's own, kept in step by recovery
+
+    def begin_writing(self) -> None:
+        return None
+
+    def end_writing(self, index: Index) -> None:
+        return None
 
     def lock(self, name: str, file_mode: int) -> RepoLock:
         return Lock(self._dirs.path("locks") / name, file_mode)
@@ -124,6 +147,34 @@ class BackendLocation:
         except OSError as exc:
             raise translate_os_error(exc, str(tmp)) from exc
         return cache, tmp
+
+    def cache_state(self) -> CacheState:
+        """Which index cache is in step with the objects now (docs/FORMAT.md, "the index as
+        a cache"): the settled generation's token, or none while a writer is at work."""
+        try:
+            found = generation_fmt.decode(self.backend.get(GENERATION), GENERATION)
+        except ObjectNotFoundError:
+            return CacheState(None)
+        except CorruptError as exc:
+            log.warning("%s; the index cache is rebuilt", exc.message)
+            return CacheState(None)
+        return CacheState(None if found.writing else found.token)
+
+    def begin_writing(self) -> None:
+        """Before a writer changes any object: every cache is out of step from now on."""
+        self.backend.put(GENERATION, generation_fmt.encode(generation_fmt.new(writing=True)), overwrite=True)
+
+    def end_writing(self, index: Index) -> None:
+        """A writer done: a new settled generation, which its own cache is in step with. If
+        it cannot be written, the generation stays *writing* and every cache is rebuilt."""
+        settled = generation_fmt.new(writing=False)
+        try:
+            self.backend.put(GENERATION, generation_fmt.encode(settled), overwrite=True)
+            mark_synced(index, settled.token)
+        except RemoteError:
+            pass  # the connection is gone: the command says so (the generation stays writing)
+        except SnapstoreError as exc:
+            log.warning("%s; index caches of this repository will be rebuilt", exc.message)
 
     def lock(self, name: str, file_mode: int) -> RepoLock:
         caps = self.backend.capabilities

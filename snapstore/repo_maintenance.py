@@ -10,7 +10,7 @@ from snapstore import repo_gc, repo_repair, repo_space, repo_verify
 from snapstore.gcplan import GcPlan
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import NULL_PROGRESS, Progress
-from snapstore.recovery import RebuildReport
+from snapstore.repo_index import RebuildReport
 from snapstore.repo_space import SpaceTotals
 from snapstore.repo_verify import VerifyReport
 from snapstore.storage.index import Index

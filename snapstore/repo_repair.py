@@ -1,6 +1,6 @@
 """Pack-level repairs of a local repository (Repository.rewrite_damaged_pack_headers and
 Repository.drop_corrupt_chunks); the index itself is rebuilt when the repository is opened
-with ``rebuild_index`` (recovery.py)."""
+with ``rebuild_index`` (repo_index.py)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapstore import codec, recovery
+from snapstore import codec, recovery, repo_index
 from snapstore.chunkset import ChunkIdSet
 from snapstore.errors import CorruptError, IntegrityError, SnapstoreError
 from snapstore.hashing import chunk_id as hash_chunk
@@ -144,7 +144,7 @@ def _usable_index(
         problems.append(
             Problem("index", f"{exc.message}; checked against an index rebuilt from the packs", everyone)
         )
-    index, path, _ = recovery.temporary_index(repo.packs, repo.snapshots)
+    index, path, _ = repo_index.temporary_index(repo.packs, repo.snapshots)
     return index, path
 
 

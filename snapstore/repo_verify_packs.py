@@ -4,7 +4,7 @@ trailers against the index.
 A trailer (format 2) that omits or misplaces a record the index points at is damage nothing
 else sees: every chunk still reads, but an index rebuilt from the trailers would lose that
 chunk. verify reports it; repair, before it rebuilds the index, writes such a trailer again
-from a scan of its pack (recovery.open_index)."""
+from a scan of its pack (repo_index.open_index)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from snapstore import codec
 from snapstore.errors import CorruptError
 from snapstore.format import FORMAT_VERSION
 from snapstore.format import config as config_fmt
+from snapstore.format import generation as generation_fmt
 from snapstore.format import index as index_fmt
 from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
@@ -108,6 +109,7 @@ def manifest_bytes(**labels: Any) -> bytes:
 TAGGED = {"tags": ("nightly", "vm-prod"), "hostname": "backup-01.example.org"}
 
 
+GENERATION = generation_fmt.Generation(bytes(range(16)), writing=True)
 LOCATION = ChunkLocation(PACK_ID, 16, 1234, 5678, codec.CODEC_ZSTD, 3)
 
 BUILDERS: dict[str, Callable[[], bytes]] = {
@@ -121,6 +123,7 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "manifest-tags.bin": lambda: manifest_bytes(**TAGGED),
     "index-location.bin": lambda: index_fmt.encode_location(LOCATION),
     "index-garbage-key.bin": lambda: index_fmt.encode_garbage_key(PACK_ID, 4096),
+    "generation.bin": lambda: generation_fmt.encode(GENERATION),
 }
 
 
@@ -137,6 +140,7 @@ def test_vectors_decode_to_their_inputs() -> None:
     assert config_fmt.decode((VECTORS / "config.json").read_bytes()) == CONFIG
     assert index_fmt.decode_location((VECTORS / "index-location.bin").read_bytes()) == LOCATION
     assert index_fmt.decode_garbage_key((VECTORS / "index-garbage-key.bin").read_bytes()) == (PACK_ID, 4096)
+    assert generation_fmt.decode((VECTORS / "generation.bin").read_bytes(), "generation") == GENERATION
     data = (VECTORS / "pack.bin").read_bytes()
     assert pack_fmt.check_pack_header(data, "pack", repo_version=FORMAT_VERSION) == 2
     footer = pack_fmt.decode_footer(data[-pack_fmt.FOOTER_SIZE :], len(data))

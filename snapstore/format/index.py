@@ -34,6 +34,7 @@ REPAIR_HINT = "the index is derived data: 'snap repair' rebuilds it from the pac
 COUNTED = b""
 _ADDING, _SUBTRACTING = b"+", b"-"
 RECOUNT = b"recount"  # meta key: present while every count is being recomputed
+SYNCED = b"synced"  # meta key of a cache: the backend generation token it is in step with
 
 
 def _corrupt(detail: str) -> CorruptError:

@@ -1,9 +1,9 @@
 """What ``snap serve`` lets a client do (for ``authorized_keys`` ``command=``, as ``borg
 serve`` offers): ``--restrict-to-path P`` serves only repositories at or below P (links
 resolved), ``--append-only`` refuses to delete or replace any object but the session's
-scratch (``tmp/``) and lock objects (``locks/``) (a put with overwrite of a name not there
-is a create), so no snapshot can be removed and no pack freed: rm, gc, prune and repair
-fail with AccessDeniedError (exit 14)."""
+scratch (``tmp/``), lock objects (``locks/``) and the index caches' ``generation`` (a put
+with overwrite of a name not there is a create), so no snapshot can be removed and no pack
+freed: rm, gc, prune and repair fail with AccessDeniedError (exit 14)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from snapstore.errors import AccessDeniedError
 
-SCRATCH = ("tmp/", "locks/")  # what an append-only server still lets go
+SCRATCH = ("tmp/", "locks/", "generation")  # what an append-only server still lets go
 
 
 @dataclass(frozen=True)

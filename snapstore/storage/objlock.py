@@ -6,22 +6,28 @@ A lock named ``locks/<name>`` is held exclusively by the holder of the object
 backend declares ``create_exclusive``), and shared by holders of ``locks/<name>-shared-<random>``.
 Each side creates its object first, then looks for the other side's and, finding one, deletes
 its own and fails: of two racing holders at least one sees the other. Nobody waits for a lock
-(``wait`` polls). Limitation: a holder that dies keeps its object, so its lock stays held until
-the object is deleted by hand; no stale lock is broken automatically."""
+(``wait`` polls).
+
+A holder that dies keeps its object. An object whose record names a process of this host
+that is gone (storage/holders.py) is stale: whoever meets it deletes it (a warning names the
+holder) and tries again, after reading it a second time unchanged (so that a lock taken
+meanwhile by a live holder is not deleted; a race in a window of one get, as restic's). A
+dead holder of another host keeps its lock until its object is deleted by hand."""
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import secrets
-import socket
-import sys
 import time
 from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 from snapstore.backends.base import Backend
-from snapstore.errors import LockedError, ObjectExistsError, SnapstoreError
+from snapstore.errors import LockedError, ObjectExistsError, ObjectNotFoundError, SnapstoreError
+from snapstore.storage import holders
+
+log = logging.getLogger(__name__)
 
 
 class ObjectLock:
@@ -54,14 +60,14 @@ class ObjectLock:
     def _take(self, exclusive: bool, repo: Path, what: str) -> None:
         if exclusive:
             self._create_exclusive(repo, what)
-            if self._shared_holders():
+            if self._live_shared_holders():
                 self._backend.delete(self._exclusive)
                 raise LockedError(repo, what)
             self._held = self._exclusive
             return
         mine = f"{self._shared_prefix}{secrets.token_hex(8)}"
         self._backend.put(mine, _record())
-        if self._backend.exists_many([self._exclusive]):
+        if self._backend.exists_many([self._exclusive]) and not self._broke_stale(self._exclusive):
             self._backend.delete(mine)
             raise LockedError(repo, what)
         self._held = mine
@@ -72,7 +78,7 @@ class ObjectLock:
         if self._held == self._exclusive:
             return
         self._create_exclusive(repo, what)
-        if set(self._shared_holders()) - {self._held}:
+        if set(self._live_shared_holders()) - {self._held}:
             self._backend.delete(self._exclusive)
             raise LockedError(repo, what)
         self._backend.delete(self._held)
@@ -87,20 +93,52 @@ class ObjectLock:
                 self._backend.delete(held)
 
     def _create_exclusive(self, repo: Path, what: str) -> None:
-        try:
-            self._backend.put(self._exclusive, _record())
-        except ObjectExistsError:
-            raise LockedError(repo, what) from None
+        for _ in range(2):
+            try:
+                self._backend.put(self._exclusive, _record())
+                return
+            except ObjectExistsError:
+                if not self._broke_stale(self._exclusive):
+                    break
+        raise LockedError(repo, what)
 
-    def _shared_holders(self) -> list[str]:
-        return list(self._backend.list(self._shared_prefix))
+    def _live_shared_holders(self) -> list[str]:
+        return [name for name in self._backend.list(self._shared_prefix) if not self._broke_stale(name)]
+
+    def _broke_stale(self, name: str) -> bool:
+        """Delete the lock object ``name`` if its holder is known to be gone; True if it is
+        gone now (deleted here or by its holder meanwhile)."""
+        try:
+            record = self._backend.get(name)
+            if not holders.gone(_decode(record)):
+                return False
+            if self._backend.get(name) != record:  # taken again meanwhile
+                return False
+            self._backend.delete(name)
+        except ObjectNotFoundError:
+            return True
+        info = _decode(record)
+        assert isinstance(info, dict)
+        log.warning(
+            "removed the stale lock %s of pid %s on %s (%s), which is no longer running",
+            name,
+            info.get("pid"),
+            info.get("host"),
+            info.get("command"),
+        )
+        return True
 
 
 def _record() -> bytes:
-    """Who holds the lock (for a user deleting a stale lock object by hand)."""
-    return json.dumps(
-        {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv[:2])}
-    ).encode()
+    """Who holds the lock: its host, pid and that pid's life (storage/holders.py), and command."""
+    return json.dumps(holders.this_process()).encode()
+
+
+def _decode(record: bytes) -> object:
+    try:
+        return json.loads(record)
+    except (ValueError, RecursionError):
+        return None
 
 
 class BackendFlock:
