@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+import snapstore
+from snapstore import Mode, Repository
 from snapstore.backends import Backend
 from snapstore.remote import wire
 from snapstore.remote.address import parse_location
@@ -28,6 +30,13 @@ from tests.conftest import SNAP, run_snap
 from tests.sshd import FAKE_RSH, REMOTE_SNAP, SSHD, SshServer, running_sshd
 
 needs_sshd = pytest.mark.skipif(SSHD is None, reason="sshd is not installed (Debian: openssh-server)")
+COUNTING_RSH = f"{sys.executable} {Path(__file__).with_name('counting_rsh.py')}"
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Index caches of remote repositories in the test's directory, not ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +142,7 @@ def test_an_incremental_commit_sends_little_more_than_its_new_chunks(tmp_path: P
     """Done when (issue 14): the bytes the client sends for an incremental commit are under
     1.2x the compressed size of its new chunks plus 1% of the image, counted on the wire."""
     counts = tmp_path / "counts"
-    counting = f"{sys.executable} {Path(__file__).with_name('counting_rsh.py')} {counts} {sshd.rsh()}"
+    counting = f"{COUNTING_RSH} {counts} {sshd.rsh()}"
     env = {**sshd.env(), "SNAP_RSH": counting}
     url = sshd.url(tmp_path / "repo")
     assert run_snap("init", url, env=env).returncode == 0
@@ -337,3 +346,78 @@ def test_a_kill_mid_commit_loses_nothing_and_the_rerun_reuses_what_arrived(
     assert sha(out) == sha(big)
     res = run_snap("verify", "--read-data", "-r", url, env=env)
     assert res.returncode == 0, res.stderr
+
+
+def check_every_snapshot(url: str, rsh: str, originals: dict[str, Path], tmp_path: Path) -> None:
+    """verify --read-data passes, the snapshots are exactly ``originals`` and each checks out
+    byte for byte (in this process: one connection)."""
+    address = parse_location(url)
+    assert address is not None
+    backend = RemoteBackend.connect(address, rsh=rsh, remote_snap=REMOTE_SNAP)
+    with Repository.open_backend(backend, Mode.CHECK, owns_backend=True) as r:
+        assert snapstore.verify(r, read_data=True).ok
+        assert sorted(s.id.hex() for s in r.list_snapshots()) == sorted(originals)
+        for snapshot, original in originals.items():
+            out = tmp_path / "check.img"
+            snapstore.checkout(r, r.resolve(snapshot), str(out), force=True)
+            assert sha(out) == sha(original), snapshot
+
+
+@needs_sshd
+@pytest.mark.slow
+def test_drops_at_ten_moments_of_a_commit_and_of_a_gc_lose_nothing(tmp_path: Path, sshd: SshServer) -> None:
+    """Done when (issue 14): the link dropped (ssh killed) at 10 moments of a commit and of a
+    gc loses no earlier snapshot; each rerun completes."""
+    counts = tmp_path / "counts"
+    env = sshd.env()
+    url = sshd.url(tmp_path / "repo")
+    assert run_snap("init", url, env=env).returncode == 0
+    originals: dict[str, Path] = {}
+    for version in (1, 2):
+        src = image(tmp_path / f"v{version}.img", version)
+        res = run_snap("commit", str(src), "-r", url, env=env)
+        assert res.returncode == 0, res.stderr
+        originals[res.stdout.decode().strip()] = src
+
+    def dropped(command: list[str], after: int) -> int:
+        rsh = f"{COUNTING_RSH} {counts} --kill-after {after} {sshd.rsh()}"
+        res = run_snap(*command, "-r", url, env={**env, "SNAP_RSH": rsh})
+        err = res.stderr.decode()
+        assert res.returncode in (0, 13) and "Traceback" not in err, err
+        return res.returncode
+
+    # commits of 12 MiB of new data each, dropped after 0.05% to 95% of what they send
+    big = tmp_path / "big.img"
+    for k, moment in enumerate((0.0005, 0.01, 0.05, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)):
+        big.write_bytes(random_bytes(12 << 20, seed=500 + k))
+        assert dropped(["commit", str(big)], int(moment * (12 << 20))) == 13
+        check_every_snapshot(url, sshd.rsh(), originals, tmp_path)
+    res = run_snap("commit", str(big), "-r", url, env=env)  # the last one again
+    assert res.returncode == 0, res.stderr
+    originals[res.stdout.decode().strip()] = big
+
+    # gc after a removal, dropped at 10 moments of what an undisturbed gc moves
+    def removable(k: int) -> str:
+        src = tmp_path / f"gone{k}.img"
+        src.write_bytes(random_bytes(2 << 20, seed=50 + k))
+        res = run_snap("commit", str(src), "-r", url, env=env)
+        assert res.returncode == 0, res.stderr
+        snapshot = res.stdout.decode().strip()
+        assert run_snap("rm", snapshot, "-r", url, env=env).returncode == 0
+        return snapshot
+
+    removable(0)
+    rsh = f"{COUNTING_RSH} {counts} {sshd.rsh()}"
+    assert run_snap("gc", "-r", url, env={**env, "SNAP_RSH": rsh}).returncode == 0
+    gc_total = sum(int(n) for n in counts.read_text().split())
+    outcomes = []
+    for k in range(1, 11):
+        removable(k)
+        outcomes.append(dropped(["gc"], max(1, gc_total * k // 11)))
+        check_every_snapshot(url, sshd.rsh(), originals, tmp_path)
+    assert 13 in outcomes, outcomes  # the drops came while gc ran
+    res = run_snap("gc", "-r", url, env=env)
+    assert res.returncode == 0, res.stderr
+    check_every_snapshot(url, sshd.rsh(), originals, tmp_path)
+    stats = json.loads(run_snap("stats", "--json", "-r", url, env=env).stdout)
+    assert stats["garbage_bytes"] == 0 and stats["snapshot_count"] == len(originals)
