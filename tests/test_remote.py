@@ -170,6 +170,41 @@ def test_an_incremental_commit_sends_little_more_than_its_new_chunks(tmp_path: P
     assert received < 1.05 * sum(n for _, n in sent) + (1 << 20)  # a checkout reads each chunk once
 
 
+def test_every_command_works_on_a_remote_repository(tmp_path: Path) -> None:
+    """Over pipes (no sshd needed): the commands beyond the round trip, with their output."""
+    env = {"SNAP_RSH": FAKE_RSH, "SNAP_REMOTE_SNAP": REMOTE_SNAP}
+    url = f"ssh://localhost{tmp_path / 'repo'}"
+
+    def snap(*args: str) -> str:
+        res = run_snap("-r", url, *args, env=env)
+        assert res.returncode == 0, (args, res.stderr)
+        return res.stdout.decode()
+
+    snap("init")
+    v1, v2 = image(tmp_path / "v1.img", 1), image(tmp_path / "v2.img", 2)
+    a = snap("commit", str(v1), "--name", "vm.img", "--tag", "nightly").strip()
+    b = snap("commit", str(v2), "--name", "vm.img").strip()
+    assert json.loads(snap("show", "latest", "--json"))["id"] == b
+    ranges = json.loads(snap("diff", a, b, "--json"))
+    assert ranges and "ranges" in ranges
+    snap("pin", a)
+    snap("prune", "--keep-last", "1")  # the pinned one stays
+    assert [s["id"] for s in json.loads(snap("log", "--json"))] == [a, b]
+    snap("unpin", a)
+    snap("config", "set", "quota", "1G")
+    assert "1.0 GiB" in snap("config", "get", "quota")
+    assert [s["id"] for s in json.loads(snap("log", "--tag", "nightly", "--json"))] == [a]
+    out = tmp_path / "rollback.img"
+    out.write_bytes(v1.read_bytes())
+    snap("checkout", b, "-o", str(out), "--in-place")
+    assert sha(out) == sha(v2)
+    snap("repair")
+    snap("prune", "--keep-last", "1")
+    assert [s["id"] for s in json.loads(snap("log", "--json"))] == [b]
+    snap("gc")
+    assert json.loads(snap("verify", "--read-data", "--json"))["ok"] is True
+
+
 # -- errors: one line, a documented exit code ---------------------------------------------------
 
 

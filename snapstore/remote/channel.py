@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import signal
 import subprocess
 import threading
 from collections import deque
@@ -66,7 +67,12 @@ class Channel:
         self._stderr: deque[str] = deque(maxlen=_STDERR_LINES)
         try:
             self._proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+                preexec_fn=_ignore_interrupts,
             )
         except OSError as exc:
             raise ConnectionLostError(where, f"cannot run {argv[0]}: {exc.strerror or exc}") from None
@@ -200,3 +206,9 @@ class Channel:
         if self._proc.poll() is None:
             with suppress(OSError):
                 self._proc.kill()
+
+
+def _ignore_interrupts() -> None:
+    """In ssh, before it starts: Ctrl-C on the terminal is snap's to handle (it ends the
+    session in order), not ssh's to die of (ssh keeps a signal it finds ignored ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
