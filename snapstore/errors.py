@@ -309,11 +309,20 @@ class RemoteError(SnapstoreError):
 
 
 class ConnectionLostError(RemoteError):
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(
-            f"connection to {where} lost: {reason}",
-            hint="what was published before stays; rerun the command (a commit reuses what was sent)",
-        )
+    """``connecting``: the connection never came up (ssh failed, or no snap server answered)."""
+
+    def __init__(self, where: str, reason: str, *, connecting: bool = False) -> None:
+        if connecting:
+            super().__init__(
+                f"cannot reach {where}: {reason}",
+                hint="check the address and SNAP_RSH, and that snapstore is installed on the server "
+                "(--remote-snap, SNAP_REMOTE_SNAP)",
+            )
+        else:
+            super().__init__(
+                f"connection to {where} lost: {reason}",
+                hint="what was published before stays; rerun the command (a commit reuses what was sent)",
+            )
         self.where = where
         self.reason = reason
 

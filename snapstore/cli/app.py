@@ -59,7 +59,7 @@ def _no_install(value: bool) -> None:
 
 
 def global_options(
-    repo: Annotated[str | None, typer.Option("--repo", "-r", help=REPO_HELP)] = None,
+    repo: Annotated[str | None, typer.Option("--repo", "-r", help=REPO_HELP, click_type=click.Path())] = None,
     remote_snap: Annotated[
         str | None,
         typer.Option(

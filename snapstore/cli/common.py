@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
 from snapstore.backends.base import Backend
@@ -23,7 +24,8 @@ from snapstore.repo import Mode, Repository, find_root
 from snapstore.selection import SnapshotFilter
 from snapstore.units import parse_duration
 
-RepoOption = Annotated[str | None, typer.Option("--repo", "-r", help=REPO_HELP)]
+# a path or a remote address: a string (a Path would fold ssh://'s slashes), completed as a file name
+RepoOption = Annotated[str | None, typer.Option("--repo", "-r", help=REPO_HELP, click_type=click.Path())]
 NoLockOption = Annotated[
     bool,
     typer.Option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from snapstore.chunkparams import parse_spec
@@ -17,7 +18,10 @@ from snapstore.repo import REPO_DIR_NAME, Repository
 def init(
     path: Annotated[
         str | None,
-        typer.Argument(help="Where to create it: a path or ssh://[USER@]HOST/PATH (default: ./.snapstore)."),
+        typer.Argument(
+            help="Where to create it: a path or ssh://[USER@]HOST/PATH (default: ./.snapstore).",
+            click_type=click.Path(),
+        ),
     ] = None,
     repo: RepoOption = None,
     chunker: Annotated[

@@ -75,12 +75,17 @@ class Channel:
                 preexec_fn=_ignore_interrupts,
             )
         except OSError as exc:
-            raise ConnectionLostError(where, f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+            raise ConnectionLostError(
+                where, f"cannot run {argv[0]}: {exc.strerror or exc}", connecting=True
+            ) from None
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._out = self._proc.stdin.fileno()
         self._in = io.BufferedReader(io.FileIO(os.dup(self._proc.stdout.fileno()), "rb"), 1 << 20)
         self._proc.stdout.close()
-        threading.Thread(target=self._read_stderr, daemon=True, name="snap-remote-stderr").start()
+        self._stderr_reader = threading.Thread(
+            target=self._read_stderr, daemon=True, name="snap-remote-stderr"
+        )
+        self._stderr_reader.start()
 
     # -- starting ----------------------------------------------------------------------------------
 
@@ -90,7 +95,7 @@ class Channel:
         magic = self._in.read(len(wire.MAGIC))
         if magic != wire.MAGIC:
             if not magic:
-                raise self._lost("the remote command ended before it spoke")
+                raise self._lost("no snap server answered", connecting=True)
             junk = (magic + self._in.peek(200)[:200]).split(b"\n")[0].decode(errors="replace")
             raise ProtocolError(
                 self.where,
@@ -100,9 +105,9 @@ class Channel:
         try:
             frame = wire.read_frame(self._in, self.where)
         except ProtocolError:
-            raise self._lost("the server's greeting was cut short") from None
+            raise self._lost("the server's greeting was cut short", connecting=True) from None
         if frame is None:
-            raise self._lost("the server ended before its greeting")
+            raise self._lost("the server ended before its greeting", connecting=True)
         threading.Thread(target=self._read_replies, daemon=True, name="snap-remote-reader").start()
         return frame[0]
 
@@ -160,9 +165,10 @@ class Channel:
 
     def fail(self, reason: str) -> RemoteError:
         """Fail every request in flight and every later one; stop the child."""
+        lost = self._lost(reason) if self._failure is None else None  # (waits for ssh's status)
         with self._lock:
             if self._failure is None:
-                self._failure = self._lost(reason)
+                self._failure = lost or self._lost(reason)
             failure = self._failure
             pending, self._pending = self._pending, {}
         for reply in pending.values():
@@ -170,14 +176,17 @@ class Channel:
         self._stop()
         return failure
 
-    def _lost(self, reason: str) -> RemoteError:
+    def _lost(self, reason: str, *, connecting: bool = False) -> RemoteError:
         """ConnectionLostError naming what ssh said last on stderr and its exit status."""
         with suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=0.5)
+            self._stderr_reader.join(timeout=1.0)  # ssh has exited: its last words are in
         said = next((line for line in reversed(self._stderr) if line.strip()), "")
         status = self._proc.returncode
         detail = f"; ssh exited with status {status}" if status not in (None, 0) else ""
-        return ConnectionLostError(self.where, f"{reason}{detail}" + (f" ({said})" if said else ""))
+        return ConnectionLostError(
+            self.where, f"{reason}{detail}" + (f" ({said})" if said else ""), connecting=connecting
+        )
 
     def _read_stderr(self) -> None:
         assert self._proc.stderr is not None
