@@ -84,6 +84,20 @@ def test_the_server_holds_its_locks_for_the_session(tmp_path: Path) -> None:
     second.close()
 
 
+def test_a_second_writer_is_locked_out_with_exit_6(tmp_path: Path) -> None:
+    env = {"SNAP_RSH": FAKE_RSH, "SNAP_REMOTE_SNAP": REMOTE_SNAP}
+    url = f"ssh://localhost{tmp_path / 'repo'}"
+    assert run_snap("init", url, env=env).returncode == 0
+    src = image(tmp_path / "v1.img", 1)
+    holder = connect(url, FAKE_RSH)
+    with holder.lock("locks/write", exclusive=True):  # another writer's session
+        res = run_snap("commit", str(src), "-r", url, env=env)
+        one_error_line(res, 6, "is locked")
+    res = run_snap("commit", str(src), "-r", url, env=env)
+    assert res.returncode == 0, res.stderr
+    holder.close()
+
+
 # -- the command line over a real sshd -------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from snapstore import errors
@@ -79,6 +80,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "CorruptError": ("what", "detail"),
     "NoSpaceError": ("where",),
     "StorageIOError": ("where", "reason"),
+    "LockedError": ("path", "holder"),
     "RepositoryNotFoundError": (),
     "AccessDeniedError": (),
     "UsageError": (),
@@ -91,9 +93,9 @@ def encode_error(exc: BaseException) -> Header:
     kind = type(exc).__name__
     if not isinstance(exc, SnapstoreError):
         return {"class": kind, "exit": 1, "message": str(exc) or kind, "hint": None, "fields": {}}
-    fields = {
-        f: getattr(exc, f) for f in _FIELDS.get(kind, ()) if isinstance(getattr(exc, f, None), str | int)
-    }
+    values = {f: getattr(exc, f, None) for f in _FIELDS.get(kind, ())}
+    values = {f: str(v) if isinstance(v, PurePath) else v for f, v in values.items()}
+    fields = {f: v for f, v in values.items() if isinstance(v, str | int)}
     return {"class": kind, "exit": exc.exit_code, "message": exc.message, "hint": exc.hint, "fields": fields}
 
 
@@ -110,8 +112,11 @@ def decode_error(record: Header, where: str) -> Exception:
     names = _FIELDS.get(kind)
     cls = getattr(errors, kind, None)
     if names and isinstance(fields, dict) and set(names) <= set(fields) and isinstance(cls, type):
+        args = [fields[n] for n in names]
+        if kind == "LockedError":
+            args[0] = Path(str(args[0]))
         try:
-            rebuilt = cls(*(fields[n] for n in names))
+            rebuilt = cls(*args)
         except (TypeError, ValueError):
             rebuilt = None
         if isinstance(rebuilt, SnapstoreError):
