@@ -9,7 +9,8 @@ import logging
 import os
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PosixPath
+from typing import Self
 
 from snapstore.backends.base import Backend
 from snapstore.chunkparams import validate
@@ -113,7 +114,7 @@ class BackendLocation:
     def __init__(self, backend: Backend, cache_dir: Path | None = None, owns_backend: bool = False) -> None:
         self.backend = backend
         self._where = getattr(backend, "where", None)  # a remote backend's address
-        self.root = Path(self._where or f"{type(backend).__name__.lower()}:")  # messages only
+        self.root: Path = Shown(self._where or f"{type(backend).__name__.lower()}:")  # messages only
         self._cache_dir = cache_dir
         self._owns_backend = owns_backend
         self._repository_id = ""
@@ -197,6 +198,21 @@ class BackendLocation:
     def close(self) -> None:
         if self._owns_backend:
             self.backend.close()
+
+
+class Shown(PosixPath):
+    """A name for messages that is no local path (a remote address: ``Path`` would fold the
+    two slashes of ``ssh://``), shown as given."""
+
+    _shown = ""
+
+    def __new__(cls, shown: str) -> Self:
+        self = super().__new__(cls, shown)
+        self._shown = shown
+        return self
+
+    def __str__(self) -> str:
+        return self._shown or super().__str__()  # (a path made from it is a plain one)
 
 
 def default_cache_dir(repository_id: str) -> Path:

@@ -317,7 +317,7 @@ def test_a_restricted_key_stays_in_its_path_and_cannot_remove(tmp_path: Path, ss
     second = run_snap("commit", str(image(tmp_path / "v2.img", 2)), "-r", inside, env=env)
     assert second.returncode == 0, second.stderr
     one_error_line(run_snap("rm", snapshot, "-r", inside, env=env), 14, "append-only")
-    one_error_line(run_snap("gc", "-r", inside, env=env), 14, "append-only")
+    one_error_line(run_snap("gc", "-r", inside, env=env), 14, f"{inside} is served append-only")
     one_error_line(run_snap("prune", "--keep-last", "1", "-r", inside, env=env), 14, "append-only")
     # everything is still there, as the unrestricted key sees it
     res = run_snap("verify", "--read-data", "-r", inside, env=open_env)
