@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from tools import IMAGE_NAME, Argv, Context, Tool
-from workload import VERSIONS, Image, Workload, file_digest
+from workload import VERSIONS, Image, Workload, file_digest, sparse_copy
 
-COMMIT, CHECKOUT = "commit", "checkout"
+COMMIT, CHECKOUT, IN_PLACE = "commit", "checkout", "in-place"
 BASE_TIME = 1_700_000_000  # rdiff-backup keys versions by time: v1 at this second, v2 a minute later...
 
 
 @dataclass(frozen=True)
 class Phase:
-    action: str  # COMMIT or CHECKOUT
+    action: str  # COMMIT, CHECKOUT or IN_PLACE
     version: str
+    over: str = ""  # IN_PLACE: the version the output file holds before (a sparse copy of it)
 
     @property
     def name(self) -> str:
@@ -32,14 +33,16 @@ PHASES = (
     *(Phase(COMMIT, v) for v in VERSIONS),
     Phase(CHECKOUT, "v1"),  # the oldest: the most history to undo for reverse-delta tools
     Phase(CHECKOUT, "v3"),
+    Phase(IN_PLACE, "v1", over="v3"),  # a rollback: day 1 over day 3, rewriting what differs
 )
 
 
 def phases_for(versions: tuple[str, ...]) -> tuple[Phase, ...]:
-    """Phases for a user's own images (``--image``): commit each in order, then check out the
-    oldest and the newest."""
+    """Phases for a user's own images (``--image``): commit each in order, check out the
+    oldest and the newest, then the oldest over the newest in place."""
     checkouts = dict.fromkeys((versions[0], versions[-1]))
-    return (*(Phase(COMMIT, v) for v in versions), *(Phase(CHECKOUT, v) for v in checkouts))
+    rollback = (Phase(IN_PLACE, versions[0], over=versions[-1]),) if len(versions) > 1 else ()
+    return (*(Phase(COMMIT, v) for v in versions), *(Phase(CHECKOUT, v) for v in checkouts), *rollback)
 
 
 @dataclass
@@ -57,6 +60,8 @@ class Measurement:
     detail: str = ""
     workload: str = "synthetic"  # which workload's images (bench/workload.py, bench/realdata.py)
     threads: int | None = None  # --threads given to the tool (the scaling table); None: its default
+    written_bytes: int | None = None  # bytes the tool's process sent to storage (wait4 ru_oublock)
+    told_written_bytes: int | None = None  # in place: the bytes the tool says it wrote
 
     @property
     def mb_per_s(self) -> float | None:
@@ -81,6 +86,7 @@ class Run:
     seconds: float  # until exit and sync
     sync_seconds: float
     max_rss_kib: int
+    written_bytes: int  # as /proc/PID/io write_bytes counts them (ru_oublock: 512-byte units)
     stdout: str
     stderr_tail: str
 
@@ -107,6 +113,7 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> 
         finished - started,
         finished - exited,
         usage.ru_maxrss,
+        usage.ru_oublock * 512,
         out_path.read_text(errors="replace"),
         stderr[-1],
     )
@@ -158,6 +165,8 @@ class ToolRun:
         problem = self.init()
         results = []
         for phase in phases:
+            if phase.action == IN_PLACE and self.tool.in_place is None:
+                continue  # the tool cannot restore over an existing file
             m = Measurement(self.tool.name, phase.name, self.workload.images[phase.version].size)
             if problem:
                 self.fail(m, problem)
@@ -175,7 +184,7 @@ class ToolRun:
 
     def measure(self, phase: Phase, m: Measurement) -> None:
         image = self.workload.images[phase.version]
-        if phase.action == CHECKOUT and phase.version not in self.refs:
+        if phase.action != COMMIT and phase.version not in self.refs:
             self.fail(m, f"no {phase.version} to check out (its commit failed)", status="skipped")
             return
         ctx = replace(
@@ -184,20 +193,20 @@ class ToolRun:
             when=BASE_TIME + 60 * list(self.workload.images).index(phase.version),
             ref=self.refs.get(phase.version, ""),
         )
-        make = self.tool.commit if phase.action == COMMIT else self.tool.checkout
+        make = self.command(phase)
         saved = self.save_state() if phase.action == COMMIT and self.settings.runs > 1 else None
         runs: list[Run] = []
         for attempt in range(self.settings.runs):
             if saved is not None:  # the state the phase started from; the last run gets the original
                 self.restore_state(saved, copy=attempt + 1 < self.settings.runs)
-            cwd = self.stage(image) if phase.action == COMMIT else fresh_dir(ctx.out)
+            cwd = self.stage(image) if phase.action == COMMIT else self.output(phase)
             if self.settings.cold:
                 drop_caches()
             run = self.execute(make, ctx, cwd, phase.name)
             runs.append(run)
             if run.returncode != 0:
                 break
-            if phase.action == CHECKOUT and attempt + 1 < self.settings.runs:
+            if phase.action != COMMIT and attempt + 1 < self.settings.runs:
                 self.after_checkout(m, ctx.out, image)  # every checkout is verified
                 if m.status != "ok":
                     break
@@ -208,6 +217,7 @@ class ToolRun:
         m.sync_seconds = statistics.median(r.sync_seconds for r in runs)
         m.all_seconds = [r.seconds for r in runs]
         m.max_rss_kib = max(r.max_rss_kib for r in runs)
+        m.written_bytes = int(statistics.median(r.written_bytes for r in runs))
         if m.status != "ok":
             return
         if last.returncode != 0:
@@ -215,6 +225,8 @@ class ToolRun:
         elif phase.action == COMMIT:
             self.after_commit(m, ctx, last.stdout)
         else:
+            if phase.action == IN_PLACE and self.tool.told_writes is not None:
+                m.told_written_bytes = self.tool.told_writes(last.stdout)
             self.after_checkout(m, ctx.out, image)
 
     def save_state(self) -> Path:
@@ -243,6 +255,23 @@ class ToolRun:
     def execute(self, make: Argv, ctx: Context, cwd: Path, label: str) -> Run:
         log = self.logs / label.replace(" ", "-")
         return run_measured(self.tool.argv(make, ctx), cwd, self.tool.environment(ctx), log)
+
+    def command(self, phase: Phase) -> Argv:
+        if phase.action == COMMIT:
+            return self.tool.commit
+        if phase.action == CHECKOUT:
+            return self.tool.checkout
+        assert self.tool.in_place is not None  # run() leaves IN_PLACE out for tools without it
+        return self.tool.in_place
+
+    def output(self, phase: Phase) -> Path:
+        """An empty output directory; for IN_PLACE, holding a sparse copy of ``phase.over`` as
+        IMAGE_NAME, written back (and, when cold, dropped from the page cache after)."""
+        out = fresh_dir(self.ctx.out)
+        if phase.action == IN_PLACE:
+            sparse_copy(self.workload.images[phase.over].path, out / IMAGE_NAME)
+            os.sync()  # on disk: neither its time nor its bytes are the phase's
+        return out
 
     def stage(self, image: Image) -> Path:
         """The stage directory with ``image`` as IMAGE_NAME (a hard link: same path every time)."""

@@ -2,7 +2,8 @@
 
 Conventions every tool follows: commits run in the stage directory, which holds the version
 being committed as IMAGE_NAME; checkouts run in an empty output directory and leave a file
-named IMAGE_NAME somewhere below it.
+named IMAGE_NAME somewhere below it. A tool that can restore over an existing file (``in_place``)
+runs in an output directory whose IMAGE_NAME holds another version, and rewrites it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Tool:
     ref: Callable[[str, Context], str]  # (commit's stdout, context) -> the version's reference
     env: Callable[[Context], dict[str, str]] = field(default=lambda ctx: {})
     note: str = ""  # settings worth knowing when reading the numbers
+    in_place: Argv | None = None  # rewrites IMAGE_NAME, which holds another version, in place
+    told_writes: Callable[[str], int] | None = None  # in_place's stdout -> the bytes it says it wrote
 
     def available(self) -> bool:
         return shutil.which(self.command[0]) is not None
@@ -85,6 +88,11 @@ def compile_snap() -> str:
     return "bytecode:   snapstore compiled before the run (as an installed package is)"
 
 
+def snap_told_writes(stdout: str) -> int:
+    doc = json.loads(stdout)
+    return int(doc["write_bytes"]) + int(doc["zeroed_bytes"])
+
+
 def restic_snapshot_id(stdout: str, ctx: Context) -> str:
     for line in reversed(stdout.splitlines()):
         if line.startswith("{") and '"summary"' in line:
@@ -111,6 +119,18 @@ def snap_tool(name: str, chunker: str | None, note: str, threads: int | None) ->
         checkout=lambda c: ["checkout", c.ref, "-r", str(c.repo), "-o", IMAGE_NAME, "--json", *jobs],
         ref=lambda out, c: str(json.loads(out)["id"]),
         env=snap_env,
+        in_place=lambda c: [
+            "checkout",
+            c.ref,
+            "-r",
+            str(c.repo),
+            "-o",
+            IMAGE_NAME,
+            "--in-place",
+            "--json",
+            *jobs,
+        ],
+        told_writes=snap_told_writes,
         note=note + (f", --threads {threads}" if threads else ""),
     )
 

@@ -4,8 +4,10 @@ place, an interrupted run finished by the next one, --dry-run writing nothing.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -15,8 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from snapstore.model import ChunkRef, SnapshotId
+from snapstore.ops import inplace
+from snapstore.repo import Repository
+from snapstore.storage import fsio
 from tests.conftest import have, run_snap
+from tests.test_cli import flip_payload_byte
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB
@@ -131,6 +140,111 @@ def test_day1_over_day3_writes_only_what_differs(
     # run again: nothing left to do
     again, wrote = in_place(repo, id1, day3, "--json")
     assert json.loads(again.stdout)["write_bytes"] == 0 and wrote < 64 * 1024
+
+
+def test_one_byte_changed_gets_one_chunk_written(
+    days: tuple[Path, str, str, Path, Path], tmp_path: Path
+) -> None:
+    repo, id1, _, day1, _ = days
+    target = tmp_path / "one.img"
+    subprocess.run(["cp", "--sparse=always", str(day1), str(target)], check=True)
+    with target.open("r+b") as f:
+        f.seek(3 * MiB + 12345)
+        old = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([old[0] ^ 0xFF]))
+    done, wrote = in_place(repo, id1, target, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    # one chunk differs, and of it only the 4 KiB block holding the byte is written
+    assert doc["chunks_written"] == 1 and 0 < doc["write_bytes"] <= 4096
+    assert doc["punched_bytes"] == doc["zeroed_bytes"] == 0
+    assert doc["unchanged_bytes"] == SIZE - doc["write_bytes"]
+    assert wrote < 4096 + 16 * 1024  # that block and the JSON, nothing else
+    assert target.read_bytes() == day1.read_bytes()
+
+
+def test_adjacent_dirty_steps_of_a_zero_run_are_punched_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.img"
+    with path.open("wb") as f:
+        f.write(bytes(10 * MiB))
+        for at in (1, 2, 3, 6):  # steps 1-3 and 6 hold a byte, 0, 4, 5 and 7-9 are zeros
+            f.seek(at * MiB + 7)
+            f.write(b"x")
+    punched: list[tuple[int, int]] = []
+    real = fsio.punch_hole
+
+    def punch(fd: int, offset: int, length: int) -> None:
+        punched.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(fsio, "punch_hole", punch)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert list(inplace._nonzero_spans(fd, 0, 10 * MiB, 10 * MiB)) == [(MiB, 3 * MiB), (6 * MiB, MiB)]
+        out = inplace._fix_zeros(fd, 0, 10 * MiB, False, 10 * MiB, False)
+    finally:
+        os.close(fd)
+    assert punched == [(MiB, 3 * MiB), (6 * MiB, MiB)]  # one call per span, none on zeros
+    assert out.punched + out.zeroed == 4 * MiB
+    assert path.read_bytes() == bytes(10 * MiB)
+
+
+def test_a_damaged_chunk_is_never_written(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    assert run_snap("init", str(repo), "--chunker", "fastcdc:16K:64K:256K").returncode == 0
+    original = random.Random(5).randbytes(2 * MiB)  # random: stored raw, a flipped byte is seen
+    src = tmp_path / "src.img"
+    src.write_bytes(original)
+    done = run_snap("-r", str(repo), "commit", str(src))
+    assert done.returncode == 0, done.stderr
+    snap_id = done.stdout.decode().strip()
+    edited = bytearray(original)
+    edited[MiB + 100 : MiB + 104] = b"edit"
+    target = tmp_path / "t.img"
+    target.write_bytes(edited)
+    with Repository.open(repo) as r:  # the chunk holding the edit
+        at, victim = 0, None
+        for record in r.iter_records(SnapshotId(bytes.fromhex(snap_id))):
+            if isinstance(record, ChunkRef):
+                if at <= MiB + 100 < at + record.raw_size:
+                    victim = record.chunk_id
+                at += record.raw_size
+    assert victim is not None
+    flip_payload_byte(repo, victim, 10)
+    done = run_snap("-r", str(repo), "checkout", snap_id, "-o", str(target), "--in-place")
+    assert done.returncode == 5 and b"hash mismatch" in done.stderr, done.stderr
+    assert target.read_bytes() == edited  # the damaged chunk's bytes were not written
+
+
+@given(
+    old=st.binary(min_size=1, max_size=3000),
+    edits=st.lists(st.tuples(st.integers(0, 2999), st.binary(min_size=1, max_size=40)), max_size=6),
+    offset=st.integers(0, 1000),
+)
+def test_differing_spans_cover_exactly_the_blocks_that_differ(
+    old: bytes, edits: list[tuple[int, bytes]], offset: int
+) -> None:
+    new = bytearray(old)
+    for at, data in edits:
+        new[at % len(old) : at % len(old) + len(data)] = data
+    new = new[: len(old)]
+    spans = inplace.differing_spans(old, bytes(new), offset, block=64)
+    patched = bytearray(old)
+    for start, n in spans:
+        patched[start : start + n] = new[start : start + n]
+    assert patched == new
+    written = {i for start, n in spans for i in range(start, start + n)}
+    for start in range(0, len(old)):  # each block of the file (aligned to its offsets) inside
+        if start and (offset + start) % 64:
+            continue
+        stop = min(len(old), start + 64 - (offset + start) % 64)
+        inside = {i in written for i in range(start, stop)}
+        assert len(inside) == 1  # a block is written whole or not at all
+        assert inside == {old[start:stop] != new[start:stop]}  # and only when it differs
+    assert all(s1 + n1 < s2 for (s1, n1), (s2, _) in itertools.pairwise(spans))  # merged, in order
 
 
 def test_zeros_already_there_are_left_alone(days: tuple[Path, str, str, Path, Path], tmp_path: Path) -> None:

@@ -1,16 +1,26 @@
 """checkout --in-place: make an existing file or block device hold a snapshot's bytes,
 writing only where they differ.
 
-The target's bytes are hashed along the snapshot's chunk boundaries, in parallel (a bounded
-window of chunk-sized reads); a range whose hash is the chunk's id is left alone, any other
-gets the chunk (fetched and verified) written over it. Where the snapshot has a zero run,
-the target's data extents there (SEEK_DATA/SEEK_HOLE: a hole is zeros already) are read in
-steps; a step holding a non-zero byte is punched out of a file (written with zeros on a
-device, or where the file system cannot punch holes); a step of zeros is left as it is.
-A regular file is resized to the snapshot's size first; a block device is never truncated
-and is refused when smaller than the snapshot. The bytes the target ends up with (its own
-where they matched, the chunks written, zeros) are hashed in order and checked against the
-snapshot's digest, as a plain checkout does.
+The target's bytes are hashed along the snapshot's chunk boundaries, in parallel (each worker
+reads a chunk's range into a buffer of its own, read ahead as one sequential stream); a range
+whose hash is the chunk's id is left alone. For any other the chunk is fetched (verified) and
+compared with the range in blocks of 4 KiB (aligned to the file's offsets: a file system's
+block), and only the blocks that differ are written: an edit of a few bytes writes a block,
+not a chunk of a megabyte, and nothing unchanged is rewritten under a copy-on-write snapshot
+of the target. Where the snapshot has a zero run, the target's data extents there
+(SEEK_DATA/SEEK_HOLE: a hole is zeros already) are read in steps; the steps holding a
+non-zero byte are punched out of a file, adjacent ones at once (written with zeros on a
+device, or where the file system cannot punch holes); a step of zeros is left as it is. A
+regular file is resized to the snapshot's size first; a block device is never truncated and
+is refused when smaller than the snapshot.
+
+Every byte the target ends up with is checked on the way: its own bytes where their hash is
+the chunk's id or where they equal the verified chunk's, the chunk's bytes where they did
+not, zeros where the snapshot has a zero run (and the sizes add up to the snapshot's). So,
+unlike a plain checkout, the snapshot's whole-file digest is not computed again (that would
+be a second BLAKE3 pass over every byte, half the work of a run that writes little): the
+manifest that lists the chunks is itself checked against the snapshot's id when it is read;
+a plain checkout still checks the digest.
 
 Interrupted and run again, it finishes the job: every step compares what the target holds
 now with what the snapshot says, and only then writes; nothing depends on what a previous
@@ -19,29 +29,33 @@ run did, so a rerun writes only what the interrupted one had not written yet.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from snapstore.chunker import is_zero
-from snapstore.errors import CorruptError, IntegrityError, UsageError, translate_os_error
+from snapstore.errors import CorruptError, UsageError, translate_os_error
 from snapstore.extents import raw_extents
 from snapstore.hashing import chunk_id
-from snapstore.model import Buffer, ChunkId, ChunkRef, EntryEnd, SnapshotInfo, ZeroRun
+from snapstore.model import ChunkId, ChunkRef, SnapshotInfo, ZeroRun
+from snapstore.ops.checkout import WRITEBACK_BYTES
 from snapstore.ops.commit import default_threads
 from snapstore.ops.output import check_device_size, open_output
-from snapstore.ops.streams import DigestWorker
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo import ChunkPrefetch, Repository
 from snapstore.storage import fsio
 
-WINDOW_BYTES = 64 * 1024 * 1024  # target bytes read and held at once, whatever the thread count
+BLOCK = 4096  # where a chunk differs, its bytes are compared and written this much at a time
 ZERO_STEP = 1024 * 1024  # a zero run's data is checked (and punched) this much at a time
 _ZEROS = bytes(ZERO_STEP)
+_buffers = threading.local()  # each worker's buffer for the target's bytes, reused
 
 
 @dataclass
@@ -51,7 +65,7 @@ class InPlaceResult:
     size: int
     old_size: int
     dry_run: bool
-    write_bytes: int = 0  # chunk bytes written (to be written, with dry_run)
+    write_bytes: int = 0  # bytes of chunks written, only their blocks that differ (dry_run: to be)
     zeroed_bytes: int = 0  # bytes of zero runs written as zeros (a device, no hole punching)
     punched_bytes: int = 0  # bytes of zero runs punched out
     unchanged_bytes: int = 0  # bytes that already matched
@@ -60,10 +74,12 @@ class InPlaceResult:
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
-    data: Buffer | None  # the bytes the range holds now (None: a zero run, or a dry run)
     written: int = 0
     zeroed: int = 0
     punched: int = 0
+
+
+_UNCHANGED = _Outcome()
 
 
 def checkout_in_place(
@@ -78,13 +94,16 @@ def checkout_in_place(
     """Make the existing file or block device ``out`` hold ``snapshot``'s bytes, writing only
     the chunks that differ (module docstring). With ``dry_run`` nothing is written: the result
     tells what would be. Raises UsageError (no such file, not a file or device, a device
-    smaller than the snapshot), IntegrityError, NoSpaceError... (snapstore.errors)."""
+    smaller than the snapshot), IntegrityError (a damaged chunk), NoSpaceError...
+    (snapstore.errors)."""
     target = Path(out)
     fd, device, old_size = _open_target(target, snapshot.size, dry_run)
     res = InPlaceResult(snapshot, str(target), snapshot.size, old_size, dry_run)
     try:
         if not device and not dry_run and old_size != snapshot.size:
             os.ftruncate(fd, snapshot.size)
+        with contextlib.suppress(OSError):  # only a hint: read ahead further
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         _run(repo, snapshot, fd, device, res, threads or default_threads(), progress)
         if not dry_run:
             os.fsync(fd)
@@ -128,23 +147,19 @@ def _run(
     threads: int,
     progress: Progress,
 ) -> None:
-    hasher = None if res.dry_run else DigestWorker()
-    pending: deque[tuple[int, bool, Future[_Outcome]]] = deque()  # (length, a chunk?, job)
-    held = 0  # bytes of chunk ranges read or being read
-    offset = 0
-    total = 0
+    pending: deque[tuple[int, Future[_Outcome]]] = deque()  # (length, job)
+    total = 0  # everything before is settled
+    written_back = 0  # writeback started up to here
+    dirty = 0  # bytes written since
 
     def settle() -> None:
-        nonlocal held, total
-        length, is_chunk, future = pending.popleft()
+        nonlocal total, written_back, dirty
+        length, future = pending.popleft()
         out = future.result()
-        if is_chunk:
-            held -= length
-        if hasher is not None:
-            if out.data is not None:
-                hasher.update(out.data)
-            else:  # a zero run: zeros now, whatever it took
-                hasher.update_zeros(length)
+        dirty += out.written + out.zeroed
+        if dirty >= WRITEBACK_BYTES and not res.dry_run:  # the final fsync has less to wait for
+            fsio.start_writeback(fd, written_back, total + length - written_back)
+            written_back, dirty = total + length, 0
         res.write_bytes += out.written
         res.chunks_written += out.written > 0
         res.zeroed_bytes += out.zeroed
@@ -156,6 +171,7 @@ def _run(
     progress.start(snapshot.size, f"checkout --in-place {snapshot.name}")
     with repo.prefetch_chunks() as chunks, ThreadPoolExecutor(threads, thread_name_prefix="inplace") as pool:
         try:
+            offset = 0
             for record in repo.iter_records(snapshot.id):
                 if isinstance(record, ChunkRef):
                     length = record.raw_size
@@ -163,35 +179,21 @@ def _run(
                     job = pool.submit(
                         _fix_chunk, chunks, fd, offset, length, record.chunk_id, res.old_size, res.dry_run
                     )
-                    held += length
-                    pending.append((length, True, job))
                 elif isinstance(record, ZeroRun):
                     length = record.length
                     _check_fits(snapshot, offset + length)
                     job = pool.submit(_fix_zeros, fd, offset, length, device, res.old_size, res.dry_run)
-                    pending.append((length, False, job))
-                elif isinstance(record, EntryEnd):
-                    while pending:
-                        settle()
-                    if hasher is not None and (actual := hasher.digest()) != record.digest:
-                        raise IntegrityError(
-                            f"{res.path} after --in-place checkout of {snapshot.hex[:12]}",
-                            record.digest.hex(),
-                            actual.hex(),
-                        )
-                    continue
                 else:
                     continue
+                pending.append((length, job))
                 offset += length
-                while held > WINDOW_BYTES or len(pending) > 4 * threads + 64:
+                while len(pending) > 4 * threads + 16:  # the reads stay close together
                     settle()
             while pending:
                 settle()
         except BaseException:
-            for _, _, job in pending:
+            for _, job in pending:
                 job.cancel()
-            if hasher is not None:
-                hasher.cancel()
             raise
         finally:
             progress.finish()
@@ -206,10 +208,13 @@ def _check_fits(snapshot: SnapshotInfo, end: int) -> None:
         )
 
 
-def _read(fd: int, offset: int, length: int, limit: int) -> bytearray:
-    """``length`` bytes of the target at ``offset``; zeros past ``limit`` (its old size)."""
-    buf = bytearray(length)
-    view = memoryview(buf)
+def _read(fd: int, offset: int, length: int, limit: int) -> memoryview:
+    """``length`` bytes of the target at ``offset``, zeros past ``limit`` (its old size), in
+    this thread's buffer: valid until its next call."""
+    buf: bytearray | None = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < length:
+        buf = _buffers.buf = bytearray(length)
+    view = memoryview(buf)[:length]
     done = 0
     stop = max(0, min(length, limit - offset))
     while done < stop:
@@ -217,7 +222,9 @@ def _read(fd: int, offset: int, length: int, limit: int) -> bytearray:
         if n == 0:
             break
         done += n
-    return buf
+    if done < length:
+        view[done:] = bytes(length - done)
+    return view
 
 
 def _fix_chunk(
@@ -229,15 +236,20 @@ def _fix_chunk(
     old_size: int,
     dry_run: bool,
 ) -> _Outcome:
-    """On a worker: hash the target's range; if it is not the chunk, write the chunk there."""
+    """On a worker: hash the target's range; if it is not the chunk, write the chunk's blocks
+    that differ there (dry run: count them)."""
     held = _read(fd, offset, length, old_size)
     if chunk_id(held) == expected:
-        return _Outcome(held)
-    if dry_run:
-        return _Outcome(held, written=length)
-    data = chunks.get(expected, None)  # (get_location is safe from workers; want() is not needed)
-    fsio.pwritev_all(fd, [data], offset)
-    return _Outcome(data, written=length)
+        return _UNCHANGED
+    data = chunks.get(expected, None)  # verified (get_location is safe from workers)
+    if len(data) != length:
+        raise CorruptError(f"chunk {expected.hex()[:16]}", f"{len(data)} bytes, its manifest says {length}")
+    spans = differing_spans(held.tobytes(), bytes(data), offset)
+    if not dry_run:
+        view = memoryview(data)
+        for start, n in spans:
+            fsio.pwritev_all(fd, [view[start : start + n]], offset + start)
+    return _Outcome(written=sum(n for _, n in spans))
 
 
 def _fix_zeros(fd: int, offset: int, length: int, device: bool, old_size: int, dry_run: bool) -> _Outcome:
@@ -247,11 +259,7 @@ def _fix_zeros(fd: int, offset: int, length: int, device: bool, old_size: int, d
     end = min(offset + length, old_size)
     punch = not device
     for start, size in list(raw_extents(fd, offset, end)):  # found before any punch
-        stop = start + size
-        for at in range(start, stop, ZERO_STEP):
-            n = min(ZERO_STEP, stop - at)
-            if is_zero(_read(fd, at, n, end)):
-                continue
+        for at, n in list(_nonzero_spans(fd, start, start + size, end)):
             if dry_run:
                 punched += n if punch else 0
                 zeroed += 0 if punch else n
@@ -265,6 +273,50 @@ def _fix_zeros(fd: int, offset: int, length: int, device: bool, old_size: int, d
                     if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                         raise
                     punch = False  # this file system cannot: zeros are written instead
-            fsio.pwritev_all(fd, [memoryview(_ZEROS)[:n]], at)
+            for step in range(at, at + n, ZERO_STEP):
+                fsio.pwritev_all(fd, [memoryview(_ZEROS)[: min(ZERO_STEP, at + n - step)]], step)
             zeroed += n
-    return _Outcome(None, zeroed=zeroed, punched=punched)
+    return _Outcome(zeroed=zeroed, punched=punched)
+
+
+def _nonzero_spans(fd: int, start: int, stop: int, limit: int) -> Iterator[tuple[int, int]]:
+    """``(offset, length)`` of the target's steps in ``[start, stop)`` that hold a non-zero
+    byte, adjacent steps merged into one span."""
+    span_at = span_end = start
+    for at in range(start, stop, ZERO_STEP):
+        n = min(ZERO_STEP, stop - at)
+        if is_zero(_read(fd, at, n, limit)):
+            continue
+        if at != span_end:
+            if span_end > span_at:
+                yield span_at, span_end - span_at
+            span_at = at
+        span_end = at + n
+    if span_end > span_at:
+        yield span_at, span_end - span_at
+
+
+def differing_spans(old: bytes, new: bytes, offset: int, block: int = BLOCK) -> list[tuple[int, int]]:
+    """``(start, length)`` within a chunk at file offset ``offset`` of the stretches where
+    ``new`` (the chunk) differs from ``old`` (what the target holds, as long), in whole
+    ``block``-sized blocks of the file (aligned to its offsets, cut by the chunk's ends):
+    a block that is already equal is in none, adjacent differing blocks are merged. Blocks
+    are compared 16 at a time first, so equal stretches cost one comparison each."""
+    spans: list[tuple[int, int]] = []
+    size = len(new)
+    coarse = 16 * block
+    at = 0
+    while at < size:
+        end = min(size, (offset + at) // coarse * coarse + coarse - offset)
+        if old[at:end] != new[at:end]:
+            fine = at
+            while fine < end:
+                stop = min(end, (offset + fine) // block * block + block - offset)
+                if old[fine:stop] != new[fine:stop]:
+                    if spans and sum(spans[-1]) == fine:
+                        spans[-1] = (spans[-1][0], stop - spans[-1][0])
+                    else:
+                        spans.append((fine, stop - fine))
+                fine = stop
+        at = end
+    return spans
