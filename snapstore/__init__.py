@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from snapstore.ops.session import open_repository
     from snapstore.ops.space import exclusive_bytes
     from snapstore.ops.stats import RepoStats, repo_stats
+    from snapstore.ops.treecommit import TreeCommitResult, commit_tree
+    from snapstore.ops.treerestore import RestoreResult, restore_tree
     from snapstore.ops.verify import VerifyReport, verify
     from snapstore.repo import Mode, Repository
     from snapstore.retention import KeepPolicy
@@ -62,6 +64,10 @@ _HOMES = {
     "exclusive_bytes": ("snapstore.ops.space", "exclusive_bytes"),
     "RepoStats": ("snapstore.ops.stats", "RepoStats"),
     "repo_stats": ("snapstore.ops.stats", "repo_stats"),
+    "TreeCommitResult": ("snapstore.ops.treecommit", "TreeCommitResult"),
+    "commit_tree": ("snapstore.ops.treecommit", "commit_tree"),
+    "RestoreResult": ("snapstore.ops.treerestore", "RestoreResult"),
+    "restore_tree": ("snapstore.ops.treerestore", "restore_tree"),
     "VerifyReport": ("snapstore.ops.verify", "VerifyReport"),
     "verify": ("snapstore.ops.verify", "verify"),
     "Mode": ("snapstore.repo", "Mode"),
@@ -97,19 +103,23 @@ __all__ = [
     "QuotaError",
     "RepoStats",
     "Repository",
+    "RestoreResult",
     "SnapshotFilter",
     "SnapshotInfo",
     "SnapstoreError",
+    "TreeCommitResult",
     "VerifyReport",
     "__version__",
     "checkout",
     "commit_command",
     "commit_file",
     "commit_stream",
+    "commit_tree",
     "exclusive_bytes",
     "gc",
     "open_repository",
     "prune",
     "repo_stats",
+    "restore_tree",
     "verify",
 ]

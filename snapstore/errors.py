@@ -76,6 +76,14 @@ class UnknownSnapshotError(NotFoundError):
         self.ref = ref
 
 
+class EntryNotFoundError(NotFoundError):
+    """A path that a tree snapshot does not hold."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no entry {path!r} in the snapshot", hint="list its entries with 'snap ls ID'")
+        self.path = path
+
+
 class RepositoryNotFoundError(NotFoundError):
     def __init__(self, path: Path | None) -> None:
         where = f"at {path}" if path is not None else "here or in any parent directory"

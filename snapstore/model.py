@@ -94,7 +94,46 @@ class EntryEnd:
     digest: bytes  # BLAKE3-256 of the entry's whole content
 
 
-ManifestRecord = EntryStart | ChunkRef | ZeroRun | EntryEnd
+# Directory trees (docs/FORMAT.md, "trees") ------------------------------------------------
+
+ENTRY_KINDS = ("file", "dir", "symlink", "chardev", "blockdev", "fifo")
+Piece = ChunkRef | ZeroRun
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a directory tree: its name (raw bytes), kind, metadata, and what the kind
+    has: a file its size, digest and chunk list, a directory the chunk id of its tree object,
+    a symlink its target (raw bytes), a device its numbers."""
+
+    name: bytes
+    kind: str  # one of ENTRY_KINDS
+    mode: int = 0o644  # permission bits with setuid, setgid and sticky (st_mode & 0o7777)
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0  # the parent rule compares it; never restored
+    inode: int = 0  # the parent rule compares it; never restored
+    link_id: int = 0  # equal for the entries of one hard-link group; 0: not hard-linked
+    user: bytes = b""  # owner's name when committed (display only)
+    group: bytes = b""
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()  # (name, value), sorted by name
+    size: int = 0  # file: bytes of content
+    digest: bytes = b""  # file: BLAKE3-256 of the content
+    pieces: tuple[Piece, ...] = ()  # file: chunk list
+    subtree: ChunkId | None = None  # dir: chunk id of its tree object
+    target: bytes = b""  # symlink
+    rdev: tuple[int, int] = (0, 0)  # chardev, blockdev: (major, minor)
+
+
+@dataclass(frozen=True)
+class TreeRoot:
+    """The manifest record of a tree snapshot: the committed directory's own entry."""
+
+    entry: TreeEntry
+
+
+ManifestRecord = EntryStart | ChunkRef | ZeroRun | EntryEnd | TreeRoot
 
 
 @dataclass(frozen=True)
@@ -112,6 +151,7 @@ class SnapshotInfo:
     source: str = ""
     sequence: int | None = None  # one more than the highest of the snapshots before it
     tags: tuple[str, ...] = ()  # sorted, each once (snapstore.selection)
+    kind: str = "file"  # "tree": a directory snapshot (docs/FORMAT.md, "trees")
 
     @property
     def hex(self) -> str:

@@ -16,7 +16,8 @@ from snapstore import chunkset
 from snapstore.chunkset import ChunkIdSet
 from snapstore.errors import CorruptError, IntegrityError, translate_os_error
 from snapstore.format import index as fmt
-from snapstore.model import ChunkId, ChunkRef, SnapshotId
+from snapstore.format.tree import tree_chunk_ids
+from snapstore.model import ChunkId, ChunkRef, SnapshotId, TreeRoot
 from snapstore.storage import fsio
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Snapshots
@@ -47,8 +48,11 @@ def chunk_set(
 def read_chunk_set(
     snapshots: Snapshots, snapshot_id: SnapshotId, where: str = ""
 ) -> tuple[ChunkIdSet, CorruptError | IntegrityError | None]:
-    """The chunks a manifest names (before the damage, if any) and the damage."""
+    """The chunks a manifest names (before the damage, if any) and the damage. A tree
+    snapshot names its tree objects and every chunk they name (docs/FORMAT.md, "trees"): they
+    are read through ``snapshots.load_tree``; one that cannot be read is damage."""
     damage: CorruptError | IntegrityError | None = None
+    what = f"manifest {snapshot_id.hex()[:12]}"
 
     def upto_damage() -> Iterator[ChunkId]:
         nonlocal damage
@@ -56,6 +60,10 @@ def read_chunk_set(
             for record in snapshots.iter_records(snapshot_id, where=where):
                 if isinstance(record, ChunkRef):
                     yield record.chunk_id
+                elif isinstance(record, TreeRoot):
+                    if snapshots.load_tree is None:
+                        raise CorruptError(what, "a tree snapshot, and its tree objects cannot be read")
+                    yield from tree_chunk_ids(record.entry, snapshots.load_tree, what)
         except (CorruptError, IntegrityError) as exc:
             damage = exc
 

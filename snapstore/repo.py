@@ -37,6 +37,7 @@ from snapstore.repo_files import REPO_DIR_NAME, find_root, load_config
 from snapstore.repo_listing import Listing
 from snapstore.repo_location import BackendLocation, LocalLocation, RepoLock, create_objects, new_config
 from snapstore.repo_maintenance import Maintenance
+from snapstore.repo_trees import Trees, tree_loader
 from snapstore.snapshotbuilder import SnapshotBuilder
 from snapstore.storage.appender import PackAppender
 from snapstore.storage.kinds import ManifestWriting
@@ -61,7 +62,7 @@ class Mode(enum.Enum):
         return self in (Mode.WRITE, Mode.EXCLUSIVE)
 
 
-class Repository(Listing, Maintenance):
+class Repository(Listing, Maintenance, Trees):
     """A snapstore repository: its snapshots, chunks, index and locks, in a local directory
     (:meth:`init`, :meth:`open`, or ``snapstore.open_repository``) or in any storage backend
     (:meth:`init_backend`, :meth:`open_backend`), opened in a :class:`Mode` that takes the
@@ -103,6 +104,7 @@ class Repository(Listing, Maintenance):
         self.index_problem = opened.problem  # why a temporary index is used (None: the repository's)
         self.rebuild_report = opened.report
         self._opened = opened
+        self._snapshots.load_tree = tree_loader(self._index, self._packs)
         self._appender = PackAppender(self._packs, self._index, config.pack_target_size)
         try:
             if mode.writes:
@@ -435,6 +437,7 @@ class Repository(Listing, Maintenance):
             source=source,
             sequence=sequence,
             tags=tags,
+            kind=builder.kind,
         )
         snapshot_id = self.register_snapshot(builder.writer, trailer, builder.chunk_ids)
         return self._snapshots.load_info(snapshot_id)

@@ -19,6 +19,7 @@ from snapstore.format import index as fmt
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.recovery import BATCH, INDEX_BUILD
+from snapstore.repo_trees import tree_loader
 from snapstore.repo_verify_packs import incomplete_trailers
 from snapstore.storage import fsio
 from snapstore.storage.index import Index
@@ -68,7 +69,12 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
                         w.put_garbage(pack_id, offset, header.record_size)
                     elif _chunk_ok(packs, header.chunk_id, loc):
                         w.put(header.chunk_id, loc)
-    damaged_manifests = recovery.recount(index, snapshots)
+    before = snapshots.load_tree
+    snapshots.load_tree = tree_loader(index, packs)  # tree snapshots are counted through this index
+    try:
+        damaged_manifests = recovery.recount(index, snapshots)
+    finally:
+        snapshots.load_tree = before
     return RebuildReport(
         chunks, duplicates, tuple(damaged_packs), damaged_manifests, damaged_pack_ids=tuple(damaged_ids)
     )

@@ -29,6 +29,7 @@ from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import Buffer, ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import Progress
 from snapstore.repo_keptsizes import KeptSizes
+from snapstore.repo_trees import tree_loader
 from snapstore.repo_verify_packs import Trailers, damaged_headers
 from snapstore.repo_verify_runs import CountState, ManifestRuns, grouped
 from snapstore.storage.index import Index
@@ -105,6 +106,9 @@ def verify(
         )
     on_disk = set(repo.packs.iter_pack_ids())
     index, temporary = _usable_index(repo, on_disk, problems, everyone)
+    loader = repo.snapshots.load_tree
+    if temporary is not None:  # tree objects are found through the index checked against
+        repo.snapshots.load_tree = tree_loader(index, repo.packs)
     try:
         with index.read() as r:
             counted = {sid: r.count_state(sid) for sid in r.iter_counted()}
@@ -121,6 +125,7 @@ def verify(
             progress.finish()
         problems.extend(Problem("pack", detail) for detail in damaged_headers(repo.packs, on_disk))
     finally:
+        repo.snapshots.load_tree = loader
         if temporary is not None:
             index.close()
             shutil.rmtree(temporary, ignore_errors=True)

@@ -133,9 +133,15 @@ def test_missing_input(capsys: pytest.CaptureFixture[str], base: Base) -> None:
     base.intact()
 
 
-def test_directory_input(capsys: pytest.CaptureFixture[str], base: Base) -> None:
-    line = assert_error(snap(capsys, "commit", base.tmp, "--repo", base.root), 10)
-    assert "directory" in line
+def test_directory_input_leaves_the_repository_out(capsys: pytest.CaptureFixture[str], base: Base) -> None:
+    """A directory is committed as a tree (issue 13; before it, exit 10); one that holds the
+    repository leaves the repository out, with a warning, instead of reading its own packs."""
+    res = snap(capsys, "commit", base.tmp, "--repo", base.root)
+    assert res.code == 0, res.err
+    assert "the repository itself, not recorded" in res.err
+    with Repository.open(base.root) as repo:
+        newest = repo.list_snapshots()[-1]
+        assert newest.kind == "tree" and newest.name == base.tmp.name
     base.intact()
 
 

@@ -80,3 +80,26 @@ def test_errors_are_json_on_stdout(args: list[str], code: int, kind: str) -> Non
     doc = snap_json(*args, code=code)
     check("error", doc)
     assert doc["error"]["code"] == code and doc["error"]["kind"] == kind
+
+
+def test_tree_commands_match_the_schema(tmp_path: Path) -> None:
+    """A directory snapshot: commit, show, ls and checkout into a directory (issue 13)."""
+    repo = str(tmp_path / "repo")
+    r = ["-r", repo]
+    snap_json("init", repo)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(os.urandom(1000))
+    os.symlink("d/f", src / "ln")
+    made = snap_json("commit", str(src), *r)
+    check("commit", made)
+    assert made["kind"] == "tree" and made["unread_files"] == 0 and made["skipped"] == []
+    shown = snap_json("show", made["id"], *r)
+    check("show", shown)
+    assert shown["entries"] == 4 and shown["distinct_chunks"] == 3  # 2 tree objects, f's chunk
+    listed = snap_json("ls", made["id"], *r)
+    check("ls", listed)
+    assert [(e["path"], e["type"]) for e in listed] == [("d", "dir"), ("d/f", "file"), ("ln", "symlink")]
+    out = snap_json("checkout", made["id"], "-o", str(tmp_path / "out"), *r)
+    check("checkout", out)
+    assert out["entries"] == 3 and out["written_bytes"] == 1000

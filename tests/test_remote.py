@@ -217,6 +217,18 @@ def test_every_command_works_on_a_remote_repository(tmp_path: Path) -> None:
     assert [s["id"] for s in json.loads(snap("log", "--json"))] == [b]
     snap("gc")
     assert json.loads(snap("verify", "--read-data", "--json"))["ok"] is True
+    # a directory: commit, ls, checkout of the tree
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "v1.img").write_bytes(v1.read_bytes())
+    (tree / "note").write_text("hello")
+    (tree / "link").symlink_to("note")
+    t = snap("commit", str(tree)).strip()
+    assert snap("ls", t).splitlines() == ["link -> note", "note", "sub", "sub/v1.img"]
+    snap("checkout", t, "-o", str(tmp_path / "restored"))
+    assert (tmp_path / "restored" / "note").read_text() == "hello"
+    assert os.readlink(tmp_path / "restored" / "link") == "note"
+    assert sha(tmp_path / "restored" / "sub" / "v1.img") == sha(v1)
 
 
 # -- errors: one line, a documented exit code ---------------------------------------------------

@@ -6,6 +6,7 @@ and, when old readers would misread the new bytes, a new format version."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from snapstore.format import generation as generation_fmt
 from snapstore.format import index as index_fmt
 from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
+from snapstore.format import tree as tree_fmt
 from snapstore.model import (
     ChunkerParams,
     ChunkId,
@@ -36,6 +38,8 @@ from snapstore.model import (
     ManifestRecord,
     PackId,
     SnapshotId,
+    TreeEntry,
+    TreeRoot,
     ZeroRun,
 )
 
@@ -112,6 +116,68 @@ TAGGED = {"tags": ("nightly", "vm-prod"), "hostname": "backup-01.example.org"}
 GENERATION = generation_fmt.Generation(bytes(range(16)), writing=True)
 LOCATION = ChunkLocation(PACK_ID, 16, 1234, 5678, codec.CODEC_ZSTD, 3)
 
+# A tree object with one entry of every kind (docs/FORMAT.md, "trees"), and the manifest of a
+# tree snapshot whose root names it.
+_T = 1_764_720_000_123_456_789
+SUBTREE = ChunkId(blake3.blake3(b"an empty tree").digest())
+TREE_ENTRIES = [
+    TreeEntry(
+        b"a.img",
+        "file",
+        0o4755,
+        1000,
+        100,
+        _T,
+        _T + 1,
+        42,
+        0x1234,
+        b"alice",
+        b"staff",
+        ((b"trusted.x", b"\x00\xff"), (b"user.note", b"hi")),
+        len(TEXT) + (1 << 20),
+        blake3.blake3(TEXT + bytes(1 << 20)).digest(),
+        (ChunkRef(ChunkId(blake3.blake3(TEXT).digest()), len(TEXT)), ZeroRun(1 << 20)),
+    ),
+    TreeEntry(b"dir", "dir", 0o1777, 0, 0, _T, _T, 43, subtree=SUBTREE),
+    TreeEntry(b"link", "symlink", 0o777, 0, 0, _T, _T, 44, target=b"../nowhere\xff"),
+    TreeEntry(b"null", "chardev", 0o666, 0, 0, _T, _T, 45, rdev=(1, 3)),
+    TreeEntry(b"sda", "blockdev", 0o660, 0, 6, _T, _T, 46, rdev=(8, 0)),
+    TreeEntry(b"\xffname\n", "fifo", 0o600, 0, 0, _T, _T, 47, 0x1234),
+]
+TREE_ROOT = TreeEntry(
+    b"srv",
+    "dir",
+    0o755,
+    0,
+    0,
+    _T,
+    _T,
+    2,
+    user=b"root",
+    group=b"root",
+    subtree=ChunkId(blake3.blake3(tree_fmt.encode_tree(TREE_ENTRIES)).digest()),
+)
+
+
+def tree_manifest_bytes() -> bytes:
+    return (
+        mf.encode_header()
+        + mf.encode_record(TreeRoot(TREE_ROOT))
+        + mf.encode_trailer(
+            name="srv",
+            created=datetime(2026, 12, 3, 1, 2, 3, 456789, tzinfo=UTC),
+            message="",
+            size=TREE_ENTRIES[0].size,
+            entries=7,
+            chunk_refs=2,
+            hostname="host",
+            source="/srv",
+            sequence=2,
+            kind="tree",
+        )
+    )
+
+
 BUILDERS: dict[str, Callable[[], bytes]] = {
     "config.json": lambda: config_fmt.encode(CONFIG),
     "pack-header.bin": lambda: pack_fmt.encode_pack_header(FORMAT_VERSION),
@@ -121,6 +187,8 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "pack.bin": pack_bytes,
     "manifest.bin": manifest_bytes,
     "manifest-tags.bin": lambda: manifest_bytes(**TAGGED),
+    "tree.bin": lambda: tree_fmt.encode_tree(reversed(TREE_ENTRIES)),
+    "manifest-tree.bin": tree_manifest_bytes,
     "index-location.bin": lambda: index_fmt.encode_location(LOCATION),
     "index-garbage-key.bin": lambda: index_fmt.encode_garbage_key(PACK_ID, 4096),
     "generation.bin": lambda: generation_fmt.encode(GENERATION),
@@ -231,3 +299,52 @@ def test_bad_tags_in_a_trailer_are_damage(tags: bytes) -> None:
     end = body.index(b"]", start) + 1
     with pytest.raises(CorruptError, match="bad trailer"):
         mf.decode_trailer(SnapshotId(b"\0" * 32), body[:start] + tags + body[end:], "m")
+
+
+def test_tree_vectors_decode_to_their_inputs() -> None:
+    tree = (VECTORS / "tree.bin").read_bytes()
+    assert tree_fmt.decode_tree(tree, "tree") == TREE_ENTRIES  # sorted by name, bytewise
+    manifest = (VECTORS / "manifest-tree.bin").read_bytes()
+    body = manifest[mf.HEADER_SIZE :]
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        pos += n
+        return body[pos - n : pos]
+
+    assert list(mf.iter_records(read, "manifest")) == [TreeRoot(TREE_ROOT)]
+    info = mf.decode_trailer(SnapshotId(blake3.blake3(manifest).digest()), _trailer_of(manifest), "m")
+    assert info.kind == "tree" and info.entries == 7
+    plain = mf.decode_trailer(
+        SnapshotId(b"\0" * 32), _trailer_of((VECTORS / "manifest.bin").read_bytes()), "m"
+    )
+    assert plain.kind == "file"  # no "kind" field: a file snapshot, as every manifest before trees
+    # Counting a tree snapshot names its tree objects and their files' chunks, each tree once.
+    objects = {TREE_ROOT.subtree: tree, SUBTREE: tree_fmt.encode_tree([])}
+    ids = set(tree_fmt.tree_chunk_ids(TREE_ROOT, lambda cid: objects[cid], "m"))
+    assert ids == {TREE_ROOT.subtree, SUBTREE, blake3.blake3(TEXT).digest()}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        (b"\x05\x00a.img", b"\x05\x00a/img", "unsafe entry name"),
+        (b"\x03\x00dir", b"\x03\x00../", "unsafe entry name"),
+        (b"SNAPTREE\x01", b"SNAPTREE\x02", "tree version"),
+        (b"\x04\x00link\x03", b"\x04\x00link\x09", "bad entry header"),
+    ],
+)
+def test_damaged_tree_objects_are_refused(old: bytes, new: bytes, match: str) -> None:
+    tree = (VECTORS / "tree.bin").read_bytes()
+    assert old in tree
+    with pytest.raises(CorruptError, match=match):
+        tree_fmt.decode_tree(tree.replace(old, new, 1), "tree")
+
+
+def test_a_tree_root_must_come_alone() -> None:
+    root = mf.encode_record(TreeRoot(TREE_ROOT))
+    entry = mf.encode_record(MANIFEST_RECORDS[0])
+    for body in (root + root, entry + root, root + mf.encode_record(ZeroRun(1))):
+        with pytest.raises(CorruptError):
+            list(mf.iter_records(io.BytesIO(body + b"T").read, "m"))

@@ -21,14 +21,20 @@ from snapstore.cli.common import (
 from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe
 from snapstore.errors import UsageError
+from snapstore.model import SnapshotInfo
 from snapstore.ops.checkout import checkout as do_checkout
 from snapstore.ops.inplace import checkout_in_place
+from snapstore.ops.treerestore import restore_tree
+from snapstore.repo import Repository
 from snapstore.units import format_size
 
 
 def checkout(
     snapshot: Annotated[str, typer.Argument(help="Snapshot id, unique prefix, or 'latest'.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Output file; '-' for stdout.")],
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", help="Output file ('-': stdout); a directory for a tree snapshot."),
+    ],
     name: Annotated[str | None, typer.Option(help="With 'latest': newest of this name.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUTPUT if it exists.")] = False,
     sparse: Annotated[bool, typer.Option(help="Leave holes for zero runs.")] = True,
@@ -42,12 +48,16 @@ def checkout(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="With --in-place: only tell how many bytes would be written.")
     ] = False,
+    path: Annotated[
+        list[str] | None,
+        typer.Option("--path", "-p", metavar="P", help="A tree snapshot: restore only P (repeatable)."),
+    ] = None,
     threads: ThreadsOption = None,
     repo: RepoOption = None,
     no_lock: NoLockOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Rebuild a snapshot's file, verifying every byte."""
+    """Rebuild a snapshot's file (or directory tree), verifying every byte."""
     if dry_run and not in_place:
         raise UsageError("--dry-run goes with --in-place")
     if in_place:
@@ -57,6 +67,11 @@ def checkout(
         return
     with open_repo(repo, no_lock=no_lock) as r:
         snap = r.resolve(snapshot, name=name)
+        if snap.kind == "tree":
+            _restore(r, snap, output, path or [], threads, json_output)
+            return
+        if path:
+            raise UsageError("--path goes with a tree snapshot", hint=f"{snap.hex[:12]} is a single file")
         with progress_for(json_output or output == "-") as progress:
             try:
                 res = do_checkout(
@@ -72,6 +87,31 @@ def checkout(
         emit_json(snapshot_doc(snap, path=os.path.abspath(res.path), zero_bytes=res.zero_bytes))
     elif output != "-":
         info(f"checked out {snap.hex[:12]} ({safe(snap.name)}, {format_size(res.size)}) to {safe(res.path)}")
+
+
+def _restore(
+    r: Repository, snap: SnapshotInfo, output: str, paths: list[str], threads: int | None, json_output: bool
+) -> None:
+    if output == "-":
+        raise UsageError("a tree snapshot restores into a directory, not stdout")
+    with progress_for(json_output) as progress:
+        res = restore_tree(r, snap, output, paths=paths, threads=threads, progress=progress)
+    if json_output:
+        emit_json(
+            snapshot_doc(
+                snap,
+                path=os.path.abspath(res.path),
+                entries=res.entries,
+                written_bytes=res.size,
+                zero_bytes=res.zero_bytes,
+                warnings=list(res.warnings),
+            )
+        )
+        return
+    info(
+        f"checked out {snap.hex[:12]} ({safe(snap.name)}, {res.entries} entries, "
+        f"{format_size(res.size)}) to {safe(res.path)}"
+    )
 
 
 def _in_place(

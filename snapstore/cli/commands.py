@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "checkout": (
         "snapstore.cli.checkout_cmd",
         "checkout",
-        "Rebuild a snapshot's file, verifying every byte.",
+        "Rebuild a snapshot's file (or directory tree), verifying every byte.",
     ),
     "diff": (
         "snapstore.cli.diff_cmd",
@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "List snapshots, oldest first, with the space each alone holds.",
     ),
     "show": ("snapstore.cli.snapshots_cmd", "show", "Show one snapshot in detail."),
+    "ls": ("snapstore.cli.ls_cmd", "ls", "List the entries of a directory snapshot (under PATH)."),
     "rm": (
         "snapstore.cli.snapshots_cmd",
         "rm",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,7 @@ from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe, when
 from snapstore.errors import UsageError
 from snapstore.ops.commit import commit_command, commit_file, commit_stream
+from snapstore.ops.treecommit import TreeCommitResult, commit_tree
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
 from snapstore.selection import check_host, parse_tags
 from snapstore.units import format_size
@@ -35,7 +37,8 @@ def commit(
         list[str],
         typer.Argument(
             metavar="FILE | - | -- CMD ARGS...",
-            help="The file or block device to snapshot; '-' for stdin; with --from-command, the command.",
+            help="The file or block device to snapshot; a directory (its tree); '-' for stdin; "
+            "with --from-command, the command.",
             show_default=False,
             click_type=click.Path(readable=False, allow_dash=True),  # completes as file names; no checks
         ),
@@ -57,6 +60,12 @@ def commit(
             help="Run CMD ARGS... (after --) and store its stdout; no snapshot if it fails (exit 12).",
         ),
     ] = False,
+    force_read: Annotated[
+        bool,
+        typer.Option(
+            "--force-read", help="A directory: read every file, even those unchanged since its last snapshot."
+        ),
+    ] = False,
     repo: RepoOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -72,6 +81,9 @@ def commit(
     stream = from_command or file[0] == "-"
     if stream and not name:
         raise UsageError("a stream has no file name: give --name", hint="e.g. --name vm.img")
+    tree = not stream and os.path.isdir(file[0])
+    if force_read and not tree:
+        raise UsageError("--force-read goes with a directory")
     root = locate(repo)
     if root is None:
         root = Path(REPO_DIR_NAME)
@@ -104,6 +116,18 @@ def commit(
                 tags=tags,
                 host=host,
             )
+        elif tree:
+            res = commit_tree(
+                r,
+                Path(file[0]),
+                name=name,
+                message=message,
+                threads=threads,
+                progress=progress,
+                tags=tags,
+                host=host,
+                force_read=force_read,
+            )
         else:
             res = commit_file(
                 r,
@@ -121,6 +145,9 @@ def commit(
     for p in pruned:
         info(f"quota: dropped {p.hex[:12]} {safe(p.name)} {when(p.created, utc=GLOBAL.utc)}")
     s = res.snapshot
+    tree_doc = {}
+    if isinstance(res, TreeCommitResult):
+        tree_doc = {"unread_files": res.unread_files, "skipped": list(res.skipped)}  # warned as met
     if json_output:
         emit_json(
             snapshot_doc(
@@ -135,6 +162,7 @@ def commit(
                 chunked_bytes=res.chunked_bytes,
                 seconds=round(res.seconds, 3),
                 pruned=[p.hex for p in pruned],
+                **tree_doc,
             )
         )
         return

@@ -32,7 +32,7 @@ def mount(
     if not mountpoint.is_dir():
         raise UsageError(f"{mountpoint} is not a directory")
     with open_repo(repo, no_lock=no_lock) as r:
-        snapshots = r.list_snapshots()
+        snapshots = [s for s in r.list_snapshots() if s.kind == "file"]  # trees: not mounted yet
         # libfuse unmounts on SIGINT and SIGTERM when their handlers are the default ones.
         old = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -42,6 +42,7 @@ def snapshot_doc(s: SnapshotInfo, **extra: Any) -> dict[str, Any]:
         "hostname": s.hostname,
         "tags": list(s.tags),
         "source": s.source,
+        "kind": s.kind,
         **extra,
     }
 
@@ -113,13 +114,18 @@ def show(
                 distinct.add(record.chunk_id)
             elif isinstance(record, ZeroRun):
                 zero += record.length
+        n_distinct = len(distinct)
+        if s.kind == "tree":  # its chunks are named by its tree objects
+            chunks, n_distinct = s.chunk_refs, len(next(r.snapshot_chunk_sets([s.id])))
         excl = exclusive_bytes(r, s.id)
-    extra = {
+    extra: dict[str, Any] = {
         "chunks": chunks,
-        "distinct_chunks": len(distinct),
+        "distinct_chunks": n_distinct,
         "zero_bytes": zero,
         "exclusive_bytes": excl,
     }
+    if s.kind == "tree":
+        extra["entries"] = s.entries
     if json_output:
         emit_json(snapshot_doc(s, **extra))
         return
@@ -131,8 +137,8 @@ def show(
         ("message", safe(s.message)),
         ("host", safe(s.hostname)),
         ("tags", safe(", ".join(s.tags)) or "-"),
-        ("source", safe(s.source)),
-        ("chunks", f"{chunks} ({len(distinct)} distinct)"),
+        ("source", safe(s.source) + (f" (a directory: {s.entries} entries)" if s.kind == "tree" else "")),
+        ("chunks", f"{chunks} ({n_distinct} distinct)"),
         ("zero bytes", format_size(zero)),
         ("exclusive", format_size(excl)),
     ):

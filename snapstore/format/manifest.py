@@ -18,6 +18,7 @@ from typing import Any
 from snapstore.chunkparams import MAX_CHUNK_SIZE
 from snapstore.errors import CorruptError
 from snapstore.format import MANIFEST_VERSION
+from snapstore.format.tree import decode_entry, encode_entry
 from snapstore.model import (
     ChunkRef,
     EntryEnd,
@@ -25,6 +26,7 @@ from snapstore.model import (
     ManifestRecord,
     SnapshotId,
     SnapshotInfo,
+    TreeRoot,
     ZeroRun,
 )
 
@@ -35,6 +37,7 @@ HEADER_SIZE = _HEADER.size
 _FOOTER = struct.Struct("<I8s")  # trailer JSON length, end magic
 FOOTER_SIZE = _FOOTER.size
 TAG_ENTRY, TAG_CHUNK, TAG_ZERO, TAG_END, TAG_TRAILER = b"F", b"C", b"Z", b"E", b"T"
+TAG_ROOT = b"R"  # a tree snapshot's root entry (docs/FORMAT.md, "trees")
 _U32 = struct.Struct("<I")
 _CHUNK = struct.Struct("<32sI")
 _U64 = struct.Struct("<Q")
@@ -64,6 +67,11 @@ def encode_record(record: ManifestRecord) -> bytes:
         return TAG_CHUNK + _CHUNK.pack(record.chunk_id, record.raw_size)
     if isinstance(record, ZeroRun):
         return TAG_ZERO + _U64.pack(record.length)
+    if isinstance(record, TreeRoot):
+        if record.entry.kind != "dir":
+            raise ValueError("a tree snapshot's root is a directory")
+        body = encode_entry(record.entry)
+        return TAG_ROOT + _U32.pack(len(body)) + body
     if isinstance(record, EntryStart):
         check_path(record.path)
         body = _json(
@@ -90,6 +98,7 @@ def encode_trailer(
     source: str,
     sequence: int | None = None,
     tags: tuple[str, ...] = (),
+    kind: str = "file",
 ) -> bytes:
     doc: dict[str, Any] = {
         "name": name,
@@ -105,6 +114,8 @@ def encode_trailer(
         doc["sequence"] = sequence
     if tags:  # absent when there are none: a manifest without tags has the bytes it always had
         doc["tags"] = sorted(set(tags))
+    if kind != "file":  # absent for a file snapshot: its manifest keeps the bytes it always had
+        doc["kind"] = kind
     body = _json(doc)
     return TAG_TRAILER + body + _FOOTER.pack(len(body), END_MAGIC)
 
@@ -161,11 +172,14 @@ def decode_trailer(snapshot_id: SnapshotId, body: bytes, what: str) -> SnapshotI
             source=str(doc.get("source", "")),
             sequence=None if doc.get("sequence") is None else int(doc["sequence"]),
             tags=_tags(doc.get("tags", [])),
+            kind=str(doc.get("kind", "file")),
         )
     except _BAD_JSON as exc:
         raise CorruptError(what, f"bad trailer ({exc})") from exc
     if not 0 <= info.size <= MAX_SIZE:
         raise CorruptError(what, f"implausible size {info.size}")
+    if info.kind not in ("file", "tree"):
+        raise CorruptError(what, f"unknown snapshot kind {info.kind!r}")
     if info.sequence is not None and not 0 < info.sequence <= MAX_SEQUENCE:
         raise CorruptError(what, f"implausible sequence {info.sequence}")
     return info
@@ -181,7 +195,7 @@ def _tags(value: object) -> tuple[str, ...]:
 
 def iter_records(read: Callable[[int], bytes], what: str) -> Iterator[ManifestRecord]:
     """Decode records after the header up to (not including) the trailer, checking the grammar
-    ``(F (C|Z)* E)*`` and that each entry's pieces add up to its size."""
+    ``(F (C|Z)* E)* | R`` and that each entry's pieces add up to its size."""
 
     def exact(n: int) -> bytes:
         data = read(n)
@@ -191,13 +205,29 @@ def iter_records(read: Callable[[int], bytes], what: str) -> Iterator[ManifestRe
 
     in_entry = False
     total = 0
+    records = 0
+    rooted = False
     while True:
         tag = exact(1)
         if tag == TAG_TRAILER:
             if in_entry:
                 raise CorruptError(what, "trailer inside an entry")
             return
-        if tag == TAG_ENTRY:
+        records += 1
+        if rooted:
+            raise CorruptError(what, "a record after a tree root")
+        if tag == TAG_ROOT:
+            if records != 1:
+                raise CorruptError(what, "a tree root after other records")
+            (length,) = _U32.unpack(exact(4))
+            if length > MAX_JSON:
+                raise CorruptError(what, f"implausible root length {length}")
+            root = decode_entry(exact(length), what)
+            if root.kind != "dir":
+                raise CorruptError(what, f"a tree root of kind {root.kind!r}")
+            rooted = True
+            yield TreeRoot(root)
+        elif tag == TAG_ENTRY:
             if in_entry:
                 raise CorruptError(what, "entry inside an entry")
             (length,) = _U32.unpack(exact(4))

@@ -14,6 +14,7 @@ import secrets
 import stat
 import sys
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from snapstore.model import (
     ChunkRef,
     EntryEnd,
     EntryStart,
+    ManifestRecord,
     SnapshotInfo,
     ZeroRun,
 )
@@ -76,6 +78,11 @@ def checkout(
     (written in place, with ``force``), a character device or FIFO (a stream), or ``"-"``
     (stdout). ``sparse``: zero runs become holes. Raises OutputExistsError, UsageError,
     IntegrityError, NoSpaceError... (snapstore.errors)."""
+    if snapshot.kind != "file":
+        raise UsageError(
+            f"snapshot {snapshot.hex[:12]} is a directory tree",
+            hint="restore it into a directory (snapstore.restore_tree; snap checkout ID -o OUTDIR)",
+        )
     if out == "-":
         stream = sys.stdout.buffer
         try:
@@ -290,6 +297,60 @@ def _run(
     progress: Progress,
 ) -> int:
     """Write every entry's bytes to ``output``; returns the zero bytes left as holes."""
+    progress.start(snapshot.size, f"checkout {snapshot.name}")
+    try:
+        return _write_records(
+            repo,
+            repo.iter_records(snapshot.id),
+            snapshot.size,
+            f"snapshot {snapshot.hex[:12]}",
+            output,
+            threads,
+            progress,
+        )
+    finally:
+        progress.finish()
+
+
+def fill_file(
+    repo: Repository,
+    fd: int,
+    pieces: Iterable[ChunkRef | ZeroRun],
+    size: int,
+    digest: bytes,
+    what: str,
+    *,
+    threads: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> int:
+    """Write a chunk list (``size`` bytes, BLAKE3 ``digest``) into the new, empty regular file
+    ``fd``, every chunk and the whole verified; zero runs stay holes. Returns the bytes left
+    as holes. Nothing is made durable and no metadata is set (a tree restore does it)."""
+    output = _FileOutput(fd, True, size)
+    pieces = list(pieces)
+    if len(pieces) == 1 and isinstance(pieces[0], ChunkRef) and pieces[0].raw_size == size:
+        # One chunk (most small files): its id is the whole file's digest; no thread pool.
+        if pieces[0].chunk_id != digest:
+            raise IntegrityError(f"{what} content", digest.hex(), pieces[0].chunk_id.hex())
+        output.place(repo.get_chunk(pieces[0].chunk_id), 0)  # checked against its id
+        progress.advance(size)
+        return 0
+    records: list[ManifestRecord] = [EntryStart("file"), *pieces, EntryEnd(size, digest)]
+    zeros = _write_records(repo, records, size, what, output, threads, progress)
+    os.ftruncate(fd, size)
+    return zeros
+
+
+def _write_records(
+    repo: Repository,
+    records: Iterable[ManifestRecord],
+    size: int,
+    what: str,
+    output: _FileOutput | _StreamOutput,
+    threads: int | None,
+    progress: Progress,
+) -> int:
+    """Write one entry's ``records`` to ``output``; returns the zero bytes left as holes."""
     n = threads or default_threads()
     inflight = 0  # chunk bytes fetched or being fetched, bounded by WINDOW_BYTES
     hasher = DigestWorker()
@@ -318,14 +379,11 @@ def _run(
             progress.advance(length)
         written += length
 
-    progress.start(snapshot.size, f"checkout {snapshot.name}")
     with repo.prefetch_chunks() as chunks, ThreadPoolExecutor(n, thread_name_prefix="checkout") as pool:
         try:
-            for record in repo.iter_records(snapshot.id):
-                if isinstance(record, ChunkRef | ZeroRun) and offset + _length(record) > snapshot.size:
-                    raise CorruptError(
-                        f"snapshot {snapshot.hex[:12]}", f"its records run past its size of {snapshot.size}"
-                    )
+            for record in records:
+                if isinstance(record, ChunkRef | ZeroRun) and offset + _length(record) > size:
+                    raise CorruptError(what, f"its records run past its size of {size}")
                 if isinstance(record, ChunkRef):
                     loc = chunks.want(record.chunk_id)
                     future = pool.submit(_fetch, chunks, record.chunk_id, loc, output, offset)
@@ -338,7 +396,7 @@ def _run(
                 elif isinstance(record, EntryStart):
                     entries += 1
                     if entries > 1:
-                        raise CorruptError(f"snapshot {snapshot.hex[:12]}", "several entries")
+                        raise CorruptError(what, "several entries")
                     output.entry(record)
                 elif isinstance(record, EntryEnd):
                     while pending:
@@ -346,7 +404,7 @@ def _run(
                     actual = hasher.digest()
                     if actual != record.digest:
                         raise IntegrityError(
-                            f"snapshot {snapshot.hex[:12]} content",
+                            f"{what} content",
                             record.digest.hex(),
                             actual.hex(),
                         )
@@ -358,8 +416,6 @@ def _run(
                     queued.cancel()
             hasher.cancel()
             raise
-        finally:
-            progress.finish()
-    if written != snapshot.size:
-        raise CorruptError(f"snapshot {snapshot.hex[:12]}", f"{written} bytes, expected {snapshot.size}")
+    if written != size:
+        raise CorruptError(what, f"{written} bytes, expected {size}")
     return zero_bytes

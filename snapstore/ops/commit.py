@@ -61,7 +61,7 @@ class _Labels:
     host: str | None  # None: this machine's name
 
 
-def _labels(tags: Iterable[str], host: str | None) -> _Labels:
+def commit_labels(tags: Iterable[str], host: str | None) -> _Labels:
     """Checked tags and host (UsageError for a bad one)."""
     return _Labels(normal_tags(tags), None if host is None else check_host(host))
 
@@ -97,7 +97,7 @@ def commit_file(
     ``tags`` are recorded with the snapshot (each non-empty, printable, without a comma:
     UsageError otherwise), and ``host`` as the host it was taken on (default: this machine's
     name); ``snap log --tag/--host`` and prune select by them (snapstore.SnapshotFilter)."""
-    labels = _labels(tags, host)
+    labels = commit_labels(tags, host)
     fd = _open_input(path)
     try:
         source = _file_source(fd, path, name)
@@ -125,7 +125,7 @@ def commit_stream(
     The chunk list is the one a file of the same bytes gets (zero runs found in the bytes);
     nothing is confirmed against a previous snapshot (a stream cannot be read twice: every
     byte is chunked). The stream is not closed. ``source`` is recorded as the snapshot's source."""
-    labels = _labels(tags, host)
+    labels = commit_labels(tags, host)
     src = _stream_source(stream, name, source)
     return _commit_quota(repo, src, message, threads, progress, now, False, quota, labels)
 
@@ -151,7 +151,7 @@ def commit_command(
     the command cannot be started."""
     if not argv:
         raise UsageError("no command given", hint="snap commit --from-command --name NAME -- CMD ARGS...")
-    labels = _labels(tags, host)
+    labels = commit_labels(tags, host)
     shown = shlex.join(argv)
     try:
         proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE)
@@ -188,7 +188,9 @@ class _Source:
 def _file_source(fd: int, path: Path, name: str | None) -> _Source:
     before = os.fstat(fd)
     if stat.S_ISDIR(before.st_mode):
-        raise InputError(path, "is a directory (only single files can be committed yet)")
+        raise InputError(
+            path, "is a directory (commit it with snapstore.commit_tree, as 'snap commit DIR' does)"
+        )
     if not (stat.S_ISREG(before.st_mode) or stat.S_ISBLK(before.st_mode)):
         # A pipe or a character device has no size to read up to and cannot be read twice.
         raise InputError(path, "not a regular file or block device (a stream: give '-' and pipe it)")
@@ -276,7 +278,7 @@ def _commit(
         )
     except BaseException as exc:
         builder.abort()
-        _keep_what_is_stored(repo, exc)
+        keep_what_is_stored(repo, exc)
         raise
     finally:
         progress.finish()
@@ -311,13 +313,13 @@ def _command_status(proc: subprocess.Popen[bytes], shown: str) -> None:
 
 def _hints(repo: Repository, known: list[SnapshotInfo], name: str, size: int) -> HintCursor | None:
     """Hints from the newest snapshot of ``name`` among ``known`` (oldest first)."""
-    same = [s for s in known if s.name == name and s.entries == 1]
+    same = [s for s in known if s.name == name and s.entries == 1 and s.kind == "file"]
     if not same:
         return None
     return HintCursor(confirmable_chunks(repo.iter_records(same[-1].id), size))
 
 
-def _keep_what_is_stored(repo: Repository, exc: BaseException) -> None:
+def keep_what_is_stored(repo: Repository, exc: BaseException) -> None:
     """After a failed commit, index what was stored so a retry reuses it; drop it if even
     that fails. On a full disk the pack being written is dropped at once: sealing it would
     keep the disk full, and nothing could then be removed to make room."""

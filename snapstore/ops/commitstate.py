@@ -31,7 +31,7 @@ from snapstore.ops.streams import DigestWorker, InputFile, InputStream, Layout, 
 from snapstore.ops.workers import ChunkWorker, Outcome
 from snapstore.progress import Progress
 from snapstore.repo import Repository
-from snapstore.snapshotbuilder import SnapshotBuilder
+from snapstore.snapshotbuilder import PieceSink
 
 BATCH_BYTES = 64 * 1024  # a batch is handed to the workers once it holds this many bytes
 BATCH_CHUNKS = 256  # or this many chunks
@@ -100,7 +100,7 @@ class CommitState:
 
     # what the commit is given
     repo: Repository
-    builder: SnapshotBuilder
+    builder: PieceSink
     progress: Progress
     hints: HintCursor | None
     threads: int

@@ -96,6 +96,11 @@ def checkout_in_place(
     tells what would be. Raises UsageError (no such file, not a file or device, a device
     smaller than the snapshot), IntegrityError (a damaged chunk), NoSpaceError...
     (snapstore.errors)."""
+    if snapshot.kind != "file":
+        raise UsageError(
+            f"snapshot {snapshot.hex[:12]} is a directory tree",
+            hint="--in-place for trees is not written yet: restore into a new directory",
+        )
     target = Path(out)
     fd, device, old_size = _open_target(target, snapshot.size, dry_run)
     res = InPlaceResult(snapshot, str(target), snapshot.size, old_size, dry_run)

@@ -52,7 +52,7 @@ from snapstore.ops.streams import STREAM_END, DigestWorker, InputFile, InputStre
 from snapstore.ops.workers import ChunkWorker
 from snapstore.progress import Progress
 from snapstore.repo import Repository
-from snapstore.snapshotbuilder import SnapshotBuilder
+from snapstore.snapshotbuilder import PieceSink
 
 READ_SIZE = 8 * 1024 * 1024  # bytes read into a block at a time
 BLOCKS = 8  # blocks in the pool at most
@@ -66,7 +66,7 @@ class CommitPipeline(Confirmation):
     def __init__(
         self,
         repo: Repository,
-        builder: SnapshotBuilder,
+        builder: PieceSink,
         progress: Progress,
         hints: HintCursor | None,
         threads: int,

@@ -47,6 +47,8 @@ class SnapshotReader:
         read_ahead: int = READ_AHEAD,
         threads: int = 4,
     ) -> None:
+        if snapshot.kind != "file":
+            raise UsageError(f"snapshot {snapshot.hex[:12]} is a directory tree, not a file")
         self.snapshot = snapshot
         self._get = repo.get_chunk
         self._starts = array("Q")

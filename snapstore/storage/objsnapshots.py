@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import IO
@@ -25,7 +25,7 @@ from snapstore.backends.base import Backend
 from snapstore.errors import ObjectNotFoundError, translate_os_error
 from snapstore.format import manifest as fmt
 from snapstore.hashing import StreamHasher
-from snapstore.model import ManifestRecord, SnapshotId, SnapshotInfo
+from snapstore.model import ChunkId, ManifestRecord, SnapshotId, SnapshotInfo
 from snapstore.storage.snapshots import PENDING, TRASH, vanished, verified_records
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class ObjectSnapshotStore:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self._warned: set[str] = set()
+        self.load_tree: Callable[[ChunkId], bytes] | None = None  # as SnapshotStore.load_tree
 
     def name(self, snapshot_id: SnapshotId) -> str:
         return f"{PUBLISHED}{snapshot_id.hex()}"

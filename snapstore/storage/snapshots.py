@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +21,7 @@ from snapstore.errors import (
 )
 from snapstore.format import manifest as fmt
 from snapstore.hashing import StreamHasher
-from snapstore.model import ManifestRecord, SnapshotId, SnapshotInfo
+from snapstore.model import ChunkId, ManifestRecord, SnapshotId, SnapshotInfo
 from snapstore.storage import fsio
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ class SnapshotStore:
         self.tmp_dir = tmp_dir
         self.file_mode = file_mode
         self._warned: set[str] = set()  # stray names already reported
+        # The plaintext of a tree object's chunk (set by the repository, which owns the packs):
+        # what counting a tree snapshot's chunks reads (recovery.read_chunk_set).
+        self.load_tree: Callable[[ChunkId], bytes] | None = None
 
     def path(self, snapshot_id: SnapshotId) -> Path:
         return self.root / snapshot_id.hex()

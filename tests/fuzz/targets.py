@@ -30,6 +30,7 @@ from snapstore.format import config as config_fmt
 from snapstore.format import index as index_fmt
 from snapstore.format import manifest as mf
 from snapstore.format import pack as pack_fmt
+from snapstore.format import tree as tree_fmt
 from snapstore.hashing import chunk_id
 from snapstore.model import (
     Buffer,
@@ -43,6 +44,7 @@ from snapstore.model import (
     ManifestRecord,
     PackId,
     SnapshotId,
+    TreeEntry,
     ZeroRun,
 )
 from snapstore.storage import lmdb_file
@@ -74,6 +76,13 @@ def fuzz_manifest_records(data: bytes) -> None:
     """The record stream after the header, read as a stream."""
     for _ in mf.iter_records(io.BytesIO(data).read, "manifest"):
         pass
+
+
+def fuzz_tree_object(data: bytes) -> None:
+    """A tree object (docs/FORMAT.md "Trees"), as a chunk's plaintext: every name it gives
+    back is one safe component."""
+    for entry in tree_fmt.decode_tree(data, "tree"):
+        assert entry.name not in (b"", b".", b"..") and b"/" not in entry.name
 
 
 def fuzz_manifest_trailer(data: bytes) -> None:
@@ -185,6 +194,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "manifest_trailer": fuzz_manifest_trailer,
     "manifest_footer": fuzz_manifest_footer,
     "manifest_file": fuzz_manifest_file,
+    "tree_object": fuzz_tree_object,
     "pack_header": fuzz_pack_header,
     "record_header": fuzz_record_header,
     "pack_file": fuzz_pack_file,
@@ -215,6 +225,20 @@ def _manifest() -> bytes:
         source="/vm.img",
     )
     return mf.encode_header() + b"".join(mf.encode_record(r) for r in records) + trailer
+
+
+def _tree() -> bytes:
+    t = 1_700_000_000_000_000_000
+    return tree_fmt.encode_tree(
+        [
+            TreeEntry(b"f", "file", 0o4755, 1, 2, t, t, 3, 9, b"u", b"g", ((b"user.a", b"\0\1"),), 1000,
+                      b"\5" * 32, (ChunkRef(ChunkId(b"\3" * 32), 500), ZeroRun(500))),
+            TreeEntry(b"d", "dir", 0o1777, subtree=ChunkId(b"\6" * 32)),
+            TreeEntry(b"l\xff", "symlink", 0o777, target=b"../x"),
+            TreeEntry(b"c", "chardev", 0o600, rdev=(1, 3)),
+            TreeEntry(b"p", "fifo", 0o600),
+        ]
+    )  # fmt: skip
 
 
 def _pack() -> bytes:
@@ -259,6 +283,7 @@ def seeds(name: str) -> list[bytes]:
         "manifest_trailer": [manifest[manifest.rindex(b"T{") + 1 : -mf.FOOTER_SIZE]],
         "manifest_footer": [struct.pack("<I", len(manifest)) + manifest[-mf.FOOTER_SIZE :]],
         "manifest_file": [manifest],
+        "tree_object": [_tree()],
         "pack_header": [pack_fmt.encode_pack_header(FORMAT_VERSION)],
         "record_header": [_pack()[pack_fmt.PACK_HEADER_SIZE :]],
         "pack_file": [_pack()],
