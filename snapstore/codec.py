@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 CODEC_NONE = 0
 CODEC_ZSTD = 1
-CODEC_NAMES = {CODEC_NONE: "none", CODEC_ZSTD: "zstd"}
+CODEC_DELTA = 2  # a zstd frame against a base chunk (snapstore/deltacodec.py; format 3)
+CODEC_NAMES = {CODEC_NONE: "none", CODEC_ZSTD: "zstd", CODEC_DELTA: "zstd-delta"}
 MIN_SAVING = 1 / 32  # store raw unless compression saves at least ~3%
 PROBE_FROM = 256 * 1024  # chunks at least this large are probed first
 PROBE_SLICES = 4
@@ -119,4 +120,6 @@ def decode(codec: int, payload: Buffer, raw_size: int) -> Buffer:
         if len(data) != raw_size:
             raise DamagedChunkError("stored chunk", f"decoded {len(data)} bytes, expected {raw_size}")
         return data
+    if codec == CODEC_DELTA:  # (decoded with its base: Repository.get_chunk)
+        raise DamagedChunkError("stored chunk", "a delta record is decoded with its base")
     raise DamagedChunkError("stored chunk", f"unknown codec {codec}")

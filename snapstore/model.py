@@ -47,6 +47,7 @@ class Config:
     quota_bytes: int | None = None
     shared: bool = False
     cipher: str = "none"  # format 2: how payloads are encrypted (reserved: only "none" exists)
+    delta: bool = False  # format 3: changed chunks may be stored as deltas against a keyframe
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,10 @@ class ChunkLocation:
     offset: int  # of the chunk record's header within the pack
     stored_size: int  # payload bytes in the pack (after compression)
     raw_size: int  # plaintext bytes
-    codec: int  # CODEC_NONE or CODEC_ZSTD
+    codec: int  # CODEC_NONE, CODEC_ZSTD or CODEC_DELTA
     refcount: int = 0  # number of snapshots whose manifest names this chunk
     owners: bytes = bytes(32)  # XOR of the ids of those snapshots: the one id when refcount is 1
+    base: ChunkId | None = None  # a delta record's base (a chunk stored full), else None
 
 
 # Manifest records -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ index is repo_index.py's."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -81,6 +82,7 @@ def count(
 
     ``strict``: a chunk missing from the index is an error (a commit counting what it
     stored); otherwise its count is kept in the lost table."""
+    ids = with_bases(index, ids)
     with index.read() as r:
         state = r.count_state(snapshot_id)
     # (sign, done): the first ``done`` ids have had ``sign`` applied to a base state, which
@@ -115,6 +117,18 @@ def count(
             else:
                 w.set_counting(snapshot_id, sign, ids[begin - 1])
         done = begin
+
+
+def with_bases(index: Index, ids: ChunkIdSet) -> ChunkIdSet:
+    """``ids`` and the base of each delta among them (docs/FORMAT.md, "delta records"): a
+    snapshot counts the bases of its deltas as if it named them, so that a base stays while
+    any live delta needs it, and exclusive sizes and quota plans account for it. An index
+    that never held a delta is not looked into."""
+    with index.read() as r:
+        if r.get_meta(fmt.DELTAS) is None:
+            return ids
+        bases = [loc.base for loc in map(r.get, ids) if loc is not None and loc.base is not None]
+    return chunkset.collect(itertools.chain(ids, bases)) if bases else ids
 
 
 def recover(index: Index, snapshots: Snapshots, tmp: Path) -> None:

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from snapstore import chunkset, codec, recovery, repo_files, repo_index, repo_verify
+from snapstore import chunkset, codec, recovery, repo_delta, repo_files, repo_index, repo_verify
 from snapstore.backends.base import Backend
 from snapstore.errors import AccessDeniedError, CorruptError, SnapstoreError, UsageError
 from snapstore.format import manifest as manifest_fmt
@@ -40,6 +40,7 @@ from snapstore.repo_maintenance import Maintenance
 from snapstore.repo_trees import Trees, tree_loader
 from snapstore.snapshotbuilder import SnapshotBuilder
 from snapstore.storage.appender import PackAppender
+from snapstore.storage.index import IndexTxn
 from snapstore.storage.kinds import ManifestWriting
 from snapstore.storage.lock import DATA, WRITE
 from snapstore.storage.prefetch import Prefetch
@@ -85,6 +86,7 @@ class Repository(Listing, Maintenance, Trees):
         self.file_mode = 0o644 if config.shared else 0o600
         self._packs, self._snapshots, self._pins = location.stores(config, self.file_mode)
         self._usable_packs: dict[bytes, bool] = {}  # pack id -> whether a commit may dedup against it
+        self._bases = repo_delta.BaseCache()  # delta bases read lately, verified
         index_root, self._tmp = location.index_dirs()
         try:
             opened = repo_index.open_index(
@@ -110,6 +112,7 @@ class Repository(Listing, Maintenance, Trees):
             if mode.writes:
                 location.begin_writing()
                 recovery.recover(self._index, self._snapshots, self._tmp)
+                location.remove_temp()
         except BaseException:
             self._appender.close()
             opened.close()
@@ -127,13 +130,15 @@ class Repository(Listing, Maintenance, Trees):
         codec_level: int = 3,
         shared: bool = False,
         pack_target_size: int = 64 * 1024 * 1024,
+        delta: bool = False,
     ) -> Repository:
-        """Create a repository at ``root`` (which must not hold one) and open it for writing."""
+        """Create a repository at ``root`` (which must not hold one) and open it for writing.
+        ``delta``: changed chunks may be stored as deltas (format 3)."""
         if (root / "config").exists():
             raise UsageError(f"{root} is already a snapstore repository")
         if root.exists() and any(root.iterdir()):
             raise UsageError(f"{root} exists and is not empty")
-        config = new_config(chunker, codec_level, shared, pack_target_size)
+        config = new_config(chunker, codec_level, shared, pack_target_size, delta=delta)
         repo_files.create_layout(root, config)
         return cls.open(root, Mode.WRITE)
 
@@ -146,10 +151,11 @@ class Repository(Listing, Maintenance, Trees):
         chunker: ChunkerParams | None = None,
         codec_level: int = 3,
         pack_target_size: int = 64 * 1024 * 1024,
+        delta: bool = False,
     ) -> Repository:
         """Create a repository in ``backend`` (which must hold no object) and open it for
         writing; its index is kept in ``cache_dir`` (see :meth:`open_backend`)."""
-        config = new_config(chunker, codec_level, False, pack_target_size)
+        config = new_config(chunker, codec_level, False, pack_target_size, delta=delta)
         create_objects(backend, config)
         return cls.open_backend(backend, Mode.WRITE, cache_dir=cache_dir)
 
@@ -320,7 +326,18 @@ class Repository(Listing, Maintenance, Trees):
             return True
         with self._index.read() as r:
             loc = r.get(chunk_id)
-        return loc is not None and self._pack_usable(loc.pack_id)
+            return self._readable(r, loc)
+
+    def _readable(self, r: IndexTxn, loc: ChunkLocation | None) -> bool:
+        """Whether a commit may dedup against the chunk at ``loc``: its pack is usable and,
+        for a delta, its base is indexed (a gc killed between freeing an unreferenced base
+        and its unreferenced deltas leaves such a delta: it is stored again, full)."""
+        if loc is None or not self._pack_usable(loc.pack_id):
+            return False
+        if loc.base is None:
+            return True
+        base = self._appender.get(loc.base) or r.get(loc.base)
+        return base is not None and self._pack_usable(base.pack_id)
 
     def has_chunks(self, chunk_ids: Iterable[ChunkId]) -> list[bool]:
         """:meth:`has_chunk` for many chunks in one call (one index transaction)."""
@@ -330,8 +347,7 @@ class Repository(Listing, Maintenance, Trees):
                 if self._appender.get(chunk_id) is not None:
                     result.append(True)
                     continue
-                loc = r.get(chunk_id)
-                result.append(loc is not None and self._pack_usable(loc.pack_id))
+                result.append(self._readable(r, r.get(chunk_id)))
         return result
 
     @contextmanager
@@ -357,9 +373,41 @@ class Repository(Listing, Maintenance, Trees):
         loc = loc or self.get_location(chunk_id)
         if loc is None:
             raise CorruptError(f"chunk {chunk_id.hex()[:16]}", "not in the index")
-        return self.decode_chunk(chunk_id, loc, self._packs.read_record(loc, chunk_id))
+        payload = self._packs.read_record(loc, chunk_id)
+        if loc.codec != codec.CODEC_DELTA:
+            return self.decode_chunk(chunk_id, loc, payload)
+        assert loc.base is not None  # (a delta's index entry names its base)
+        return repo_delta.decode_delta(chunk_id, loc, payload, self._bases.get(loc.base, self._read_base))
+
+    def _read_base(self, base_id: ChunkId) -> Buffer:
+        return repo_delta.read_base(base_id, self.get_location, self.get_chunk)
 
     decode_chunk = staticmethod(repo_verify.decode_chunk)  # plaintext of a payload, checked
+
+    @property
+    def deltas(self) -> bool:
+        """Whether a changed chunk may be stored as a delta (format 3, ``snap init --delta``)."""
+        return self.config.delta
+
+    def encode_changed(
+        self, chunk_id: ChunkId, data: Buffer, level: int, prev: ChunkId
+    ) -> tuple[int, Buffer]:
+        """``(codec, payload)`` for a new chunk that stands where the previous snapshot had
+        ``prev``: a delta against ``prev``'s keyframe when that pays, else stored full. Full
+        too when the chunk is counted already (indexed in a pack that cannot be read, or in
+        the lost table): the snapshots counting it do not count a base (safe from several
+        threads)."""
+        base_id = repo_delta.keyframe(prev, self.get_location)
+        with self._index.read() as r:
+            counted = self._appender.get(chunk_id) or r.get(chunk_id) or r.get_lost(chunk_id)
+        if base_id is None or counted or base_id == chunk_id:
+            return codec.encode(data, level)
+        try:
+            base = self._bases.get(base_id, self._read_base)
+        except SnapstoreError as exc:
+            log.warning("chunk %s stored full: its keyframe cannot be read (%s)", chunk_id.hex()[:16], exc)
+            return codec.encode(data, level)
+        return repo_delta.encode_changed(data, level, base_id, base)
 
     def put_encoded(self, chunk_id: ChunkId, codec_id: int, raw_size: int, payload: Buffer) -> int:
         """Store an encoded chunk unless present; return the bytes newly stored (0 if not).

@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapstore import codec, recovery
-from snapstore.errors import CorruptError, SnapstoreError, translate_os_error
+from snapstore.errors import CorruptError, RepositoryError, SnapstoreError, translate_os_error
 from snapstore.format import index as fmt
+from snapstore.format import pack as pack_fmt
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.recovery import BATCH, INDEX_BUILD
@@ -59,6 +60,11 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
             with index.write() as w:
                 for offset, header in batch:
                     loc = ChunkLocation(pack_id, offset, header.stored_size, header.raw_size, header.codec, 0)
+                    if header.codec == codec.CODEC_DELTA:
+                        with_base = _with_base(packs, header.chunk_id, loc)
+                        if with_base is None:
+                            continue
+                        loc = with_base
                     kept = w.get(header.chunk_id)
                     if kept is None:
                         w.put(header.chunk_id, loc)
@@ -80,9 +86,22 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
     )
 
 
+def _with_base(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> ChunkLocation | None:
+    """A delta record's location with its base, read from its payload (None: unreadable,
+    not indexed: without its base it cannot be counted right)."""
+    try:
+        return replace(loc, base=pack_fmt.delta_base(loc.codec, packs.read_record(loc, chunk_id)))
+    except SnapstoreError as exc:
+        log.warning("delta record of chunk %s not indexed: %s", chunk_id.hex()[:16], exc)
+        return None
+
+
 def _chunk_ok(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> bool:
     try:
-        data = codec.decode(loc.codec, packs.read_record(loc, chunk_id), loc.raw_size)
+        payload = packs.read_record(loc, chunk_id)
+        if loc.codec == codec.CODEC_DELTA:
+            return True  # (its base may not be indexed yet: verify checks it)
+        data = codec.decode(loc.codec, payload, loc.raw_size)
     except SnapstoreError:
         return False
     return hash_chunk(data) == chunk_id
@@ -253,7 +272,7 @@ def rewrite_incomplete_trailers(path: Path, file_mode: int, packs: Packs) -> tup
         return ()
     try:
         bad = incomplete_trailers(old, packs)
-    except SnapstoreError:
+    except RepositoryError:  # damaged; a read that fails stops the rebuild
         bad = []
     finally:
         old.close()

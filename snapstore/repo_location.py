@@ -23,7 +23,7 @@ from snapstore.errors import (
     UsageError,
     translate_os_error,
 )
-from snapstore.format import FORMAT_VERSION
+from snapstore.format import DELTA_VERSION, FORMAT_VERSION
 from snapstore.format import config as config_fmt
 from snapstore.format import generation as generation_fmt
 from snapstore.model import ChunkerParams, CodecParams, Config
@@ -95,6 +95,9 @@ class LocalLocation:
 
     def usage(self) -> int:
         return fsio.allocated_bytes(self.root)
+
+    def remove_temp(self) -> None:
+        return None  # the layout's own temp names are recovery's (recovery.recover)
 
     def release_reserve(self) -> None:
         fsio.remove(self._dirs.path() / "reserve", "the reserve file")
@@ -189,6 +192,11 @@ class BackendLocation:
     def usage(self) -> int:
         return self.backend.usage()
 
+    def remove_temp(self) -> None:
+        """Under the write lock: what puts killed midway left (not below ``locks/``, where
+        readers put their lock objects beside a writer)."""
+        self.backend.remove_temp(skip=("locks",))
+
     def release_reserve(self) -> None:
         return None  # no reserve: a backend's space is not a local disk's
 
@@ -233,13 +241,20 @@ def create_objects(backend: Backend, config: Config) -> None:
 
 
 def new_config(
-    chunker: ChunkerParams | None, codec_level: int, shared: bool, pack_target_size: int
+    chunker: ChunkerParams | None,
+    codec_level: int,
+    shared: bool,
+    pack_target_size: int,
+    *,
+    delta: bool = False,
 ) -> Config:
-    """The config of a new repository (format FORMAT_VERSION, a new random id)."""
+    """The config of a new repository (format FORMAT_VERSION, a new random id; with
+    ``delta``, format DELTA_VERSION: changed chunks may be stored as deltas)."""
     if not 1 <= codec_level <= 22:
         raise UsageError(f"zstd level must be 1..22, not {codec_level}")
     return Config(
-        format_version=FORMAT_VERSION,
+        format_version=DELTA_VERSION if delta else FORMAT_VERSION,
+        delta=delta,
         repository_id=secrets.token_hex(16),
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         chunker=validate(chunker or ChunkerParams()),

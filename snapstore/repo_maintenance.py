@@ -8,10 +8,10 @@ from collections.abc import Iterable, Iterator
 
 from snapstore import repo_gc, repo_repair, repo_space, repo_verify
 from snapstore.gcplan import GcPlan
-from snapstore.model import ChunkId, ChunkLocation, PackId, SnapshotId
+from snapstore.model import ChunkId, ChunkLocation, Config, PackId, SnapshotId
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.repo_index import RebuildReport
-from snapstore.repo_space import SpaceTotals
+from snapstore.repo_space import DeltaTotals, SpaceTotals
 from snapstore.repo_verify import VerifyReport
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, Snapshots
@@ -23,6 +23,7 @@ class Maintenance:
     _index: Index
     _packs: Packs
     _snapshots: Snapshots
+    config: Config
     index_problem: str | None
     rebuild_report: RebuildReport | None
 
@@ -62,6 +63,11 @@ class Maintenance:
     def space_totals(self) -> SpaceTotals:
         """Chunks and their bytes, live and garbage, from the index."""
         return repo_space.space_totals(self._index)
+
+    def delta_totals(self) -> DeltaTotals | None:
+        """Live chunks stored full and as deltas, in a repository that stores deltas (one walk
+        of the chunk table), else None."""
+        return repo_space.delta_totals(self._index) if self.config.delta else None
 
     def freed_by_removing(self, snapshot_ids: Iterable[SnapshotId]) -> Iterator[int]:
         """Cumulative pack bytes freed after removing each snapshot in turn (lazy)."""

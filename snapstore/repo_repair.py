@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from snapstore import recovery
-from snapstore.errors import SnapstoreError
+from snapstore.errors import CorruptError, IntegrityError
 from snapstore.model import PackId
 from snapstore.progress import Progress
-from snapstore.repo_verify import decode_chunk
+from snapstore.repo_delta import PayloadDecoder
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, Snapshots
 
@@ -27,7 +27,7 @@ def rewrite_damaged_headers(packs: Packs, damaged: Iterable[PackId] | None = Non
     for pack_id in packs.iter_pack_ids():
         try:
             packs.check_header(pack_id)
-        except SnapstoreError:
+        except CorruptError:  # damage; a read that fails stops the repair
             packs.rewrite_header(pack_id)
             rewritten.append(pack_id)
     return tuple(rewritten)
@@ -35,15 +35,19 @@ def rewrite_damaged_headers(packs: Packs, damaged: Iterable[PackId] | None = Non
 
 def drop_corrupt(index: Index, packs: Packs, snapshots: Snapshots, progress: Progress) -> int:
     """Read, decode and hash every indexed chunk; drop from the index those that fail (so no
-    new snapshot can dedup against them), then recount if any was dropped. The number dropped."""
+    new snapshot can dedup against them), then recount if any was dropped. The number dropped.
+    A read that fails (an I/O error, no space) is not damage: it stops the repair, dropping
+    nothing more."""
     with index.read() as r:
         entries = list(r.iter_locations())
     progress.start(sum(loc.raw_size for _, loc in entries), "repair")
     dropped = 0
+    located = dict(entries)
+    decode = PayloadDecoder(located.get, packs.read_record)  # a delta whose base is damaged is too
     for cid, loc in entries:
         try:
-            decode_chunk(cid, loc, packs.read_record(loc, cid))
-        except SnapstoreError:
+            decode(cid, loc, packs.read_record(loc, cid))
+        except (CorruptError, IntegrityError):
             with index.write() as w:
                 w.drop(cid)
             dropped += 1

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from snapstore import codec
 from snapstore.chunkparams import MAX_CHUNK_SIZE
-from snapstore.errors import CorruptError, IntegrityError, UsageError
+from snapstore.errors import CorruptError, UsageError
 from snapstore.format import tree as tree_fmt
-from snapstore.hashing import chunk_id as hash_chunk
-from snapstore.model import Buffer, ChunkId, TreeEntry
+from snapstore.model import Buffer, ChunkId, ChunkLocation, TreeEntry
+from snapstore.repo_delta import PayloadDecoder
 from snapstore.snapshotbuilder import SnapshotBuilder
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs
@@ -49,15 +48,16 @@ def tree_loader(index: Index, packs: Packs) -> Callable[[ChunkId], bytes]:
     ``index``, read from ``packs`` and checked against its id; CorruptError if it is not
     indexed, IntegrityError if its bytes are damaged."""
 
-    def load(chunk_id: ChunkId) -> bytes:
+    def locate(chunk_id: ChunkId) -> ChunkLocation | None:
         with index.read() as r:
-            loc = r.get(chunk_id)
-        what = f"tree {chunk_id.hex()[:12]}"
+            return r.get(chunk_id)
+
+    decode = PayloadDecoder(locate, packs.read_record)  # (a chunk of the same bytes may be a delta)
+
+    def load(chunk_id: ChunkId) -> bytes:
+        loc = locate(chunk_id)
         if loc is None:
-            raise CorruptError(what, "not in the index")
-        data = bytes(codec.decode(loc.codec, packs.read_record(loc, chunk_id), loc.raw_size))
-        if hash_chunk(data) != chunk_id:
-            raise IntegrityError(what, chunk_id.hex(), hash_chunk(data).hex())
-        return data
+            raise CorruptError(f"tree {chunk_id.hex()[:12]}", "not in the index")
+        return bytes(decode(chunk_id, loc, packs.read_record(loc, chunk_id)))
 
     return load

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from snapstore import codec, recovery, repo_index
@@ -28,6 +28,7 @@ from snapstore.errors import CorruptError, IntegrityError, SnapstoreError
 from snapstore.hashing import chunk_id as hash_chunk
 from snapstore.model import Buffer, ChunkId, ChunkLocation, PackId, SnapshotId
 from snapstore.progress import Progress
+from snapstore.repo_delta import PayloadDecoder
 from snapstore.repo_keptsizes import KeptSizes
 from snapstore.repo_trees import tree_loader
 from snapstore.repo_verify_packs import Trailers, damaged_headers
@@ -106,6 +107,7 @@ def verify(
         )
     on_disk = set(repo.packs.iter_pack_ids())
     index, temporary = _usable_index(repo, on_disk, problems, everyone)
+    repo = replace(repo, index=index)  # (a delta's base is looked up in the index checked)
     loader = repo.snapshots.load_tree
     if temporary is not None:  # tree objects are found through the index checked against
         repo.snapshots.load_tree = tree_loader(index, repo.packs)
@@ -196,7 +198,7 @@ def _chunks_of(repo: _Stores, sid: SnapshotId, where: str, problems: list[Proble
     ids, damage = recovery.read_chunk_set(repo.snapshots, sid, where)
     if damage is not None:
         problems.append(Problem("manifest", f"{damage.message}; {MANIFEST_ADVICE}", (sid,)))
-    return ids
+    return recovery.with_bases(repo.index, ids)  # a snapshot needs the bases of its deltas
 
 
 class _Chooser:
@@ -245,6 +247,7 @@ def _check_all(
     sizes = KeptSizes()
     trailers = Trailers(repo.packs, sorted(on_disk))
     with index.read() as r:
+        decoder = PayloadDecoder(r.get, repo.packs.read_record)
         kept = r.sizes_ready()  # owners and sizes are kept (not in an index of version 1)
         named = grouped(runs)
         lost_left = iter(sorted(lost.items()))
@@ -287,7 +290,7 @@ def _check_all(
                 missing[entry.pack_id] = (count + 1, hit | set(users))
                 continue
             decode = chooser.take()
-            _check_record(repo, chunk_id, entry, decode, users, problems)
+            _check_record(repo, chunk_id, entry, decode, users, problems, decoder)
             trailers.check(chunk_id, entry, users)
             if chooser.share is None:
                 progress.advance(1)
@@ -340,11 +343,12 @@ def _check_record(
     decode: bool,
     users: tuple[SnapshotId, ...],
     problems: list[Problem],
+    decoder: PayloadDecoder,
 ) -> None:
     try:
         payload = repo.packs.read_record(loc, chunk_id)
         if decode:
-            decode_chunk(chunk_id, loc, payload)
+            decoder(chunk_id, loc, payload)
     except SnapstoreError as exc:
         kind = "data" if isinstance(exc, IntegrityError) else "pack"
         problems.append(Problem(kind, exc.message, users))

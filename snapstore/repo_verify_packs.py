@@ -38,8 +38,8 @@ class Trailers:
         for pack_id in pack_ids:
             try:
                 entries = packs.trailer(pack_id)
-            except SnapstoreError:
-                continue  # unreadable: reported by the record checks
+            except CorruptError:
+                continue  # damaged: reported by the record checks (a failing read is raised)
             if entries is not None:
                 offsets = array("Q", (e.offset for e in entries))
                 ids = array("Q", (int.from_bytes(e.chunk_id[:8], "little") for e in entries))

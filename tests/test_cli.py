@@ -286,11 +286,11 @@ def test_unsupported_format_version(capsys: pytest.CaptureFixture[str], base: Ba
     config = base.root / "config"
     original = config.read_bytes()
     doc = json.loads(original)
-    doc["format_version"] = 3
+    doc["format_version"] = 4
     config.write_text(json.dumps(doc))
     for args in (["log"], ["checkout", "latest", "-o", base.tmp / "o"], ["commit", config]):
         line = assert_error(snap(capsys, *args, "--repo", base.root), 4)
-        assert "format version 3" in line
+        assert "format version 4" in line
     assert_error(run_snap("log", "--repo", str(base.root)), 4)
     config.write_bytes(original)
     base.intact()

@@ -487,8 +487,8 @@ def _edit(change: dict[str, object]) -> bytes:
 
 
 def test_config_unknown_version() -> None:
-    data = _edit({"format_version": 3})
-    assert cfg.peek_version(data) == 3
+    data = _edit({"format_version": 4})
+    assert cfg.peek_version(data) == 4
     with pytest.raises(CorruptError):
         cfg.decode(data)
     assert cfg.peek_version(_edit({"format_version": KeyError})) is None

@@ -6,6 +6,7 @@ and, when old readers would misread the new bytes, a new format version."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -17,9 +18,9 @@ from typing import Any
 import blake3
 import pytest
 
-from snapstore import codec
+from snapstore import codec, deltacodec
 from snapstore.errors import CorruptError
-from snapstore.format import FORMAT_VERSION
+from snapstore.format import DELTA_VERSION, FORMAT_VERSION
 from snapstore.format import config as config_fmt
 from snapstore.format import generation as generation_fmt
 from snapstore.format import index as index_fmt
@@ -71,6 +72,36 @@ def zstd_frame() -> bytes:
     return path.read_bytes()
 
 
+# Format 3: TEXT with a few bytes changed, stored as a delta against TEXT (as zstandard wrote
+# the frame when the vectors were made; decoders may not change what it decodes to).
+CHANGED = TEXT[:500] + b"a delta record holds only what changed" + TEXT[538:]
+DELTA_FRAME_FILE = "text-delta.zst"
+TEXT_ID = blake3.blake3(TEXT).digest()
+CONFIG_DELTA = dataclasses.replace(CONFIG, format_version=DELTA_VERSION, delta=True)
+
+
+def delta_frame() -> bytes:
+    path = VECTORS / DELTA_FRAME_FILE
+    if os.environ.get("SNAP_WRITE_VECTORS"):
+        payload = deltacodec.encode(CHANGED, TEXT_ID, TEXT)
+        path.write_bytes(payload[deltacodec.BASE_ID_SIZE :])
+    return path.read_bytes()
+
+
+def delta_pack_bytes() -> bytes:
+    """A pack of format 3: header, a zstd record (the base), a delta record against it, trailer."""
+    out = bytearray(pack_fmt.encode_pack_header(DELTA_VERSION))
+    table = bytearray()
+    for plain, codec_id, payload in (
+        (TEXT, codec.CODEC_ZSTD, zstd_frame()),
+        (CHANGED, codec.CODEC_DELTA, TEXT_ID + delta_frame()),
+    ):
+        cid = blake3.blake3(plain).digest()
+        table += pack_fmt.encode_table_entry(cid, len(out), codec_id, len(plain), len(payload))
+        out += pack_fmt.encode_record_header(cid, codec_id, len(plain), len(payload)) + payload
+    return bytes(out + pack_fmt.encode_trailer(bytes(table), len(out)))
+
+
 def pack_bytes() -> bytes:
     """A pack of format 2: header, a zstd record, a raw record, trailer."""
     out = bytearray(pack_fmt.encode_pack_header(FORMAT_VERSION))
@@ -115,6 +146,9 @@ TAGGED = {"tags": ("nightly", "vm-prod"), "hostname": "backup-01.example.org"}
 
 GENERATION = generation_fmt.Generation(bytes(range(16)), writing=True)
 LOCATION = ChunkLocation(PACK_ID, 16, 1234, 5678, codec.CODEC_ZSTD, 3)
+DELTA_LOCATION = ChunkLocation(
+    PACK_ID, 16, 1234, 5678, codec.CODEC_DELTA, 3, bytes(range(32)), ChunkId(TEXT_ID)
+)
 
 # A tree object with one entry of every kind (docs/FORMAT.md, "trees"), and the manifest of a
 # tree snapshot whose root names it.
@@ -192,6 +226,9 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "index-location.bin": lambda: index_fmt.encode_location(LOCATION),
     "index-garbage-key.bin": lambda: index_fmt.encode_garbage_key(PACK_ID, 4096),
     "generation.bin": lambda: generation_fmt.encode(GENERATION),
+    "config-delta.json": lambda: config_fmt.encode(CONFIG_DELTA),
+    "pack-delta.bin": delta_pack_bytes,
+    "index-location-delta.bin": lambda: index_fmt.encode_location(DELTA_LOCATION),
 }
 
 
@@ -241,6 +278,31 @@ def test_vectors_decode_to_their_inputs() -> None:
         "m",
     )
     assert (info.name, info.sequence, info.chunk_refs) == ("vm.img", 1, 2)
+
+
+def test_delta_vectors_decode_to_their_inputs() -> None:
+    assert config_fmt.decode((VECTORS / "config-delta.json").read_bytes()) == CONFIG_DELTA
+    location = index_fmt.decode_location((VECTORS / "index-location-delta.bin").read_bytes())
+    assert location == DELTA_LOCATION and location.base == TEXT_ID
+    data = (VECTORS / "pack-delta.bin").read_bytes()
+    assert pack_fmt.check_pack_header(data, "pack", repo_version=DELTA_VERSION) == 3
+    with pytest.raises(CorruptError):  # a repository of format 2 holds no pack of version 3
+        pack_fmt.check_pack_header(data, "pack", repo_version=FORMAT_VERSION)
+    footer = pack_fmt.decode_footer(data[-pack_fmt.FOOTER_SIZE :], len(data))
+    assert footer is not None
+    count, table_offset, digest = footer
+    table = data[table_offset : table_offset + count * pack_fmt.TABLE_ENTRY_SIZE]
+    base, delta = pack_fmt.decode_table(table, digest, table_offset, "pack")
+    assert (base.codec, delta.codec) == (codec.CODEC_ZSTD, codec.CODEC_DELTA)
+    start = base.offset + pack_fmt.RECORD_HEADER_SIZE
+    plain = codec.decode(base.codec, data[start : start + base.stored_size], base.raw_size)
+    assert plain == TEXT
+    header = pack_fmt.decode_record_header(data[delta.offset :], "pack")
+    start = delta.offset + pack_fmt.RECORD_HEADER_SIZE
+    payload = data[start : start + header.stored_size]
+    assert pack_fmt.delta_base(header.codec, payload) == TEXT_ID == base.chunk_id
+    assert deltacodec.decode(payload, plain, header.raw_size) == CHANGED
+    assert blake3.blake3(CHANGED).digest() == header.chunk_id
 
 
 def _trailer_of(manifest: bytes) -> bytes:

@@ -116,6 +116,12 @@ class Backend(abc.ABC):
         """Which of ``names`` exist."""
         return {name for name, size in self.stat_many(names).items() if size is not None}
 
+    def remove_temp(self, *, skip: Sequence[str] = ()) -> int:
+        """Remove what puts killed midway left behind (a local backend's hidden temp files);
+        returns how many. Only while no put runs below it (the repository's write lock);
+        ``skip``: top-level directories left alone. Nothing where a put leaves nothing."""
+        return 0
+
     def close(self) -> None:
         """Release what the backend holds open. Calls after close are bugs."""
         return None

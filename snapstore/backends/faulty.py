@@ -2,7 +2,7 @@
 what a failure at any call leaves behind (docs/BACKENDS.md, "faulty").
 
 Calls are counted per operation (``put``, ``get``, ``stat``, ``stat_many``, ``list``,
-``delete``, ``usage``, ``open_append``, ``append.write``, ``append.checkpoint``,
+``delete``, ``usage``, ``remove_temp``, ``open_append``, ``append.write``, ``append.checkpoint``,
 ``append.seal``, ``punch``, ``lock``, ``create_exclusive``) and all together (``*``). A
 :class:`Fault` names the Nth call of one of them and what happens to it:
 
@@ -121,6 +121,10 @@ class FaultyBackend(Backend):
     def usage(self) -> int:
         self._plain("usage", "")
         return self.inner.usage()
+
+    def remove_temp(self, *, skip: Sequence[str] = ()) -> int:
+        self._plain("remove_temp", "")
+        return self.inner.remove_temp(skip=skip)
 
     def close(self) -> None:
         self.inner.close()

@@ -16,7 +16,7 @@ import fcntl
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
@@ -224,13 +224,14 @@ class LocalBackend(Backend):
         opens it and answers for links planted along it."""
         return fsio.pinned(self._root) / check_name(name)
 
-    def remove_temp(self) -> int:
+    def remove_temp(self, *, skip: Sequence[str] = ()) -> int:
         """Remove the temp files puts killed midway left; returns how many. Only while no
-        put runs (the repository's write lock)."""
+        put runs below it (the repository's write lock); ``skip``: top-level directories
+        left alone (``locks``: readers put lock objects beside a writer)."""
         removed = 0
         root = self._reopen_root()
         try:
-            for dfd, entry in local_walk.temp_files(root, _TEMP_MARK):
+            for dfd, entry in local_walk.temp_files(root, _TEMP_MARK, skip=frozenset(skip)):
                 with suppress(FileNotFoundError):
                     os.unlink(entry, dir_fd=dfd)
                     removed += 1

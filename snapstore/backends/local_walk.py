@@ -39,14 +39,17 @@ def names(dfd: int, path: str, prefix: str, root: Path) -> Iterator[str]:
                 os.close(sub)
 
 
-def temp_files(dfd: int, mark: str) -> Iterator[tuple[int, str]]:
-    """``(directory descriptor, entry)`` of every hidden file whose name holds ``mark``."""
+def temp_files(dfd: int, mark: str, *, skip: frozenset[str] = frozenset()) -> Iterator[tuple[int, str]]:
+    """``(directory descriptor, entry)`` of every hidden file whose name holds ``mark``,
+    except below the directories ``skip`` names (of the one open as ``dfd``)."""
     with os.scandir(dfd) as it:
         entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
     for entry, is_dir in entries:
         if not is_dir:
             if entry.startswith(".") and mark in entry:
                 yield dfd, entry
+            continue
+        if entry in skip:
             continue
         try:
             sub = fsio.open_dir(entry, what="directory", dir_fd=dfd)

@@ -32,6 +32,13 @@ def init(
     shared: Annotated[
         bool, typer.Option(help="Make repository files readable by others (default: owner only).")
     ] = False,
+    delta: Annotated[
+        bool,
+        typer.Option(
+            help="Store a changed chunk as a delta against the chunk that stood at its place "
+            "(repository format 3: older snap versions refuse it)."
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Create an empty repository."""
@@ -44,12 +51,12 @@ def init(
             raise UsageError("--shared is for local repositories", hint="set the mode on the server")
         backend = connect(root, create=True)
         try:
-            with Repository.init_backend(backend, chunker=params, codec_level=level) as r:
+            with Repository.init_backend(backend, chunker=params, codec_level=level, delta=delta) as r:
                 c = r.config
         finally:
             backend.close()
     else:
-        with Repository.init(root, chunker=params, codec_level=level, shared=shared) as r:
+        with Repository.init(root, chunker=params, codec_level=level, shared=shared, delta=delta) as r:
             c = r.config
     if json_output:
         emit_json(
@@ -65,6 +72,7 @@ def init(
                     "zero_run": c.chunker.zero_run,
                 },
                 "codec": {"name": c.codec.name, "level": c.codec.level},
+                "delta": c.delta,
             }
         )
     else:

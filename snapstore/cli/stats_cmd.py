@@ -17,7 +17,20 @@ from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import cut
 from snapstore.ops.space import exclusive_bytes
 from snapstore.ops.stats import repo_stats
+from snapstore.repo_space import DeltaTotals
 from snapstore.units import format_size
+
+
+def delta_doc(d: DeltaTotals) -> dict[str, int]:
+    return {
+        "full_chunks": d.full_chunks,
+        "full_raw_bytes": d.full_raw_bytes,
+        "full_stored_bytes": d.full_stored_bytes,
+        "delta_chunks": d.delta_chunks,
+        "delta_raw_bytes": d.delta_raw_bytes,
+        "delta_stored_bytes": d.delta_stored_bytes,
+        "delta_saved_bytes": d.saved_bytes,
+    }
 
 
 def stats(
@@ -53,6 +66,7 @@ def stats(
                 "compression_ratio": round(st.compression_ratio, 3),
                 "quota_bytes": quota,
             }
+            | ({} if st.deltas is None else {"deltas": delta_doc(st.deltas)})
         )
         return
     out(f"snapshots:          {st.snapshots}")
@@ -66,5 +80,12 @@ def stats(
     )
     out(f"dedup ratio:        {st.dedup_ratio:.2f}x")
     out(f"compression ratio:  {st.compression_ratio:.2f}x")
+    if st.deltas is not None:
+        d = st.deltas
+        out(f"full records:       {d.full_chunks} chunks, {format_size(d.full_stored_bytes)}")
+        out(
+            f"delta records:      {d.delta_chunks} chunks of {format_size(d.delta_raw_bytes)}, "
+            f"{format_size(d.delta_stored_bytes)} (saved about {format_size(d.saved_bytes)})"
+        )
     for s in snaps:
         out(f"  {s.hex[:12]}  {cut(s.name, 20):<20}  exclusive {format_size(exclusive[s.id])}")

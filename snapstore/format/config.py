@@ -8,7 +8,7 @@ from typing import Any
 
 from snapstore.chunkparams import validate
 from snapstore.errors import CorruptError, UsageError
-from snapstore.format import READABLE_VERSIONS
+from snapstore.format import DELTA_VERSION, READABLE_VERSIONS
 from snapstore.hashing import StreamHasher
 from snapstore.model import ChunkerParams, CodecParams, Config
 
@@ -61,6 +61,8 @@ def encode(config: Config) -> bytes:
     }
     if config.format_version >= 2:
         doc["cipher"] = config.cipher
+    if config.format_version >= DELTA_VERSION:
+        doc["delta"] = config.delta
     doc["checksum"] = _checksum(doc)
     return _canonical(doc)
 
@@ -116,6 +118,7 @@ def decode(data: bytes, *, ignore_bad_quota: bool = False) -> Config:
             quota_bytes=None if doc.get("quota_bytes") is None else _int(doc["quota_bytes"]),
             shared=bool(doc.get("shared", False)),
             cipher=str(doc.get("cipher", "none")),
+            delta=_bool(doc.get("delta", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptError("config", f"missing or bad field {exc}") from exc
@@ -123,6 +126,8 @@ def decode(data: bytes, *, ignore_bad_quota: bool = False) -> Config:
         raise CorruptError("config", f"format_version {config.format_version}")
     if config.cipher != "none" or (config.format_version < 2 and "cipher" in doc):
         raise CorruptError("config", f"unknown cipher {config.cipher!r}")
+    if config.delta != (config.format_version >= DELTA_VERSION) or ("delta" in doc) != config.delta:
+        raise CorruptError("config", f"delta {config.delta} in a config of format {config.format_version}")
     if config.hash_name != "blake3-256" or config.codec.name != "zstd":
         raise CorruptError("config", f"unknown hash {config.hash_name!r} or codec {config.codec.name!r}")
     if not 1 << 20 <= config.pack_target_size <= 1 << 32:
@@ -139,6 +144,12 @@ def decode(data: bytes, *, ignore_bad_quota: bool = False) -> Config:
         return dataclasses.replace(config, chunker=validate(config.chunker))
     except UsageError as exc:
         raise CorruptError("config", f"chunker: {exc.message}") from exc
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a boolean")
+    return value
 
 
 def _int(value: object) -> int:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import struct
 
 from snapstore.chunkparams import MAX_CHUNK_SIZE
-from snapstore.codec import CODEC_NAMES, CODEC_NONE
+from snapstore.codec import CODEC_DELTA, CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
 from snapstore.format.pack import PACK_HEADER_SIZE, RECORD_HEADER_SIZE
-from snapstore.model import ChunkLocation, PackId
+from snapstore.model import ChunkId, ChunkLocation, PackId
 
 INDEX_VERSION = 2  # 1: no owners, no exclusive table, no totals (upgraded by a recount)
 READABLE_INDEX_VERSIONS = (1, 2)
 _LOCATION_V1 = struct.Struct("<16sQIIBI")  # pack id, offset, stored, raw, codec, refcount
 _LOCATION = struct.Struct("<16sQIIBI32s")  # ... and owners (XOR of the referring snapshot ids)
 LOCATION_SIZE = _LOCATION.size  # 69
+_BASE = struct.Struct("<32s")  # after a delta's location: its base's chunk id (101 bytes in all)
+DELTAS = b"deltas"  # meta key: present once a delta record has been indexed
 _LOST = struct.Struct("<I32s")  # reference count, owners
 _TOTALS = struct.Struct("<4q")  # live chunks, their raw bytes, their pack bytes, unreferenced pack bytes
 _I64 = struct.Struct("<q")
@@ -44,7 +46,7 @@ def _corrupt(detail: str) -> CorruptError:
 def encode_location(loc: ChunkLocation, *, refcount: int | None = None, owners: bytes | None = None) -> bytes:
     """The entry of ``loc``, or of ``loc`` with another count and owners (counting: without
     making a new ChunkLocation per chunk)."""
-    return _LOCATION.pack(
+    value = _LOCATION.pack(
         loc.pack_id,
         loc.offset,
         loc.stored_size,
@@ -53,11 +55,17 @@ def encode_location(loc: ChunkLocation, *, refcount: int | None = None, owners: 
         loc.refcount if refcount is None else refcount,
         loc.owners if owners is None else owners,
     )
+    return value if loc.base is None else value + _BASE.pack(loc.base)
 
 
 def decode_location(data: bytes) -> ChunkLocation:
-    """A chunk entry of index version 2, or of version 1 (its owners unknown: zero)."""
-    if len(data) == _LOCATION.size:
+    """A chunk entry of index version 2 (a delta's with its base), or of version 1 (its
+    owners unknown: zero)."""
+    base = None
+    if len(data) == _LOCATION.size + _BASE.size:
+        pack_id, offset, stored, raw, codec, refs, owners = _LOCATION.unpack_from(data)
+        base = ChunkId(bytes(data[_LOCATION.size :]))
+    elif len(data) == _LOCATION.size:
         pack_id, offset, stored, raw, codec, refs, owners = _LOCATION.unpack(data)
     elif len(data) == _LOCATION_V1.size:
         pack_id, offset, stored, raw, codec, refs = _LOCATION_V1.unpack(data)
@@ -66,13 +74,15 @@ def decode_location(data: bytes) -> ChunkLocation:
         raise _corrupt(f"chunk entry of {len(data)} bytes")
     if codec not in CODEC_NAMES:
         raise _corrupt(f"chunk entry with unknown codec {codec}")
+    if (codec == CODEC_DELTA) != (base is not None):
+        raise _corrupt("chunk entry of a delta without its base, or a base without a delta")
     if not (0 < raw <= MAX_CHUNK_SIZE and 0 < stored <= raw) or (codec == CODEC_NONE and stored != raw):
         raise _corrupt(f"chunk entry with implausible sizes raw={raw} stored={stored}")
     if offset < PACK_HEADER_SIZE:
         raise _corrupt(f"chunk entry at offset {offset}, inside the pack header")
     if offset + RECORD_HEADER_SIZE + stored > MAX_FILE_OFFSET:
         raise _corrupt(f"chunk entry at offset {offset}, beyond any file's end")
-    return ChunkLocation(pack_id, offset, stored, raw, codec, refs, owners)
+    return ChunkLocation(pack_id, offset, stored, raw, codec, refs, owners, base)
 
 
 def encode_garbage_key(pack_id: bytes, offset: int) -> bytes:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import blake3
 
 from snapstore.chunkparams import MAX_CHUNK_SIZE
-from snapstore.codec import CODEC_NAMES, CODEC_NONE
+from snapstore.codec import CODEC_DELTA, CODEC_NAMES, CODEC_NONE
 from snapstore.errors import CorruptError
 from snapstore.format import READABLE_VERSIONS
-from snapstore.model import ChunkId
+from snapstore.model import Buffer, ChunkId
 
 PACK_MAGIC = b"SNAPPACK"
 PACK_HEADER = struct.Struct("<8sII")  # magic, format version, reserved (0)
@@ -30,6 +30,7 @@ RECORD_MAGIC = b"SNCK"
 _RECORD = struct.Struct("<4s32sB3xII")  # magic, chunk id, codec, pad, raw_size, stored_size
 _CRC = struct.Struct("<I")
 RECORD_HEADER_SIZE = _RECORD.size + _CRC.size  # 52
+DELTA_BASE_SIZE = 32  # a delta record's payload starts with its base's chunk id
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,18 @@ def decode_record_header(data: bytes | memoryview, what: str) -> RecordHeader:
         raise CorruptError(what, f"implausible sizes raw={raw_size} stored={stored_size}")
     if codec == CODEC_NONE and stored_size != raw_size:
         raise CorruptError(what, "raw record with stored_size != raw_size")
+    if codec == CODEC_DELTA and stored_size <= DELTA_BASE_SIZE:
+        raise CorruptError(what, "delta record shorter than its base id")
     return RecordHeader(ChunkId(chunk_id), codec, raw_size, stored_size)
+
+
+def delta_base(codec: int, payload: Buffer) -> ChunkId | None:
+    """The base chunk id of a delta record's payload (None for a record stored full)."""
+    if codec != CODEC_DELTA:
+        return None
+    if len(payload) <= DELTA_BASE_SIZE:
+        raise CorruptError("chunk record", "delta record shorter than its base id")
+    return ChunkId(bytes(payload[:DELTA_BASE_SIZE]))
 
 
 def find_record(buf: bytes, start: int) -> int:

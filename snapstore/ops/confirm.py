@@ -158,8 +158,13 @@ class Confirmation(Cursor):
                 self.stats.chunked_bytes += run[i].length
                 if outcome.kind is Kind.RECUT:
                     view = job.block.slice(run[i].offset, run[i].end)  # type: ignore[union-attr]
-                    job.batch = Batch(self.pool, self.worker.process_all)
-                    job.index = job.batch.add((view, None, outcome.chunk_id), run[i].length)
+                    prev = run[i].chunk_id
+                    if prev is None or not self.worker.repo.deltas:
+                        job.batch = Batch(self.pool, self.worker.process_all)
+                        job.index = job.batch.add((view, None, outcome.chunk_id), run[i].length)
+                    else:  # stored as a delta against what stood here, where that pays
+                        job.batch = Batch(self.pool, self.worker.process_changed)
+                        job.index = job.batch.add((view, outcome.chunk_id, prev), run[i].length)
                     job.batch.submit()
             else:
                 self.stats.confirmed += 1

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from snapstore.model import SnapshotInfo
 from snapstore.repo import Repository
+from snapstore.repo_space import DeltaTotals
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class RepoStats:
     stored_bytes: int  # pack bytes of live chunks (headers included)
     garbage_bytes: int  # pack bytes of unreferenced chunks (gc frees them)
     disk_bytes: int  # allocated blocks of the whole repository (du)
+    deltas: DeltaTotals | None = None  # live chunks stored full and as deltas (snap init --delta)
 
     @property
     def dedup_ratio(self) -> float:
@@ -41,4 +43,5 @@ def repo_stats(repo: Repository, snapshots: list[SnapshotInfo]) -> RepoStats:
         stored_bytes=totals.stored_bytes,
         garbage_bytes=totals.garbage_bytes,
         disk_bytes=repo.disk_usage(),
+        deltas=repo.delta_totals(),
     )

@@ -78,6 +78,16 @@ class ChunkWorker:
         4 KiB chunk)."""
         return self._finish_all([view for view, _, _ in calls], [self._identify(*call) for call in calls])
 
+    def process_changed(self, calls: list[tuple[memoryview, ChunkId, ChunkId]]) -> list[Outcome]:
+        """Store each changed chunk of a batch (its id ``known``) that stands where the
+        previous snapshot had ``prev``: tried as a delta against ``prev``'s keyframe where
+        the repository stores deltas (docs/FORMAT.md, "delta records")."""
+        found = self.repo.has_chunks([known for _, known, _ in calls])
+        return [
+            self._finish(view, known, indexed, prev)
+            for (view, known, prev), indexed in zip(calls, found, strict=True)
+        ]
+
     def confirm_all(self, calls: list[ConfirmCall]) -> list[Outcome]:
         """:meth:`confirm_chunk` for each chunk of a batch, in order (one index lookup)."""
         views = [window[:length] for window, length, *_ in calls]
@@ -151,13 +161,17 @@ class ChunkWorker:
             return Outcome(Kind.MISMATCH, cid)
         return cid
 
-    def _finish(self, view: memoryview, cid: ChunkId, indexed: bool) -> Outcome:
+    def _finish(self, view: memoryview, cid: ChunkId, indexed: bool, prev: ChunkId | None = None) -> Outcome:
         """Store the chunk ``cid`` unless it is stored (``indexed``: found by a batch's lookup;
-        if not, it is looked up again, as another worker may have stored it since)."""
+        if not, it is looked up again, as another worker may have stored it since).
+        ``prev``: the previous snapshot's chunk at its place, if known."""
         if indexed or self.repo.has_chunk(cid) or not self.claims.claim(cid):
             return Outcome(Kind.KNOWN, cid)
         try:
-            codec_id, payload = codec.encode(view, self.level)
+            if prev is not None and self.repo.deltas:
+                codec_id, payload = self.repo.encode_changed(cid, view, self.level, prev)
+            else:
+                codec_id, payload = codec.encode(view, self.level)
             stored = self.repo.put_encoded(cid, codec_id, len(view), payload)
         finally:
             self.claims.release(cid)

@@ -503,6 +503,13 @@ class IndexWriteTxn(IndexTxn):
         stored again: its old pack could not be read); one the lost table counts takes that
         count over."""
         old = self.get(chunk_id)
+        if loc.base is not None:
+            if self.get_meta(fmt.DELTAS) is None:
+                self.put_meta(fmt.DELTAS, b"\x01")
+            counted = old.refcount and old.base != loc.base if old is not None else self.get_lost(chunk_id)
+            if counted:
+                # (counted snapshots would not count the base: a writer stores it full)
+                raise CorruptError("index", f"chunk {chunk_id.hex()[:16]} counted already, stored as a delta")
         if old is not None:
             loc = replace(loc, refcount=old.refcount, owners=old.owners)
         else:

@@ -76,7 +76,8 @@ class ObjectPackWriter:
         self._write(fmt.encode_record_header(chunk_id, codec, raw_size, stored_size), payload)
         if self._table is not None:
             self._table += fmt.encode_table_entry(chunk_id, offset, codec, raw_size, stored_size)
-        return ChunkLocation(self.pack_id, offset, stored_size, raw_size, codec, 0)
+        base = fmt.delta_base(codec, payload)
+        return ChunkLocation(self.pack_id, offset, stored_size, raw_size, codec, 0, base=base)
 
     def sync(self, upto: int) -> None:
         if self._broken is not None:
