@@ -309,6 +309,61 @@ class CommandFailedError(SnapstoreError):
         self.status = status
 
 
+class RemoteError(SnapstoreError):
+    """A remote repository could not be reached, or its connection was lost or spoke
+    another protocol (docs/PROTOCOL.md): nothing more can be asked of the server."""
+
+    exit_code = 13
+
+
+class ConnectionLostError(RemoteError):
+    """``connecting``: the connection never came up (ssh failed, or no snap server answered)."""
+
+    def __init__(self, where: str, reason: str, *, connecting: bool = False) -> None:
+        if connecting:
+            super().__init__(
+                f"cannot reach {where}: {reason}",
+                hint="check the address and SNAP_RSH, and that snapstore is installed on the server "
+                "(--remote-snap, SNAP_REMOTE_SNAP)",
+            )
+        else:
+            super().__init__(
+                f"connection to {where} lost: {reason}",
+                hint="what was published before stays; rerun the command (a commit reuses what was sent)",
+            )
+        self.where = where
+        self.reason = reason
+
+
+class ProtocolError(RemoteError):
+    """The other side is not a snap server, or speaks a protocol version this snap does not."""
+
+    def __init__(self, where: str, detail: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{where}: {detail}", hint=hint)
+        self.where = where
+        self.detail = detail
+
+
+class AccessDeniedError(SnapstoreError):
+    """The server refuses the request: a path outside ``--restrict-to-path``, or a removal on
+    an ``--append-only`` server."""
+
+    exit_code = 14
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+
+
+class ServerError(SnapstoreError):
+    """An error the server met of a class the client does not rebuild: its message, hint and
+    exit code as the server sent them (docs/PROTOCOL.md, "errors")."""
+
+    def __init__(self, message: str, *, hint: str | None, exit_code: int, kind: str) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+        self.kind = kind
+
+
 def translate_os_error(exc: OSError, where: str, *, output: bool = False) -> SnapstoreError:
     """Map an OSError met on the repository's own files (or, ``output``, on a checkout's
     output) to a snapstore error."""
@@ -339,4 +394,6 @@ EXIT_CODES: dict[str, int] = {
     "input": InputError.exit_code,
     "storage i/o": StorageIOError.exit_code,
     "command failed": CommandFailedError.exit_code,
+    "remote": RemoteError.exit_code,
+    "access denied": AccessDeniedError.exit_code,
 }

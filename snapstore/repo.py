@@ -18,7 +18,7 @@ from types import TracebackType
 
 from snapstore import chunkset, codec, recovery, repo_delta, repo_files, repo_index, repo_verify
 from snapstore.backends.base import Backend
-from snapstore.errors import CorruptError, SnapstoreError, UsageError
+from snapstore.errors import AccessDeniedError, CorruptError, SnapstoreError, UsageError
 from snapstore.format import manifest as manifest_fmt
 from snapstore.gcplan import record_span
 from snapstore.hashing import chunk_id as hash_chunk
@@ -170,13 +170,15 @@ class Repository(Listing, Maintenance, Trees):
         ignore_bad_quota: bool = False,
         lock: bool = True,
         lock_wait: float = 0.0,
+        owns_backend: bool = False,
     ) -> Repository:
         """Open the repository kept as objects of ``backend`` (the caller closes the backend
-        after the repository). Its index is a cache in ``cache_dir``, by default
+        after the repository, unless ``owns_backend``: closing the repository, or failing to
+        open it, closes the backend too). Its index is a cache in ``cache_dir``, by default
         ``$XDG_CACHE_HOME/snapstore/<repository id>/`` (``~/.cache/...``); the rest is as
         :meth:`open`. Locks are lock objects (docs/BACKENDS.md, "locks without flock")."""
         return cls._open_at(
-            partial(BackendLocation, backend, cache_dir),
+            partial(BackendLocation, backend, cache_dir, owns_backend),
             mode,
             rebuild_index=rebuild_index,
             ignore_bad_quota=ignore_bad_quota,
@@ -227,6 +229,8 @@ class Repository(Listing, Maintenance, Trees):
         location = make_location()
         locks: list[RepoLock] = []
         try:
+            if mode is Mode.EXCLUSIVE and location.append_only:
+                raise _append_only(location.root)
             config = location.load_config(ignore_bad_quota=ignore_bad_quota)
             root = location.root
             file_mode = 0o644 if config.shared else 0o600
@@ -508,6 +512,8 @@ class Repository(Listing, Maintenance, Trees):
         manifest. A damaged manifest counted whole before it was damaged names chunks it can
         no longer tell: all counts are then recomputed, so that none of them stays held."""
         self._require(Mode.WRITE)
+        if self._location.append_only:
+            raise _append_only(self.root)
         refs, damage = recovery.read_chunk_set(self._snapshots, snapshot_id)
         with self._index.read() as r:
             listed = snapshot_id in set(r.iter_damaged())
@@ -538,6 +544,13 @@ class Repository(Listing, Maintenance, Trees):
 
     def restore_reserve(self) -> bool:
         return self._location.restore_reserve(self.file_mode)
+
+
+def _append_only(root: Path) -> AccessDeniedError:
+    return AccessDeniedError(
+        f"{root} is served append-only: snapshots cannot be removed nor space freed",
+        hint="run rm, gc, prune or repair with a key the server does not restrict",
+    )
 
 
 class ChunkPrefetch:

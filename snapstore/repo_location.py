@@ -9,13 +9,15 @@ import logging
 import os
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PosixPath
+from typing import Self
 
 from snapstore.backends.base import Backend
 from snapstore.chunkparams import validate
 from snapstore.errors import (
     CorruptError,
     ObjectNotFoundError,
+    RemoteError,
     RepositoryNotFoundError,
     SnapstoreError,
     UsageError,
@@ -31,7 +33,7 @@ from snapstore.storage import fsio
 from snapstore.storage.index import Index
 from snapstore.storage.kinds import Packs, Pins, Snapshots
 from snapstore.storage.lock import Lock
-from snapstore.storage.objlock import ObjectLock
+from snapstore.storage.objlock import BackendFlock, ObjectLock
 from snapstore.storage.objpacks import ObjectPackStore
 from snapstore.storage.objpins import ObjectPinStore
 from snapstore.storage.objsnapshots import ObjectSnapshotStore
@@ -42,11 +44,13 @@ from snapstore.storage.snapshots import SnapshotStore
 CONFIG = "config"
 GENERATION = "generation"
 log = logging.getLogger(__name__)
-RepoLock = Lock | ObjectLock
+RepoLock = Lock | ObjectLock | BackendFlock
 
 
 class LocalLocation:
     """A repository directory, each layout directory pinned (storage/dirs.py)."""
+
+    append_only = False
 
     def __init__(self, root: Path) -> None:
         self.root = root  # as the user named it (messages)
@@ -107,13 +111,18 @@ class LocalLocation:
 
 class BackendLocation:
     """A repository kept as objects of ``backend`` (which the caller owns and closes); its
-    index is a cache in ``cache_dir`` (default :func:`default_cache_dir`)."""
+    index is a cache in ``cache_dir`` (default :func:`default_cache_dir`). ``owns_backend``:
+    closing the location closes the backend too."""
 
-    def __init__(self, backend: Backend, cache_dir: Path | None = None) -> None:
+    def __init__(self, backend: Backend, cache_dir: Path | None = None, owns_backend: bool = False) -> None:
         self.backend = backend
-        self.root = Path(f"{type(backend).__name__.lower()}:")  # messages only
+        self._where = getattr(backend, "where", None)  # a remote backend's address
+        self.root: Path = Shown(self._where or f"{type(backend).__name__.lower()}:")  # messages only
         self._cache_dir = cache_dir
+        self._owns_backend = owns_backend
         self._repository_id = ""
+        # a server that refuses removals (snap serve --append-only): no rm, gc, prune, repair
+        self.append_only = bool(getattr(backend, "append_only", False))
 
     def load_config(self, *, ignore_bad_quota: bool) -> Config:
         try:
@@ -122,7 +131,8 @@ class BackendLocation:
             raise RepositoryNotFoundError(self.root) from exc
         config = decode_config(data, self.root, ignore_bad_quota=ignore_bad_quota)
         self._repository_id = config.repository_id
-        self.root = Path(f"{type(self.backend).__name__.lower()}:{config.repository_id[:12]}")
+        if self._where is None:
+            self.root = Path(f"{type(self.backend).__name__.lower()}:{config.repository_id[:12]}")
         return config
 
     def open_layout(self, file_mode: int, *, writes: bool) -> None:
@@ -165,10 +175,15 @@ class BackendLocation:
         try:
             self.backend.put(GENERATION, generation_fmt.encode(settled), overwrite=True)
             mark_synced(index, settled.token)
+        except RemoteError:
+            pass  # the connection is gone: the command says so (the generation stays writing)
         except SnapstoreError as exc:
             log.warning("%s; index caches of this repository will be rebuilt", exc.message)
 
     def lock(self, name: str, file_mode: int) -> RepoLock:
+        caps = self.backend.capabilities
+        if caps.flock and not caps.local_path:  # a server's flock: released with the session
+            return BackendFlock(self.backend, f"locks/{name}")
         return ObjectLock(self.backend, f"locks/{name}")
 
     def save_config(self, config: Config, file_mode: int) -> None:
@@ -189,7 +204,23 @@ class BackendLocation:
         return True
 
     def close(self) -> None:
-        return None
+        if self._owns_backend:
+            self.backend.close()
+
+
+class Shown(PosixPath):
+    """A name for messages that is no local path (a remote address: ``Path`` would fold the
+    two slashes of ``ssh://``), shown as given."""
+
+    _shown = ""
+
+    def __new__(cls, shown: str) -> Self:
+        self = super().__new__(cls, shown)
+        self._shown = shown
+        return self
+
+    def __str__(self) -> str:
+        return self._shown or super().__str__()  # (a path made from it is a plain one)
 
 
 def default_cache_dir(repository_id: str) -> Path:

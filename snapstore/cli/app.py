@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 from contextlib import suppress
-from pathlib import Path
 from typing import Annotated
 
 import click
@@ -60,7 +59,16 @@ def _no_install(value: bool) -> None:
 
 
 def global_options(
-    repo: Annotated[Path | None, typer.Option("--repo", "-r", help=REPO_HELP)] = None,
+    repo: Annotated[str | None, typer.Option("--repo", "-r", help=REPO_HELP, click_type=click.Path())] = None,
+    remote_snap: Annotated[
+        str | None,
+        typer.Option(
+            "--remote-snap",
+            metavar="COMMAND",
+            envvar="SNAP_REMOTE_SNAP",
+            help="How ssh runs snap on a remote repository's server (default: snap).",
+        ),
+    ] = None,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="Print only results (ids, tables, JSON), warnings and errors."),
@@ -102,6 +110,7 @@ def global_options(
 
     Options before the command apply to it (snap -r REPO log); -r and --no-lock also work after it."""
     GLOBAL.repo = repo
+    GLOBAL.remote_snap = remote_snap
     GLOBAL.quiet = quiet
     GLOBAL.verbose = verbose
     GLOBAL.no_lock = no_lock

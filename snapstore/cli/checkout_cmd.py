@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -121,7 +120,7 @@ def _in_place(
     name: str | None,
     dry_run: bool,
     threads: int | None,
-    repo: Path | None,
+    repo: str | None,
     no_lock: bool,
     json_output: bool,
 ) -> None:

@@ -69,10 +69,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "completion",
         "Print the shell completion script for SHELL (see docs/CLI.md to install it).",
     ),
+    "serve": (
+        "snapstore.cli.serve_cmd",
+        "serve",
+        "Serve repositories of this machine to a remote snap (run by ssh: snap -r ssh://...).",
+    ),
     "config": ("snapstore.cli.config_cmd", "config_app", "Read or change repository settings (quota)."),
 }
 # Global options that take a value (to find the command's name after them).
-VALUED_OPTIONS = frozenset({"-r", "--repo", "--lock-wait", "--progress"})
+VALUED_OPTIONS = frozenset({"-r", "--repo", "--lock-wait", "--progress", "--remote-snap"})
 
 
 def command_named(argv: list[str]) -> str | None:

@@ -18,6 +18,7 @@ from snapstore.cli.common import (
     emit_json,
     info,
     locate,
+    open_located,
     progress_for,
     tell_state,
 )
@@ -89,7 +90,7 @@ def commit(
         Repository.init(root).close()
         info(f"created snapstore repository at {root.absolute()}")
     with (
-        Repository.open(root, Mode.WRITE, lock_wait=GLOBAL.lock_wait) as r,
+        open_located(root, Mode.WRITE) as r,
         progress_for(json_output) as progress,
     ):
         tell_state(r)

@@ -10,17 +10,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
+from snapstore.backends.base import Backend
 from snapstore.cli.options import GLOBAL as GLOBAL
 from snapstore.cli.options import REPO_HELP as REPO_HELP
 from snapstore.cli.options import GlobalOptions as GlobalOptions
-from snapstore.errors import RepositoryNotFoundError
+from snapstore.errors import RepositoryNotFoundError, UsageError
 from snapstore.progress import NULL_PROGRESS, Progress
+from snapstore.remote.address import SshAddress, parse_location
 from snapstore.repo import Mode, Repository, find_root
 from snapstore.selection import SnapshotFilter
+from snapstore.units import parse_duration
 
-RepoOption = Annotated[Path | None, typer.Option("--repo", "-r", help=REPO_HELP)]
+# a path or a remote address: a string (a Path would fold ssh://'s slashes), completed as a file name
+RepoOption = Annotated[str | None, typer.Option("--repo", "-r", help=REPO_HELP, click_type=click.Path())]
 NoLockOption = Annotated[
     bool,
     typer.Option(
@@ -53,17 +58,18 @@ def snapshot_filter(tags: list[str] | None, hosts: list[str] | None) -> Snapshot
     return SnapshotFilter.from_options(tags or (), hosts or ())
 
 
-def locate(repo: Path | None) -> Path | None:
+def locate(repo: str | None) -> Path | SshAddress | None:
     """The repository named by the command's ``-r``, else the global ``-r``, else
-    ``$SNAP_REPO``, else the nearest ``.snapstore`` up from the working directory."""
+    ``$SNAP_REPO``, else the nearest ``.snapstore`` up from the working directory: a local
+    path, or a remote repository's address (snapstore.remote.address)."""
     named = repo or GLOBAL.repo or os.environ.get("SNAP_REPO") or None
     if named is not None:
-        return Path(named)
+        return parse_location(named) or Path(named)
     return find_root(Path.cwd())
 
 
 def open_repo(
-    repo: Path | None,
+    repo: str | None,
     mode: Mode = Mode.READ,
     *,
     rebuild_index: bool = False,
@@ -77,16 +83,66 @@ def open_repo(
     root = locate(repo)
     if root is None:
         raise RepositoryNotFoundError(None)
-    opened = Repository.open(
+    opened = open_located(
         root,
         mode,
         rebuild_index=rebuild_index,
         ignore_bad_quota=ignore_bad_quota,
         lock=not (no_lock or GLOBAL.no_lock),
-        lock_wait=GLOBAL.lock_wait,
     )
     tell_state(opened, index=not reports_index)
     return opened
+
+
+def open_located(
+    root: Path | SshAddress,
+    mode: Mode,
+    *,
+    rebuild_index: bool = False,
+    ignore_bad_quota: bool = False,
+    lock: bool = True,
+) -> Repository:
+    """Open the repository at a local path or a remote address (its backend closed with it)."""
+    if isinstance(root, SshAddress):
+        return Repository.open_backend(
+            connect(root),
+            mode,
+            rebuild_index=rebuild_index,
+            ignore_bad_quota=ignore_bad_quota,
+            lock=lock,
+            lock_wait=GLOBAL.lock_wait,
+            owns_backend=True,
+        )
+    return Repository.open(
+        root,
+        mode,
+        rebuild_index=rebuild_index,
+        ignore_bad_quota=ignore_bad_quota,
+        lock=lock,
+        lock_wait=GLOBAL.lock_wait,
+    )
+
+
+def connect(address: SshAddress, *, create: bool = False) -> Backend:
+    """The backend of a remote repository: ``$SNAP_RSH`` (default ``ssh``) runs
+    ``--remote-snap``/``$SNAP_REMOTE_SNAP`` (default ``snap``) ``serve --stdio`` on its host;
+    a request not answered in ``$SNAP_REMOTE_TIMEOUT`` (default 120 s) fails with exit 13."""
+    from snapstore.remote.client import RemoteBackend
+
+    timeout_text = os.environ.get("SNAP_REMOTE_TIMEOUT") or "120"
+    try:
+        timeout = float(timeout_text)
+    except ValueError:
+        timeout = parse_duration(timeout_text).total_seconds()
+    if timeout <= 0:
+        raise UsageError(f"SNAP_REMOTE_TIMEOUT {timeout_text!r} is not a positive duration")
+    return RemoteBackend.connect(
+        address,
+        rsh=os.environ.get("SNAP_RSH") or "ssh",
+        remote_snap=GLOBAL.remote_snap or "snap",
+        create=create,
+        timeout=timeout,
+    )
 
 
 def tell_state(r: Repository, *, index: bool = True) -> None:

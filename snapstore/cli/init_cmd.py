@@ -5,15 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from snapstore.chunkparams import parse_spec
-from snapstore.cli.common import JsonOption, RepoOption, emit_json, out
+from snapstore.cli.common import GLOBAL, JsonOption, RepoOption, connect, emit_json, out
+from snapstore.errors import UsageError
+from snapstore.remote.address import SshAddress, parse_location
 from snapstore.repo import REPO_DIR_NAME, Repository
 
 
 def init(
-    path: Annotated[Path | None, typer.Argument(help="Where to create it (default: ./.snapstore).")] = None,
+    path: Annotated[
+        str | None,
+        typer.Argument(
+            help="Where to create it: a path or ssh://[USER@]HOST/PATH (default: ./.snapstore).",
+            click_type=click.Path(),
+        ),
+    ] = None,
     repo: RepoOption = None,
     chunker: Annotated[
         str,
@@ -33,11 +42,22 @@ def init(
     json_output: JsonOption = False,
 ) -> None:
     """Create an empty repository."""
-    root = path or repo or Path(REPO_DIR_NAME)
-    with Repository.init(
-        root, chunker=parse_spec(chunker), codec_level=level, shared=shared, delta=delta
-    ) as r:
-        c = r.config
+    named = path if path is not None else repo or GLOBAL.repo
+    address = parse_location(named) if named else None
+    root: Path | SshAddress = address or Path(named or REPO_DIR_NAME)
+    params = parse_spec(chunker)
+    if isinstance(root, SshAddress):
+        if shared:
+            raise UsageError("--shared is for local repositories", hint="set the mode on the server")
+        backend = connect(root, create=True)
+        try:
+            with Repository.init_backend(backend, chunker=params, codec_level=level, delta=delta) as r:
+                c = r.config
+        finally:
+            backend.close()
+    else:
+        with Repository.init(root, chunker=params, codec_level=level, shared=shared, delta=delta) as r:
+            c = r.config
     if json_output:
         emit_json(
             {

@@ -4,9 +4,11 @@ imported here: ``snap --help`` and the app itself need only this)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO_HELP = "Repository path (default: $SNAP_REPO, else the nearest .snapstore/ up from here)."
+REPO_HELP = (
+    "Repository: a path, ssh://[USER@]HOST[:PORT]/PATH or [USER@]HOST:PATH "
+    "(default: $SNAP_REPO, else the nearest .snapstore/ up from here)."
+)
 
 
 @dataclass
@@ -14,7 +16,8 @@ class GlobalOptions:
     """The options given before the command (``snap -r REPO -q log``); a command's own
     ``-r``/``--no-lock`` after it take precedence."""
 
-    repo: Path | None = None
+    repo: str | None = None
+    remote_snap: str | None = None  # the command that runs snap on a remote repository's server
     no_lock: bool = False
     quiet: bool = False
     verbose: bool = False

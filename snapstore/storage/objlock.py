@@ -20,7 +20,7 @@ import json
 import logging
 import secrets
 import time
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 from snapstore.backends.base import Backend
@@ -139,3 +139,56 @@ def _decode(record: bytes) -> object:
         return json.loads(record)
     except (ValueError, RecursionError):
         return None
+
+
+class BackendFlock:
+    """A repository lock over a backend that declares ``flock`` (a remote server's, or a
+    local directory's): the backend's own lock on the object ``locks/<name>``, which the
+    kernel releases when its holder (here or on the server) dies: never stale. The same file
+    local ``snap`` locks, so local and remote writers keep each other out."""
+
+    interrupted_holder: str | None = None  # not recorded
+
+    def __init__(self, backend: Backend, name: str) -> None:
+        self._backend = backend
+        self._name = name
+        self._held: AbstractContextManager[None] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    def acquire(
+        self, *, exclusive: bool, repo: Path, what: str, reader: bool = False, wait: float = 0.0
+    ) -> None:
+        """Take the lock; LockedError if another holder has it ``wait`` seconds (or at once)."""
+        deadline = time.monotonic() + wait
+        while True:
+            held = self._backend.lock(self._name, exclusive=exclusive)
+            try:
+                held.__enter__()
+            except LockedError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(repo, what) from None
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+                continue
+            self._held = held
+            return
+
+    def upgrade(self, *, repo: Path, what: str) -> None:
+        """Shared -> exclusive; LockedError (shared again) if another holder has it. Not
+        atomic (as flock's own conversion): the shared lock is dropped first."""
+        self.release()
+        try:
+            self.acquire(exclusive=True, repo=repo, what=what)
+        except LockedError:
+            self.acquire(exclusive=False, repo=repo, what=what)
+            raise
+
+    def release(self) -> None:
+        """Let the lock go. Never fails: a backend failing now (a lost connection) has let
+        it go with its holder."""
+        held, self._held = self._held, None
+        if held is not None:
+            with suppress(SnapstoreError):
+                held.__exit__(None, None, None)

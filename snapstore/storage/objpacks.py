@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from snapstore.backends.base import AppendWriter, Backend
-from snapstore.errors import CorruptError, ObjectNotFoundError, SnapstoreError
+from snapstore.errors import CorruptError, ObjectNotFoundError, RemoteError, SnapstoreError
 from snapstore.format import pack as fmt
 from snapstore.gcplan import merge
 from snapstore.model import Buffer, ChunkLocation, PackId
@@ -119,6 +119,8 @@ class ObjectPackWriter:
             out.seal()
             kept = self._backend.get(self.name, 0, self.indexed_size)
             self._backend.put(self.name, kept, overwrite=True)
+        except RemoteError:
+            pass  # the connection is gone: the command says so, and gc cuts the pack back
         except SnapstoreError as exc:
             log.warning("could not cut pack %s back: %s", self.pack_id.hex(), exc.message)
 
