@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
@@ -47,15 +48,7 @@ class ObjectLock:
         self, *, exclusive: bool, repo: Path, what: str, reader: bool = False, wait: float = 0.0
     ) -> None:
         """Take the lock; LockedError if another holder has it ``wait`` seconds (or at once)."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                self._take(exclusive, repo, what)
-                return
-            except LockedError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        _polling(wait, lambda: self._take(exclusive, repo, what))
 
     def _take(self, exclusive: bool, repo: Path, what: str) -> None:
         if exclusive:
@@ -162,18 +155,16 @@ class BackendFlock:
         self, *, exclusive: bool, repo: Path, what: str, reader: bool = False, wait: float = 0.0
     ) -> None:
         """Take the lock; LockedError if another holder has it ``wait`` seconds (or at once)."""
-        deadline = time.monotonic() + wait
-        while True:
+
+        def take() -> None:
             held = self._backend.lock(self._name, exclusive=exclusive)
             try:
                 held.__enter__()
             except LockedError:
-                if time.monotonic() >= deadline:
-                    raise LockedError(repo, what) from None
-                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-                continue
+                raise LockedError(repo, what) from None
             self._held = held
-            return
+
+        _polling(wait, take)
 
     def upgrade(self, *, repo: Path, what: str) -> None:
         """Shared -> exclusive; LockedError (shared again) if another holder has it. Not
@@ -192,3 +183,16 @@ class BackendFlock:
         if held is not None:
             with suppress(SnapstoreError):
                 held.__exit__(None, None, None)
+
+
+def _polling(wait: float, take: Callable[[], None]) -> None:
+    """``take()`` until it does not raise LockedError, for at most ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            take()
+            return
+        except LockedError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
