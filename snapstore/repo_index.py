@@ -190,19 +190,21 @@ class CacheState:
     # can be (a writer is at work, died, or the object is missing or unreadable)
 
 
-def cache_token(path: Path, file_mode: int) -> bytes | None:
-    """The generation token the index at ``path`` was last in step with (None: unknown)."""
+def _open_if_synced(path: Path, file_mode: int, token: bytes, *, writes: bool) -> Index | None:
+    """The index at ``path``, opened, if it is in step with the generation ``token``; None
+    (closed again) if it is not, or cannot be read."""
     try:
-        index = Index(path, mode=file_mode, create=False, readonly=True)
+        index = Index(path, mode=file_mode, create=False, readonly=not writes)
     except SnapstoreError:
         return None
     try:
         with index.read(chunks=False) as r:
-            return r.get_meta(fmt.SYNCED)
+            if r.get_meta(fmt.SYNCED) == token:
+                return index
     except SnapstoreError:
-        return None
-    finally:
-        index.close()
+        pass
+    index.close()
+    return None
 
 
 def mark_synced(index: Index, token: bytes | None) -> None:
@@ -240,8 +242,10 @@ def open_index(
     except OSError as exc:
         raise translate_os_error(exc, str(path)) from exc
     if cache is not None and not rebuild:
-        if present and cache.synced is not None and cache_token(path, file_mode) == cache.synced:
-            return OpenedIndex(Index(path, mode=file_mode, create=False, readonly=not writes))
+        if present and cache.synced is not None:
+            synced = _open_if_synced(path, file_mode, cache.synced, writes=writes)
+            if synced is not None:
+                return OpenedIndex(synced)
         if not writes and cache.synced is None:
             index, temporary, report = temporary_index(packs, snapshots)
             return OpenedIndex(index, None, temporary, report)

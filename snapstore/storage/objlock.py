@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from pathlib import Path
+from typing import Any
 
 from snapstore.backends.base import Backend
 from snapstore.errors import LockedError, ObjectExistsError, ObjectNotFoundError, SnapstoreError
@@ -103,15 +104,14 @@ class ObjectLock:
         gone now (deleted here or by its holder meanwhile)."""
         try:
             record = self._backend.get(name)
-            if not holders.gone(_decode(record)):
+            info = _decode(record)
+            if info is None or not holders.gone(info):
                 return False
             if self._backend.get(name) != record:  # taken again meanwhile
                 return False
             self._backend.delete(name)
         except ObjectNotFoundError:
             return True
-        info = _decode(record)
-        assert isinstance(info, dict)
         log.warning(
             "removed the stale lock %s of pid %s on %s (%s), which is no longer running",
             name,
@@ -127,11 +127,13 @@ def _record() -> bytes:
     return json.dumps(holders.this_process()).encode()
 
 
-def _decode(record: bytes) -> object:
+def _decode(record: bytes) -> dict[str, Any] | None:
+    """A lock record's fields; None when it is not a JSON object."""
     try:
-        return json.loads(record)
+        info = json.loads(record)
     except (ValueError, RecursionError):
         return None
+    return info if isinstance(info, dict) else None
 
 
 class BackendFlock:
