@@ -38,7 +38,7 @@ def gone(info: object) -> bool:
         return True
     now = _start_ticks(pid)
     if now is None:
-        return not _exists(pid)
+        return not exists(pid)
     return isinstance(start, int) and start != now
 
 
@@ -60,7 +60,10 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
-def _exists(pid: int) -> bool:
+def exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (someone else's too)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):

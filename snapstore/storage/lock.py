@@ -34,7 +34,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from snapstore.errors import LockedError, translate_os_error
-from snapstore.storage import fsio
+from snapstore.storage import fsio, holders
 
 WRITE = "write"
 DATA = "data"
@@ -175,18 +175,6 @@ def describe_holder(record: bytes, *, live_only: bool) -> str | None:
     except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
         return None
     text = f"pid {pid} on {host} ({command})"
-    if host == socket.gethostname() and not _alive(pid):
+    if host == socket.gethostname() and not holders.exists(pid):
         return None if live_only else f"{text}, no longer running"
     return text
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
