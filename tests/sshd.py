@@ -83,6 +83,7 @@ def running_sshd(where: Path) -> Iterator[SshServer]:
         f"AuthorizedKeysFile {where / 'authorized_keys'}\nPidFile none\nStrictModes no\nUsePAM no\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
         "LogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n"
+        "Subsystem sftp internal-sftp\n"  # restic's sftp backend (the remote benchmark)
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation directory
