@@ -10,6 +10,9 @@ Run from the repository root::
     python bench/bench.py --tools snap,snap-fixed,borg   # FastCDC against fixed-size chunks
     python bench/bench.py --workload real       # only the image of real files
 
+(Repositories on another machine over ssh, against borg serve and restic over SFTP:
+bench/remote.py.)
+
 Two workloads (--workload, default both), each built in --work:
 - real (bench/realdata.py; needs root for a loop mount): a raw ext4 image filled with a seeded
   selection of this machine's own files (executables, libraries, text, compressed archives);

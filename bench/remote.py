@@ -15,7 +15,9 @@ and runs each tool against a fresh repository on the server:
 
 - snap: ``ssh://`` repository, ``snap serve --stdio`` on the far side (this checkout's);
 - borg: ``ssh://USER@127.0.0.1:PORT/PATH``, ``borg serve`` on the far side (-e none, zstd,3);
-- restic: ``sftp:`` repository through ``-o sftp.command=...`` (the server's internal-sftp).
+- restic: ``sftp:`` repository through ``-o sftp.command=...`` (the server's internal-sftp);
+- snap-local: snap with a local repository on the same disk, the reference for what the
+  link and the remote path cost (not a peer: the targets compare snap with borg and restic).
 
 Every tool reaches the server through the same command, bench/wire_rsh.py wrapped around the
 same ``ssh`` (same key, port and options), which counts the bytes the client sends to ssh
@@ -58,7 +60,7 @@ sys.path.insert(0, str(SOURCE_ROOT))  # the test suite's sshd (a package of this
 from tests.sshd import SSHD, SshServer, running_sshd
 
 VERSIONS = ("v1", "v2", "v3")
-TOOLS = ("snap", "restic", "borg")
+TOOLS = ("snap", "snap-local", "restic", "borg")
 WIRE_RSH = Path(__file__).resolve().with_name("wire_rsh.py")
 WIRE_LOG = "wire.log"  # in each tool's cache directory: a line per connection of the phase
 SYNTHETIC_DATA = 0.5
@@ -84,8 +86,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help="commit and check out v1..vN (default 3; 2 for a quicker smoke run)",
     )
-    p.add_argument("--tools", default=",".join(TOOLS), help="comma-separated, of snap,restic,borg")
-    p.add_argument("--rate", type=_size, default=None, help="limit each direction to this many bytes/s")
+    p.add_argument("--tools", default=",".join(TOOLS), help="comma-separated, of " + ",".join(TOOLS))
+    p.add_argument(
+        "--rate", type=_rate, default=None, help="limit each direction to this many bytes/s, e.g. 12M"
+    )
     p.add_argument("--warm", action="store_true", help="do not drop the page cache before each phase")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write all figures here")
     return p.parse_args(argv)
@@ -101,11 +105,22 @@ def _size(text: str) -> int:
     return size
 
 
+def _rate(text: str) -> int:
+    try:
+        rate = parse_size(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
+    if rate < 1024:
+        raise argparse.ArgumentTypeError("use at least 1K (bytes a second)")
+    return rate
+
+
 # The tools, over ssh --------------------------------------------------------------------
 
 
 def remote_tools(server: SshServer, rate: int | None) -> list[Tool]:
-    """snap, restic and borg (tools.py's settings) with their repository on ``server``."""
+    """snap, restic and borg (tools.py's settings) with their repository on ``server``, and
+    snap with a local one."""
     host = f"{server.user}@127.0.0.1"
 
     def rsh(ctx: Context) -> str:
@@ -158,7 +173,13 @@ def remote_tools(server: SshServer, rate: int | None) -> list[Tool]:
         env=lambda c: borg_env(c) | {"BORG_RSH": rsh(c)},
         note="ssh:// repository, borg serve on the server; -e none, --compression zstd,3, extract --sparse",
     )
-    return [snap, restic, borg]
+    reference = replace(
+        local["snap"],
+        name="snap-local",
+        in_place=None,
+        note="a local repository (no ssh): what the link costs",
+    )
+    return [snap, reference, restic, borg]
 
 
 class WireRun(ToolRun):
@@ -243,14 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         print_workload(work)
         measured: list[tuple[Measurement, WireCount, str]] = []
         for tool in tools:
-            progress(f"running {tool.name} over ssh ...")
+            progress(f"running {tool.name} ...")
             run = WireRun(tool, work, Settings(work_dir / "remote", cold, 1))
             for m in run.run(phases(versions)):
                 m.workload = work.kind
                 wire = run.wire.get(m.phase, WireCount())
                 progress(f"  {tool.name} {m.phase}: {m.status}, {m.seconds or 0:.1f} s, {wire}")
                 measured.append((m, wire, run.stdout.get(m.phase, "")))
-    rows = remote_rows(measured, work)
+    rows = remote_rows(measured)
     verdicts = targets(rows, work)
     print_remote(rows, [t.name for t in tools], verdicts)
     source_after = source_state()
