@@ -211,3 +211,32 @@ def test_a_dead_link_is_exit_13_after_the_timeout(tmp_path: Path, sshd: SshServe
     assert json.loads(run_snap("log", "--json", "-r", url, env=sshd.env()).stdout) == []
     res = run_snap("verify", "-r", url, env=sshd.env())
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("victim", ["ssh", "server"])
+def test_a_tree_checkout_killed_midway_leaves_only_whole_files(
+    tmp_path: Path, sshd: SshServer, victim: str
+) -> None:
+    wire = Wire(sshd, tmp_path, victim)
+    url = sshd.url(tmp_path / "repo")
+    assert run_snap("init", url, env=sshd.env()).returncode == 0
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(4):
+        (src / f"f{k}").write_bytes(random_bytes(2 << 20, seed=20 + k))
+    res = run_snap("commit", str(src), "-r", url, env=sshd.env())
+    assert res.returncode == 0, res.stderr
+    snapshot = res.stdout.decode().strip()
+    out = tmp_path / "out"
+    killed, _ = wire.run("checkout", snapshot, "-o", str(out), "-r", url, kill_after=5 << 20)
+    one_error_line(killed, 13, "connection to")
+    left = sorted(p.name for p in out.iterdir())
+    assert len(left) < 4, left  # (the drop came midway)
+    for name in left:  # every file under its name is whole
+        assert sha(out / name) == sha(src / name), name
+    res = run_snap("verify", "-r", url, env=sshd.env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    again = tmp_path / "again"
+    res = run_snap("checkout", snapshot, "-o", str(again), "-r", url, env=sshd.env())
+    assert res.returncode == 0, res.stderr
+    assert all(sha(again / f"f{k}") == sha(src / f"f{k}") for k in range(4))
