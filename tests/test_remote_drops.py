@@ -179,19 +179,26 @@ def test_a_checkout_killed_midway_leaves_no_output_and_a_rerun_finishes(
 @pytest.mark.parametrize("victim", ["ssh", "server"])
 def test_a_dead_link_is_exit_13_after_the_timeout(tmp_path: Path, sshd: SshServer, victim: str) -> None:
     """The ssh client or the server stopped (SIGSTOP) mid-commit: neither a reply nor room
-    to send comes, and after SNAP_REMOTE_TIMEOUT seconds snap says so and exits 13."""
+    to send comes, and after SNAP_REMOTE_TIMEOUT seconds (or --remote-timeout, which wins)
+    snap says so and exits 13."""
     url = sshd.url(tmp_path / "repo")
     assert run_snap("init", url, env=sshd.env()).returncode == 0
     big = tmp_path / "big.img"
     big.write_bytes(random_bytes(24 << 20, seed=5))
     pids = tmp_path / "victim.pid"
-    env = {**os.environ, **sshd.env(), "SNAP_REMOTE_TIMEOUT": "2"}
+    env = {**os.environ, **sshd.env()}  # (SNAP_REMOTE_TIMEOUT=120)
     if victim == "ssh":
         env["SNAP_RSH"] = f"sh -c 'echo $$ > {pids}; exec {sshd.rsh()} \"$@\"' sh"
+        env["SNAP_REMOTE_TIMEOUT"] = "2"
+        timeout = []
     else:
         env["SNAP_REMOTE_SNAP"] = f"echo $$ > {pids}; exec {REMOTE_SNAP}"
+        timeout = ["--remote-timeout", "2s"]
     proc = subprocess.Popen(
-        [*SNAP, "commit", str(big), "-r", url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*SNAP, *timeout, "commit", str(big), "-r", url],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     packs = tmp_path / "repo" / "packs"
     deadline = time.monotonic() + 120
