@@ -121,7 +121,7 @@ def test_a_rerun_after_a_commit_killed_past_half_sends_less_than_half(
     for moment, sent, resent in figures:
         assert resent < whole / 2, (victim, moment, whole, sent, resent)
         assert resent < whole - sent + (2 << 20), (victim, moment, whole, sent, resent)  # reused
-    res = run_snap("verify", "--read-data", "-r", url, env=sshd.env())
+    res = run_snap("verify", "-r", url, env=sshd.env())  # (--read-data: test_remote.py's ten drops)
     assert res.returncode == 0, res.stdout + res.stderr
     for snapshot in (*snapshots,)[:: len(snapshots) - 1]:  # the first and the last
         out = tmp_path / "out.img"
