@@ -69,6 +69,16 @@ def global_options(
             help="How ssh runs snap on a remote repository's server (default: snap).",
         ),
     ] = None,
+    remote_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--remote-timeout",
+            metavar="DURATION",
+            envvar="SNAP_REMOTE_TIMEOUT",
+            help="A remote repository's link is dead after DURATION (e.g. 30s, 5m) without progress: "
+            "exit 13 (default: 120s).",
+        ),
+    ] = None,
     quiet: Annotated[
         bool,
         typer.Option("--quiet", "-q", help="Print only results (ids, tables, JSON), warnings and errors."),
@@ -111,6 +121,7 @@ def global_options(
     Options before the command apply to it (snap -r REPO log); -r and --no-lock also work after it."""
     GLOBAL.repo = repo
     GLOBAL.remote_snap = remote_snap
+    GLOBAL.remote_timeout = remote_timeout
     GLOBAL.quiet = quiet
     GLOBAL.verbose = verbose
     GLOBAL.no_lock = no_lock

@@ -77,7 +77,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("snapstore.cli.config_cmd", "config_app", "Read or change repository settings (quota)."),
 }
 # Global options that take a value (to find the command's name after them).
-VALUED_OPTIONS = frozenset({"-r", "--repo", "--lock-wait", "--progress", "--remote-snap"})
+VALUED_OPTIONS = frozenset({"-r", "--repo", "--lock-wait", "--progress", "--remote-snap", "--remote-timeout"})
 
 
 def command_named(argv: list[str]) -> str | None:

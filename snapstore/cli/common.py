@@ -126,16 +126,17 @@ def open_located(
 def connect(address: SshAddress, *, create: bool = False) -> Backend:
     """The backend of a remote repository: ``$SNAP_RSH`` (default ``ssh``) runs
     ``--remote-snap``/``$SNAP_REMOTE_SNAP`` (default ``snap``) ``serve --stdio`` on its host;
-    a request not answered in ``$SNAP_REMOTE_TIMEOUT`` (default 120 s) fails with exit 13."""
+    a request not answered in ``--remote-timeout``/``$SNAP_REMOTE_TIMEOUT`` (default 120 s)
+    fails with exit 13."""
     from snapstore.remote.client import RemoteBackend
 
-    timeout_text = os.environ.get("SNAP_REMOTE_TIMEOUT") or "120"
+    timeout_text = GLOBAL.remote_timeout or os.environ.get("SNAP_REMOTE_TIMEOUT") or "120"
     try:
         timeout = float(timeout_text)
     except ValueError:
         timeout = parse_duration(timeout_text).total_seconds()
     if timeout <= 0:
-        raise UsageError(f"SNAP_REMOTE_TIMEOUT {timeout_text!r} is not a positive duration")
+        raise UsageError(f"--remote-timeout {timeout_text!r} is not a positive duration")
     return RemoteBackend.connect(
         address,
         rsh=os.environ.get("SNAP_RSH") or "ssh",

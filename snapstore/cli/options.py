@@ -18,6 +18,7 @@ class GlobalOptions:
 
     repo: str | None = None
     remote_snap: str | None = None  # the command that runs snap on a remote repository's server
+    remote_timeout: str | None = None  # a dead link's timeout (--remote-timeout, SNAP_REMOTE_TIMEOUT)
     no_lock: bool = False
     quiet: bool = False
     verbose: bool = False

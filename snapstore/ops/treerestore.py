@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from snapstore.errors import UsageError, translate_os_error
@@ -111,6 +112,10 @@ class _Restorer:
                 )  # fmt: skip
                 self.size += entry.size
                 self.set_meta(fd, entry, shown)
+            except BaseException:  # (a lost connection, a signal): no half-written file is left
+                with suppress(OSError):
+                    os.unlink(name, dir_fd=dir_fd)
+                raise
             finally:
                 os.close(fd)
         elif entry.kind == "symlink":

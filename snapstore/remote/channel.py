@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -80,6 +81,7 @@ class Channel:
             ) from None
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._out = self._proc.stdin.fileno()
+        os.set_blocking(self._out, False)  # (our end only): a send waits at most ``timeout``
         self._in = io.BufferedReader(io.FileIO(os.dup(self._proc.stdout.fileno()), "rb"), 1 << 20)
         self._proc.stdout.close()
         self._stderr_reader = threading.Thread(
@@ -136,10 +138,17 @@ class Channel:
             self._write(payload)
 
     def _write(self, data: Buffer) -> None:
+        """Write all of ``data``; a link that takes none of it for ``timeout`` seconds (ssh
+        stopped forwarding: a dead link, a stopped server) fails the channel."""
         view = memoryview(data).cast("B")
         try:
             while view:
-                written = os.write(self._out, view)
+                try:
+                    written = os.write(self._out, view)
+                except BlockingIOError:
+                    if not select.select([], [self._out], [], self.timeout)[1]:
+                        raise self.fail(f"no progress sending for {self.timeout:g} s") from None
+                    continue
                 view = view[written:]
         except OSError as exc:
             raise self.fail(f"sending failed ({exc.strerror or exc})") from None

@@ -37,6 +37,7 @@ class Server:
         self._locks: dict[int, AbstractContextManager[None]] = {}
         self._puts: dict[int, PutStream] = {}
         self._handles = iter(range(1, 1 << 62))
+        self._gone = False  # the output is broken: the client is gone
 
     def run(self) -> int:
         """Serve until the input ends; the exit status (0, or 13 for a broken protocol)."""
@@ -47,8 +48,6 @@ class Server:
                 self._answer(*frame)
         except ProtocolError:
             return ProtocolError.exit_code
-        except BrokenPipeError:
-            pass
         finally:
             self._end()
         return 0
@@ -73,10 +72,18 @@ class Server:
         self._reply({"id": request_id, "ok": result}, out)
 
     def _reply(self, header: Header, payload: bytes = b"") -> None:
-        self._out.write(wire.encode_frame(header, len(payload)))
-        if payload:
-            self._out.write(payload)
-        self._out.flush()
+        """Send a reply; once the client is gone, none (the requests that reached the server
+        whole are still carried out, as if their replies were lost on the way: a rerun then
+        reuses every append that arrived)."""
+        if self._gone:
+            return
+        try:
+            self._out.write(wire.encode_frame(header, len(payload)))
+            if payload:
+                self._out.write(payload)
+            self._out.flush()
+        except BrokenPipeError:
+            self._gone = True
 
     # -- requests ------------------------------------------------------------------------------
 
