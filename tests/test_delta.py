@@ -398,3 +398,62 @@ def test_gc_killed_at_many_points_never_leaves_a_delta_without_its_base(tmp_path
             assert file_sha(out) == file_sha(image)
         done = run_snap("verify", "--read-data", "-r", str(root))
         assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_a_delta_past_the_threshold_is_stored_full_and_becomes_the_next_keyframe(tmp_path: Path) -> None:
+    """Changes accumulate against a keyframe: each day rewrites two more 4 KiB blocks of every
+    64 KiB chunk (fixed-size chunks: each stays at its place), so a chunk's delta against its
+    keyframe grows day after day until it no longer pays (deltacodec.KEEP_BELOW); that day the
+    chunk is stored full, and the next day's chunk at its place is a delta against it."""
+    chunk, chunks, days = 64 << 10, 12, 6
+    rng = random.Random(5)
+    img = bytearray(text_bytes(chunk * chunks, 5))
+    root = tmp_path / "r"
+    Repository.init(
+        root, chunker=ChunkerParams("fixed", chunk, chunk, chunk), pack_target_size=1 << 20, delta=True
+    ).close()
+    ids, images = [], []
+    for day in range(days + 1):
+        if day:
+            for i in range(chunks):
+                for block in rng.sample(range(chunk // 4096), 2):
+                    at = i * chunk + block * 4096
+                    img[at : at + 4096] = rng.randbytes(4096)
+        path = tmp_path / f"day{day}.img"
+        path.write_bytes(img)
+        images.append(path)
+        with Repository.open(root, Mode.WRITE) as repo:
+            ids.append(commit_file(repo, path, name="vm.img").snapshot.id)
+    refreshed = 0
+    with Repository.open(root, Mode.READ) as repo:
+        # per day, per place: (chunk id, its base or None when stored full)
+        places: list[list[tuple[ChunkId, ChunkId | None]]] = []
+        for sid in ids:
+            row = []
+            for record in repo.iter_records(sid):
+                if not isinstance(record, ChunkRef):
+                    continue
+                loc = repo.get_location(record.chunk_id)
+                assert loc is not None
+                if loc.codec == codec.CODEC_DELTA:  # each delta pays against storing it full
+                    full = codec.encode(repo.get_chunk(record.chunk_id), 3)[1]
+                    assert loc.stored_size < len(full) * deltacodec.KEEP_BELOW * 1.1
+                row.append((record.chunk_id, loc.base))
+            places.append(row)
+        for i in range(chunks):
+            history = [row[i] for row in places]
+            assert history[0][1] is None and history[1][1] == history[0][0]  # day 1: against day 0
+            keyframe = history[0][0]
+            for day in range(1, days + 1):
+                cid, base = history[day]
+                if base is None:  # stored full: the new keyframe
+                    assert history[day - 1][1] is not None, f"place {i}: stored full twice running"
+                    keyframe = cid
+                    refreshed += day < days
+                else:
+                    assert base == keyframe, f"place {i}, day {day}: a delta against an old keyframe"
+        for sid, image in zip(ids, images, strict=True):
+            assert content_sha(repo, sid) == file_sha(image)
+    assert refreshed >= chunks  # every place got a new keyframe, and a delta against it after
+    done = run_snap("verify", "--read-data", "-r", str(root))
+    assert done.returncode == 0, done.stderr + done.stdout
