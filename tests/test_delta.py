@@ -338,6 +338,27 @@ def test_chain_benchmark_runs(tmp_path: Path) -> None:
     assert results["snap-delta"]["repo_bytes"][-1] < results["snap"]["repo_bytes"][-1]
 
 
+def test_bench_py_runs_the_chain(tmp_path: Path) -> None:
+    """``bench/bench.py --chain`` hands day 0 (here: --image) to bench/chain.py, snap with
+    snap --delta."""
+    source = tmp_path / "source.img"
+    source.write_bytes(text_bytes(3 << 20, 8) + random.Random(8).randbytes(1 << 20) + bytes(12 << 20))
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    args = ["--chain", "clustered", "--image", str(source), "--size", "16M", "--days", "2", "--tools", "snap"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--work", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "w" / "chain-clustered" / "chain.json").read_text())
+    assert [r["tool"] for r in results] == ["snap", "snap-delta"]
+    assert all(r["identical"] for result in results for r in result["restore"].values())
+    assert all(len(result["repo_bytes"]) == 3 for result in results)
+
+
 def test_tree_snapshot_files_stored_as_deltas_and_restored(tmp_path: Path) -> None:
     images = day_images(tmp_path, 2)
     src = tmp_path / "src"
