@@ -138,7 +138,7 @@ CASES = [
     (op, kind) for op in OPERATIONS for kind in ("memory", "put-only") if (op, kind) != ("commit", "memory")
 ]
 # A repository of deltas (issue 15): what writes, moves or drops delta records and their bases.
-DELTA_CASES = [(op, "delta") for op in ("gc", "gc-repack", "prune-quota", "repair", "commit")]
+DELTA_CASES = [(op, "delta") for op in ("gc-repack", "prune-quota", "repair", "commit")]
 DELTA_POINTS = 3  # (the sweeps of every kind of repository cover the rest)
 
 
