@@ -388,6 +388,37 @@ def test_tree_snapshot_files_stored_as_deltas_and_restored(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_commit_of_deltas_killed_at_many_points(tmp_path: Path) -> None:
+    """``snap commit`` of day 2 (its changed chunks stored as deltas against day 0's) killed
+    with SIGKILL at moments spread over its run: each time, the snapshots there read back
+    identical, the commit run again succeeds, with deltas, and verify --read-data is clean."""
+    images = day_images(tmp_path, 2)
+    golden = tmp_path / "golden"
+    ids = commit_days(golden, images[:2])
+    argv = ["commit", str(images[2]), "--name", "vm.img", "--json"]
+    start = time.perf_counter()
+    assert run_snap(*argv, "-r", str(copy_repository(golden, tmp_path / "timed"))).returncode == 0
+    span = time.perf_counter() - start
+    landed = 0
+    for n in range(4):  # (the first part of the span is the process starting)
+        root = copy_repository(golden, tmp_path / "r")
+        commit = subprocess.Popen(
+            [*SNAP, *argv, "-r", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(span * (0.4 + 0.55 * n / 3))
+        commit.send_signal(signal.SIGKILL)
+        landed += commit.wait() == -signal.SIGKILL
+        with Repository.open(root, Mode.WRITE) as repo:  # the next writer's recovery
+            for sid, image in zip(ids, images, strict=False):
+                assert content_sha(repo, sid) == file_sha(image), f"kill {n}"
+            sid = commit_file(repo, images[2], name="vm.img").snapshot.id
+            assert deltas_of(repo, sid) and content_sha(repo, sid) == file_sha(images[2])
+        done = run_snap("verify", "--read-data", "-r", str(root))
+        assert done.returncode == 0, f"kill {n}: {done.stderr!r}"
+    assert landed >= 2, f"only {landed} kills landed mid-commit"
+
+
+@pytest.mark.slow
 def test_gc_killed_at_many_points_never_leaves_a_delta_without_its_base(tmp_path: Path) -> None:
     """``snap gc`` of a delta repository, after the snapshots that named the bases were
     removed, killed with SIGKILL at moments spread over its run: each time the next commit
