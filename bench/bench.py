@@ -9,6 +9,7 @@ Run from the repository root::
     python bench/bench.py --profile             # also: the machine's limits, where snap's time goes
     python bench/bench.py --tools snap,snap-fixed,borg   # FastCDC against fixed-size chunks
     python bench/bench.py --workload real       # only the image of real files
+    python bench/bench.py --chain scattered     # issue 15's 12-day chain (bench/chain.py)
 
 (Repositories on another machine over ssh, against borg serve and restic over SFTP:
 bench/remote.py.)
@@ -51,6 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import chain
 import limits
 from realdata import RealDataUnavailable, build_real_workload
 from report import (
@@ -156,6 +158,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also: snap's commit and checkout of v1 with 1, 2, ... threads (one per core at most), "
         "on the last workload",
     )
+    p.add_argument(
+        "--chain",
+        choices=("scattered", "clustered"),
+        default=None,
+        help="instead: the chain of bench/chain.py (issue 15) on v1 of the workload (real where it "
+        "can be built, else synthetic; or the first --image), --size of it: --days days, each "
+        "rewriting 1%% of its allocated 4 KiB blocks at scattered places (clustered: in runs of "
+        "64); repository size after each day and restore times of the oldest and newest day, for "
+        "snap, snap --delta and the peers of --tools",
+    )
+    p.add_argument("--days", type=int, default=12, help="with --chain: the number of days (default 12)")
     p.add_argument(
         "--rss-check",
         type=size_arg,
@@ -295,11 +308,38 @@ def build(kind: str, plan: Plan, work_dir: Path, seed: int, explicit: bool) -> W
         return None
 
 
+def run_chain(args: argparse.Namespace, work_dir: Path) -> int:
+    """--chain: day 0 built (v1 of the workload) or given (--image), then bench/chain.py."""
+    if args.image:
+        source = args.image[0]
+    else:
+        images = work_dir / "images"
+        kind = "synthetic" if args.workload == "synthetic" else "real"
+        if kind == "real":
+            try:
+                source = build_real_workload(images, args.size, args.seed, versions=("v1",)).images["v1"].path
+            except RealDataUnavailable as exc:
+                if args.workload == "real":
+                    print(f"bench.py: the real-data workload cannot be built here: {exc}", file=sys.stderr)
+                    return 2
+                kind = "synthetic"
+        if kind == "synthetic":
+            source = build_workload(images, args.size, args.seed, versions=("v1",)).images["v1"].path
+    wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
+    tools = [x for t in wanted for x in ((t, "snap-delta") if t == "snap" else (t,))]
+    argv = ["--source", str(source), "--size", str(args.size), "--days", str(args.days)]
+    argv += ["--work", str(work_dir / f"chain-{args.chain}"), "--tools", ",".join(tools)]
+    chain.main(argv + (["--clustered"] if args.chain == "clustered" else []))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # interleave with progress
     work_dir = args.work.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
+    if args.chain:
+        return run_chain(args, work_dir)
     plan = make_plan(args)
     tools, tool_notes = choose_tools(plan.tools, args.threads)
     cold, cache_note = cache_mode(args.warm)

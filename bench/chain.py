@@ -5,6 +5,7 @@ the repository size after every day and the restore time of the oldest and newes
 snap (full chunks), snap --delta, rdiff-backup, restic and borg (those installed).
 
     python bench/chain.py --source IMAGE --size 256M --days 12 --work /tmp/chain
+    python bench/bench.py --chain scattered --size 1G   # the same, day 0 built by bench.py
 
 Day 0 is ``--size`` bytes of ``--source`` from ``--offset`` (a real disk image), its zero
 blocks left as holes. Nothing here is asserted: the figures go into the report.
@@ -138,7 +139,7 @@ def chain(tool: str, days: list[Path], work: Path) -> dict[str, object]:
     return {"tool": tool, "repo_bytes": sizes, "commit_seconds": commit_s, "restore": restore}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--offset", type=size_arg, default=0)
@@ -147,7 +148,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--clustered", action="store_true")
     parser.add_argument("--tools", default="snap,snap-delta,rdiff-backup,restic,borg")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     days = make_days(args.source, args.offset, args.size, args.days, args.work / "days", args.clustered)
     results = []
     for tool in args.tools.split(","):

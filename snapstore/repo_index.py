@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapstore import codec, recovery
-from snapstore.errors import CorruptError, RepositoryError, SnapstoreError, translate_os_error
+from snapstore.errors import CorruptError, IntegrityError, RepositoryError, SnapstoreError, translate_os_error
 from snapstore.format import index as fmt
 from snapstore.format import pack as pack_fmt
 from snapstore.hashing import chunk_id as hash_chunk
@@ -87,11 +87,13 @@ def rebuild(index: Index, packs: Packs, snapshots: Snapshots) -> RebuildReport:
 
 
 def _with_base(packs: Packs, chunk_id: ChunkId, loc: ChunkLocation) -> ChunkLocation | None:
-    """A delta record's location with its base, read from its payload (None: unreadable,
-    not indexed: without its base it cannot be counted right)."""
+    """A delta record's location with its base, read from its payload (None: damaged, not
+    indexed: without its base it cannot be counted right). A read that fails (an I/O error,
+    no space) is not damage: it stops the rebuild, which would otherwise leave out a chunk
+    that is there."""
     try:
         return replace(loc, base=pack_fmt.delta_base(loc.codec, packs.read_record(loc, chunk_id)))
-    except SnapstoreError as exc:
+    except (CorruptError, IntegrityError) as exc:
         log.warning("delta record of chunk %s not indexed: %s", chunk_id.hex()[:16], exc)
         return None
 

@@ -29,7 +29,11 @@ class PutOnlyBackend(MemoryBackend):
     capabilities = Capabilities()
 
 
-BACKENDS: dict[str, Callable[[], MemoryBackend]] = {"memory": MemoryBackend, "put-only": PutOnlyBackend}
+BACKENDS: dict[str, Callable[[], MemoryBackend]] = {
+    "memory": MemoryBackend,
+    "put-only": PutOnlyBackend,
+    "delta": MemoryBackend,  # a repository of format 3 (snap init --delta): changed chunks as deltas
+}
 
 
 def sha(data: bytes) -> str:
@@ -79,25 +83,41 @@ class MemRepo:
 def new_repo(kind: str, tmp: Path) -> MemRepo:
     backend = BACKENDS[kind]()
     cache = tmp / "cache"
-    Repository.init_backend(backend, cache_dir=cache, chunker=SMALL_CHUNKER, pack_target_size=MiB).close()
+    Repository.init_backend(
+        backend, cache_dir=cache, chunker=SMALL_CHUNKER, pack_target_size=MiB, delta=kind == "delta"
+    ).close()
     return MemRepo(backend, cache)
+
+
+def scattered(data: bytearray, rng: random.Random, offsets: tuple[int, ...], length: int = 300) -> None:
+    """``length`` new bytes at each offset: a chunk's small change, stored as a delta against
+    the chunk at its place in a delta repository."""
+    for off in offsets:
+        data[off : off + length] = rng.randbytes(length)
 
 
 def two_disks_and_scratch(kind: str, tmp: Path, seed: int = 21) -> tuple[MemRepo, bytes]:
     """As tests/test_faults.py's base: two versions of "disk" (random, text and zeros), one
     "scratch" of random bytes; and the content of a third version of "disk" that crosses
-    into a new pack."""
+    into a new pack. Of kind "delta", the versions differ by small scattered changes: the
+    second's changed chunks are deltas whose bases only the first names, the third's are
+    deltas too."""
     repo = new_repo(kind, tmp)
     rng = random.Random(seed)
     v1 = bytearray(rng.randbytes(600_000) + text_bytes(300_000, seed=seed) + bytes(200_000))
     src = tmp / "src"
     for i in range(2):
-        if i:
+        if i and kind == "delta":
+            scattered(v1, rng, tuple(range(10_000, 900_000, 45_000)))
+        elif i:
             for off in (50_000, 400_000):
                 v1[off : off + 20_000] = rng.randbytes(20_000)
         repo.commit(bytes(v1), "disk", src)
     repo.commit(rng.randbytes(400_000), "scratch", src)
-    v1[700_000:760_000] = rng.randbytes(60_000)
+    if kind == "delta":
+        scattered(v1, rng, tuple(range(30_000, 900_000, 60_000)))
+    else:
+        v1[700_000:760_000] = rng.randbytes(60_000)
     return repo, bytes(v1) + rng.randbytes(700_000)
 
 

@@ -36,7 +36,7 @@ from snapstore.model import ChunkId, ChunkLocation, ChunkRef, SnapshotId
 from snapstore.ops.repair import repair
 from snapstore.ops.verify import affected
 from snapstore.storage.objpacks import pack_name
-from tests.backend_repos import MemRepo, new_repo
+from tests.backend_repos import MemRepo, new_repo, scattered
 from tests.helpers import content_sha, file_sha, text_bytes
 
 FLIPS = 8  # seeded positions per kind of object
@@ -260,6 +260,107 @@ def test_a_cut_or_lost_pack_names_the_snapshots_it_held(damage: str, base: Base,
     with repo.open(Mode.EXCLUSIVE, rebuild_index=True) as r:
         report = repair(r, read_data=True)
     assert set(report.damaged_snapshots) == hit, report
+
+
+# -- delta records (issue 15) ---------------------------------------------------------------------------
+
+
+@dataclass
+class Deltas:
+    """A delta repository: four days of "disk" (each changing a few bytes at scattered places:
+    the later days' changed chunks are deltas against day 0's chunks), day 0 removed (its
+    chunks stay as bases), and an unrelated "other"."""
+
+    repo: MemRepo
+    needs: dict[ChunkId, set[SnapshotId]]  # chunk -> the snapshots naming it or a delta against it
+    named: set[ChunkId]  # the chunks the snapshots name
+    locations: dict[ChunkId, ChunkLocation]
+    contents: dict[SnapshotId, bytes]
+
+
+@pytest.fixture(scope="module")
+def deltas(tmp_path_factory: pytest.TempPathFactory) -> Deltas:
+    tmp = tmp_path_factory.mktemp("corruption-delta")
+    repo = new_repo("delta", tmp)
+    rng = random.Random(15)
+    disk = bytearray(rng.randbytes(300_000) + text_bytes(400_000, seed=15))
+    contents = {}
+    for day in range(4):
+        if day:
+            scattered(disk, rng, tuple(rng.randrange(len(disk) - 300) for _ in range(6)))
+        contents[repo.commit(bytes(disk), "disk", tmp / "src")] = bytes(disk)
+    other = rng.randbytes(200_000)
+    contents[repo.commit(other, "other", tmp / "src")] = other
+    day0 = repo.names["disk"][0]
+    with repo.open(Mode.WRITE) as r:
+        r.remove_snapshot(day0)
+        locations = dict(r.chunk_locations())
+        needs: dict[ChunkId, set[SnapshotId]] = {}
+        named = set()
+        for sid in r.snapshot_ids():
+            for rec in r.iter_records(sid):
+                if isinstance(rec, ChunkRef):
+                    named.add(rec.chunk_id)
+                    base = locations[rec.chunk_id].base
+                    for cid in (rec.chunk_id,) if base is None else (rec.chunk_id, base):
+                        needs.setdefault(cid, set()).add(sid)
+    del repo.digests[day0], contents[day0]
+    return Deltas(repo, needs, named, locations, contents)
+
+
+@pytest.mark.parametrize("record", ["base", "delta"])
+def test_a_flipped_base_or_delta_names_exactly_the_snapshots_needing_it(
+    record: str, deltas: Deltas, tmp_path: Path
+) -> None:
+    """A flipped byte in the payload of a base (a keyframe, named by no snapshot left) or of a
+    delta: verify names exactly the snapshots that need it (a base: every one with a delta
+    against it); their checkouts fail cleanly, the others' succeed; repair drops the record
+    (a base: with every delta against it, which no longer decodes), names those snapshots,
+    and changes no pack byte; gc keeps the rest whole; committing the lost days again
+    heals them."""
+    if record == "base":
+        bases = {
+            loc.base for c, loc in deltas.locations.items() if loc.base is not None and c in deltas.named
+        }
+        pool = sorted(b for b in bases if b not in deltas.named)
+    else:
+        pool = sorted(c for c in deltas.named if deltas.locations[c].base is not None)
+    assert len(pool) >= 4, pool
+    rng = random.Random(f"delta-{record}")
+    for i, cid in enumerate(rng.sample(pool, 4)):
+        loc = deltas.locations[cid]
+        skip = 32 if record == "delta" else 0  # (past the base's id: the frame itself)
+        within = RECORD_HEADER_SIZE + skip + rng.randrange(loc.stored_size - skip)
+        repo = deltas.repo.copy(tmp_path / "cache")
+        edit(repo, pack_name(loc.pack_id), flip_at(loc.offset + within, rng.randrange(1, 256)))
+        when = f"{record} flip {i} at {within} in its record"
+        hit = deltas.needs[cid]
+        against = {c for c, other in deltas.locations.items() if other.base == cid}
+        assert (record == "base") == bool(against), when
+        assert hit and set(repo.digests) - hit, when  # (a checkout of the others must work)
+        named = judge(repo, hit, when, tmp_path / "out")
+        assert named == hit, f"{when}: verify names {named}, needing it: {hit}"
+        before = pack_bytes(repo)
+        with repo.open(Mode.EXCLUSIVE, rebuild_index=True) as r:
+            report = repair(r, read_data=True)
+        dropped = 1 + len(against & deltas.named)
+        assert report.dropped_corrupt >= dropped and set(report.damaged_snapshots) == hit, f"{when}: {report}"
+        assert pack_bytes(repo) == before, f"{when}: repair changed pack data"
+        with repo.open(Mode.EXCLUSIVE) as r:
+            snapstore.gc(r)
+        with repo.open() as r:
+            for sid in set(repo.digests) - hit:
+                assert content_sha(r, sid) == repo.digests[sid], f"{when}: {sid.hex()[:12]} after gc"
+        if i == 0:
+            for sid in sorted(hit):
+                src = tmp_path / "src"
+                src.write_bytes(deltas.contents[sid])
+                with repo.open(Mode.WRITE) as r:
+                    snapstore.commit_file(r, src, name="healing")
+            with repo.open(Mode.CHECK) as r:
+                assert snapstore.verify(r, read_data=True).ok, when
+                for sid in hit:
+                    assert content_sha(r, sid) == repo.digests[sid], f"{when}: not healed"
 
 
 # -- manifests -----------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import pytest
 import snapstore
 from snapstore import Mode
 from snapstore.backends import LocalBackend
+from snapstore.model import ChunkRef
 from snapstore.repo import Repository
 from tests.helpers import content_sha
 
@@ -43,6 +44,7 @@ class Place:
         self.objects = tmp / "objects"
         self.cache = tmp / "cache"
         self.expected: dict[str, str] = {}  # message -> sha256 of the content
+        self.required = "v0"  # a snapshot that must be listed
 
     def open(self, mode: Mode = Mode.READ) -> tuple[LocalBackend, Repository]:
         backend = LocalBackend(self.objects)
@@ -78,7 +80,7 @@ class Place:
         with backend, repo:
             listed = {s.message: s.id for s in repo.list_snapshots()}
             assert set(listed) <= set(self.expected), f"{when}: unknown {set(listed) - set(self.expected)}"
-            assert "v0" in listed, f"{when}: lost v0"
+            assert self.required in listed, f"{when}: lost {self.required}"
             for message, sid in listed.items():
                 assert content_sha(repo, sid) == self.expected[message], f"{when}: {message} differs"
         backend, repo = self.open(Mode.WRITE)
@@ -92,9 +94,9 @@ class Place:
             assert report.ok, f"{when}: {[(p.kind, p.detail) for p in report.problems]}"
 
 
-def _image(path: Path, rng: random.Random) -> str:
+def _image(path: Path, rng: random.Random, size: int = SIZE) -> str:
     data = bytearray()
-    for i in range(SIZE // MiB):
+    for i in range(size // MiB):
         data += (
             bytes(MiB) if i % 5 == 3 else (b"log %d\n" % i) * (MiB // 6) if i % 5 == 4 else rng.randbytes(MiB)
         )
@@ -107,6 +109,17 @@ def _modify(path: Path, rng: random.Random) -> str:
     for _ in range(12):
         at = rng.randrange(len(data) - MiB)
         data[at : at + MiB] = rng.randbytes(MiB)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _scatter(path: Path, rng: random.Random) -> str:
+    """A new version by 4 KiB writes at scattered places (a delta repository stores its
+    changed chunks as deltas)."""
+    data = bytearray(path.read_bytes())
+    for _ in range(100):
+        at = rng.randrange(len(data) // 4096) * 4096
+        data[at : at + 4096] = rng.randbytes(4096)
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
@@ -128,42 +141,57 @@ def _timed(place: Place, args: list[str]) -> float:
 
 
 @pytest.mark.slow
-def test_commit_and_gc_killed_at_many_points(tmp_path: Path, report_count: Any) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["full", "delta"])
+def test_commit_and_gc_killed_at_many_points(delta: bool, tmp_path: Path, report_count: Any) -> None:
+    """``delta``: a repository of deltas (issue 15), a 16 MiB image, each version 100
+    scattered 4 KiB writes, half the kill points; its gc then drops v0 too, whose chunks stay
+    as bases."""
     place = Place(tmp_path)
     backend = LocalBackend(place.objects, create=True)
     with backend:
-        Repository.init_backend(backend, cache_dir=place.cache, pack_target_size=MiB).close()
+        Repository.init_backend(backend, cache_dir=place.cache, pack_target_size=MiB, delta=delta).close()
     rng = random.Random(12)
     image = tmp_path / "disk.img"
-    place.expected["v0"] = _image(image, rng)
+    modify = _scatter if delta else _modify
+    points = KILL_POINTS // 2 if delta else KILL_POINTS
+    place.expected["v0"] = _image(image, rng, 16 * MiB if delta else SIZE)
     work = _timed(place, ["commit", str(image), "v0"])
-    place.expected["v1"] = _modify(image, rng)
+    place.expected["v1"] = modify(image, rng)
     work = min(work, _timed(place, ["commit", str(image), "v1"]))
     killed = 0
-    for i in range(KILL_POINTS):
+    for i in range(points):
         message = f"k{i}"
-        place.expected[message] = _modify(image, rng)
-        killed += _kill_at(place, ["commit", str(image), message], work, 0.8 * (i + 0.5) / KILL_POINTS)
+        place.expected[message] = modify(image, rng)
+        killed += _kill_at(place, ["commit", str(image), message], work, 0.8 * (i + 0.5) / points)
         place.restart()
         place.check(f"commit killed at point {i}")
-    assert killed >= KILL_POINTS // 2, f"only {killed} kills landed mid-commit"
-    # gc: drop all but v0 and the newest, then kill the repacking gc at points of its run.
+    assert killed >= points // 2, f"only {killed} kills landed mid-commit"
+    # gc: drop all but v0 (in a delta repository, v0 too) and the newest, then kill the
+    # repacking gc at points of its run.
     backend, repo = place.open(Mode.WRITE)
     with backend, repo:
-        doomed = [s.id for s in repo.list_snapshots() if s.message not in ("v0", message)]
+        newest = max(repo.list_snapshots(), key=lambda s: s.created)
+        kept = {newest.message} if delta else {"v0", newest.message}
+        doomed = [s.id for s in repo.list_snapshots() if s.message not in kept]
         for sid in doomed:
             repo.remove_snapshot(sid)
+        if delta:
+            locs = [
+                repo.get_location(r.chunk_id) for r in repo.iter_records(newest.id) if isinstance(r, ChunkRef)
+            ]
+            assert len([loc for loc in locs if loc is not None and loc.base is not None]) >= 5
+    place.required = newest.message
     gc_killed = 0
-    for i in range(KILL_POINTS // 2):
-        gc_killed += _kill_at(place, ["gc"], work, 0.8 * (i + 0.5) / (KILL_POINTS // 2))
+    for i in range(points // 2):
+        gc_killed += _kill_at(place, ["gc"], work, 0.8 * (i + 0.5) / (points // 2))
         place.restart()
         place.check(f"gc killed at point {i}")
     assert _timed(place, ["gc"]) > 0
     place.check("after the last gc")
     report_count(
         "crash",
-        "commit and gc over the local backend (SIGKILL)",
-        kill_points=KILL_POINTS + KILL_POINTS // 2,
+        f"commit and gc over the local backend (SIGKILL){', delta repository' if delta else ''}",
+        kill_points=points + points // 2,
         landed_mid_run=killed + gc_killed,
     )
 
@@ -172,6 +200,7 @@ KILLED_PUT = """
 import os, signal, sys
 from pathlib import Path
 from snapstore.backends import LocalBackend
+from snapstore.model import ChunkRef
 backend = LocalBackend(Path(sys.argv[1]))
 def parts():
     yield b"half an object " * 1000

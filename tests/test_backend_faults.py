@@ -39,7 +39,7 @@ import snapstore
 from snapstore import KeepPolicy, Mode
 from snapstore.backends import Backend, Fault, FaultyBackend
 from snapstore.errors import SnapstoreError
-from snapstore.model import SnapshotId
+from snapstore.model import ChunkId, ChunkRef, SnapshotId
 from snapstore.ops import gc
 from snapstore.ops.repair import repair
 from snapstore.ops.verify import VerifyReport
@@ -137,6 +137,9 @@ OPERATIONS = {
 CASES = [
     (op, kind) for op in OPERATIONS for kind in ("memory", "put-only") if (op, kind) != ("commit", "memory")
 ]
+# A repository of deltas (issue 15): what writes, moves or drops delta records and their bases.
+DELTA_CASES = [(op, "delta") for op in ("gc-repack", "prune-quota", "repair", "commit")]
+DELTA_POINTS = 3  # (the sweeps of every kind of repository cover the rest)
 
 
 @pytest.fixture(scope="module")
@@ -232,11 +235,11 @@ def sweep(op_name: str, kind: str, base: Base, tmp: Path, points: int | None) ->
     return outcomes
 
 
-@pytest.mark.parametrize(("op_name", "kind"), CASES)
+@pytest.mark.parametrize(("op_name", "kind"), CASES + DELTA_CASES)
 def test_every_nth_backend_call_fails(
     op_name: str, kind: str, bases: Callable[[str], Base], tmp_path: Path, report_count: Any
 ) -> None:
-    outcomes = sweep(op_name, kind, bases(kind), tmp_path, POINTS)
+    outcomes = sweep(op_name, kind, bases(kind), tmp_path, DELTA_POINTS if kind == "delta" else POINTS)
     report_count("faults", f"{op_name} on {kind} (backend calls sampled x {len(KINDS)} kinds)", **outcomes)
 
 
@@ -264,6 +267,69 @@ def test_the_sweeps_exercise_what_they_name(bases: Callable[[str], Base], tmp_pa
     pruned = OPERATIONS["prune-quota"].run(repo, repo.backend, base)
     assert isinstance(pruned, snapstore.PruneResult)
     assert [s.id for s in pruned.plan.drop] == [base.disk[0]] and pruned.plan.by_quota == (base.disk[0],)
+
+
+def _deltas(r: snapstore.Repository, sid: SnapshotId) -> dict[ChunkId, ChunkId]:
+    """The snapshot's chunks stored as deltas, with their bases."""
+    found = {}
+    for rec in r.iter_records(sid):
+        if isinstance(rec, ChunkRef):
+            loc = r.get_location(rec.chunk_id)
+            if loc is not None and loc.base is not None:
+                found[rec.chunk_id] = loc.base
+    return found
+
+
+def test_the_delta_sweeps_exercise_deltas(bases: Callable[[str], Base], tmp_path: Path) -> None:
+    """In the delta base, disk[1]'s changed chunks are deltas with bases only disk[0] names:
+    gc, after disk[0] is removed, keeps them (needed as bases) and the repacking gc moves
+    them; the commit stores deltas against disk[1]'s keyframes."""
+    base = bases("delta")
+    with base.repo.open() as r:
+        needed = set(_deltas(r, base.disk[1]).values())
+        named = {rec.chunk_id for rec in r.iter_records(base.disk[1]) if isinstance(rec, ChunkRef)}
+    assert len(needed - named) >= 5, needed
+    for name in ("gc", "gc-repack"):
+        repo = _case(base, OPERATIONS[name], tmp_path)
+        result = OPERATIONS[name].run(repo, repo.backend, base)
+        assert isinstance(result, gc.GcResult), result
+        assert result.plan.dead_chunks, (name, result.plan)
+        with repo.open() as r:
+            assert all(r.get_location(b) is not None for b in needed), name
+    repo = _case(base, OPERATIONS["commit"], tmp_path)
+    committed = OPERATIONS["commit"].run(repo, repo.backend, base)
+    assert isinstance(committed, snapstore.CommitResult)
+    with repo.open() as r:
+        assert len(_deltas(r, committed.snapshot.id)) >= 5
+
+
+def test_an_index_rebuild_never_leaves_out_a_delta_it_could_not_read(
+    bases: Callable[[str], Base], tmp_path: Path
+) -> None:
+    """Gets of an index rebuild (repair) of the delta base fail in turn with EIO (every third,
+    which meets reads of a delta record's base id): the rebuild fails (exit 11) or succeeds
+    whole, never leaving out a delta record whose base id it could not read (such a chunk
+    was once left out as if damaged: its snapshot then lost it)."""
+    base = bases("delta")
+
+    def rebuild(repo: MemRepo, backend: Backend) -> None:
+        with repo.open(Mode.EXCLUSIVE, backend, rebuild_index=True):
+            pass
+
+    counted = FaultyBackend(base.repo.backend)
+    rebuild(base.repo, counted)
+    outcomes: Counter[str] = Counter()
+    for nth in range(2, counted.calls["get"] + 1, 3):
+        repo = base.repo.copy(tmp_path / "cache")
+        try:
+            rebuild(repo, FaultyBackend(repo.backend, [Fault("get", nth, "eio")]))
+            outcomes["tolerated"] += 1
+        except SnapstoreError as exc:
+            assert exc.exit_code == 11, f"get {nth}: {type(exc).__name__} {exc}"
+            outcomes["failed cleanly"] += 1
+        repo.restart()
+        check(repo, set(repo.digests), f"index rebuild, EIO at get {nth}")
+    assert outcomes["failed cleanly"] >= 5, outcomes
 
 
 # -- checkout under read faults -------------------------------------------------------------------

@@ -284,6 +284,93 @@ def test_flipped_bytes_never_pass_silently(kind: str, base: Base, tmp_path: Path
     )
 
 
+# -- delta records (issue 15) ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def delta_base(tmp_path_factory: pytest.TempPathFactory) -> Base:
+    """A delta repository: four days of "disk" (a few bytes changed at scattered places each
+    day: the later days' changed chunks are deltas against day 0's), day 0 removed (its
+    chunks stay as bases), and an unrelated "other". ``users``: the snapshots that name a
+    chunk or a delta against it."""
+    root = tmp_path_factory.mktemp("corruption-delta")
+    path = root / "base"
+    Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20, delta=True).close()
+    rng = random.Random(15)
+    disk = bytearray(rng.randbytes(300_000) + text_bytes(400_000, seed=15))
+    src = root / "src"
+    b = Base(path, {})
+    with Repository.open(path, Mode.EXCLUSIVE) as r:
+        days = []
+        for day in range(4):
+            for _ in range(6 if day else 0):
+                at = rng.randrange(len(disk) - 300)
+                disk[at : at + 300] = rng.randbytes(300)
+            src.write_bytes(disk)
+            days.append(commit_file(r, src, name="disk").snapshot.hex)
+            b.digests[days[-1]] = hashlib.sha256(disk).hexdigest()
+        other = rng.randbytes(200_000)
+        src.write_bytes(other)
+        sid = commit_file(r, src, name="other").snapshot.hex
+        b.digests[sid] = hashlib.sha256(other).hexdigest()
+        r.remove_snapshot(SnapshotId(bytes.fromhex(days[0])))
+        del b.digests[days[0]]
+        for sid in b.digests:
+            for rec in r.iter_records(SnapshotId(bytes.fromhex(sid))):
+                if isinstance(rec, ChunkRef):
+                    loc = r.get_location(rec.chunk_id)
+                    assert loc is not None
+                    for cid in (rec.chunk_id,) if loc.base is None else (rec.chunk_id, loc.base):
+                        b.users.setdefault(cid, set()).add(sid)
+    return b
+
+
+@pytest.mark.parametrize("record", ["base", "delta"])
+def test_flipped_base_or_delta_records_name_exactly_who_needs_them(
+    record: str, delta_base: Base, tmp_path: Path, report_count: Any
+) -> None:
+    """Flips in the payload of a base (a keyframe no snapshot left names) or of a delta, as
+    the other kinds above, through the real commands: verify (exit 5) names exactly the
+    snapshots that need the record (a base: every snapshot with a delta against it), their
+    checkouts fail cleanly, the others' succeed identical."""
+    repo = copy_repository(delta_base.path, tmp_path / "repo")
+    with Repository.open(repo) as r, r._index.read() as t:
+        locations = dict(t.iter_locations())
+        path_of = {cid: r._packs.path(loc.pack_id) for cid, loc in locations.items()}
+        named = {
+            rec.chunk_id
+            for sid in delta_base.digests
+            for rec in r.iter_records(SnapshotId(bytes.fromhex(sid)))
+            if isinstance(rec, ChunkRef)
+        }
+    if record == "base":  # needed only as a base
+        chosen = sorted({loc.base for c, loc in locations.items() if loc.base and c in named} - named)
+    else:
+        chosen = sorted(c for c in named if locations[c].base is not None)
+    assert len(chosen) >= 3, chosen
+    rng = random.Random(f"flip-{record}")
+    flips = []
+    for cid in (rng.choice(chosen) for _ in range(12)):
+        loc = locations[cid]
+        skip = 32 if record == "delta" else 0  # (past the base's id: the frame itself)
+        offset = loc.offset + RECORD_HEADER_SIZE + skip + rng.randrange(loc.stored_size - skip)
+        flips.append(_flip(f"payload-{record}", path_of[cid], offset, rng, delta_base.users[cid]))
+    results = run_worker(flips, repo, delta_base, tmp_path)
+    assert len(results) == len(flips)
+    tally: Counter[str] = Counter()
+    for result in results:
+        judge(result, tally)
+        where = f"{result['kind']} flip at {result['offset']}"
+        assert set(result["verify"]["affected"]) == set(result["affected"]), where
+    assert tally["live"] == len(flips) and tally["checkouts failed (affected)"] >= len(flips), tally
+    report_count(
+        "corruption",
+        f"{record} record (delta repository)",
+        tried=len(flips),
+        reported=tally["reported by verify"],
+    )
+
+
 # -- lock files and pins: junk contents and names --------------------------------------------------------
 
 JUNK = [

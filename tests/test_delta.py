@@ -338,6 +338,27 @@ def test_chain_benchmark_runs(tmp_path: Path) -> None:
     assert results["snap-delta"]["repo_bytes"][-1] < results["snap"]["repo_bytes"][-1]
 
 
+def test_bench_py_runs_the_chain(tmp_path: Path) -> None:
+    """``bench/bench.py --chain`` hands day 0 (here: --image) to bench/chain.py, snap with
+    snap --delta."""
+    source = tmp_path / "source.img"
+    source.write_bytes(text_bytes(3 << 20, 8) + random.Random(8).randbytes(1 << 20) + bytes(12 << 20))
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    args = ["--chain", "clustered", "--image", str(source), "--size", "16M", "--days", "2", "--tools", "snap"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, "--work", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "w" / "chain-clustered" / "chain.json").read_text())
+    assert [r["tool"] for r in results] == ["snap", "snap-delta"]
+    assert all(r["identical"] for result in results for r in result["restore"].values())
+    assert all(len(result["repo_bytes"]) == 3 for result in results)
+
+
 def test_tree_snapshot_files_stored_as_deltas_and_restored(tmp_path: Path) -> None:
     images = day_images(tmp_path, 2)
     src = tmp_path / "src"
@@ -364,6 +385,37 @@ def test_tree_snapshot_files_stored_as_deltas_and_restored(tmp_path: Path) -> No
         assert file_sha(out / "vm" / "disk.img") == file_sha(images[2])
     done = run_snap("verify", "--read-data", "-r", str(root))
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+@pytest.mark.slow
+def test_commit_of_deltas_killed_at_many_points(tmp_path: Path) -> None:
+    """``snap commit`` of day 2 (its changed chunks stored as deltas against day 0's) killed
+    with SIGKILL at moments spread over its run: each time, the snapshots there read back
+    identical, the commit run again succeeds, with deltas, and verify --read-data is clean."""
+    images = day_images(tmp_path, 2)
+    golden = tmp_path / "golden"
+    ids = commit_days(golden, images[:2])
+    argv = ["commit", str(images[2]), "--name", "vm.img", "--json"]
+    start = time.perf_counter()
+    assert run_snap(*argv, "-r", str(copy_repository(golden, tmp_path / "timed"))).returncode == 0
+    span = time.perf_counter() - start
+    landed = 0
+    for n in range(4):  # (the first part of the span is the process starting)
+        root = copy_repository(golden, tmp_path / "r")
+        commit = subprocess.Popen(
+            [*SNAP, *argv, "-r", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(span * (0.4 + 0.55 * n / 3))
+        commit.send_signal(signal.SIGKILL)
+        landed += commit.wait() == -signal.SIGKILL
+        with Repository.open(root, Mode.WRITE) as repo:  # the next writer's recovery
+            for sid, image in zip(ids, images, strict=False):
+                assert content_sha(repo, sid) == file_sha(image), f"kill {n}"
+            sid = commit_file(repo, images[2], name="vm.img").snapshot.id
+            assert deltas_of(repo, sid) and content_sha(repo, sid) == file_sha(images[2])
+        done = run_snap("verify", "--read-data", "-r", str(root))
+        assert done.returncode == 0, f"kill {n}: {done.stderr!r}"
+    assert landed >= 2, f"only {landed} kills landed mid-commit"
 
 
 @pytest.mark.slow
@@ -398,3 +450,62 @@ def test_gc_killed_at_many_points_never_leaves_a_delta_without_its_base(tmp_path
             assert file_sha(out) == file_sha(image)
         done = run_snap("verify", "--read-data", "-r", str(root))
         assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_a_delta_past_the_threshold_is_stored_full_and_becomes_the_next_keyframe(tmp_path: Path) -> None:
+    """Changes accumulate against a keyframe: each day rewrites two more 4 KiB blocks of every
+    64 KiB chunk (fixed-size chunks: each stays at its place), so a chunk's delta against its
+    keyframe grows day after day until it no longer pays (deltacodec.KEEP_BELOW); that day the
+    chunk is stored full, and the next day's chunk at its place is a delta against it."""
+    chunk, chunks, days = 64 << 10, 12, 6
+    rng = random.Random(5)
+    img = bytearray(text_bytes(chunk * chunks, 5))
+    root = tmp_path / "r"
+    Repository.init(
+        root, chunker=ChunkerParams("fixed", chunk, chunk, chunk), pack_target_size=1 << 20, delta=True
+    ).close()
+    ids, images = [], []
+    for day in range(days + 1):
+        if day:
+            for i in range(chunks):
+                for block in rng.sample(range(chunk // 4096), 2):
+                    at = i * chunk + block * 4096
+                    img[at : at + 4096] = rng.randbytes(4096)
+        path = tmp_path / f"day{day}.img"
+        path.write_bytes(img)
+        images.append(path)
+        with Repository.open(root, Mode.WRITE) as repo:
+            ids.append(commit_file(repo, path, name="vm.img").snapshot.id)
+    refreshed = 0
+    with Repository.open(root, Mode.READ) as repo:
+        # per day, per place: (chunk id, its base or None when stored full)
+        places: list[list[tuple[ChunkId, ChunkId | None]]] = []
+        for sid in ids:
+            row = []
+            for record in repo.iter_records(sid):
+                if not isinstance(record, ChunkRef):
+                    continue
+                loc = repo.get_location(record.chunk_id)
+                assert loc is not None
+                if loc.codec == codec.CODEC_DELTA:  # each delta pays against storing it full
+                    full = codec.encode(repo.get_chunk(record.chunk_id), 3)[1]
+                    assert loc.stored_size < len(full) * deltacodec.KEEP_BELOW * 1.1
+                row.append((record.chunk_id, loc.base))
+            places.append(row)
+        for i in range(chunks):
+            history = [row[i] for row in places]
+            assert history[0][1] is None and history[1][1] == history[0][0]  # day 1: against day 0
+            keyframe = history[0][0]
+            for day in range(1, days + 1):
+                cid, base = history[day]
+                if base is None:  # stored full: the new keyframe
+                    assert history[day - 1][1] is not None, f"place {i}: stored full twice running"
+                    keyframe = cid
+                    refreshed += day < days
+                else:
+                    assert base == keyframe, f"place {i}, day {day}: a delta against an old keyframe"
+        for sid, image in zip(ids, images, strict=True):
+            assert content_sha(repo, sid) == file_sha(image)
+    assert refreshed >= chunks  # every place got a new keyframe, and a delta against it after
+    done = run_snap("verify", "--read-data", "-r", str(root))
+    assert done.returncode == 0, done.stderr + done.stdout

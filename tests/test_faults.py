@@ -31,10 +31,11 @@ import lmdb
 import pytest
 
 from snapstore import Mode, Repository, commit_file
-from snapstore.model import SnapshotId
+from snapstore.model import ChunkRef, SnapshotId
 from snapstore.ops.verify import verify
 from snapstore.storage import appender, fsio
 from snapstore.storage.index import Index
+from tests.backend_repos import scattered
 from tests.conftest import SMALL_CHUNKER
 from tests.helpers import cli, content_sha, copy_repository, one_error_line, text_bytes
 
@@ -219,18 +220,21 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
-    root = tmp_path_factory.mktemp("faults")
+def _build(root: Path, *, delta: bool = False) -> Base:
+    """``delta``: a repository of deltas (issue 15) whose versions differ by small scattered
+    changes: disk[1]'s changed chunks are deltas with bases only disk[0] names (gc, after
+    disk[0] is removed, must keep them), the new content's are deltas too."""
     path = root / "base"
-    Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20).close()
+    Repository.init(path, chunker=SMALL_CHUNKER, pack_target_size=1 << 20, delta=delta).close()
     rng = random.Random(21)
     v1 = bytearray(rng.randbytes(600_000) + text_bytes(300_000, seed=21) + bytes(200_000))
     src = root / "src"
     b = Base(path, [], "")
     with Repository.open(path, Mode.WRITE) as r:
         for i in range(2):
-            if i:
+            if i and delta:
+                scattered(v1, rng, tuple(range(10_000, 900_000, 45_000)))
+            elif i:
                 for off in (50_000, 400_000):
                     v1[off : off + 20_000] = rng.randbytes(20_000)
             src.write_bytes(v1)
@@ -242,9 +246,22 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
         s = commit_file(r, src, name="scratch").snapshot
         b.scratch = s.hex
         b.digests[s.hex] = sha(scratch)
-    v1[700_000:760_000] = rng.randbytes(60_000)
+    if delta:
+        scattered(v1, rng, tuple(range(30_000, 900_000, 60_000)))
+    else:
+        v1[700_000:760_000] = rng.randbytes(60_000)
     b.new_content = bytes(v1) + rng.randbytes(700_000)  # crosses into a new pack
     return b
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
+    return _build(tmp_path_factory.mktemp("faults"))
+
+
+@pytest.fixture(scope="module")
+def delta_base(tmp_path_factory: pytest.TempPathFactory) -> Base:
+    return _build(tmp_path_factory.mktemp("faults-delta"), delta=True)
 
 
 @dataclass(frozen=True)
@@ -317,6 +334,36 @@ def run_op(op: Operation, repo: Path, src: Path, base: Base) -> tuple[int, str, 
 def test_every_write_fails_in_turn(
     op_name: str, base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report_count: Any
 ) -> None:
+    sweep(op_name, base, tmp_path, monkeypatch, report_count)
+
+
+@pytest.mark.parametrize("op_name", ["commit", "gc"])
+def test_every_write_of_a_delta_repository_fails_in_turn(
+    op_name: str, delta_base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report_count: Any
+) -> None:
+    """The sweep on a repository of deltas, every 6th call of the commit (storing deltas)
+    and every 3rd of the gc (keeping the bases only deltas need): verify --read-data after
+    each run reads every delta through its base."""
+    with Repository.open(delta_base.path) as r:
+        second = SnapshotId(bytes.fromhex(delta_base.disk[1]))
+        named = {rec.chunk_id for rec in r.iter_records(second) if isinstance(rec, ChunkRef)}
+        locs = [r.get_location(c) for c in named]
+        bases = {loc.base for loc in locs if loc is not None and loc.base is not None}
+        assert len(bases - named) >= 5, "disk[1] has deltas against chunks only disk[0] names"
+    step = {"commit": 6, "gc": 3}[op_name]
+    label = f"{op_name}, delta repository, every {step} calls"
+    sweep(op_name, delta_base, tmp_path, monkeypatch, report_count, label=label, step=step)
+
+
+def sweep(
+    op_name: str,
+    base: Base,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    report_count: Any,
+    label: str | None = None,
+    step: int = 1,
+) -> None:
     op = OPERATIONS[op_name]
     monkeypatch.setattr(appender, "CHECKPOINT_BYTES", 256 * 1024)  # checkpoints mid-commit too
     src = tmp_path / "disk"
@@ -336,7 +383,7 @@ def test_every_write_fails_in_turn(
     outcomes: Counter[str] = Counter()
     tolerated: Counter[str] = Counter()
     for err_no in (errno.ENOSPC, errno.EIO):
-        for n in range(1, total + 1):
+        for n in range(1, total + 1, step):
             repo = copy_repository(base.path, tmp_path / "work")
             op.prepare(repo, base)
             with injected(Faults(repo, n, err_no), monkeypatch) as faults:
@@ -371,7 +418,7 @@ def test_every_write_fails_in_turn(
     )
     report_count(
         "faults",
-        f"{op_name} ({total} calls x ENOSPC, EIO)",
+        f"{label or op_name} ({total} calls x ENOSPC, EIO)",
         injected=injected_total,
         failed_cleanly=outcomes["failed cleanly"],
         tolerated=outcomes["tolerated"],
