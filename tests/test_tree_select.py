@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from snapstore.errors import CorruptError, PartialSnapshotError, UsageError
 from snapstore.excludes import compile_excludes, parse_pattern, pattern_lines
 from snapstore.format import tree as tree_fmt
-from snapstore.model import ChunkId, SnapshotInfo, TreeEntry, TreeRoot
+from snapstore.model import ChunkId, SnapshotId, SnapshotInfo, TreeEntry, TreeRoot
 from snapstore.repo import Mode, Repository
 from tests.conftest import SNAP, have, run_snap
 from tests.helpers import cli, one_error_line
@@ -179,20 +179,25 @@ def test_excludes_leave_out_what_they_match_and_nothing_else(tmp_path: Path, rep
     assert doc["excludes"] == ["*.tmp", "!keep.tmp", "/top", "**/cache/", "/build/", "junk\udcff"]
     assert doc["unreadable"] == [] and doc["partial"] is False
     assert sorted(_tree(repo, _latest(repo))) == ["cache", "d", "d/c.txt", "d/top", "e", "keep.tmp"]
+    assert _latest(repo).excludes == tuple(doc["excludes"])  # recorded in the trailer
 
 
-def test_excludes_and_one_file_system_go_with_a_directory(tmp_path: Path, repo: Path) -> None:
-    (tmp_path / "f").write_bytes(b"x")
-    for args in (["-e", "*.tmp"], ["-x"], ["--exclude-file", str(tmp_path / "f")]):
-        res = cli("-r", repo, "commit", tmp_path / "f", *args)
-        assert res.code == 2, args
-        one_error_line(res.err)
-    res = cli("-r", repo, "commit", tmp_path, "--exclude-file", tmp_path / "none")
-    assert res.code == 3
-    assert "none: no such file" in one_error_line(res.err)
-    res = cli("-r", repo, "commit", tmp_path, "-e", "!")
-    assert res.code == 2
-    one_error_line(res.err)
+def test_excludes_in_the_trailer_round_trip_and_bad_ones_are_damage() -> None:
+    from snapstore.format import manifest as mf
+
+    fields = dict(name="n", created=datetime.now(UTC), message="", size=0, entries=1, chunk_refs=1,
+                  hostname="h", source="/s", kind="tree")  # fmt: skip
+    plain = mf.encode_trailer(**fields)  # type: ignore[arg-type]
+    assert b"excludes" not in plain  # none: the bytes a trailer always had
+    patterns = ("*.tmp", "!keep\udcff", "/top/")
+    body = mf.encode_trailer(**fields, excludes=patterns)[1:-12]  # type: ignore[arg-type]
+    sid = SnapshotId(bytes(32))
+    assert mf.decode_trailer(sid, body, "m").excludes == patterns
+    bads: list[object] = ["*.tmp", [""], [1], {}]
+    for bad in bads:
+        damaged = json.dumps({**json.loads(body), "excludes": bad}).encode()
+        with pytest.raises(CorruptError):
+            mf.decode_trailer(sid, damaged, "m")
 
 
 @pytest.fixture

@@ -192,6 +192,7 @@ def commit_tree(
             sequence=sequence,
             tags=tuple(sorted({*labels.tags, *partial})),
             hostname=labels.host,
+            excludes=excludes.texts,
         )
     except BaseException as exc:
         files.close()  # no thread may store a chunk while what is stored is flushed or dropped
