@@ -364,6 +364,22 @@ class ServerError(SnapstoreError):
         self.kind = kind
 
 
+class PartialSnapshotError(SnapstoreError):
+    """A tree commit made its snapshot, but left out entries it could not read (listed
+    before this error is raised); the snapshot is tagged ``partial``."""
+
+    exit_code = 15
+
+    def __init__(self, short_id: str, left_out: int) -> None:
+        super().__init__(
+            f"snapshot {short_id} is partial: {left_out} unreadable "
+            f"entr{'y' if left_out == 1 else 'ies'} left out",
+            hint="they are listed above; the snapshot is tagged 'partial'",
+        )
+        self.short_id = short_id
+        self.left_out = left_out
+
+
 def translate_os_error(exc: OSError, where: str, *, output: bool = False) -> SnapstoreError:
     """Map an OSError met on the repository's own files (or, ``output``, on a checkout's
     output) to a snapstore error."""
@@ -396,4 +412,5 @@ EXIT_CODES: dict[str, int] = {
     "command failed": CommandFailedError.exit_code,
     "remote": RemoteError.exit_code,
     "access denied": AccessDeniedError.exit_code,
+    "partial": PartialSnapshotError.exit_code,
 }

@@ -154,6 +154,7 @@ class SnapshotInfo:
     sequence: int | None = None  # one more than the highest of the snapshots before it
     tags: tuple[str, ...] = ()  # sorted, each once (snapstore.selection)
     kind: str = "file"  # "tree": a directory snapshot (docs/FORMAT.md, "trees")
+    excludes: tuple[str, ...] = ()  # a tree: the exclude patterns of its commit, in order
 
     @property
     def hex(self) -> str:

@@ -337,6 +337,7 @@ class Repository(Chunks, Listing, Maintenance, Trees):
         sequence: int | None,
         tags: tuple[str, ...] = (),
         hostname: str | None = None,
+        excludes: tuple[str, ...] = (),
     ) -> SnapshotInfo:
         """Close ``builder``'s manifest with its trailer and publish it (packs, then index and
         counts, then one atomic rename: :meth:`register_snapshot`). ``hostname``: recorded
@@ -353,6 +354,7 @@ class Repository(Chunks, Listing, Maintenance, Trees):
             sequence=sequence,
             tags=tags,
             kind=builder.kind,
+            excludes=excludes,
         )
         snapshot_id = self.register_snapshot(builder.writer, trailer, builder.chunk_ids)
         return self._snapshots.load_info(snapshot_id)

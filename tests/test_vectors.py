@@ -193,7 +193,8 @@ TREE_ROOT = TreeEntry(
 )
 
 
-def tree_manifest_bytes() -> bytes:
+def tree_manifest_bytes(**fields: Any) -> bytes:
+    """The tree manifest vector; with ``fields`` (excludes), one with those trailer fields."""
     return (
         mf.encode_header()
         + mf.encode_record(TreeRoot(TREE_ROOT))
@@ -208,8 +209,12 @@ def tree_manifest_bytes() -> bytes:
             source="/srv",
             sequence=2,
             kind="tree",
+            **fields,
         )
     )
+
+
+EXCLUDES = ("*.tmp", "/cache/", "!keep.tmp", "**/node_modules")
 
 
 BUILDERS: dict[str, Callable[[], bytes]] = {
@@ -223,6 +228,7 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "manifest-tags.bin": lambda: manifest_bytes(**TAGGED),
     "tree.bin": lambda: tree_fmt.encode_tree(reversed(TREE_ENTRIES)),
     "manifest-tree.bin": tree_manifest_bytes,
+    "manifest-tree-excludes.bin": lambda: tree_manifest_bytes(excludes=EXCLUDES),
     "index-location.bin": lambda: index_fmt.encode_location(LOCATION),
     "index-garbage-key.bin": lambda: index_fmt.encode_garbage_key(PACK_ID, 4096),
     "generation.bin": lambda: generation_fmt.encode(GENERATION),
@@ -319,6 +325,18 @@ def test_tagged_manifest_decodes_and_differs_only_in_its_trailer() -> None:
     assert info.tags == ("nightly", "vm-prod") and info.hostname == "backup-01.example.org"
     untagged = mf.decode_trailer(SnapshotId(blake3.blake3(plain).digest()), _trailer_of(plain), "m")
     assert untagged.tags == () and b"tags" not in plain  # no tags: no field, the old bytes
+
+
+def test_excludes_are_one_trailer_field_old_readers_ignore() -> None:
+    with_excludes = (VECTORS / "manifest-tree-excludes.bin").read_bytes()
+    plain = (VECTORS / "manifest-tree.bin").read_bytes()
+    records_end = len(plain) - len(_trailer_of(plain)) - mf.FOOTER_SIZE
+    assert with_excludes[:records_end] == plain[:records_end]
+    info = mf.decode_trailer(SnapshotId(b"\0" * 32), _trailer_of(with_excludes), "m")
+    assert info.excludes == EXCLUDES and b"excludes" not in plain
+    assert _snap_0_1_0_decode_trailer(_trailer_of(with_excludes)) == _snap_0_1_0_decode_trailer(
+        _trailer_of(plain)
+    )
 
 
 def _snap_0_1_0_decode_trailer(body: bytes) -> dict[str, object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,8 @@ from snapstore.cli.common import (
 )
 from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe, when
-from snapstore.errors import UsageError
+from snapstore.errors import InputError, InputNotFoundError, PartialSnapshotError, UsageError
+from snapstore.excludes import compile_excludes, pattern_lines
 from snapstore.ops.commit import commit_command, commit_file, commit_stream
 from snapstore.ops.treecommit import TreeCommitResult, commit_tree
 from snapstore.repo import REPO_DIR_NAME, Mode, Repository
@@ -66,6 +68,33 @@ def commit(
             "--force-read", help="A directory: read every file, even those unchanged since its last snapshot."
         ),
     ] = False,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            "-e",
+            metavar="PATTERN",
+            help="A directory: leave out what PATTERN matches (gitignore-style: '*.tmp', '/top', 'dir/', "
+            "'**/cache', '!keep'; repeatable).",
+        ),
+    ] = None,
+    exclude_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-file",
+            metavar="FILE",
+            help="A directory: --exclude each pattern of FILE (one a line, '#' comments; repeatable).",
+            click_type=click.Path(readable=False),
+        ),
+    ] = None,
+    one_file_system: Annotated[
+        bool,
+        typer.Option(
+            "--one-file-system",
+            "-x",
+            help="A directory: do not cross mount points (each is recorded as an empty directory).",
+        ),
+    ] = False,
     repo: RepoOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -84,6 +113,9 @@ def commit(
     tree = not stream and os.path.isdir(file[0])
     if force_read and not tree:
         raise UsageError("--force-read goes with a directory")
+    if (exclude or exclude_file or one_file_system) and not tree:
+        raise UsageError("--exclude, --exclude-file and --one-file-system go with a directory")
+    excludes = compile_excludes([*(exclude or ()), *_pattern_files(exclude_file or ())])
     root = locate(repo)
     if root is None:
         root = Path(REPO_DIR_NAME)
@@ -127,6 +159,8 @@ def commit(
                 tags=tags,
                 host=host,
                 force_read=force_read,
+                excludes=excludes,
+                one_file_system=one_file_system,
             )
         else:
             res = commit_file(
@@ -145,9 +179,16 @@ def commit(
     for p in pruned:
         info(f"quota: dropped {p.hex[:12]} {safe(p.name)} {when(p.created, utc=GLOBAL.utc)}")
     s = res.snapshot
-    tree_doc = {}
-    if isinstance(res, TreeCommitResult):
-        tree_doc = {"unread_files": res.unread_files, "skipped": list(res.skipped)}  # warned as met
+    tree_doc: dict[str, object] = {}
+    if isinstance(res, TreeCommitResult):  # each warned as met
+        tree_doc = {
+            "unread_files": res.unread_files,
+            "skipped": list(res.skipped),
+            "unreadable": list(res.unreadable),
+            "changed": list(res.changed),
+            "partial": res.partial,
+            "excludes": list(excludes.texts),
+        }
     if json_output:
         emit_json(
             snapshot_doc(
@@ -165,6 +206,7 @@ def commit(
                 **tree_doc,
             )
         )
+        _partial(res)
         return
     rate = s.size / res.seconds if res.seconds > 0 else 0.0
     info(
@@ -173,3 +215,25 @@ def commit(
         f"{res.seconds:.1f} s ({format_size(rate)}/s)"
     )
     typer.echo(s.hex)
+    _partial(res)
+
+
+def _partial(res: object) -> None:
+    """Exit 15 once the snapshot's id is out, if the commit left out unreadable entries."""
+    if isinstance(res, TreeCommitResult) and res.partial:
+        raise PartialSnapshotError(res.snapshot.hex[:12], len(res.unreadable))
+
+
+def _pattern_files(paths: Sequence[str]) -> list[str]:
+    """The patterns of ``--exclude-file`` files, in order."""
+    found = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                text = os.fsdecode(f.read())
+        except FileNotFoundError as exc:
+            raise InputNotFoundError(Path(path)) from exc
+        except OSError as exc:
+            raise InputError(path, exc.strerror or str(exc)) from exc
+        found += pattern_lines(text)
+    return found

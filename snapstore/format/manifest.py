@@ -99,6 +99,7 @@ def encode_trailer(
     sequence: int | None = None,
     tags: tuple[str, ...] = (),
     kind: str = "file",
+    excludes: tuple[str, ...] = (),
 ) -> bytes:
     doc: dict[str, Any] = {
         "name": name,
@@ -116,6 +117,8 @@ def encode_trailer(
         doc["tags"] = sorted(set(tags))
     if kind != "file":  # absent for a file snapshot: its manifest keeps the bytes it always had
         doc["kind"] = kind
+    if excludes:  # absent when there are none, as tags
+        doc["excludes"] = list(excludes)
     body = _json(doc)
     return TAG_TRAILER + body + _FOOTER.pack(len(body), END_MAGIC)
 
@@ -173,6 +176,7 @@ def decode_trailer(snapshot_id: SnapshotId, body: bytes, what: str) -> SnapshotI
             sequence=None if doc.get("sequence") is None else int(doc["sequence"]),
             tags=_tags(doc.get("tags", [])),
             kind=str(doc.get("kind", "file")),
+            excludes=_excludes(doc.get("excludes", [])),
         )
     except _BAD_JSON as exc:
         raise CorruptError(what, f"bad trailer ({exc})") from exc
@@ -183,6 +187,12 @@ def decode_trailer(snapshot_id: SnapshotId, body: bytes, what: str) -> SnapshotI
     if info.sequence is not None and not 0 < info.sequence <= MAX_SEQUENCE:
         raise CorruptError(what, f"implausible sequence {info.sequence}")
     return info
+
+
+def _excludes(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise ValueError(f"excludes {value!r} are not a list of non-empty strings")
+    return tuple(value)
 
 
 def _tags(value: object) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,17 +74,33 @@ class Owners:
         return self.groups[gid]
 
 
-def list_dir(path: bytes) -> list[tuple[bytes, os.stat_result]]:
-    """The entries of the directory ``path`` with their ``lstat``, sorted by name (bytes)."""
+def list_dir(
+    path: bytes, keep: Callable[[bytes, bool], bool] | None = None
+) -> tuple[list[tuple[bytes, os.stat_result]], list[tuple[bytes, str]]]:
+    """The entries of the directory ``path`` with their ``lstat``, sorted by name (bytes), and
+    those that could not be stat'ed (vanished since the listing...) with why. ``keep(name,
+    is_dir)``: whether to have an entry at all, asked before its stat (from the listing's
+    file type), so a left-out entry costs no system call."""
+    found = []
+    failed = []
     try:
         with os.scandir(path) as it:
-            found = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+            for e in it:
+                try:
+                    if keep is not None and not keep(e.name, e.is_dir(follow_symlinks=False)):
+                        continue
+                    found.append((e.name, e.stat(follow_symlinks=False)))
+                except FileNotFoundError:
+                    failed.append((e.name, "vanished while it was read"))
+                except OSError as exc:
+                    failed.append((e.name, exc.strerror or str(exc)))
     except FileNotFoundError as exc:
         raise InputNotFoundError(_shown(path)) from exc
     except OSError as exc:
         raise InputError(_shown(path), exc.strerror or str(exc)) from exc
     found.sort(key=lambda pair: pair[0])
-    return found
+    failed.sort()
+    return found, failed
 
 
 def read_xattrs(path: bytes) -> tuple[tuple[bytes, bytes], ...]:
