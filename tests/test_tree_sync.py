@@ -158,6 +158,17 @@ def test_sync_of_a_day_of_changes_is_identical_and_keeps_unchanged_inodes(
     tmp_path: Path, two_days: tuple[Path, str, str, dict[str, dict[str, Any]], set[str]]
 ) -> None:
     repo, one, two, day2, changed = two_days
+    diff = json.loads(snap_ok("diff", one, two, "-r", str(repo), "--json").stdout)
+    check("diff_tree", diff)
+    assert {c["path"] or "." for c in diff["changes"]} == changed  # exactly the changed paths
+    (img_diff,) = [c for c in diff["changes"] if c["path"] == "disk.img"]
+    assert img_diff["fields"] == ["content", "mtime"]
+    rewritten = ((1 << 20) + 700_000, (1 << 20) + 800_000)
+    assert any(r["start"] <= rewritten[0] and rewritten[1] <= r["end"] for r in img_diff["ranges"])
+    assert img_diff["changed_bytes"] < 2 << 20  # the ranges, not the whole file
+    assert {c["path"]: c["fields"] for c in diff["changes"] if c["change"] == "modified"}["script.sh"] == [
+        "mode"
+    ]
     target = tmp_path / "target"
     snap_ok("checkout", one, "-o", str(target), "-r", str(repo))
     (target / "not-in-snapshot").write_bytes(b"stray")
