@@ -30,7 +30,6 @@ the job. Files are not fsynced (as a restore).
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import stat
@@ -42,6 +41,7 @@ from snapstore.errors import UsageError, translate_os_error
 from snapstore.model import SnapshotInfo, TreeEntry
 from snapstore.ops.commit import default_threads
 from snapstore.ops.inplace import Rewrite, rewrite
+from snapstore.ops.treemeta import KINDS, PATH_FLAGS, differing, read_xattrs, set_differing
 from snapstore.ops.treeread import children, find, split_path, tree_root, walk
 from snapstore.ops.treerestore import Restorer, shown_path
 from snapstore.progress import NULL_PROGRESS, Progress
@@ -49,19 +49,8 @@ from snapstore.repo import ChunkPrefetch, Repository
 
 TEMP_PREFIX = b".snap-sync-tmp-"  # an entry being made, renamed over its name when whole
 SMALL_FILE = 4 << 20  # files up to this size are compared in the calling thread
-_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # the node itself, never opened for I/O
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_KINDS = {
-    stat.S_IFREG: "file",
-    stat.S_IFDIR: "dir",
-    stat.S_IFLNK: "symlink",
-    stat.S_IFCHR: "chardev",
-    stat.S_IFBLK: "blockdev",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFSOCK: "socket",
-}
 ACTIONS = ("created", "updated", "metadata", "replaced", "deleted")
-_NO_XATTRS = (errno.ENOTSUP, errno.ENODATA, errno.EPERM, errno.EACCES)
 
 
 @dataclass(frozen=True)
@@ -219,7 +208,7 @@ class _Syncer:
             return
         if st is None:
             self.create(dir_fd, entry, parts, "created")
-        elif _KINDS.get(stat.S_IFMT(st.st_mode)) != entry.kind or not self.same_node(dir_fd, entry, st):
+        elif KINDS.get(stat.S_IFMT(st.st_mode)) != entry.kind or not self.same_node(dir_fd, entry, st):
             self.create(dir_fd, entry, parts, "replaced")
         elif entry.kind == "file":
             self.file(dir_fd, entry, parts, st)
@@ -263,7 +252,7 @@ class _Syncer:
 
     def content(self, dir_fd: int, entry: TreeEntry, parts: list[bytes], st: os.stat_result) -> Rewrite:
         """Rewrite the file's bytes where they differ from the entry's."""
-        node = os.open(entry.name, _PATH_FLAGS, dir_fd=dir_fd)
+        node = os.open(entry.name, PATH_FLAGS, dir_fd=dir_fd)
         try:
             now = os.fstat(node)
             if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(now.st_mode):
@@ -313,15 +302,10 @@ class _Syncer:
         """Set the entry's metadata that differs from the target's, reported as it was
         ``before`` (a content rewrite or the entries made in a directory change some)."""
         path: int | bytes = fd if fd is not None else b"/proc/self/fd/%d/%s" % (dir_fd, entry.name)
-        fields = _differing(entry, before, _read_xattrs(path), owner=self.as_root)
-        changed = written is not None and (
-            written.write_bytes
-            or written.zeroed_bytes
-            or written.punched_bytes
-            or before.st_size != entry.size
-        )
-        if changed:
-            assert written is not None
+        fields = differing(entry, before, read_xattrs(path), owner=self.as_root)
+        if written is not None and (
+            written.write_bytes + written.zeroed_bytes + written.punched_bytes or before.st_size != entry.size
+        ):
             self.act(
                 "updated", parts, entry.kind, written.write_bytes + written.zeroed_bytes, ("content", *fields)
             )
@@ -332,75 +316,13 @@ class _Syncer:
         if self.dry_run:
             return
         now = os.fstat(fd) if fd is not None else os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
-        if _KINDS.get(stat.S_IFMT(now.st_mode)) != entry.kind:
+        if KINDS.get(stat.S_IFMT(now.st_mode)) != entry.kind:
             raise UsageError(f"{shown_path(parts) or '.'}: replaced while it was synced")
-        xattrs = _read_xattrs(path) if "xattrs" in fields else entry.xattrs
-        todo = _differing(entry, now, xattrs, owner=self.as_root)
+        xattrs = read_xattrs(path) if "xattrs" in fields else entry.xattrs
+        todo = differing(entry, now, xattrs, owner=self.as_root)
         if not todo:
             return
-        if entry.kind == "symlink":
-            self.symlink_meta(dir_fd, entry, parts, todo, xattrs, path)
-            return
-        node = (
-            fd
-            if fd is not None
-            else os.open(entry.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        )
-        try:
-            target: int | bytes = fd if fd is not None else b"/proc/self/fd/%d" % node
-            if fd is None and os.fstat(node).st_ino != now.st_ino:
-                raise UsageError(f"{shown_path(parts)}: replaced while it was synced")
-            if "owner" in todo:
-                os.chown(target, entry.uid, entry.gid)
-            if "xattrs" in todo:
-                self.xattrs(target, entry, parts, xattrs, follow=True)
-            if "mode" in todo or "owner" in todo:  # chown clears setuid and setgid
-                os.chmod(target, entry.mode)
-            os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns))
-        finally:
-            if fd is None:
-                os.close(node)
-
-    def symlink_meta(
-        self,
-        dir_fd: int,
-        entry: TreeEntry,
-        parts: list[bytes],
-        todo: tuple[str, ...],
-        xattrs: tuple[tuple[bytes, bytes], ...],
-        path: int | bytes,
-    ) -> None:
-        if "owner" in todo:
-            os.chown(entry.name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
-        if "xattrs" in todo:
-            self.xattrs(path, entry, parts, xattrs, follow=False)
-        os.utime(entry.name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
-
-    def xattrs(
-        self,
-        target: int | bytes,
-        entry: TreeEntry,
-        parts: list[bytes],
-        held: tuple[tuple[bytes, bytes], ...],
-        *,
-        follow: bool,
-    ) -> None:
-        """Remove the target's xattrs the entry has not, then set the entry's that differ."""
-        wanted = dict(entry.xattrs)
-        for name, _ in held:
-            if name not in wanted:
-                try:
-                    os.removexattr(target, name, follow_symlinks=follow)
-                except OSError as exc:
-                    if exc.errno not in _NO_XATTRS:
-                        raise
-                    shown = name.decode("utf-8", "replace")
-                    self.warn(f"{shown_path(parts)}: xattr {shown} not removed ({exc.strerror})")
-        have = dict(held)
-        self.restorer.set_xattrs(
-            target, replace(entry, xattrs=tuple((n, v) for n, v in entry.xattrs if have.get(n) != v)),
-            shown_path(parts), follow=follow,
-        )  # fmt: skip
+        set_differing(self.restorer, dir_fd, entry, parts, todo, xattrs, fd)
 
     # -- making and removing
 
@@ -466,7 +388,7 @@ class _Syncer:
         """Remove what the target has at ``name`` (a directory with everything in it),
         never following a link; reported as deleted unless ``quiet``."""
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "unknown")
+        kind = KINDS.get(stat.S_IFMT(st.st_mode), "unknown")
         if kind == "dir":
             fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
             try:
@@ -499,40 +421,3 @@ def _open_target(out: str) -> int:
         raise UsageError(f"{out} is not a directory", hint="a tree snapshot syncs into a directory") from exc
     except OSError as exc:
         raise translate_os_error(exc, out, output=True) from exc
-
-
-def _read_xattrs(path: int | bytes) -> tuple[tuple[bytes, bytes], ...]:
-    """The xattrs of an open file or of ``path`` (never followed) this process can read,
-    sorted by name."""
-    follow = isinstance(path, int)
-    try:
-        names = os.listxattr(path, follow_symlinks=follow)
-    except OSError as exc:
-        if exc.errno in _NO_XATTRS:
-            return ()
-        raise
-    found = []
-    for name in names:
-        try:
-            found.append((os.fsencode(name), os.getxattr(path, name, follow_symlinks=follow)))
-        except OSError as exc:
-            if exc.errno not in _NO_XATTRS:
-                raise
-    return tuple(sorted(found))
-
-
-def _differing(
-    entry: TreeEntry, st: os.stat_result, xattrs: tuple[tuple[bytes, bytes], ...], *, owner: bool
-) -> tuple[str, ...]:
-    """The metadata fields in which the target (``st``, its ``xattrs``) differs from the
-    entry, in the order they are set; the owner only when it can be set (``owner``: root)."""
-    fields = []
-    if owner and (st.st_uid, st.st_gid) != (entry.uid, entry.gid):
-        fields.append("owner")
-    if xattrs != entry.xattrs:
-        fields.append("xattrs")
-    if entry.kind != "symlink" and stat.S_IMODE(st.st_mode) != entry.mode:
-        fields.append("mode")
-    if st.st_mtime_ns != entry.mtime_ns:
-        fields.append("mtime")
-    return tuple(fields)
