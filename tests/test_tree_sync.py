@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 
+from snapstore.ops.treecommit import commit_tree
+from snapstore.ops.treerestore import restore_tree
+from snapstore.ops.treesync import sync_tree
+from snapstore.repo import Repository
 from tests.conftest import SNAP, run_snap
 from tests.helpers import one_error_line
 from tests.test_json_schema import check
@@ -327,3 +331,29 @@ def test_bad_targets_give_one_line_and_exit_2(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stderr)
         one_error_line(done.stderr.decode())
     assert stat.S_ISREG(os.stat(tmp_path / "a-file").st_mode)
+
+
+def test_path_limits_the_sync_and_its_deletions(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for d in ("a", "b"):
+        (src / d).mkdir(parents=True)
+        (src / d / "f").write_bytes(b"day one " + d.encode())
+    with Repository.init(tmp_path / "repo") as r:
+        one = commit_tree(r, src).snapshot
+        for d in ("a", "b"):
+            (src / d / "f").write_bytes(b"day two " + d.encode())
+        two = commit_tree(r, src).snapshot
+        target = tmp_path / "target"
+        restore_tree(r, one, str(target))
+        for d in ("a", "b"):
+            (target / d / "extra").write_bytes(b"not in the snapshot")
+        dry = sync_tree(r, two, str(target), paths=["a"], delete=True, dry_run=True)
+        assert {(a.action, a.path) for a in dry.actions} == {
+            ("updated", b"a/f"),
+            ("deleted", b"a/extra"),
+            ("metadata", b"a"),  # its mtime moved when extra was made
+        }
+        res = sync_tree(r, two, str(target), paths=["a"], delete=True)
+        assert [(a.action, a.path) for a in res.actions] == [(a.action, a.path) for a in dry.actions]
+    assert (target / "a/f").read_bytes() == b"day two a" and not (target / "a/extra").exists()
+    assert (target / "b/f").read_bytes() == b"day one b" and (target / "b/extra").exists()

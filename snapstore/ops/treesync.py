@@ -313,8 +313,8 @@ class _Syncer:
             self.act("metadata", parts, entry.kind, 0, fields)
         else:
             self.res.unchanged += 1
-        if self.dry_run:
-            return
+        if self.dry_run or (written is None and fd is None and not fields):
+            return  # (a directory's own entries, made or removed, may have moved its mtime)
         now = os.fstat(fd) if fd is not None else os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
         if KINDS.get(stat.S_IFMT(now.st_mode)) != entry.kind:
             raise UsageError(f"{shown_path(parts) or '.'}: replaced while it was synced")
