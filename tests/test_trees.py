@@ -321,7 +321,7 @@ def test_bad_inputs_give_one_line_and_an_exit_code(tmp_path: Path) -> None:
         (["checkout", tree_id, "-o", "-"], 2),
         (["checkout", file_id, "-o", str(tmp_path / "x"), "--path", "f"], 2),
         (["ls", file_id], 2),
-        (["diff", tree_id, tree_id], 2),
+        (["diff", tree_id, file_id], 2),  # a tree and a file (two trees: tests/test_tree_diff.py)
     ]
     if not ROOT:
         os.chmod(src, 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,6 +25,7 @@ from snapstore.model import SnapshotInfo
 from snapstore.ops.checkout import checkout as do_checkout
 from snapstore.ops.inplace import checkout_in_place
 from snapstore.ops.treerestore import restore_tree
+from snapstore.ops.treesync import ACTIONS, SyncResult, sync_tree
 from snapstore.repo import Repository
 from snapstore.units import format_size
 
@@ -42,11 +43,23 @@ def checkout(
         bool,
         typer.Option(
             "--in-place",
-            help="Rewrite the existing OUTPUT (file or block device) where it differs, nothing else.",
+            help="Rewrite the existing OUTPUT (file, device or directory) where it differs, nothing else.",
         ),
     ] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="With --in-place: only tell how many bytes would be written.")
+        bool, typer.Option("--dry-run", help="With --in-place: only tell what would be written.")
+    ] = False,
+    delete: Annotated[
+        bool,
+        typer.Option("--delete", help="With --in-place of a tree: remove what the snapshot does not have."),
+    ] = False,
+    checksum: Annotated[
+        bool,
+        typer.Option(
+            "--checksum",
+            "-c",
+            help="With --in-place of a tree: hash files whose size and mtime match too.",
+        ),
     ] = False,
     path: Annotated[
         list[str] | None,
@@ -58,12 +71,23 @@ def checkout(
     json_output: JsonOption = False,
 ) -> None:
     """Rebuild a snapshot's file (or directory tree), verifying every byte."""
-    if dry_run and not in_place:
-        raise UsageError("--dry-run goes with --in-place")
+    for flag, given in (("--dry-run", dry_run), ("--delete", delete), ("--checksum", checksum)):
+        if given and not in_place:
+            raise UsageError(f"{flag} goes with --in-place")
     if in_place:
         if output == "-":
-            raise UsageError("--in-place needs a file or block device, not stdout")
-        _in_place(snapshot, output, name, dry_run, threads, repo, no_lock, json_output)
+            raise UsageError("--in-place needs a file, block device or directory, not stdout")
+        with open_repo(repo, no_lock=no_lock) as r:
+            snap = r.resolve(snapshot, name=name)
+            if snap.kind == "tree":
+                _sync(r, snap, output, (delete, dry_run, checksum), path or [], threads, json_output)
+                return
+            if path or delete or checksum:
+                raise UsageError(
+                    "--path, --delete and --checksum go with a tree snapshot",
+                    hint=f"{snap.hex[:12]} is a single file",
+                )
+            _in_place(r, snap, output, dry_run, threads, json_output)
         return
     with open_repo(repo, no_lock=no_lock) as r:
         snap = r.resolve(snapshot, name=name)
@@ -115,19 +139,10 @@ def _restore(
 
 
 def _in_place(
-    snapshot: str,
-    output: str,
-    name: str | None,
-    dry_run: bool,
-    threads: int | None,
-    repo: str | None,
-    no_lock: bool,
-    json_output: bool,
+    r: Repository, snap: SnapshotInfo, output: str, dry_run: bool, threads: int | None, json_output: bool
 ) -> None:
-    with open_repo(repo, no_lock=no_lock) as r:
-        snap = r.resolve(snapshot, name=name)
-        with progress_for(json_output) as progress:
-            res = checkout_in_place(r, snap, output, dry_run=dry_run, threads=threads, progress=progress)
+    with progress_for(json_output) as progress:
+        res = checkout_in_place(r, snap, output, dry_run=dry_run, threads=threads, progress=progress)
     if json_output:
         emit_json(
             snapshot_doc(
@@ -154,3 +169,62 @@ def _in_place(
     )
     if dry_run:
         typer.echo(res.write_bytes + res.zeroed_bytes)
+
+
+def _sync(
+    r: Repository,
+    snap: SnapshotInfo,
+    output: str,
+    flags: tuple[bool, bool, bool],
+    paths: list[str],
+    threads: int | None,
+    json_output: bool,
+) -> None:
+    delete, dry_run, checksum = flags
+    with progress_for(json_output) as progress:
+        res = sync_tree(
+            r, snap, output, delete=delete, dry_run=dry_run, checksum=checksum, paths=paths,
+            threads=threads, progress=progress,
+        )  # fmt: skip
+    if json_output:
+        emit_json(sync_doc(res))
+        return
+    if dry_run:
+        for a in res.actions:
+            path = safe(a.path.decode("utf-8", "backslashreplace")) or "."
+            typer.echo(f"{a.action}\t{a.kind}\t{a.size}\t{','.join(a.fields) or '-'}\t{path}")
+    counts = ", ".join(
+        f"{res.count(action)} {action}"
+        for action in ("created", "updated", "metadata", "replaced", "deleted")
+    )
+    info(
+        f"{'dry run: ' if dry_run else ''}{safe(res.path)} {'would be' if dry_run else 'is'} synced to "
+        f"{snap.hex[:12]} ({safe(snap.name)}): {counts}, {res.unchanged} unchanged; "
+        f"{format_size(res.written_bytes)} {'to write' if dry_run else 'written'}"
+    )
+
+
+def sync_doc(res: SyncResult) -> dict[str, Any]:
+    """The JSON of an in-place sync of a tree (docs/snap.schema.json, checkout_tree_in_place)."""
+    return snapshot_doc(
+        res.snapshot,
+        path=os.path.abspath(res.path),
+        in_place=True,
+        dry_run=res.dry_run,
+        delete=res.delete,
+        counts={action: res.count(action) for action in ACTIONS},
+        unchanged=res.unchanged,
+        written_bytes=res.written_bytes,
+        deleted_bytes=res.bytes_of("deleted"),
+        actions=[
+            {
+                "action": a.action,
+                "path": a.path.decode("utf-8", "surrogateescape"),
+                "kind": a.kind,
+                "bytes": a.size,
+                "fields": list(a.fields),
+            }
+            for a in res.actions
+        ],
+        warnings=res.warnings,
+    )

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "diff": (
         "snapstore.cli.diff_cmd",
         "diff",
-        "Print the byte ranges that changed from OLD to NEW (from the chunk lists, no data read).",
+        "Print what changed from OLD to NEW: a file's byte ranges, a tree's paths (no file data read).",
     ),
     "log": (
         "snapstore.cli.snapshots_cmd",

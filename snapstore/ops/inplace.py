@@ -35,16 +35,17 @@ import os
 import stat
 import threading
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from snapstore.chunker import is_zero
 from snapstore.errors import CorruptError, UsageError, translate_os_error
 from snapstore.extents import raw_extents
 from snapstore.hashing import chunk_id
-from snapstore.model import ChunkId, ChunkRef, SnapshotInfo, ZeroRun
+from snapstore.model import ChunkId, ChunkRef, ManifestRecord, Piece, SnapshotInfo, ZeroRun
 from snapstore.ops.checkout import WRITEBACK_BYTES
 from snapstore.ops.commit import default_threads
 from snapstore.ops.output import check_device_size, open_output
@@ -58,18 +59,24 @@ _ZEROS = bytes(ZERO_STEP)
 _buffers = threading.local()  # each worker's buffer for the target's bytes, reused
 
 
-@dataclass
-class InPlaceResult:
-    snapshot: SnapshotInfo
-    path: str
-    size: int
-    old_size: int
-    dry_run: bool
+@dataclass(kw_only=True)
+class Rewrite:
+    """What an in-place rewrite of one file's bytes wrote (dry run: would write)."""
+
     write_bytes: int = 0  # bytes of chunks written, only their blocks that differ (dry_run: to be)
     zeroed_bytes: int = 0  # bytes of zero runs written as zeros (a device, no hole punching)
     punched_bytes: int = 0  # bytes of zero runs punched out
     unchanged_bytes: int = 0  # bytes that already matched
     chunks_written: int = 0
+
+
+@dataclass
+class InPlaceResult(Rewrite):
+    snapshot: SnapshotInfo
+    path: str
+    size: int
+    old_size: int
+    dry_run: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +159,41 @@ def _run(
     threads: int,
     progress: Progress,
 ) -> None:
+    progress.start(snapshot.size, f"checkout --in-place {snapshot.name}")
+    try:
+        with (
+            repo.prefetch_chunks() as chunks,
+            ThreadPoolExecutor(threads, thread_name_prefix="inplace") as pool,
+        ):
+            rewrite(
+                chunks, pool, threads, fd, repo.iter_records(snapshot.id), snapshot.size, res.old_size,
+                device=device, dry_run=res.dry_run, what=f"snapshot {snapshot.hex[:12]}", counts=res,
+                progress=progress,
+            )  # fmt: skip
+    finally:
+        progress.finish()
+
+
+def rewrite(
+    chunks: ChunkPrefetch,
+    pool: Executor | None,
+    threads: int,
+    fd: int,
+    records: Iterable[ManifestRecord | Piece],
+    size: int,
+    old_size: int,
+    *,
+    device: bool,
+    dry_run: bool,
+    what: str,
+    counts: Rewrite,
+    progress: Progress = NULL_PROGRESS,
+) -> None:
+    """Make the open file (or device) ``fd``, ``old_size`` bytes long now and already resized
+    to ``size`` (a file), hold the chunks and zero runs of ``records`` (``size`` bytes in
+    all), writing only the 4 KiB blocks that differ (module docstring); ``counts`` gets what
+    was written. ``pool`` (None: this thread does it all, for a small file) hashes and
+    compares the chunks, ``threads`` of them at a time. Nothing is fsynced here."""
     pending: deque[tuple[int, Future[_Outcome]]] = deque()  # (length, job)
     total = 0  # everything before is settled
     written_back = 0  # writeback started up to here
@@ -162,55 +204,55 @@ def _run(
         length, future = pending.popleft()
         out = future.result()
         dirty += out.written + out.zeroed
-        if dirty >= WRITEBACK_BYTES and not res.dry_run:  # the final fsync has less to wait for
+        if dirty >= WRITEBACK_BYTES and not dry_run:  # the final fsync has less to wait for
             fsio.start_writeback(fd, written_back, total + length - written_back)
             written_back, dirty = total + length, 0
-        res.write_bytes += out.written
-        res.chunks_written += out.written > 0
-        res.zeroed_bytes += out.zeroed
-        res.punched_bytes += out.punched
-        res.unchanged_bytes += length - out.written - out.zeroed - out.punched
+        counts.write_bytes += out.written
+        counts.chunks_written += out.written > 0
+        counts.zeroed_bytes += out.zeroed
+        counts.punched_bytes += out.punched
+        counts.unchanged_bytes += length - out.written - out.zeroed - out.punched
         total += length
         progress.advance(length)
 
-    progress.start(snapshot.size, f"checkout --in-place {snapshot.name}")
-    with repo.prefetch_chunks() as chunks, ThreadPoolExecutor(threads, thread_name_prefix="inplace") as pool:
-        try:
-            offset = 0
-            for record in repo.iter_records(snapshot.id):
-                if isinstance(record, ChunkRef):
-                    length = record.raw_size
-                    _check_fits(snapshot, offset + length)
-                    job = pool.submit(
-                        _fix_chunk, chunks, fd, offset, length, record.chunk_id, res.old_size, res.dry_run
-                    )
-                elif isinstance(record, ZeroRun):
-                    length = record.length
-                    _check_fits(snapshot, offset + length)
-                    job = pool.submit(_fix_zeros, fd, offset, length, device, res.old_size, res.dry_run)
-                else:
-                    continue
-                pending.append((length, job))
-                offset += length
-                while len(pending) > 4 * threads + 16:  # the reads stay close together
-                    settle()
-            while pending:
+    submit = pool.submit if pool is not None else _now
+    try:
+        offset = 0
+        for record in records:
+            if isinstance(record, ChunkRef):
+                length = record.raw_size
+                _check_fits(what, size, offset + length)
+                job = submit(_fix_chunk, chunks, fd, offset, length, record.chunk_id, old_size, dry_run)
+            elif isinstance(record, ZeroRun):
+                length = record.length
+                _check_fits(what, size, offset + length)
+                job = submit(_fix_zeros, fd, offset, length, device, old_size, dry_run)
+            else:
+                continue
+            pending.append((length, job))
+            offset += length
+            while len(pending) > 4 * threads + 16:  # the reads stay close together
                 settle()
-        except BaseException:
-            for _, job in pending:
-                job.cancel()
-            raise
-        finally:
-            progress.finish()
-    if total != snapshot.size:
-        raise CorruptError(f"snapshot {snapshot.hex[:12]}", f"{total} bytes, expected {snapshot.size}")
+        while pending:
+            settle()
+    except BaseException:
+        for _, job in pending:
+            job.cancel()
+        raise
+    if total != size:
+        raise CorruptError(what, f"{total} bytes, expected {size}")
 
 
-def _check_fits(snapshot: SnapshotInfo, end: int) -> None:
-    if end > snapshot.size:
-        raise CorruptError(
-            f"snapshot {snapshot.hex[:12]}", f"its records run past its size of {snapshot.size}"
-        )
+def _now(fn: Callable[..., _Outcome], *args: Any) -> Future[_Outcome]:
+    """Run ``fn`` in this thread, as a finished future."""
+    done: Future[_Outcome] = Future()
+    done.set_result(fn(*args))
+    return done
+
+
+def _check_fits(what: str, size: int, end: int) -> None:
+    if end > size:
+        raise CorruptError(what, f"its records run past its size of {size}")
 
 
 def _read(fd: int, offset: int, length: int, limit: int) -> memoryview:

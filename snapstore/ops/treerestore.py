@@ -45,7 +45,7 @@ class RestoreResult:
 
 
 @dataclass
-class _Restorer:
+class Restorer:
     repo: Repository
     root_fd: int
     threads: int | None
@@ -68,7 +68,7 @@ class _Restorer:
             at = [*parts, child.name]
             if not self.wanted(at):
                 continue
-            shown = _shown(at)
+            shown = shown_path(at)
             try:
                 if child.kind == "dir":
                     os.mkdir(child.name, 0o700, dir_fd=dir_fd)
@@ -199,7 +199,7 @@ def restore_tree(
     for parts in selections:
         find(repo, root, parts)  # EntryNotFoundError before anything is written
     fd = _open_target(out)
-    restorer = _Restorer(repo, fd, threads, progress, selections)
+    restorer = Restorer(repo, fd, threads, progress, selections)
     progress.start(snapshot.size, f"checkout {snapshot.name}")
     try:
         restorer.directory(fd, root, [])
@@ -239,5 +239,5 @@ def _open_target(out: str) -> int:
     return fd
 
 
-def _shown(parts: list[bytes]) -> str:
+def shown_path(parts: list[bytes]) -> str:
     return b"/".join(parts).decode("utf-8", "backslashreplace")
