@@ -1,0 +1,234 @@
+"""gc, prune, verify and repair of a remote repository run on the server (issue 14, point 3;
+docs/PROTOCOL.md, "run"), over a real sshd: the client's output is the command's own, its
+index cache learns what the server changed, locks keep a server-side gc and other holders
+apart, an append-only key still cannot free space, and a link dropped mid-gc loses
+nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from snapstore.remote.address import parse_location
+from snapstore.remote.client import RemoteBackend
+from tests.backend_conformance import random_bytes
+from tests.conftest import SNAP, run_snap
+from tests.sshd import REMOTE_SNAP, SSHD, SshServer, running_sshd
+
+COUNTING_RSH = (
+    f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).with_name('counting_rsh.py')))}"
+)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    if SSHD is None:
+        pytest.skip("sshd is not installed (Debian: openssh-server)")
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture
+def env(tmp_path: Path, sshd: SshServer) -> dict[str, str]:
+    """The client's cache and the server's in two places of the test's directory (as on two
+    machines): the server never updates the client's cache in place."""
+    server_cache = shlex.quote(str(tmp_path / "server-cache"))
+    return {
+        **sshd.env(),
+        "XDG_CACHE_HOME": str(tmp_path / "client-cache"),
+        "SNAP_REMOTE_SNAP": f"XDG_CACHE_HOME={server_cache} {REMOTE_SNAP}",
+    }
+
+
+def data_file(path: Path, size: int, seed: int) -> Path:
+    path.write_bytes(random_bytes(size, seed=seed))
+    return path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snap(*args: str, env: dict[str, str], code: int = 0) -> subprocess.CompletedProcess[bytes]:
+    done = run_snap(*args, env=env)
+    assert done.returncode == code, (args, done.returncode, done.stderr.decode())
+    return done
+
+
+def commit(src: Path, url: str, env: dict[str, str]) -> str:
+    done = snap("commit", str(src), "--json", "-r", url, env=env)
+    return str(json.loads(done.stdout)["id"])
+
+
+def counted(counts: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the link counted into ``counts`` (tests/counting_rsh.py)."""
+    return {**env, "SNAP_RSH": f"{COUNTING_RSH} {shlex.quote(str(counts))} {env['SNAP_RSH']}"}
+
+
+def wire_bytes(counts: Path) -> int:
+    sent, received = counts.read_text().split()
+    return int(sent) + int(received)
+
+
+def test_gc_on_the_server_and_the_client_cache_learns_it(
+    tmp_path: Path, sshd: SshServer, env: dict[str, str]
+) -> None:
+    """commit, rm, gc on the server; committing the freed data again sends it again (the
+    client's cache does not claim chunks gc freed) and it checks out byte for byte; verify
+    --read-data passes, and neither gc nor verify pulls the data across the wire."""
+    url = sshd.url(tmp_path / "repo")
+    snap("init", url, env=env)
+    a, b = data_file(tmp_path / "a.img", 6 << 20, 1), data_file(tmp_path / "b.img", 2 << 20, 2)
+    first = commit(a, url, env)
+    kept = commit(b, url, env)
+    snap("rm", first, "-r", url, env=env)
+    counts = tmp_path / "counts"
+    gc = snap("gc", "-r", url, env=counted(counts, env))
+    assert gc.stdout.decode().startswith("freed 6.0 MiB: "), gc.stdout
+    assert wire_bytes(counts) < 64 << 10  # the packs stayed on the server
+    assert (tmp_path / "server-cache" / "snapstore").is_dir()  # it ran there, with its own cache
+    again = snap("commit", str(a), "--json", "-r", url, env=env)
+    stats = json.loads(again.stdout)
+    assert stats["new_chunks"] == stats["chunks"] > 0, stats  # sent again, none taken as present
+    for sid, src in ((str(stats["id"]), a), (kept, b)):
+        out = tmp_path / "out.img"
+        snap("checkout", sid, "-o", str(out), "-f", "-r", url, env=env)
+        assert sha(out) == sha(src)
+    verify = snap("verify", "--read-data", "-r", url, env=counted(counts, env))
+    assert "2 snapshots" in verify.stderr.decode() and "no problems" in verify.stderr.decode()
+    assert wire_bytes(counts) < 64 << 10
+
+
+def test_output_json_and_exit_codes_are_the_commands_own(
+    tmp_path: Path, sshd: SshServer, env: dict[str, str]
+) -> None:
+    """prune (rules and quota, --dry-run), verify, repair and gc over ssh print what the same
+    commands print for a local repository of the same snapshots, and exit the same."""
+    url = sshd.url(tmp_path / "repo")
+    local = tmp_path / "local"
+    snap("init", url, env=env)
+    snap("init", str(local), env=env)
+    sources = [data_file(tmp_path / f"v{i}.img", 1 << 20, 10 + i) for i in range(2)]
+    for src in sources:
+        for where in (url, str(local)):
+            snap("commit", str(src), "--name", "vm", "-r", where, env=env)
+
+    def same(*args: str, code: int = 0) -> None:
+        there = snap(*args, "-r", url, env=env, code=code)
+        here = snap(*args, "-r", str(local), env=env, code=code)
+        if "--json" in args:
+            assert _shape(json.loads(there.stdout)) == _shape(json.loads(here.stdout)), args
+        else:
+            assert _words(there.stdout) == _words(here.stdout), args
+
+    same("prune", "--keep-last", "1", "--dry-run")
+    same("verify", "--sample", "50", "--seed", "1", "--json")
+    same("prune", "--keep-last", "1", "--json")
+    same("repair", "--json")
+    same("prune", "--quota", "1K", code=7)  # cannot fit: nothing deleted, exit 7 (quota)
+    done = snap("log", "--json", "-r", url, env=env)
+    assert len(json.loads(done.stdout)) == 1
+    # progress drawn on the client from the server's progress frames
+    logged = snap("--progress", "log", "verify", "--read-data", "-r", url, env=env)
+    assert "verify" in logged.stderr.decode().lower() and "100" in logged.stderr.decode()
+
+
+def _shape(doc: object) -> object:
+    """A document with ids, times and sizes blanked (two repositories differ in those)."""
+    if isinstance(doc, dict):
+        skip = {"id", "short_id", "created", "hostname", "source", "pack"}
+        return {k: (None if k in skip else _shape(v)) for k, v in doc.items() if "bytes" not in k}
+    if isinstance(doc, list):
+        return [_shape(v) for v in doc]
+    return doc
+
+
+def _words(text: bytes) -> list[str]:
+    """The words of a text output but hex ids and times."""
+    return [w for w in text.decode().split() if not any(c.isdigit() for c in w)]
+
+
+def test_locks_keep_a_server_side_gc_and_other_holders_apart(
+    tmp_path: Path, sshd: SshServer, env: dict[str, str]
+) -> None:
+    """A session holding the data lock (a checkout, over ssh) keeps a server-side gc out with
+    exit 6; a server-side verify holds its locks as a local verify does, so a writer is
+    kept out meanwhile; once the holder is gone, gc runs."""
+    url = sshd.url(tmp_path / "repo")
+    snap("init", url, env=env)
+    commit(data_file(tmp_path / "a.img", 1 << 20, 3), url, env)
+    address = parse_location(url)
+    assert address is not None
+    holder = RemoteBackend.connect(address, rsh=env["SNAP_RSH"], remote_snap=REMOTE_SNAP, timeout=60)
+    with holder.lock("locks/data", exclusive=False):
+        gc = snap("gc", "-r", url, env=env, code=6)
+        assert "is locked" in gc.stderr.decode()
+        snap("prune", "--keep-last", "1", "-r", url, env=env, code=6)
+        snap("verify", "-r", url, env=env)  # readers share the data lock
+    holder.close()
+    snap("gc", "-r", url, env=env)
+
+
+def test_an_append_only_key_still_cannot_free_space(tmp_path: Path, sshd: SshServer) -> None:
+    env = {**sshd.env(sshd.restricted_key), "XDG_CACHE_HOME": str(tmp_path / "client-cache")}
+    url = sshd.url(sshd.restricted_to / f"m-{os.getpid()}-{time.monotonic_ns()}")
+    snap("init", url, env=env)
+    sid = commit(data_file(tmp_path / "a.img", 1 << 20, 4), url, env)
+    for args in (["gc"], ["prune", "--keep-last", "1"], ["repair"]):
+        done = snap(*args, "-r", url, env=env, code=14)
+        assert "append-only" in done.stderr.decode()
+    snap("gc", "--dry-run", "-r", url, env=env)  # a plan frees nothing
+    snap("verify", "--read-data", "-r", url, env=env)
+    # outside the key's path: refused before anything runs
+    outside = sshd.url(tmp_path / "elsewhere")
+    done = snap("verify", "-r", outside, env=env, code=14)
+    assert "outside the paths" in done.stderr.decode()
+    assert json.loads(snap("log", "--json", "-r", url, env=env).stdout)[0]["id"] == sid
+
+
+@pytest.mark.slow
+def test_a_link_dropped_during_a_server_side_gc_loses_nothing(
+    tmp_path: Path, sshd: SshServer, env: dict[str, str]
+) -> None:
+    """The client (snap and its ssh) killed with SIGKILL at moments spread over a remote gc:
+    afterwards (the server's gc finished or stopped) gc runs again, verify --read-data
+    passes and every snapshot checks out byte for byte."""
+    url = sshd.url(tmp_path / "repo")
+    snap("init", url, env=env)
+    sources = {}
+    for i in range(4):
+        src = data_file(tmp_path / f"v{i}.img", 6 << 20, 20 + i)
+        sources[commit(src, url, env)] = src
+    waiting = {**env}
+    for n, doomed in enumerate(list(sources)[:3]):
+        snap("rm", doomed, "-r", url, env=env)
+        del sources[doomed]
+        start = time.monotonic()
+        gc = subprocess.Popen(
+            [*SNAP, "gc", "-r", url],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # snap and its ssh, killed together: the link drops
+        )
+        time.sleep(0.6 + 0.4 * n)
+        os.killpg(gc.pid, signal.SIGKILL)
+        gc.wait()
+        assert time.monotonic() - start < 600
+        for sid, src in sources.items():
+            out = tmp_path / "out.img"
+            snap("--lock-wait", "2m", "checkout", sid, "-o", str(out), "-f", "-r", url, env=waiting)
+            assert sha(out) == sha(src)
+        snap("--lock-wait", "2m", "verify", "--read-data", "-r", url, env=waiting)
+    snap("--lock-wait", "2m", "gc", "-r", url, env=waiting)
+    snap("verify", "--read-data", "-r", url, env=env)
