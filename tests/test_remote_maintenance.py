@@ -16,14 +16,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from snapstore.errors import ConnectionLostError
 from snapstore.remote.address import parse_location
 from snapstore.remote.client import RemoteBackend
+from snapstore.remote.maintenance import ForwardedProgress, _replay
 from tests.backend_conformance import random_bytes
 from tests.conftest import SNAP, run_snap
-from tests.sshd import REMOTE_SNAP, SSHD, SshServer, running_sshd
+from tests.sshd import FAKE_RSH, REMOTE_SNAP, SSHD, SshServer, running_sshd
 
 COUNTING_RSH = (
     f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).with_name('counting_rsh.py')))}"
@@ -232,3 +235,76 @@ def test_a_link_dropped_during_a_server_side_gc_loses_nothing(
         snap("--lock-wait", "2m", "verify", "--read-data", "-r", url, env=waiting)
     snap("--lock-wait", "2m", "gc", "-r", url, env=waiting)
     snap("verify", "--read-data", "-r", url, env=env)
+
+
+# -- without sshd: an older server, the progress frames ----------------------------------------------
+
+OLD_SERVER = (
+    f"{shlex.quote(sys.executable)} -c "
+    + shlex.quote(
+        "import sys; from snapstore.remote.policy import Policy; "
+        "from snapstore.remote.server import serve_stdio; sys.exit(serve_stdio(Policy(), 'old'))"
+    )
+    + " #"  # (the 'serve --stdio' the client appends)
+)
+
+
+def test_a_server_that_runs_nothing_has_the_client_run_them(tmp_path: Path) -> None:
+    """A server of an older snap (its open lists no ``run``): gc and verify run on the client
+    over the backend interface, as before."""
+    env = {"SNAP_RSH": FAKE_RSH, "SNAP_REMOTE_SNAP": OLD_SERVER, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    url = f"ssh://localhost{tmp_path / 'repo'}"
+    snap("init", url, env=env)
+    first = commit(data_file(tmp_path / "a.img", 1 << 20, 5), url, env)
+    snap("rm", first, "-r", url, env=env)
+    gc = snap("gc", "--json", "-r", url, env=env)
+    assert json.loads(gc.stdout)["freed_bytes"] > 0
+    snap("verify", "--read-data", "-r", url, env=env)
+
+
+class Recorded:
+    """A progress sink that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def start(self, total: int, label: str) -> None:
+        self.calls.append(("start", total, label))
+
+    def advance(self, n: int) -> None:
+        self.calls.append(("advance", n))
+
+    def skip(self, n: int) -> None:
+        self.calls.append(("skip", n))
+
+    def finish(self) -> None:
+        self.calls.append(("finish",))
+
+
+def test_progress_crosses_as_summed_events() -> None:
+    frames: list[dict[str, Any]] = []
+    forwarded = ForwardedProgress(frames.append, 7)
+    forwarded.start(1000, "verify")
+    for _ in range(100):
+        forwarded.advance(9)
+    forwarded.skip(50)
+    forwarded.finish()
+    forwarded.close()
+    assert all(f["id"] == 7 for f in frames)
+    shown = Recorded()
+    for f in frames:
+        _replay(f["progress"], shown)
+    assert shown.calls[0] == ("start", 1000, "verify") and shown.calls[-1] == ("finish",)
+    assert sum(c[1] for c in shown.calls if c[0] == "advance") == 900
+    assert sum(c[1] for c in shown.calls if c[0] == "skip") == 50
+    assert len(shown.calls) < 20  # summed between frames, not one event per call
+
+    def broken(frame: dict[str, Any]) -> None:
+        raise BrokenPipeError("the client is gone")
+
+    gone = ForwardedProgress(broken, 8, forward=False)
+    gone.start(10, "gc")  # (nothing forwarded: no failure yet)
+    gone._flush(force=True)  # a heartbeat meets the closed pipe
+    with pytest.raises(ConnectionLostError):
+        gone.advance(1)  # the command stops at its next report
+    gone.close()

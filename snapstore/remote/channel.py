@@ -166,7 +166,10 @@ class Channel:
                     self.fail("the server closed the connection")
                     return
                 header, payload = frame
-                if "progress" in header and self._progressed(header):
+                if "progress" in header:
+                    if not self._progressed(header):
+                        self.fail(f"a progress frame for request {header.get('id')!r}, which takes none")
+                        return
                     continue
                 with self._lock:
                     reply = self._pending.pop(int(header.get("id", -1)), None)

@@ -58,20 +58,23 @@ def handle_run(
         raise ProtocolError(WHERE, f"this server does not run {command!r}")
     if not isinstance(args, dict):
         raise ProtocolError(WHERE, "the arguments of a run are not a JSON object")
-    forwarded = ForwardedProgress(send, int(header["id"]))
+    forwarded = ForwardedProgress(send, int(header["id"]), forward=bool(header.get("progress")))
     try:
-        return runner(served, str(command), args, forwarded if header.get("progress") else NULL_PROGRESS)
+        return runner(served, str(command), args, forwarded)
     finally:
         forwarded.close()
 
 
 class ForwardedProgress:
     """A run's progress, sent to the client as progress frames of its request (from any
-    thread); a heartbeat thread sends what is pending at least every HEARTBEAT_SECONDS."""
+    thread); a heartbeat thread sends what is pending at least every HEARTBEAT_SECONDS.
+    ``forward`` False: only heartbeats are sent (the client shows no progress), but a client
+    gone still stops the command at its next report."""
 
-    def __init__(self, send: Callable[[Header], None], request_id: int) -> None:
+    def __init__(self, send: Callable[[Header], None], request_id: int, *, forward: bool = True) -> None:
         self._send = send
         self._id = request_id
+        self._forward = forward
         self._lock = threading.Lock()
         self._events: list[list[Any]] = []
         self._sent = time.monotonic()
@@ -102,6 +105,8 @@ class ForwardedProgress:
         with self._lock:
             if self._gone is not None:
                 raise self._gone
+            if not self._forward:
+                return
             last = self._events[-1] if self._events else None
             if last is not None and len(event) == 2 and last[0] == event[0]:
                 last[1] += event[1]  # counts are summed between frames
