@@ -24,6 +24,7 @@ from snapstore.errors import ConnectionLostError
 from snapstore.remote.address import parse_location
 from snapstore.remote.client import RemoteBackend
 from snapstore.remote.maintenance import ForwardedProgress, _replay
+from snapstore.storage.lock import Lock
 from tests.backend_conformance import random_bytes
 from tests.conftest import SNAP, run_snap
 from tests.sshd import FAKE_RSH, REMOTE_SNAP, SSHD, SshServer, running_sshd
@@ -164,9 +165,10 @@ def _words(text: bytes) -> list[str]:
 def test_locks_keep_a_server_side_gc_and_other_holders_apart(
     tmp_path: Path, sshd: SshServer, env: dict[str, str]
 ) -> None:
-    """A session holding the data lock (a checkout, over ssh) keeps a server-side gc out with
-    exit 6; a server-side verify holds its locks as a local verify does, so a writer is
-    kept out meanwhile; once the holder is gone, gc runs."""
+    """A session holding the data lock (a checkout, over ssh) keeps a server-side gc and
+    prune out with exit 6, and a verify (a reader too) in; a local snap on the server
+    holding the write lock keeps a server-side repair out; once the holders are gone, gc
+    runs (the client itself holds nothing its server's gc would conflict with)."""
     url = sshd.url(tmp_path / "repo")
     snap("init", url, env=env)
     commit(data_file(tmp_path / "a.img", 1 << 20, 3), url, env)
@@ -175,10 +177,14 @@ def test_locks_keep_a_server_side_gc_and_other_holders_apart(
     holder = RemoteBackend.connect(address, rsh=env["SNAP_RSH"], remote_snap=REMOTE_SNAP, timeout=60)
     with holder.lock("locks/data", exclusive=False):
         gc = snap("gc", "-r", url, env=env, code=6)
-        assert "is locked" in gc.stderr.decode()
+        assert f"repository {url} is locked" in gc.stderr.decode()
         snap("prune", "--keep-last", "1", "-r", url, env=env, code=6)
         snap("verify", "-r", url, env=env)  # readers share the data lock
     holder.close()
+    local = Lock(tmp_path / "repo" / "locks" / "write", 0o600)  # a local snap on the server, writing
+    local.acquire(exclusive=True, repo=tmp_path / "repo", what="another writer")
+    snap("repair", "-r", url, env=env, code=6)
+    local.release()
     snap("gc", "-r", url, env=env)
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from snapstore.cli.common import GLOBAL, connect, locate, open_repo, progress_for, state_notes, warn
-from snapstore.errors import ProtocolError
+from snapstore.errors import LockedError, ProtocolError
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.remote.address import SshAddress
 from snapstore.remote.maintenance import Served
 from snapstore.repo import Mode, Repository
+from snapstore.repo_location import Shown
 
 Doc = dict[str, Any]
 
@@ -88,6 +89,8 @@ def _on_server(
                 result = backend.run(command, sent, None if progress is NULL_PROGRESS else progress)
         else:
             result = backend.run(command, sent, None)
+    except LockedError as exc:  # (named as typed: the wire carries a path, which folds ssh://)
+        raise LockedError(Shown(str(address)), exc.holder) from None
     finally:
         backend.close()
     doc, notes = result.get("doc"), result.get("notes")

@@ -26,7 +26,7 @@ from snapstore.remote.channel import Channel
 from snapstore.remote.wire import Header
 
 COMMANDS = ("gc", "prune", "verify", "repair")  # what a server with a runner runs
-HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_SECONDS = 2.0
 FLUSH_SECONDS = 0.25
 WHERE = "the client"
 
