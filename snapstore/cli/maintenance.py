@@ -10,15 +10,17 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snapstore.cli.common import GLOBAL, connect, locate, open_repo, progress_for, state_notes, warn
 from snapstore.errors import LockedError, ProtocolError
 from snapstore.progress import NULL_PROGRESS, Progress
 from snapstore.remote.address import SshAddress
-from snapstore.remote.maintenance import Served
 from snapstore.repo import Mode, Repository
 from snapstore.repo_location import Shown
+
+if TYPE_CHECKING:  # (a local command does not import the protocol)
+    from snapstore.remote.maintenance import Served
 
 Doc = dict[str, Any]
 
