@@ -54,6 +54,22 @@ def env(tmp_path: Path, sshd: SshServer) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def pipe_env(tmp_path: Path) -> dict[str, str]:
+    """As ``env``, with ssh replaced by a local pipe (tests/fake_rsh.py: the same protocol,
+    without sshd's cost), for the tests about what the commands print and lock."""
+    server_cache = shlex.quote(str(tmp_path / "server-cache"))
+    return {
+        "SNAP_RSH": FAKE_RSH,
+        "XDG_CACHE_HOME": str(tmp_path / "client-cache"),
+        "SNAP_REMOTE_SNAP": f"XDG_CACHE_HOME={server_cache} {REMOTE_SNAP}",
+    }
+
+
+def pipe_url(path: Path) -> str:
+    return f"ssh://localhost{path}"
+
+
 def data_file(path: Path, size: int, seed: int) -> Path:
     path.write_bytes(random_bytes(size, seed=seed))
     return path
@@ -113,12 +129,10 @@ def test_gc_on_the_server_and_the_client_cache_learns_it(
     assert wire_bytes(counts) < 64 << 10
 
 
-def test_output_json_and_exit_codes_are_the_commands_own(
-    tmp_path: Path, sshd: SshServer, env: dict[str, str]
-) -> None:
-    """prune (rules and quota, --dry-run), verify, repair and gc over ssh print what the same
+def test_output_json_and_exit_codes_are_the_commands_own(tmp_path: Path, pipe_env: dict[str, str]) -> None:
+    """prune (rules and quota, --dry-run), verify, repair and gc over the protocol print what the same
     commands print for a local repository of the same snapshots, and exit the same."""
-    url = sshd.url(tmp_path / "repo")
+    env, url = pipe_env, pipe_url(tmp_path / "repo")
     local = tmp_path / "local"
     snap("init", url, env=env)
     snap("init", str(local), env=env)
@@ -163,13 +177,13 @@ def _words(text: bytes) -> list[str]:
 
 
 def test_locks_keep_a_server_side_gc_and_other_holders_apart(
-    tmp_path: Path, sshd: SshServer, env: dict[str, str]
+    tmp_path: Path, pipe_env: dict[str, str]
 ) -> None:
-    """A session holding the data lock (a checkout, over ssh) keeps a server-side gc and
+    """A session holding the data lock (a checkout's, another session) keeps a server-side gc and
     prune out with exit 6, and a verify (a reader too) in; a local snap on the server
     holding the write lock keeps a server-side repair out; once the holders are gone, gc
     runs (the client itself holds nothing its server's gc would conflict with)."""
-    url = sshd.url(tmp_path / "repo")
+    env, url = pipe_env, pipe_url(tmp_path / "repo")
     snap("init", url, env=env)
     commit(data_file(tmp_path / "a.img", 1 << 20, 3), url, env)
     address = parse_location(url)
@@ -215,14 +229,12 @@ def test_a_link_dropped_during_a_server_side_gc_loses_nothing(
     url = sshd.url(tmp_path / "repo")
     snap("init", url, env=env)
     sources = {}
-    for i in range(4):
+    for i in range(3):
         src = data_file(tmp_path / f"v{i}.img", 6 << 20, 20 + i)
         sources[commit(src, url, env)] = src
-    waiting = {**env}
-    for n, doomed in enumerate(list(sources)[:3]):
+    for n, doomed in enumerate(list(sources)[:2]):
         snap("rm", doomed, "-r", url, env=env)
         del sources[doomed]
-        start = time.monotonic()
         gc = subprocess.Popen(
             [*SNAP, "gc", "-r", url],
             env={**os.environ, **env},
@@ -230,16 +242,15 @@ def test_a_link_dropped_during_a_server_side_gc_loses_nothing(
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # snap and its ssh, killed together: the link drops
         )
-        time.sleep(0.6 + 0.4 * n)
+        time.sleep(0.6 + 0.6 * n)
         os.killpg(gc.pid, signal.SIGKILL)
         gc.wait()
-        assert time.monotonic() - start < 600
         for sid, src in sources.items():
             out = tmp_path / "out.img"
-            snap("--lock-wait", "2m", "checkout", sid, "-o", str(out), "-f", "-r", url, env=waiting)
+            snap("--lock-wait", "2m", "checkout", sid, "-o", str(out), "-f", "-r", url, env=env)
             assert sha(out) == sha(src)
-        snap("--lock-wait", "2m", "verify", "--read-data", "-r", url, env=waiting)
-    snap("--lock-wait", "2m", "gc", "-r", url, env=waiting)
+        snap("--lock-wait", "2m", "verify", "--read-data", "-r", url, env=env)
+    snap("--lock-wait", "2m", "gc", "-r", url, env=env)
     snap("verify", "--read-data", "-r", url, env=env)
 
 
