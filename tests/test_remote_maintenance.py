@@ -113,7 +113,10 @@ def test_gc_on_the_server_and_the_client_cache_learns_it(
     kept = commit(b, url, env)
     snap("rm", first, "-r", url, env=env)
     counts = tmp_path / "counts"
+    generation = (tmp_path / "repo" / "generation").read_bytes()
     gc = snap("gc", "-r", url, env=counted(counts, env))
+    changed = (tmp_path / "repo" / "generation").read_bytes()
+    assert changed != generation and changed[8] == 0  # a new settled generation: caches are behind
     assert gc.stdout.decode().startswith("freed 6.0 MiB: "), gc.stdout
     assert wire_bytes(counts) < 64 << 10  # the packs stayed on the server
     assert (tmp_path / "server-cache" / "snapstore").is_dir()  # it ran there, with its own cache
