@@ -73,7 +73,7 @@ class Server:
             elif self._backend is None:
                 raise ProtocolError(WHERE, f"{op!r} asked before open")
             else:
-                handler = _HANDLERS.get(str(op)) if op != "run" else _run
+                handler = _HANDLERS.get(str(op))
                 if handler is None:  # a newer client's: refused, the session goes on
                     raise ProtocolError(WHERE, f"unknown request {op!r}")
                 result, out = handler(self, self._backend, header, payload)
@@ -286,6 +286,7 @@ _HANDLERS = {
     "lock": _lock,
     "unlock": _unlock,
     "create_exclusive": _create_exclusive,
+    "run": _run,  # maintenance run on the server
 }
 
 
