@@ -148,14 +148,22 @@ def connect(address: SshAddress, *, create: bool = False) -> Backend:
 
 def tell_state(r: Repository, *, index: bool = True) -> None:
     """Say on stderr what the user should know about the repository just opened."""
+    for line in state_notes(r, index=index):
+        warn(line)
+
+
+def state_notes(r: Repository, *, index: bool = True) -> list[str]:
+    """The lines :func:`tell_state` says (a server running a command sends them along)."""
+    notes = []
     if index and r.index_problem is not None:
-        warn(
+        notes.append(
             f"snap: warning: {r.index_problem}; using a temporary index rebuilt from the packs "
             "(run 'snap repair' to rebuild it)"
         )
     if r.interrupted_writer is not None:
         then = "its work was recovered" if r.mode.writes else "the next writing command recovers its work"
-        warn(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; {then}")
+        notes.append(f"snap: note: the last writer ({r.interrupted_writer}) did not finish; {then}")
+    return notes
 
 
 def info(message: str) -> None:

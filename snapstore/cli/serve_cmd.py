@@ -29,8 +29,9 @@ def serve(
     if not stdio:
         raise UsageError("give --stdio", hint="snap serve is started by ssh for 'snap -r ssh://HOST/PATH'")
     from snapstore import __version__
+    from snapstore.cli.maintenance import run_served
     from snapstore.remote.policy import Policy
     from snapstore.remote.server import serve_stdio
 
     policy = Policy(restrict_to=tuple(restrict_to_path or ()), append_only=append_only)
-    raise typer.Exit(serve_stdio(policy, __version__))
+    raise typer.Exit(serve_stdio(policy, __version__, run_served))

@@ -15,16 +15,17 @@ from snapstore.cli.common import (
     TagFilterOption,
     emit_json,
     info,
-    open_repo,
     out,
     snapshot_filter,
 )
+from snapstore.cli.maintenance import Work, perform
 from snapstore.cli.snapshots_cmd import snapshot_doc
 from snapstore.cli.text import safe, when
 from snapstore.format.config import check_quota
 from snapstore.ops import gc as gc_ops
 from snapstore.ops import prune as prune_ops
-from snapstore.repo import Mode
+from snapstore.progress import Progress
+from snapstore.repo import Mode, Repository
 from snapstore.retention import KeepPolicy
 from snapstore.units import format_size, parse_duration, parse_size
 
@@ -81,32 +82,45 @@ def gc(
 ) -> None:
     """Free the space of chunks no snapshot references (no scratch space needed; one pack
     with --repack)."""
-    with open_repo(repo, Mode.READ if dry_run else Mode.EXCLUSIVE) as r:
-        if dry_run:
-            plan = gc_ops.plan_for(r, repack=repack, repack_threshold=repack_threshold)
-            freed = None
-        else:
-            result = gc_ops.collect(r, repack=repack, repack_threshold=repack_threshold)
-            plan, freed = result.plan, result.freed_bytes
+    args = {"dry_run": dry_run, "repack": repack, "repack_threshold": repack_threshold}
+    doc = perform(repo, "gc", args, json_output=json_output)
     if json_output:
-        emit_json({"dry_run": dry_run, **_gc_plan_doc(plan), "freed_bytes": freed})
+        emit_json(doc)
         return
     head = "would free" if dry_run else "freed"
-    amount = plan.freed_bytes if freed is None else freed
-    if plan.repack_threshold is not None:
+    amount = doc["planned_free_bytes"] if doc["freed_bytes"] is None else doc["freed_bytes"]
+    if doc["repack_threshold"] is not None:
         verb = "would repack" if dry_run else "repacked"
         out(
-            f"{head} {format_size(amount)}: {len(plan.dead_chunks)} unreferenced chunks, "
-            f"{len(plan.delete_packs)} packs removed, {verb} {len(plan.repack)} packs "
-            f"(live fraction below {plan.repack_threshold:g}) writing {format_size(plan.repack_bytes)}, "
-            f"scratch space {format_size(plan.scratch_bytes)}"
+            f"{head} {format_size(amount)}: {doc['dead_chunks']} unreferenced chunks, "
+            f"{doc['delete_packs']} packs removed, {verb} {len(doc['repack_packs'])} packs "
+            f"(live fraction below {doc['repack_threshold']:g}) writing "
+            f"{format_size(doc['repack_written_bytes'])}, scratch space {format_size(doc['scratch_bytes'])}"
         )
         return
     out(
-        f"{head} {format_size(amount)}: {len(plan.dead_chunks)} unreferenced chunks, "
-        f"{len(plan.punch)} ranges punched, {len(plan.delete_packs)} packs removed"
-        + (f", {len(plan.truncate)} unindexed pack tails cut" if plan.truncate else "")
+        f"{head} {format_size(amount)}: {doc['dead_chunks']} unreferenced chunks, "
+        f"{doc['punch_ranges']} ranges punched, {doc['delete_packs']} packs removed"
+        + (f", {doc['truncate_packs']} unindexed pack tails cut" if doc["truncate_packs"] else "")
     )
+
+
+def gc_work(args: dict[str, Any]) -> Work:
+    """gc's work (cli/maintenance.py): its document, the plan and what was freed."""
+    dry_run, repack = bool(args["dry_run"]), bool(args["repack"])
+    threshold = args["repack_threshold"]
+    threshold = None if threshold is None else float(threshold)
+
+    def compute(r: Repository, progress: Progress) -> dict[str, Any]:
+        if dry_run:
+            plan = gc_ops.plan_for(r, repack=repack, repack_threshold=threshold)
+            freed = None
+        else:
+            result = gc_ops.collect(r, repack=repack, repack_threshold=threshold)
+            plan, freed = result.plan, result.freed_bytes
+        return {"dry_run": dry_run, **_gc_plan_doc(plan), "freed_bytes": freed}
+
+    return Work(Mode.READ if dry_run else Mode.EXCLUSIVE, compute)
 
 
 def prune(
@@ -130,52 +144,64 @@ def prune(
 
     With --tag/--host only the matching snapshots are considered (kept or dropped); the
     others are left alone."""
-    select = snapshot_filter(tag, host)
-    policy = KeepPolicy(
-        keep_last,
-        keep_hourly,
-        keep_daily,
-        keep_weekly,
-        keep_monthly,
-        keep_yearly,
-        parse_duration(keep_within) if keep_within else None,
+    args = {
+        "keep": [keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly],
+        "keep_within": keep_within,
+        "quota_bytes": parse_size(quota) if quota else None,
+        "tags": tag or [],
+        "hosts": host or [],
+        "dry_run": dry_run,
+        "now": datetime.now(UTC).isoformat(),
+    }
+    doc = perform(repo, "prune", args, json_output=json_output)
+    if json_output:
+        emit_json(doc)
+        return
+    verb = "would drop" if dry_run else "dropped"
+    for s in doc["drop"]:
+        why = "quota" if s["reason"] == "quota" else "keep rules"
+        created = datetime.fromisoformat(s["created"])
+        out(f"{verb} {s['id'][:12]}  {when(created, utc=GLOBAL.utc)}  {safe(s['name'])}  ({why})")
+    if not doc["drop"]:
+        info("nothing to drop")
+    amount = doc["planned_free_bytes"] if doc["freed_bytes"] is None else doc["freed_bytes"]
+    quota_bytes = doc["quota_bytes"]
+    out(
+        f"{'would free' if dry_run else 'freed'} {format_size(amount)}; disk usage "
+        f"{format_size(doc['disk_bytes_before'])} -> {format_size(doc['disk_bytes_after'])}"
+        + (f" (quota {format_size(quota_bytes)})" if quota_bytes else "")
     )
-    quota_bytes = parse_size(quota) if quota else None
-    if quota_bytes is not None:
-        check_quota(quota_bytes)
-    now = datetime.now(UTC)
-    with open_repo(repo, Mode.READ if dry_run else Mode.EXCLUSIVE) as r:
-        if quota_bytes is None:
-            quota_bytes = r.config.quota_bytes
+
+
+def prune_work(args: dict[str, Any]) -> Work:
+    """prune's work (cli/maintenance.py): its document, what was dropped and kept, and why."""
+    select = snapshot_filter([str(t) for t in args["tags"]], [str(h) for h in args["hosts"]])
+    last, hourly, daily, weekly, monthly, yearly = (int(n) for n in args["keep"])
+    keep_within = args["keep_within"]
+    within = parse_duration(str(keep_within)) if keep_within else None
+    policy = KeepPolicy(last, hourly, daily, weekly, monthly, yearly, within)
+    given_quota = args["quota_bytes"]
+    if given_quota is not None:
+        check_quota(int(given_quota))
+    dry_run, now = bool(args["dry_run"]), datetime.fromisoformat(str(args["now"]))
+
+    def compute(r: Repository, progress: Progress) -> dict[str, Any]:
+        quota_bytes = r.config.quota_bytes if given_quota is None else int(given_quota)
         plan = prune_ops.plan(r, policy, now, quota_bytes=quota_bytes, select=select)
         kept = [s for s in r.list_snapshots() if s.id in plan.keep]
         freed = None if dry_run else prune_ops.apply(r, plan).gc.freed_bytes
         disk_after = plan.expected_disk_bytes if freed is None else r.disk_usage()
-    if json_output:
-        emit_json(
-            {
-                "dry_run": dry_run,
-                "drop": [
-                    snapshot_doc(s, reason="quota" if s.id in plan.by_quota else "rules") for s in plan.drop
-                ],
-                "keep": [snapshot_doc(s, reasons=list(plan.keep[s.id])) for s in kept],
-                "quota_bytes": quota_bytes,
-                "disk_bytes_before": plan.disk_bytes,
-                "planned_free_bytes": plan.freed_bytes,
-                "freed_bytes": freed,
-                "disk_bytes_after": disk_after,
-            }
-        )
-        return
-    verb = "would drop" if dry_run else "dropped"
-    for s in plan.drop:
-        why = "quota" if s.id in plan.by_quota else "keep rules"
-        out(f"{verb} {s.hex[:12]}  {when(s.created, utc=GLOBAL.utc)}  {safe(s.name)}  ({why})")
-    if not plan.drop:
-        info("nothing to drop")
-    amount = plan.freed_bytes if freed is None else freed
-    out(
-        f"{'would free' if dry_run else 'freed'} {format_size(amount)}; disk usage "
-        f"{format_size(plan.disk_bytes)} -> {format_size(disk_after)}"
-        + (f" (quota {format_size(quota_bytes)})" if quota_bytes else "")
-    )
+        return {
+            "dry_run": dry_run,
+            "drop": [
+                snapshot_doc(s, reason="quota" if s.id in plan.by_quota else "rules") for s in plan.drop
+            ],
+            "keep": [snapshot_doc(s, reasons=list(plan.keep[s.id])) for s in kept],
+            "quota_bytes": quota_bytes,
+            "disk_bytes_before": plan.disk_bytes,
+            "planned_free_bytes": plan.freed_bytes,
+            "freed_bytes": freed,
+            "disk_bytes_after": disk_after,
+        }
+
+    return Work(Mode.READ if dry_run else Mode.EXCLUSIVE, compute)

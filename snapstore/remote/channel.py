@@ -14,7 +14,9 @@ import select
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -35,6 +37,10 @@ class Reply:
         self._payload = b""
         self._failure: BaseException | None = None
         self.request_id = 0
+        # a request answered by progress frames before its reply (docs/PROTOCOL.md, "run"):
+        # each one is passed here, and counts as the server being alive
+        self.on_progress: Callable[[Any], None] | None = None
+        self.heard = time.monotonic()
 
     def settle(self, header: Header | None, payload: bytes, failure: BaseException | None) -> None:
         self._header, self._payload, self._failure = header, payload, failure
@@ -45,9 +51,11 @@ class Reply:
         return self._done.is_set()
 
     def wait(self, channel: Channel) -> tuple[Any, bytes]:
-        if not self._done.wait(channel.timeout):
-            channel.fail(f"no reply for {channel.timeout:g} s")
-            self._done.wait()
+        self.heard = time.monotonic()  # the timeout counts from here, or from the last progress
+        while not self._done.wait(max(0.0, self.heard + channel.timeout - time.monotonic())):
+            if time.monotonic() - self.heard >= channel.timeout:  # (a progress frame moves it on)
+                channel.fail(f"no reply for {channel.timeout:g} s")
+                self._done.wait()
         if self._failure is not None:
             raise self._failure
         assert self._header is not None
@@ -115,10 +123,14 @@ class Channel:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    def request(self, header: Header, payload: Buffer = b"") -> Reply:
-        """Send one request (``header`` without its id) and return its reply to wait for."""
+    def request(
+        self, header: Header, payload: Buffer = b"", on_progress: Callable[[Any], None] | None = None
+    ) -> Reply:
+        """Send one request (``header`` without its id) and return its reply to wait for
+        (``on_progress``: called, in the reader thread, with each progress frame's value)."""
         with self._send_lock:
             reply, request_id = self._register()
+            reply.on_progress = on_progress
             self._send({**header, "id": request_id}, payload)
         return reply
 
@@ -163,6 +175,11 @@ class Channel:
                     self.fail("the server closed the connection")
                     return
                 header, payload = frame
+                if "progress" in header:
+                    if not self._progressed(header):
+                        self.fail(f"a progress frame for request {header.get('id')!r}, which takes none")
+                        return
+                    continue
                 with self._lock:
                     reply = self._pending.pop(int(header.get("id", -1)), None)
                 if reply is None:
@@ -171,6 +188,17 @@ class Channel:
                 reply.settle(header, payload, None)
         except (ProtocolError, OSError, ValueError) as exc:
             self.fail(str(exc))
+
+    def _progressed(self, header: Header) -> bool:
+        """A progress frame of a request that takes them: passed on (never fails the reader)."""
+        with self._lock:
+            reply = self._pending.get(int(header.get("id", -1)))
+        if reply is None or reply.on_progress is None:
+            return False
+        reply.heard = time.monotonic()
+        with suppress(Exception):
+            reply.on_progress(header["progress"])
+        return True
 
     def fail(self, reason: str) -> RemoteError:
         """Fail every request in flight and every later one; stop the child."""

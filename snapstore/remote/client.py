@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any
 
 from snapstore.backends.base import (
     AppendWriter,
@@ -26,7 +27,8 @@ from snapstore.backends.base import (
 )
 from snapstore.errors import ProtocolError, RemoteError
 from snapstore.model import Buffer
-from snapstore.remote import wire
+from snapstore.progress import Progress
+from snapstore.remote import maintenance, wire
 from snapstore.remote.address import SshAddress, ssh_argv
 from snapstore.remote.channel import Channel, Reply
 
@@ -53,6 +55,8 @@ class RemoteBackend(Backend):
         )
         self.append_only = bool(opened.get("append_only"))  # the server refuses removals
         self.where = channel.where
+        runs = opened.get("run")  # the maintenance commands the server runs itself (none: older)
+        self.runs = frozenset(str(c) for c in runs) if isinstance(runs, list) else frozenset()
 
     @classmethod
     def connect(
@@ -198,6 +202,12 @@ class RemoteBackend(Backend):
             return super().create_exclusive(name, data)
         created, _ = self._call({"op": "create_exclusive", "name": check_name(name)}, data)
         return bool(created)
+
+    # -- maintenance run on the server (remote/maintenance.py) -------------------------------------
+
+    def run(self, command: str, args: dict[str, Any], progress: Progress | None) -> dict[str, Any]:
+        """Run gc, prune, verify or repair on the server (one of :attr:`runs`); its result."""
+        return maintenance.run_on_server(self._channel, command, args, progress)
 
 
 class RemoteAppendWriter(AppendWriter):

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from snapstore.backends.base import AppendWriter, Backend, check_name
 from snapstore.backends.local import LocalBackend
 from snapstore.errors import ProtocolError, RepositoryNotFoundError, SnapstoreError
-from snapstore.remote import wire
+from snapstore.remote import maintenance, wire
 from snapstore.remote.policy import Policy
 from snapstore.remote.putstream import PutStream
 from snapstore.remote.wire import Header
@@ -27,7 +27,14 @@ WHERE = "the client"
 
 
 class Server:
-    def __init__(self, stdin: BinaryIO, stdout: BinaryIO, policy: Policy, version: str) -> None:
+    def __init__(
+        self,
+        stdin: BinaryIO,
+        stdout: BinaryIO,
+        policy: Policy,
+        version: str,
+        runner: maintenance.Runner | None = None,
+    ) -> None:
         self._version = version  # snapstore's, told in the greeting
         self._in = stdin
         self._out = stdout
@@ -38,6 +45,9 @@ class Server:
         self._puts: dict[int, PutStream] = {}
         self._handles = iter(range(1, 1 << 62))
         self._gone = False  # the output is broken: the client is gone
+        # -- maintenance run on the server (remote/maintenance.py): given by snap serve
+        self._runner = runner
+        self._served: maintenance.Served | None = None
 
     def run(self) -> int:
         """Serve until the input ends; the exit status (0, or 13 for a broken protocol)."""
@@ -100,6 +110,7 @@ class Server:
         if not create and not (path / "config").exists():
             raise RepositoryNotFoundError(path)
         self._backend = LocalBackend(path, create=create)
+        self._served = maintenance.Served(path, self._policy.append_only)
         caps = self._backend.capabilities
         return {
             "capabilities": {
@@ -109,6 +120,7 @@ class Server:
                 "create_exclusive": caps.create_exclusive,
             },
             "append_only": self._policy.append_only,
+            "run": list(maintenance.COMMANDS) if self._runner is not None else [],
         }
 
     def handle(self) -> int:
@@ -249,6 +261,20 @@ def _create_exclusive(server: Server, backend: Backend, h: Header, payload: byte
     return backend.create_exclusive(name, payload), b""
 
 
+# -- maintenance run on the server (docs/PROTOCOL.md, "run") ---------------------------------------
+
+
+def _run(server: Server, backend: Backend, h: Header, payload: bytes) -> _Result:
+    assert server._served is not None  # (opened)
+
+    def send(header: Header) -> None:
+        server._reply(header)
+        if server._gone:  # _reply keeps quiet once the client is gone; the run stops
+            raise BrokenPipeError("the client is gone")
+
+    return maintenance.handle_run(server._served, server._runner, h, send), b""
+
+
 def _exists(backend: Backend) -> Callable[[str], bool]:
     return lambda name: bool(backend.exists_many([name]))
 
@@ -273,14 +299,15 @@ _HANDLERS = {
     "lock": _lock,
     "unlock": _unlock,
     "create_exclusive": _create_exclusive,
+    "run": _run,  # maintenance run on the server
 }
 
 
-def serve_stdio(policy: Policy, version: str) -> int:
+def serve_stdio(policy: Policy, version: str, runner: maintenance.Runner | None = None) -> int:
     """Serve on this process's stdin and stdout (which then carry nothing else)."""
     stdin = os.fdopen(os.dup(0), "rb", buffering=1 << 20)
     stdout = os.fdopen(os.dup(1), "wb", buffering=1 << 20)
     devnull = os.open(os.devnull, os.O_RDWR)  # nothing else may write frames' bytes
     os.dup2(devnull, 1)
     os.close(devnull)
-    return Server(stdin, stdout, policy, version).run()
+    return Server(stdin, stdout, policy, version, runner).run()
