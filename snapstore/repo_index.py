@@ -190,6 +190,8 @@ class CacheState:
 
     synced: bytes | None  # the token a cache in step with the backend holds; None: no cache
     # can be (a writer is at work, died, or the object is missing or unreadable)
+    readers_rebuild: bool = True  # False: a reader that finds it behind uses a temporary
+    # index (a repository directory's own index/, perhaps on read-only media)
 
 
 def _open_if_synced(path: Path, file_mode: int, token: bytes, *, writes: bool) -> Index | None:
@@ -248,7 +250,7 @@ def open_index(
             synced = _open_if_synced(path, file_mode, cache.synced, writes=writes)
             if synced is not None:
                 return OpenedIndex(synced)
-        if not writes and cache.synced is None:
+        if not writes and (cache.synced is None or not cache.readers_rebuild):
             index, temporary, report = temporary_index(packs, snapshots)
             return OpenedIndex(index, None, temporary, report)
         report = build_index(root, tmp, file_mode, packs, snapshots, synced=cache.synced)

@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PosixPath
 from typing import Self
 
 from snapstore.backends.base import Backend
+from snapstore.backends.local import LocalBackend
 from snapstore.chunkparams import validate
 from snapstore.errors import (
     CorruptError,
@@ -79,13 +82,43 @@ class LocalLocation:
         return self._dirs.path(), self._dirs.path("tmp")
 
     def cache_state(self) -> CacheState | None:
-        return None  # the index is the repository's own, kept in step by recovery
+        """None while no client over a backend (ssh) has used the directory: the index is
+        the repository's own, kept in step by recovery. Once one has, the ``generation``
+        object says whether ``index/`` is in step, as for a cache: the clients' writes
+        (and their gc) are not in it (docs/FORMAT.md, "the index as a cache")."""
+        with self._generation() as backend:
+            if backend is None:
+                return None
+            state = _read_generation(backend)
+        return CacheState(state.synced, readers_rebuild=False)  # a reader may be on read-only media
 
     def begin_writing(self) -> None:
-        return None
+        with self._generation() as backend:
+            if backend is not None:
+                _begin_writing(backend)
 
     def end_writing(self, index: Index) -> None:
-        return None
+        with self._generation() as backend:
+            if backend is not None:
+                _end_writing(backend, index)
+
+    @contextmanager
+    def _generation(self) -> Iterator[LocalBackend | None]:
+        """The directory as a local backend, to read and put ``generation`` as the clients
+        do (files made with the mode of the one there); None if there is none."""
+        root = self._dirs.path()
+        try:
+            st = os.stat(root / GENERATION, follow_symlinks=False)
+        except FileNotFoundError:
+            yield None
+            return
+        except OSError as exc:
+            raise translate_os_error(exc, str(self.root / GENERATION)) from exc
+        backend = LocalBackend(root, file_mode=st.st_mode & 0o666)
+        try:
+            yield backend
+        finally:
+            backend.close()
 
     def lock(self, name: str, file_mode: int) -> RepoLock:
         return Lock(self._dirs.path("locks") / name, file_mode)
@@ -155,30 +188,16 @@ class BackendLocation:
     def cache_state(self) -> CacheState:
         """Which index cache is in step with the objects now (docs/FORMAT.md, "the index as
         a cache"): the settled generation's token, or none while a writer is at work."""
-        try:
-            found = generation_fmt.decode(self.backend.get(GENERATION), GENERATION)
-        except ObjectNotFoundError:
-            return CacheState(None)
-        except CorruptError as exc:
-            log.warning("%s; the index cache is rebuilt", exc.message)
-            return CacheState(None)
-        return CacheState(None if found.writing else found.token)
+        return _read_generation(self.backend)
 
     def begin_writing(self) -> None:
         """Before a writer changes any object: every cache is out of step from now on."""
-        self.backend.put(GENERATION, generation_fmt.encode(generation_fmt.new(writing=True)), overwrite=True)
+        _begin_writing(self.backend)
 
     def end_writing(self, index: Index) -> None:
         """A writer done: a new settled generation, which its own cache is in step with. If
         it cannot be written, the generation stays *writing* and every cache is rebuilt."""
-        settled = generation_fmt.new(writing=False)
-        try:
-            self.backend.put(GENERATION, generation_fmt.encode(settled), overwrite=True)
-            mark_synced(index, settled.token)
-        except RemoteError:
-            pass  # the connection is gone: the command says so (the generation stays writing)
-        except SnapstoreError as exc:
-            log.warning("%s; index caches of this repository will be rebuilt", exc.message)
+        _end_writing(self.backend, index)
 
     def lock(self, name: str, file_mode: int) -> RepoLock:
         caps = self.backend.capabilities
@@ -262,3 +281,32 @@ def new_config(
         pack_target_size=pack_target_size,
         shared=shared,
     )
+
+
+# -- the generation object (docs/FORMAT.md, "the index as a cache") -------------------------------
+
+
+def _read_generation(backend: Backend) -> CacheState:
+    try:
+        found = generation_fmt.decode(backend.get(GENERATION), GENERATION)
+    except ObjectNotFoundError:
+        return CacheState(None)
+    except CorruptError as exc:
+        log.warning("%s; the index cache is rebuilt", exc.message)
+        return CacheState(None)
+    return CacheState(None if found.writing else found.token)
+
+
+def _begin_writing(backend: Backend) -> None:
+    backend.put(GENERATION, generation_fmt.encode(generation_fmt.new(writing=True)), overwrite=True)
+
+
+def _end_writing(backend: Backend, index: Index) -> None:
+    settled = generation_fmt.new(writing=False)
+    try:
+        backend.put(GENERATION, generation_fmt.encode(settled), overwrite=True)
+        mark_synced(index, settled.token)
+    except RemoteError:
+        pass  # the connection is gone: the command says so (the generation stays writing)
+    except SnapstoreError as exc:
+        log.warning("%s; index caches of this repository will be rebuilt", exc.message)

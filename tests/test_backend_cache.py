@@ -162,3 +162,43 @@ def test_generation_round_trip() -> None:
     for writing in (False, True):
         g = generation_fmt.new(writing=writing)
         assert generation_fmt.decode(generation_fmt.encode(g), "generation") == g
+
+
+def test_a_local_snap_and_a_remote_client_each_learn_what_the_other_freed(tmp_path: Path) -> None:
+    """One directory used both ways (a local `snap -r DIR` on the server, and clients over
+    ssh, which see it as objects of a local backend): once a client has written the
+    ``generation`` object, the directory's own index is kept in step by it like a cache, so
+    neither side deduplicates against chunks the other's gc freed."""
+    from snapstore.backends import LocalBackend
+
+    repo = tmp_path / "repo"
+    Repository.init(repo, chunker=SMALL_CHUNKER).close()
+    image = _image(tmp_path, "vm.img", 7)
+
+    def client(mode: Mode) -> Repository:
+        backend = LocalBackend(repo)
+        return Repository.open_backend(backend, mode, cache_dir=tmp_path / "cache", owns_backend=True)
+
+    with client(Mode.WRITE) as r:  # the client writes first: the generation object exists
+        snapstore.commit_file(r, _image(tmp_path, "other.img", 8), name="other")
+    with Repository.open(repo, Mode.WRITE) as r:  # local: commit, remembered in index/
+        local_first = snapstore.commit_file(r, image, name="vm").snapshot.id
+    with client(Mode.EXCLUSIVE) as r:  # the client removes it and frees its chunks
+        r.remove_snapshot(local_first)
+        snapstore.gc(r)
+    with Repository.open(repo, Mode.WRITE) as r:  # local again: must store them anew
+        assert r.rebuild_report is not None, "the directory's index is behind: rebuilt"
+        again = snapstore.commit_file(r, image, name="vm").snapshot.id
+    with client(Mode.WRITE) as r:  # and the client learns of the local commit
+        assert r.rebuild_report is not None
+        assert content_sha(r, again) == file_sha(image)
+        assert snapstore.verify(r, read_data=True).ok
+    with Repository.open(repo, Mode.EXCLUSIVE) as r:  # the local side removes, frees
+        r.remove_snapshot(again)
+        snapstore.gc(r)
+    with client(Mode.WRITE) as r:  # the client must store them anew
+        third = snapstore.commit_file(r, image, name="vm").snapshot.id
+        assert content_sha(r, third) == file_sha(image)
+    with Repository.open(repo) as r:
+        assert content_sha(r, third) == file_sha(image)
+        assert snapstore.verify(r, read_data=True).ok
