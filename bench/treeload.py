@@ -118,7 +118,7 @@ def build_tree(tree: Path, size: int, seed: int) -> str:
     special_bytes = min(MAX_FILE, max(4 * MiB, size // 16))
     budget = max(MiB, size - special_bytes)
     roots = source_roots()
-    found = scan([path for _, path in roots], max(4 * budget, 64 * MiB))
+    found = scan([path for _, path in roots], max(2 * budget, 64 * MiB))
     pieces = [p for _, root in roots for p in units(found, root, max(256 * KiB, budget // 16))]
     rng.shuffle(pieces)
     sizes = {os.path.join(d, n): s for d, files in found.files.items() for n, s in files}
