@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import threading
+import weakref
 from collections import deque
 from contextlib import suppress
 
@@ -19,7 +20,10 @@ class Block:
     __slots__ = ("_pool", "buf", "end", "pins", "start", "view")
 
     def __init__(self, pool: BlockPool, size: int) -> None:
-        self._pool = pool
+        # Weakly: a strong reference back would make each pool and its blocks a reference
+        # cycle, whose mappings only the cyclic gc frees; a tree commit runs a pipeline (and
+        # its pool) per large file, and kept them all (1 GiB tree: peak RSS 553 MiB).
+        self._pool: BlockPool = weakref.proxy(pool)
         self.buf = _anonymous(size)
         self.view = memoryview(self.buf)
         self.start = 0  # stream offset of view[0]
@@ -32,11 +36,15 @@ class Block:
 
     def unpin(self) -> None:
         pool = self._pool
-        with pool.lock:
+        try:
+            lock = pool.lock
+        except ReferenceError:  # the pool is gone: there is nothing to give the block back to
+            return
+        with lock:
             self.pins -= 1
             if self.pins == 0:
                 pool.free.append(self)
-                pool.lock.notify()
+                lock.notify()
 
     def slice(self, start: int, end: int) -> memoryview:
         """The held stream bytes ``[start, end)``."""
