@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from snapstore.model import ChunkerParams
 from snapstore.repo import Mode, Repository
+from tests.sshd_fixtures import own_cache, sshd  # noqa: F401 (the remote tests' fixtures, registered here)
 
 settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])

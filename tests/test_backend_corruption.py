@@ -140,6 +140,22 @@ def judge(
     return named
 
 
+def heal(
+    repo: MemRepo, hit: set[SnapshotId], contents: dict[SnapshotId, bytes], tmp_path: Path, when: str
+) -> None:
+    """Commit the content of each snapshot in ``hit`` again: a good copy of every chunk it
+    lost is stored, and each then checks out as it was (verify --read-data passes)."""
+    for sid in sorted(hit):
+        src = tmp_path / "src"
+        src.write_bytes(contents[sid])
+        with repo.open(Mode.WRITE) as r:
+            snapstore.commit_file(r, src, name="healing")
+    with repo.open(Mode.CHECK) as r:
+        assert snapstore.verify(r, read_data=True).ok, when
+        for sid in hit:
+            assert content_sha(r, sid) == repo.digests[sid], f"{when}: not healed"
+
+
 def pack_bytes(repo: MemRepo) -> dict[str, str]:
     return {n: hashlib.sha256(repo.backend.get(n)).hexdigest() for n in repo.backend.list("packs/")}
 
@@ -180,15 +196,7 @@ def test_a_flipped_record_is_found_and_dropped_by_repair(
             for sid in set(repo.digests) - hit:
                 assert content_sha(r, sid) == repo.digests[sid], f"{when}: {sid.hex()[:12]} after gc"
         if i == 0:  # committing the lost content again stores a good copy and heals them
-            for sid in sorted(hit):
-                src = tmp_path / "src"
-                src.write_bytes(base.contents[sid])
-                with repo.open(Mode.WRITE) as r:
-                    snapstore.commit_file(r, src, name="healing")
-            with repo.open(Mode.CHECK) as r:
-                assert snapstore.verify(r, read_data=True).ok, when
-                for sid in hit:
-                    assert content_sha(r, sid) == repo.digests[sid], f"{when}: not healed"
+            heal(repo, hit, base.contents, tmp_path, when)
 
 
 def test_a_flipped_pack_header_is_found_and_written_again(base: Base, tmp_path: Path) -> None:
@@ -352,15 +360,7 @@ def test_a_flipped_base_or_delta_names_exactly_the_snapshots_needing_it(
             for sid in set(repo.digests) - hit:
                 assert content_sha(r, sid) == repo.digests[sid], f"{when}: {sid.hex()[:12]} after gc"
         if i == 0:
-            for sid in sorted(hit):
-                src = tmp_path / "src"
-                src.write_bytes(deltas.contents[sid])
-                with repo.open(Mode.WRITE) as r:
-                    snapstore.commit_file(r, src, name="healing")
-            with repo.open(Mode.CHECK) as r:
-                assert snapstore.verify(r, read_data=True).ok, when
-                for sid in hit:
-                    assert content_sha(r, sid) == repo.digests[sid], f"{when}: not healed"
+            heal(repo, hit, deltas.contents, tmp_path, when)
 
 
 # -- manifests -----------------------------------------------------------------------------------------

@@ -25,24 +25,12 @@ from snapstore.remote.address import parse_location
 from snapstore.remote.client import RemoteBackend
 from tests.backend_conformance import BackendConformance, random_bytes
 from tests.conftest import run_snap
-from tests.sshd import FAKE_RSH, REMOTE_SNAP, SSHD, SshServer, running_sshd
+from tests.sshd import FAKE_RSH, REMOTE_SNAP, SSHD, SshServer
+from tests.sshd_fixtures import COUNTING_RSH
+
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 needs_sshd = pytest.mark.skipif(SSHD is None, reason="sshd is not installed (Debian: openssh-server)")
-COUNTING_RSH = f"{sys.executable} {Path(__file__).with_name('counting_rsh.py')}"
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Index caches of remote repositories in the test's directory, not ~/.cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    if SSHD is None:
-        pytest.skip("sshd is not installed (Debian: openssh-server)")
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 def connect(url: str, rsh: str) -> RemoteBackend:

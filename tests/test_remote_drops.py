@@ -13,33 +13,19 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.backend_conformance import random_bytes
 from tests.conftest import SNAP, run_snap
-from tests.sshd import REMOTE_SNAP, SSHD, SshServer, running_sshd
+from tests.sshd import REMOTE_SNAP, SshServer
+from tests.sshd_fixtures import COUNTING_RSH
+
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 Finished = subprocess.CompletedProcess[bytes]
-COUNTING = f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).with_name('counting_rsh.py')))}"
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Index caches of remote repositories in the test's directory, not ~/.cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    if SSHD is None:
-        pytest.skip("sshd is not installed (Debian: openssh-server)")
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 def sha(path: Path) -> str:
@@ -67,7 +53,7 @@ class Wire:
 
     def env(self, kill_after: int | None = None) -> dict[str, str]:
         env = self.sshd.env()
-        wrapper = f"{COUNTING} {shlex.quote(str(self.counts))}"
+        wrapper = f"{COUNTING_RSH} {shlex.quote(str(self.counts))}"
         if kill_after is not None:
             wrapper += f" --kill-after {kill_after}"
         if self.victim == "ssh":  # counted and killed on the client: the link drops

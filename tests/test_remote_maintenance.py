@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,8 @@ from snapstore.remote.maintenance import ForwardedProgress, _replay
 from snapstore.storage.lock import Lock
 from tests.backend_conformance import random_bytes
 from tests.conftest import SNAP, run_snap
-from tests.sshd import FAKE_RSH, REMOTE_SNAP, SSHD, SshServer, running_sshd
-
-COUNTING_RSH = (
-    f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).with_name('counting_rsh.py')))}"
-)
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    if SSHD is None:
-        pytest.skip("sshd is not installed (Debian: openssh-server)")
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
+from tests.sshd import FAKE_RSH, REMOTE_SNAP, SshServer
+from tests.sshd_fixtures import COUNTING_RSH
 
 
 @pytest.fixture
